@@ -1,0 +1,235 @@
+"""Pipeline spec: the declarative YAML that describes one fine-tuning use case.
+
+Every model forbids unknown keys, so a typo in a spec is an error that names the field rather
+than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+Identifier = Annotated[
+    str,
+    Field(pattern=IDENTIFIER.pattern, description="A SQL-safe identifier: letters, digits, underscore."),
+]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Governance(StrictModel):
+    """Who owns a source and what it may be used for; travels with every derived snapshot."""
+
+    data_owner: str
+    purposes: list[str] = Field(min_length=1)
+    lawful_basis: Literal[
+        "consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests"
+    ]
+    classification: Literal["public", "internal", "confidential", "restricted"] = "confidential"
+    retention_days: int = Field(default=365, gt=0)
+
+
+class SqlSource(StrictModel):
+    kind: Literal["sql"]
+    name: Identifier
+    conn_id: str = Field(description="Airflow connection holding the database URL and credentials.")
+    table: Identifier
+    columns: list[Identifier] = Field(min_length=1)
+    governance: Governance
+
+
+class RestPagination(StrictModel):
+    type: Literal["page"] = "page"
+    page_param: str = "page"
+    size_param: str = "per_page"
+    page_size: int = Field(default=100, gt=0, le=10_000)
+    max_pages: int = Field(default=1000, gt=0)
+
+
+class RestSource(StrictModel):
+    kind: Literal["rest"]
+    name: Identifier
+    conn_id: str = Field(description="Airflow HTTP connection: base URL, and the bearer token as password.")
+    endpoint: str = Field(pattern=r"^/[^\s]*$")
+    records_path: str = Field(default="data", description="Dotted path to the list of records in each page.")
+    columns: list[Identifier] = Field(min_length=1)
+    pagination: RestPagination = RestPagination()
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    governance: Governance
+
+
+Source = Annotated[SqlSource | RestSource, Field(discriminator="kind")]
+
+
+class Normalization(StrictModel):
+    trim: bool = True
+    unicode_nfc: bool = True
+    lowercase_columns: list[Identifier] = []
+    dedupe_on_key: bool = True
+
+
+class DatasetSpec(StrictModel):
+    key: Identifier = Field(description="Column that identifies a record across sources.")
+    subject_column: Identifier | None = Field(
+        default=None, description="Column that identifies the data subject (for erasure requests)."
+    )
+    normalization: Normalization = Normalization()
+
+
+class Validation(StrictModel):
+    suite: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="File stem in great_expectations/expectations/.")
+    max_quarantine_fraction: float = Field(default=0.2, ge=0, le=1)
+
+
+PiiType = Literal["email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name"]
+PiiAction = Literal["mask", "pseudonymise", "drop", "allow"]
+
+
+class ColumnPolicy(StrictModel):
+    action: PiiAction
+    justification: str | None = None
+
+    @model_validator(mode="after")
+    def _allow_needs_reason(self) -> ColumnPolicy:
+        if self.action == "allow" and not self.justification:
+            raise ValueError("action 'allow' needs a justification")
+        return self
+
+
+class FreeTextPolicy(StrictModel):
+    columns: list[Identifier] = Field(min_length=1)
+    types: dict[PiiType, Literal["mask", "pseudonymise"]]
+
+
+class PrivacySpec(StrictModel):
+    columns: dict[Identifier, ColumnPolicy] = {}
+    free_text: FreeTextPolicy | None = None
+    pseudonymisation_conn_id: str = Field(
+        default="llmops_pseudonymisation_key", description="Connection whose password is the HMAC key."
+    )
+
+
+class LoraSpec(StrictModel):
+    r: int = Field(default=8, gt=0, le=512)
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class Hyperparameters(StrictModel):
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    epochs: float = Field(default=1.0, gt=0, le=100)
+    batch_size: int = Field(default=8, gt=0, le=4096)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    max_length: int = Field(default=512, ge=16)
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = Field(default=0.0, ge=0)
+    seed: int = 42
+
+
+class BaseModelSpec(StrictModel):
+    uri: str = Field(
+        description="Local path, s3:// URI, or a name relative to the model store (LLMOPS_MODEL_STORE)."
+    )
+
+
+class TrainingSpec(StrictModel):
+    method: Literal["sft"] = "sft"
+    base_model: BaseModelSpec
+    launcher: Literal["local", "kubernetes"] = "local"
+    prompt_template: str = Field(description="Python format string over dataset columns, e.g. '{subject}'.")
+    completion_column: Identifier
+    eval_fraction: float = Field(default=0.15, gt=0, lt=0.9)
+    lora: LoraSpec = LoraSpec()
+    hyperparameters: Hyperparameters = Hyperparameters()
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields_are_identifiers(cls, value: str) -> str:
+        import string
+
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        if not fields:
+            raise ValueError("prompt_template must reference at least one column, e.g. '{body}'")
+        for field in fields:
+            if not IDENTIFIER.match(field):
+                raise ValueError(f"prompt_template field {{{field}}} is not a plain column name")
+        return value
+
+
+class EvaluationSpec(StrictModel):
+    max_samples: int = Field(default=64, gt=0)
+    max_new_tokens: int = Field(default=64, gt=0, le=4096)
+
+
+GateMetric = Literal["eval_loss", "eval_perplexity", "token_f1", "exact_match", "rouge_l"]
+
+
+class Gate(StrictModel):
+    metric: GateMetric
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Gate:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs 'min' or 'max'")
+        return self
+
+
+class RegistrySpec(StrictModel):
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    require_approval: bool = False
+
+
+class PipelineSpec(StrictModel):
+    name: str = Field(pattern=PIPELINE_NAME.pattern, description="lower_snake_case; prefixes the DAG ids.")
+    description: str
+    owner: str
+    purpose: str = Field(description="The purpose this model serves; every source must allow it.")
+    tags: list[str] = []
+    schedule: str | None = Field(default="@daily", description="Cron or preset for the ingest DAG.")
+    sources: list[Source] = Field(min_length=1)
+    dataset: DatasetSpec
+    validation: Validation
+    privacy: PrivacySpec = PrivacySpec()
+    training: TrainingSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    gates: list[Gate] = Field(min_length=1)
+    registry: RegistrySpec
+
+    @model_validator(mode="after")
+    def _cross_field_checks(self) -> PipelineSpec:
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        for source in self.sources:
+            if self.purpose not in source.governance.purposes:
+                raise ValueError(
+                    f"source '{source.name}' does not allow purpose '{self.purpose}' "
+                    f"(its governance.purposes: {', '.join(source.governance.purposes)})"
+                )
+            if self.dataset.key not in source.columns:
+                raise ValueError(f"source '{source.name}' lacks the dataset key column '{self.dataset.key}'")
+        return self
+
+    @property
+    def ingest_dag_id(self) -> str:
+        return f"{self.name}__ingest"
+
+    @property
+    def finetune_dag_id(self) -> str:
+        return f"{self.name}__finetune"
+
+    @property
+    def curated_asset_uri(self) -> str:
+        return f"llmops://{self.name}/curated"
