@@ -1,0 +1,60 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up everything they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# on machines without a local CPU wheel, so pip never pulls the multi-GB CUDA build.
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)
+ENV := source scripts/env.sh &&
+
+.PHONY: help venv airflow-db demo test test-fast lint airflow-ui constraints clean
+
+help:
+	@echo "make demo        run the demo pipeline end to end (sets everything up on first run)"
+	@echo "make test        run the whole test suite"
+	@echo "make airflow-ui  start Airflow (UI on http://127.0.0.1:8080) with this project's DAGs"
+	@echo "make lint        ruff"
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+airflow-db: venv
+	@$(ENV) mkdir -p "$$AIRFLOW_HOME" "$$LLMOPS_HOME" && $(BIN)/airflow db migrate > "$$AIRFLOW_HOME/db-migrate.log" 2>&1 \
+	  || { tail -20 "$$AIRFLOW_HOME/db-migrate.log"; exit 1; }
+
+demo: airflow-db
+	@$(ENV) $(BIN)/llmops demo
+
+test: airflow-db
+	$(ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: airflow-db
+	$(ENV) $(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check dags include/llmops plugins tests bench
+
+airflow-ui: airflow-db
+	@$(ENV) $(BIN)/llmops bootstrap-demo && \
+	  ( $(BIN)/python -m llmops.demo.tickets_api --data "$$LLMOPS_HOME/demo/api_tickets.json" --port "$$DEMO_TICKETS_API_PORT" & \
+	    trap "kill $$! 2>/dev/null" EXIT; $(BIN)/airflow standalone )
+
+constraints: venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^llmops' | sed 's/+cpu$$//' > constraints.tmp
+	{ head -2 constraints.txt; cat constraints.tmp; } > constraints.txt.new && rm constraints.tmp && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf .airflow .llmops

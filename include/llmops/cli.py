@@ -1,0 +1,195 @@
+"""The `llmops` command: demo set-up and run, spec checks, ledger verification, scaffolding."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("llmops")
+
+DEMO_BASE_MODEL = "tiny-support-base"
+
+
+def demo_dir() -> Path:
+    from llmops.settings import get_settings
+
+    return get_settings().home / "demo"
+
+
+def cmd_demo_data(_: argparse.Namespace) -> int:
+    from llmops.demo.sample_data import generate
+
+    info = generate(demo_dir())
+    print(json.dumps(info))
+    return 0
+
+
+def build_demo_model(force: bool = False) -> Path:
+    """Build the demo's tiny base model once; later calls reuse it."""
+    from llmops.settings import get_settings
+    from llmops.training.tiny_model import build_tiny_model
+
+    out = Path(get_settings().model_store) / DEMO_BASE_MODEL
+    if (out / "config.json").is_file() and not force:
+        return out
+    corpus_file = demo_dir() / "base_corpus.txt"
+    if not corpus_file.is_file():
+        from llmops.demo.sample_data import generate
+
+        generate(demo_dir())
+    corpus = [block for block in corpus_file.read_text(encoding="utf-8").split("\n\n") if block.strip()]
+    build_tiny_model(corpus, out)
+    return out
+
+
+def cmd_build_demo_model(args: argparse.Namespace) -> int:
+    print(build_demo_model(force=args.force))
+    return 0
+
+
+def cmd_bootstrap_demo(_: argparse.Namespace) -> int:
+    from llmops.demo.sample_data import generate
+
+    generate(demo_dir())
+    print(f"demo data: {demo_dir()}")
+    print(f"base model: {build_demo_model()}")
+    return 0
+
+
+def _run_dag(dag_id: str, conf: dict | None = None) -> str:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from llmops.settings import get_settings
+
+    bag = DagBag(dag_folder=str(get_settings().project_dir / "dags"))
+    if bag.import_errors:
+        raise SystemExit(f"DAG import errors: {bag.import_errors}")
+    dag = bag.dags.get(dag_id)
+    if dag is None:
+        raise SystemExit(f"DAG {dag_id} not found; have: {sorted(bag.dags)}")
+    run = dag.test(run_conf=conf or {})
+    return str(run.state)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo pipeline end to end: data, API, base model, ingest DAG, finetune DAG."""
+    from llmops.demo.sample_data import generate
+    from llmops.demo.tickets_api import make_server
+    from llmops.settings import get_settings
+
+    started = time.monotonic()
+    settings = get_settings()
+    generate(demo_dir())
+    build_demo_model()
+    token = os.environ.get("DEMO_TICKETS_API_TOKEN", "demo-token-change-me")
+    port = int(os.environ.get("DEMO_TICKETS_API_PORT", "8765"))
+    records = json.loads((demo_dir() / "api_tickets.json").read_text(encoding="utf-8"))
+    import threading
+
+    server = make_server(records, token, port=port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ingest_state = _run_dag("support_bot__ingest")
+        if ingest_state != "success":
+            print(f"support_bot__ingest finished in state {ingest_state}", file=sys.stderr)
+            return 1
+        conf = {"max_steps": args.max_steps} if args.max_steps else {}
+        finetune_state = _run_dag("support_bot__finetune", conf)
+    finally:
+        server.shutdown()
+
+    from llmops import storage
+    from llmops.registry.mlflow_registry import alias_version
+
+    latest = storage.read_json(storage.join(settings.reports_root, "support_bot", "LATEST.json"))
+    champion = alias_version("support_bot", "champion")
+    print()
+    print(f"finetune run state : {finetune_state}")
+    print(f"audit report (HTML): {latest['html']}")
+    print(f"audit report (JSON): {latest['json']}")
+    if champion:
+        print(f"registered model   : models:/support_bot@champion (version {champion})")
+    print(f"MLflow tracking URI: {settings.mlflow_tracking_uri}")
+    print(f"wall time          : {time.monotonic() - started:.0f} s")
+    return 0 if finetune_state == "success" and champion else 1
+
+
+def cmd_validate_specs(_: argparse.Namespace) -> int:
+    from llmops.settings import get_settings
+    from llmops.specs import SpecError, load_spec
+
+    failed = 0
+    for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+            print(f"ok   {path.name}: {spec.ingest_dag_id}, {spec.finetune_dag_id}")
+        except SpecError as exc:
+            failed += 1
+            print(f"FAIL {exc}")
+    return 1 if failed else 0
+
+
+def cmd_ledger_verify(_: argparse.Namespace) -> int:
+    from llmops.ledger import get_ledger
+
+    result = get_ledger().verify()
+    print(json.dumps(result.__dict__))
+    return 0 if result.ok else 2
+
+
+def cmd_new_pipeline(args: argparse.Namespace) -> int:
+    from llmops.settings import get_settings
+    from llmops.specs.schema import PIPELINE_NAME
+
+    if not PIPELINE_NAME.match(args.name):
+        print(f"pipeline name must match {PIPELINE_NAME.pattern}", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    spec_file = settings.pipelines_dir / f"{args.name}.yaml"
+    dag_file = settings.project_dir / "dags" / f"{args.name}.py"
+    for path in (spec_file, dag_file):
+        if path.exists():
+            print(f"{path} exists already", file=sys.stderr)
+            return 2
+    template = (settings.pipelines_dir / "support_bot.yaml").read_text(encoding="utf-8")
+    spec_file.write_text(template.replace("name: support_bot", f"name: {args.name}", 1), encoding="utf-8")
+    dag_file.write_text(
+        f'"""DAGs of the {args.name} pipeline, built from include/pipelines/{args.name}.yaml."""\n\n'
+        "from llmops.orchestration.factory import build_pipeline_dags\n\n"
+        f'build_pipeline_dags("{args.name}", globals())\n',
+        encoding="utf-8",
+    )
+    print(f"created {spec_file} (edit it) and {dag_file}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo-data", help="generate the demo's sample data").set_defaults(func=cmd_demo_data)
+    p = sub.add_parser("build-demo-model", help="build the tiny demo base model")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_build_demo_model)
+    sub.add_parser("bootstrap-demo", help="sample data + base model").set_defaults(func=cmd_bootstrap_demo)
+    p = sub.add_parser("demo", help="run the demo pipeline end to end")
+    p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick runs)")
+    p.set_defaults(func=cmd_demo)
+    sub.add_parser("validate-specs", help="check every pipeline spec").set_defaults(func=cmd_validate_specs)
+    sub.add_parser("ledger-verify", help="verify the governance ledger's hash chain").set_defaults(
+        func=cmd_ledger_verify
+    )
+    p = sub.add_parser("new-pipeline", help="scaffold a pipeline spec and its DAG file")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_new_pipeline)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The demo use case: synthetic support tickets from a SQLite database and a REST API."""

@@ -1,0 +1,295 @@
+"""Synthetic customer-support tickets for the demo pipeline, with planted PII and bad rows.
+
+Everything is generated from a seed, so the demo and the tests see the same data on every
+machine. Planted PII (emails, phones, Luhn-valid card numbers, IBANs, names in free text) is
+written to ``planted_pii.json`` so tests can prove none of it survives into curated data or
+reports. A few rows are deliberately broken (null body, unknown category, too short, unanswered,
+duplicated across API pages, a missing and an unexpected field) so validation has work to do.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+CATEGORIES = ("billing", "shipping", "account", "technical")
+
+FIRST_NAMES = (
+    "Anna", "Lukas", "Sofia", "Mateo", "Emma", "Noah", "Chloe", "Liam", "Mia", "Jonas", "Lea", "Oliver",
+    "Camille", "Hugo", "Giulia", "Marco", "Sanne", "Daan", "Zofia", "Jakub", "Priya", "Arjun", "Wei",
+    "Mei", "Omar", "Layla", "Carlos", "Lucia", "Ethan", "Grace", "Felix", "Ines", "Nora", "Elias",
+)
+LAST_NAMES = (
+    "Schmidt", "Müller", "Rossi", "García", "Martin", "Dubois", "Jansen", "Kowalski", "Sharma", "Patel",
+    "Chen", "Wang", "Haddad", "Fernández", "Smith", "Johnson", "Becker", "Novak", "Larsen", "Costa",
+)
+AGENTS = ("Maya", "Tom", "Elena", "Sam")
+PRODUCTS = ("trail backpack", "rain jacket", "hiking boots", "sleeping bag", "camping stove", "trekking poles")
+CITIES = ("Berlin", "Lyon", "Madrid", "Rotterdam", "Kraków", "Milan", "Leeds", "Porto")
+
+# intent -> (category, subjects, bodies, resolution)
+INTENTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
+    "charged_twice": (
+        "billing",
+        ("Charged twice for order {order}", "Double charge on my card"),
+        (
+            "Hello, I was charged twice for order {order} ({product}). Please refund the duplicate payment.",
+            "My card statement shows two identical charges for order {order}. Can you fix this?",
+        ),
+        "We are sorry about the double charge on order {order}. We have refunded the duplicate payment; "
+        "it will appear on your statement within 5 business days.",
+    ),
+    "refund_request": (
+        "billing",
+        ("Refund for returned {product}", "Where is my refund?"),
+        (
+            "I returned the {product} from order {order} two weeks ago but have not received my refund yet.",
+            "The {product} went back to your warehouse last week. When will I get my money back for order {order}?",
+        ),
+        "Thank you for returning the {product}. Your refund for order {order} has been approved and will "
+        "reach your original payment method within 7 business days.",
+    ),
+    "invoice_copy": (
+        "billing",
+        ("Invoice needed for order {order}", "Copy of invoice please"),
+        (
+            "Could you send me a copy of the invoice for order {order}? I need it for my expenses.",
+            "I need an invoice with VAT for order {order} for my company.",
+        ),
+        "We have attached the invoice for order {order} to your account. You can download it any time "
+        "under Orders in your profile.",
+    ),
+    "late_delivery": (
+        "shipping",
+        ("Order {order} has not arrived", "Late delivery of {product}"),
+        (
+            "My order {order} was supposed to arrive on Monday but I still have nothing. I live in {city}.",
+            "The tracking for order {order} has not moved for five days. Where is my {product}?",
+        ),
+        "We are sorry your order {order} is late. The carrier has confirmed a new delivery date within "
+        "3 days and we have upgraded your shipping at no cost.",
+    ),
+    "wrong_address": (
+        "shipping",
+        ("Change delivery address for {order}", "Wrong address on order {order}"),
+        (
+            "I made a mistake in the delivery address for order {order}. I moved to {city} last month.",
+            "Please update the shipping address of order {order}, the street name is wrong.",
+        ),
+        "We have updated the delivery address for order {order}. The parcel has not shipped yet, so it "
+        "will go to the new address.",
+    ),
+    "damaged_item": (
+        "shipping",
+        ("Damaged {product}", "{product} arrived broken"),
+        (
+            "The {product} from order {order} arrived damaged, the box was crushed.",
+            "My {product} came broken. Order {order}. I would like a replacement.",
+        ),
+        "We are sorry the {product} arrived damaged. A free replacement for order {order} is on its way "
+        "and you can keep or recycle the damaged item.",
+    ),
+    "password_reset": (
+        "account",
+        ("Cannot log in", "Password reset link not working"),
+        (
+            "I forgot my password and the reset link in the email has expired.",
+            "The password reset email never arrives. I cannot access my account.",
+        ),
+        "We have sent you a new password reset link that is valid for 24 hours. Please also check your "
+        "spam folder.",
+    ),
+    "delete_account": (
+        "account",
+        ("Please delete my account", "Close my account and data"),
+        (
+            "I no longer use the shop. Please delete my account and all my personal data.",
+            "Under GDPR I ask you to erase my customer account and personal data.",
+        ),
+        "We have received your erasure request. Your account and personal data will be deleted within "
+        "30 days and we will confirm by email when it is done.",
+    ),
+    "app_crash": (
+        "technical",
+        ("App crashes on checkout", "The app keeps crashing"),
+        (
+            "The mobile app crashes every time I open the checkout page for my {product}.",
+            "Your app closes itself when I try to pay. I am on the latest phone update.",
+        ),
+        "Thank you for reporting the crash. Please update the app to version 5.2, which fixes the checkout "
+        "problem, and restart your phone.",
+    ),
+    "login_error": (
+        "technical",
+        ("Error 403 when logging in", "Login error on website"),
+        (
+            "When I log in on the website I get error 403 after entering my password.",
+            "The website shows an error after login and sends me back to the start page.",
+        ),
+        "The login error was caused by an outdated browser cookie. Please clear your cookies for our site "
+        "and sign in again; it should work now.",
+    ),
+}
+
+
+def _luhn_card(rng: random.Random) -> str:
+    digits = [4] + [rng.randrange(10) for _ in range(14)]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 0:
+            d = d * 2 - 9 if d * 2 > 9 else d * 2
+        total += d
+    digits.append((10 - total % 10) % 10)
+    s = "".join(map(str, digits))
+    return " ".join(s[i : i + 4] for i in range(0, 16, 4))
+
+
+def _iban_de(rng: random.Random) -> str:
+    bban = "".join(str(rng.randrange(10)) for _ in range(18))
+    numeric = int(bban + "131400")  # D=13, E=14, check digits 00
+    check = 98 - numeric % 97
+    iban = f"DE{check:02d}{bban}"
+    return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+
+
+def _phone(rng: random.Random) -> str:
+    style = rng.randrange(3)
+    if style == 0:
+        return f"+49 30 {rng.randrange(1000000, 9999999)}"
+    if style == 1:
+        return f"+44 20 {rng.randrange(1000, 9999)} {rng.randrange(1000, 9999)}"
+    return f"+1 ({rng.randrange(200, 999)}) {rng.randrange(200, 999)}-{rng.randrange(1000, 9999)}"
+
+
+@dataclass
+class Planted:
+    email: set[str] = field(default_factory=set)
+    phone: set[str] = field(default_factory=set)
+    payment_card: set[str] = field(default_factory=set)
+    iban: set[str] = field(default_factory=set)
+    person_name: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {k: sorted(v) for k, v in self.__dict__.items()}
+
+
+def _ticket(rng: random.Random, ticket_id: str, created: datetime, planted: Planted) -> dict[str, Any]:
+    intent = rng.choice(sorted(INTENTS))
+    category, subjects, bodies, resolution = INTENTS[intent]
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    slots = {
+        "order": f"#{rng.randrange(10000, 99999)}",
+        "product": rng.choice(PRODUCTS),
+        "city": rng.choice(CITIES),
+    }
+    email = f"{first.lower()}.{last.lower().replace('ü', 'ue').replace('í', 'i').replace('á', 'a')}{rng.randrange(10, 99)}@example.com"
+    phone = _phone(rng)
+    body = rng.choice(bodies).format(**slots)
+    extras = []
+    roll = rng.random()
+    if roll < 0.35:
+        extras.append(f"You can reach me at {email} or {phone}.")
+        planted.email.add(email)
+        planted.phone.add(phone)
+    elif roll < 0.5:
+        card = _luhn_card(rng)
+        extras.append(f"The card I used ends in the number {card}.")
+        planted.payment_card.add(card)
+    elif roll < 0.6:
+        iban = _iban_de(rng)
+        extras.append(f"Please send the money to my IBAN {iban}.")
+        planted.iban.add(iban)
+    elif roll < 0.75:
+        extras.append(f"Call me on {phone} if needed.")
+        planted.phone.add(phone)
+    sign_off = rng.random()
+    if sign_off < 0.5:
+        extras.append(f"Thanks, {first} {last}")
+        planted.person_name.add(f"{first} {last}")
+    elif sign_off < 0.7:
+        body = f"Hi, my name is {first} {last}. " + body
+        planted.person_name.add(f"{first} {last}")
+    agent = rng.choice(AGENTS)
+    answer = f"Hi {first}, " + resolution.format(**slots) + f" Best regards, {agent} from Northwind Support"
+    return {
+        "ticket_id": ticket_id,
+        "created_at": created.isoformat(timespec="seconds"),
+        "customer_email": email,
+        "customer_name": f"{first} {last}",
+        "customer_phone": phone,
+        "category": category,
+        "subject": rng.choice(subjects).format(**slots),
+        "body": " ".join([body, *extras]),
+        "resolution": answer,
+    }
+
+
+COLUMNS = (
+    "ticket_id", "created_at", "customer_email", "customer_name", "customer_phone",
+    "category", "subject", "body", "resolution",
+)
+
+
+def generate(out_dir: Path, *, seed: int = 7, db_rows: int = 320, api_rows: int = 130) -> dict[str, Any]:
+    """Write tickets.db, api_tickets.json, base_corpus.txt and planted_pii.json into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    planted = Planted()
+    start = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
+    db = [_ticket(rng, f"TCK-{10001 + i}", start + timedelta(hours=5 * i), planted) for i in range(db_rows)]
+    api = [_ticket(rng, f"WEB-{20001 + i}", start + timedelta(hours=7 * i + 3), planted) for i in range(api_rows)]
+
+    # Deliberately broken rows, as real exports have them.
+    db[5]["body"] = None
+    db[77]["body"] = None
+    db[12]["category"] = "billling"
+    db[140]["category"] = "unknown"
+    db[33]["body"] = "help!!"
+    db[201]["resolution"] = None
+    api[9].pop("resolution")
+    api[60]["internal_notes"] = "escalated to tier 2"
+    api.insert(50, dict(api[49]))  # the same record on two pages: a pagination artefact
+
+    _write_sqlite(out_dir / "tickets.db", db)
+    _write_atomic(out_dir / "api_tickets.json", json.dumps(api, ensure_ascii=False, indent=1))
+    corpus_rng = random.Random(seed + 1000)
+    corpus_planted = Planted()
+    corpus = []
+    for i in range(600):
+        t = _ticket(corpus_rng, f"C-{i}", start, corpus_planted)
+        corpus.append(f"{t['subject']}\n{t['body']}")
+    # The base model is "public": its corpus carries redaction placeholders, never personal data.
+    text = "\n\n".join(corpus)
+    for kind, values in corpus_planted.to_dict().items():
+        for value in sorted(values, key=len, reverse=True):
+            text = text.replace(value, f"[{kind.upper()}]")
+    _write_atomic(out_dir / "base_corpus.txt", text + "\n")
+    _write_atomic(out_dir / "planted_pii.json", json.dumps(planted.to_dict(), ensure_ascii=False, indent=1))
+    return {"db_rows": len(db), "api_rows": len(api), "dir": str(out_dir)}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_sqlite(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".db.tmp")
+    tmp.unlink(missing_ok=True)
+    with sqlite3.connect(tmp) as conn:
+        conn.execute(
+            "CREATE TABLE tickets (ticket_id TEXT PRIMARY KEY, created_at TEXT, customer_email TEXT, "
+            "customer_name TEXT, customer_phone TEXT, category TEXT, subject TEXT, body TEXT, resolution TEXT)"
+        )
+        conn.executemany(
+            f"INSERT INTO tickets VALUES ({', '.join('?' for _ in COLUMNS)})",
+            [tuple(r.get(c) for c in COLUMNS) for r in rows],
+        )
+    conn.close()
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Ingestion: SQL databases and REST APIs into raw snapshots."""

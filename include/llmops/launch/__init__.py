@@ -1,0 +1,1 @@
+"""How a training or evaluation job runs: a local process, or a Kubernetes pod."""

@@ -1,0 +1,5 @@
+"""Governance ledger: append-only, hash-chained records in SQL."""
+
+from llmops.ledger.store import Ledger, LedgerIntegrityError, LedgerRecord, VerifyResult, get_ledger
+
+__all__ = ["Ledger", "LedgerIntegrityError", "LedgerRecord", "VerifyResult", "get_ledger"]

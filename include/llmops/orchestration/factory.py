@@ -1,0 +1,222 @@
+"""Build the Airflow DAG family for one pipeline spec.
+
+Imported by the thin files in dags/, so only the standard library, pendulum, ``airflow.sdk`` and the
+spec loader are imported at module level; every task imports its heavy dependencies when it runs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
+
+from llmops.specs import PipelineSpec, load_pipeline
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+def _default_args(spec: PipelineSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+    }
+
+
+def _run_id() -> str:
+    return get_current_context()["dag_run"].run_id
+
+
+def curated_asset(spec: PipelineSpec) -> Asset:
+    return Asset(name=f"{spec.name}.curated", uri=spec.curated_asset_uri, group="llmops")
+
+
+def ingest_dag(spec: PipelineSpec) -> DAG:
+    asset = curated_asset(spec)
+    source_names = [s.name for s in spec.sources]
+
+    @dag(
+        dag_id=spec.ingest_dag_id,
+        description=f"Ingest, validate and protect the data of '{spec.name}'.",
+        doc_md=f"""
+### {spec.name}: ingest
+
+{spec.description}
+
+Extracts each source ({", ".join(source_names)}) into an encrypted, content-addressed raw snapshot;
+normalises and validates with the Great Expectations suite `{spec.validation.suite}` (failing rows are
+quarantined, blocking expectations fail the run); applies the PII policy; publishes the curated
+snapshot as the asset `{asset.uri}`, which schedules `{spec.finetune_dag_id}`.
+""",
+        schedule=spec.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=_default_args(spec),
+        tags=["llmops", "ingest", *spec.tags],
+    )
+    def ingest() -> None:
+        @task(max_active_tis_per_dag=4)
+        def extract(source_name: str) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            return steps.extract_source(spec.name, source_name, _run_id())
+
+        @task
+        def validate(raw: list[dict[str, Any]]) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            return steps.validate(spec.name, list(raw), _run_id())
+
+        @task(outlets=[asset])
+        def curate(validated: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            result = steps.curate(spec.name, validated, _run_id())
+            get_current_context()["outlet_events"][asset].extra = {
+                "curated_snapshot_id": result["curated_snapshot_id"],
+                "row_count": result["row_count"],
+            }
+            return result
+
+        curate(validate(extract.expand(source_name=source_names)))
+
+    return ingest()
+
+
+FINETUNE_PARAMS = {
+    "curated_snapshot_id": Param(
+        "latest",
+        type="string",
+        title="Curated snapshot",
+        description="Snapshot id to train on; 'latest' takes the newest curated snapshot "
+        "(or the one whose publication triggered this run).",
+        pattern=r"^(latest|[0-9a-f]{20})$",
+    ),
+    "learning_rate": Param(
+        None, type=["null", "number"], title="Learning rate", description="Override the spec's learning rate.",
+        exclusiveMinimum=0, maximum=1,
+    ),
+    "epochs": Param(
+        None, type=["null", "number"], title="Epochs", description="Override the spec's number of epochs.",
+        exclusiveMinimum=0, maximum=100,
+    ),
+    "max_steps": Param(
+        None, type=["null", "integer"], title="Max steps", description="Stop after this many optimizer steps (smoke runs).",
+        minimum=1,
+    ),
+    "promote": Param(
+        True, type="boolean", title="Promote if gates pass",
+        description="Move the 'champion' alias to the new version when every gate passes.",
+    ),
+}
+
+
+def finetune_dag(spec: PipelineSpec) -> DAG:
+    asset = curated_asset(spec)
+
+    @dag(
+        dag_id=spec.finetune_dag_id,
+        description=f"Fine-tune, evaluate, gate, register and promote '{spec.registry.model_name}'.",
+        doc_md=f"""
+### {spec.name}: fine-tune
+
+Runs when a new curated snapshot of `{spec.name}` is published, or from the trigger form.
+Builds the prompt/completion dataset, trains a LoRA adapter on `{spec.training.base_model.uri}`
+({spec.training.launcher} launcher), evaluates it, applies the gates
+({", ".join(f"{g.metric}" for g in spec.gates)}), registers it in MLflow as `{spec.registry.model_name}`
+and moves the `champion` alias. An audit report is written at the end of every run, pass or fail.
+""",
+        schedule=[asset],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=_default_args(spec),
+        params=FINETUNE_PARAMS,
+        tags=["llmops", "finetune", *spec.tags],
+    )
+    def finetune() -> None:
+        @task
+        def start() -> str:
+            """Resolve which curated snapshot this run trains on and record the run's parameters."""
+            from llmops.orchestration import steps
+
+            context = get_current_context()
+            snapshot_id = context["params"]["curated_snapshot_id"]
+            if snapshot_id == "latest":
+                events = context.get("triggering_asset_events") or {}
+                for asset_events in events.values():
+                    for event in asset_events:
+                        snapshot_id = (event.extra or {}).get("curated_snapshot_id", snapshot_id)
+            return steps.start_finetune(spec.name, snapshot_id, dict(context["params"]), _run_id())
+
+        @task
+        def prepare_data(snapshot_id: str) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            return steps.prepare_training_data(spec.name, snapshot_id, _run_id())
+
+        @task(retries=1)
+        def train(data: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            params = get_current_context()["params"]
+            overrides = {k: params.get(k) for k in ("learning_rate", "epochs", "max_steps")}
+            return steps.train(spec.name, data, _run_id(), overrides)
+
+        @task
+        def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            return steps.evaluate(spec.name, trained, _run_id())
+
+        @task(retries=0)
+        def check_gates(evaluation: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            return steps.check_gates(spec.name, evaluation, trained, _run_id())
+
+        @task
+        def register(trained: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            return steps.register(spec.name, trained, decision, _run_id())
+
+        @task(pool="default_pool", max_active_tis_per_dag=1)
+        def promote(registered: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            enabled = bool(get_current_context()["params"]["promote"])
+            return steps.promote(spec.name, registered, _run_id(), enabled=enabled)
+
+        @task
+        def audit_report() -> dict[str, Any]:
+            from llmops.orchestration import steps
+
+            return steps.audit_report(spec.name, _run_id())
+
+        started = start()
+        trained = train(prepare_data(started))
+        evaluation = evaluate(trained)
+        decision = check_gates(evaluation, trained)
+        promoted = promote(register(trained, decision))
+        # A teardown runs whatever happened after `start`, and does not decide the run's state:
+        # a run whose gates failed is still marked failed, and still gets its audit report.
+        promoted >> audit_report().as_teardown(setups=started)
+
+    return finetune()
+
+
+def build_pipeline_dags(name: str, namespace: dict[str, Any]) -> list[DAG]:
+    """Load the spec `name` and put its DAGs into the calling DAG file's globals.
+
+    A broken spec raises here, so Airflow shows it as an import error of that pipeline's file only.
+    """
+    spec = load_pipeline(name)
+    dags = [ingest_dag(spec), finetune_dag(spec)]
+    for built in dags:
+        namespace[built.dag_id.replace("-", "_")] = built
+    return dags

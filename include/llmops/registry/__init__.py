@@ -1,0 +1,1 @@
+"""MLflow tracking and registry: runs, model versions, aliases, promotion and rollback."""

@@ -1,0 +1,152 @@
+"""Compliance audit report for one fine-tuning run, assembled from the governance ledger.
+
+The report answers: which data (sources, snapshots, counts, hashes), validated how, with what
+PII handling, trained how, evaluated and gated how, registered and promoted as what, and whether
+the ledger behind all of it verifies. It is built only from ledger records and registry metadata,
+which hold ids, counts and hashes: never rows, raw PII or secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmops import storage
+from llmops.ledger import LedgerRecord, get_ledger
+from llmops.settings import get_settings
+from llmops.specs import spec_hash
+
+if TYPE_CHECKING:
+    from llmops.specs import PipelineSpec
+
+SCHEMA_VERSION = "1.0"
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _last(records: list[LedgerRecord], event_type: str) -> LedgerRecord | None:
+    matches = [r for r in records if r.event_type == event_type]
+    return matches[-1] if matches else None
+
+
+def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
+    ledger = get_ledger()
+    run_records = ledger.records(pipeline=spec.name, run_id=run_id)
+    sft = _last(run_records, "dataset.sft.created")
+    ingest_records: list[LedgerRecord] = []
+    if sft is not None:
+        curated_subject = f"curated/{sft.payload['curated_snapshot_id']}"
+        handled = [r for r in ledger.records(pipeline=spec.name, subject=curated_subject) if r.event_type == "pii.handled"]
+        if handled:
+            ingest_records = ledger.records(pipeline=spec.name, run_id=handled[-1].run_id)
+
+    raw = [r.payload for r in ingest_records if r.event_type == "snapshot.raw.created"]
+    validated = _last(ingest_records, "dataset.validated")
+    pii = _last(ingest_records, "pii.handled")
+    trained = _last(run_records, "model.trained")
+    evaluated = _last(run_records, "model.evaluated")
+    gated = _last(run_records, "model.gated")
+    registered = _last(run_records, "model.registered")
+    promoted = _last(run_records, "model.promoted")
+    skipped = _last(run_records, "model.promotion_skipped")
+
+    if promoted is not None:
+        decision = "promoted"
+    elif registered is not None:
+        decision = "registered, not promoted"
+    elif gated is not None and not gated.payload["passed"]:
+        decision = "rejected by gates"
+    else:
+        decision = "incomplete"
+
+    registry: dict[str, Any] | None = None
+    if registered is not None:
+        registry = dict(registered.payload)
+        try:
+            from llmops.registry.mlflow_registry import model_version_info
+
+            info = model_version_info(registered.payload["model_name"], registered.payload["version"])
+            registry["aliases"] = info["aliases"]
+            registry["status"] = info["status"]
+        except Exception as exc:  # the report must still be written when the registry is down
+            registry["registry_error"] = type(exc).__name__
+
+    verification = ledger.verify()
+    metrics = (evaluated.payload.get("metrics") if evaluated else None) or {}
+    all_records = sorted({r.seq: r for r in [*ingest_records, *run_records]}.values(), key=lambda r: r.seq)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "pipeline": {
+            "name": spec.name,
+            "description": spec.description,
+            "owner": spec.owner,
+            "purpose": spec.purpose,
+            "spec_hash": spec_hash(spec),
+        },
+        "run": {"finetune_run_id": run_id, "ingest_run_id": ingest_records[0].run_id if ingest_records else None},
+        "summary": {
+            "decision": decision,
+            "model": f"{registry['model_name']} v{registry['version']}" if registry else None,
+            "champion": bool(promoted),
+            "gates_passed": gated.payload["passed"] if gated else None,
+            "headline_metrics": {k: metrics.get(k) for k in ("eval_perplexity", "token_f1", "exact_match", "rouge_l")},
+            "ledger_verified": verification.ok,
+        },
+        "data": {
+            "sources": [
+                {
+                    "name": r["source"],
+                    "kind": r["kind"],
+                    "connection": r["conn_id"],
+                    "location": r["location"],
+                    "raw_snapshot_id": r["snapshot_id"],
+                    "row_count": r["row_count"],
+                    "sha256": r["sha256"],
+                    "encryption": r["encryption"],
+                    "schema_drift": r.get("schema_drift"),
+                    "governance": r["governance"],
+                }
+                for r in raw
+            ],
+            "validation": validated.payload if validated else None,
+            "privacy": pii.payload if pii else None,
+            "sft": sft.payload if sft else None,
+        },
+        "training": trained.payload if trained else None,
+        "evaluation": evaluated.payload.get("metrics") if evaluated else None,
+        "gates": gated.payload if gated else None,
+        "registry": registry,
+        "promotion": promoted.payload if promoted else (skipped.payload if skipped else None),
+        "ledger": {
+            "verification": {"ok": verification.ok, "records": verification.records, "head_hash": verification.head_hash, "problem": verification.problem},
+            "events": [
+                {"seq": r.seq, "recorded_at": r.recorded_at, "event_type": r.event_type, "subject": r.subject, "run_id": r.run_id, "record_hash": r.record_hash}
+                for r in all_records
+            ],
+        },
+    }
+    return report
+
+
+def render_html(report: dict[str, Any]) -> str:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+    return env.get_template("audit_report.html.j2").render(r=report)
+
+
+def write_audit_report(spec: PipelineSpec, run_id: str) -> dict[str, str]:
+    from llmops.orchestration.steps import safe_run_id
+
+    report = build_report(spec, run_id)
+    folder = storage.join(get_settings().reports_root, spec.name, safe_run_id(run_id))
+    json_uri = storage.join(folder, "audit_report.json")
+    html_uri = storage.join(folder, "audit_report.html")
+    storage.write_json(json_uri, report)
+    storage.write_bytes(html_uri, render_html(report).encode())
+    latest = storage.join(get_settings().reports_root, spec.name, "LATEST.json")
+    storage.write_json(latest, {"run_id": run_id, "html": html_uri, "json": json_uri})
+    return {"html": html_uri, "json": json_uri, "decision": report["summary"]["decision"]}

@@ -1,0 +1,80 @@
+"""Shared fixtures. The environment is isolated before Airflow or llmops read it: every test
+session gets its own Airflow home, lake, ledger and MLflow store under a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="llmops-tests-"))
+
+os.environ["LLMOPS_PROJECT_DIR"] = str(PROJECT)
+os.environ["LLMOPS_HOME"] = str(_SESSION_HOME / "llmops")
+os.environ["AIRFLOW_HOME"] = str(_SESSION_HOME / "airflow")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_HOME / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_HOME / 'llmops' / 'mlflow.db'}"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+for _key in [k for k in os.environ if k.startswith(("LLMOPS_LAKE_ROOT", "LLMOPS_LEDGER_URL", "AIRFLOW_CONN_"))]:
+    del os.environ[_key]
+(_SESSION_HOME / "airflow").mkdir(parents=True, exist_ok=True)
+(_SESSION_HOME / "llmops").mkdir(parents=True, exist_ok=True)
+sys.path.insert(0, str(PROJECT / "include"))
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(name: str, port: int) -> None:
+    """Skip (visibly) when a local server is absent; in CI a missing server is a failure."""
+    if _reachable("127.0.0.1", port):
+        return
+    message = f"{name} is not reachable on 127.0.0.1:{port}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI must provide it)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated Airflow metadata DB for dag.test() runs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    require_server("PostgreSQL", 5432)
+    return os.environ.get("LLMOPS_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    require_server("MariaDB", 3306)
+    return os.environ.get("LLMOPS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
