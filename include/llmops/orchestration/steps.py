@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE_COLUMN = "_source"
+EVAL_METRICS = (
+    "eval_loss", "eval_perplexity", "token_f1", "exact_match", "rouge_l", "latency_ms_mean", "latency_ms_p95",
+)
 QUARANTINE_REASON = "_quarantine_reason"
 
 
@@ -564,8 +567,9 @@ def evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, A
     storage.write_json(str(config_path), job)
     run_local("llmops.evaluation", config_path)
     metrics = json.loads(output_file.read_text())
-    flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    flat.update({f"baseline_{k}": v for k, v in (metrics.get("baseline") or {}).items() if isinstance(v, int | float)})
+    flat = {k: metrics[k] for k in EVAL_METRICS if isinstance(metrics.get(k), int | float)}
+    baseline = metrics.get("baseline") or {}
+    flat.update({f"baseline_{k}": baseline[k] for k in EVAL_METRICS if isinstance(baseline.get(k), int | float)})
     mlflow_registry.log_params_and_metrics(trained["mlflow_run_id"], params={}, metrics=flat)
     _record(spec, "model.evaluated", f"mlflow-run/{trained['mlflow_run_id']}", run_id, {"metrics": metrics})
     return {"metrics": flat}

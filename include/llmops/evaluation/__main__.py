@@ -1,0 +1,10 @@
+"""``python -m llmops.evaluation --config eval.json``: see :mod:`llmops.evaluation.runner`."""
+
+from __future__ import annotations
+
+import sys
+
+from llmops.evaluation.runner import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The demo pipeline end to end with real Airflow runs (dag.test), real GX, training and MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TOKEN = "e2e-api-token-5d1e"
+
+
+@pytest.fixture(scope="module")
+def demo(airflow_db, session_home):
+    """Run the ingest DAG, then the finetune DAG, as a user's `make demo` does."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from llmops.cli import build_demo_model, demo_dir
+    from llmops.demo.sample_data import generate
+    from llmops.demo.tickets_api import serve_in_thread
+
+    generate(demo_dir())
+    build_demo_model()
+    records = json.loads((demo_dir() / "api_tickets.json").read_text())
+    server, url = serve_in_thread(records, TOKEN)
+    port = server.server_address[1]
+    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_DB"] = json.dumps({"conn_type": "sqlite", "host": str(demo_dir() / "tickets.db")})
+    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_API"] = json.dumps(
+        {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http", "password": TOKEN}
+    )
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+    assert not bag.import_errors
+    try:
+        ingest = bag.dags["support_bot__ingest"].test()
+        finetune = bag.dags["support_bot__finetune"].test()
+        # A second run that cannot learn in one step: its gates must fail and leave the champion alone.
+        weak = bag.dags["support_bot__finetune"].test(run_conf={"max_steps": 1, "learning_rate": 1e-6})
+    finally:
+        server.shutdown()
+    planted = json.loads((demo_dir() / "planted_pii.json").read_text())
+    return {"ingest": ingest, "finetune": finetune, "weak": weak, "planted": planted, "home": session_home}
+
+
+def _planted_values(planted: dict) -> list[str]:
+    values = [v for kind in ("email", "phone", "payment_card", "iban", "person_name") for v in planted[kind]]
+    assert len(values) > 300
+    return values
+
+
+def _settings():
+    from llmops.settings import get_settings
+
+    return get_settings()
+
+
+def test_ingest_publishes_curated_snapshot_without_pii(demo):
+    """Expect a curated snapshot with every planted PII value removed and counts that reconcile."""
+    from llmops import snapshots
+
+    assert demo["ingest"].state == "success"
+    ref = snapshots.get_latest(_settings().lake_root, "curated", "support_bot", "records")
+    manifest = snapshots.read_manifest(ref)
+    table = snapshots.read_snapshot(ref)
+    assert "customer_name" not in table.column_names and "customer_phone" not in table.column_names
+    text = json.dumps(table.to_pylist(), ensure_ascii=False)
+    leaked = [v for v in _planted_values(demo["planted"]) if v in text]
+    assert leaked == []
+    assert "[EMAIL]" in text and "[PERSON_NAME]" in text and "[PAYMENT_CARD]" in text
+    assert all(e.startswith("<email:") for e in table.column("customer_email").to_pylist())
+    assert manifest["privacy"]
+
+
+def test_raw_zone_is_encrypted_at_rest(demo):
+    """Expect raw and quarantine snapshots on disk to be ciphertext, readable only with the key."""
+    lake = Path(_settings().lake_root)
+    encrypted = list(lake.glob("raw/support_bot/*/*/data.parquet.enc")) + list(lake.glob("quarantine/**/data.parquet.enc"))
+    assert len(encrypted) >= 4
+    assert not list(lake.glob("raw/**/data.parquet"))
+    some_email = sorted(demo["planted"]["email"])[0].encode()
+    for path in encrypted:
+        blob = path.read_bytes()
+        assert b"PAR1" not in blob[:8] and some_email not in blob
+        with pytest.raises(Exception):  # noqa: B017 - not a Parquet file without decryption
+            pq.read_table(path)
+
+
+def test_validation_quarantined_the_planted_bad_rows(demo):
+    from llmops.ledger import get_ledger
+
+    (record,) = get_ledger().records(pipeline="support_bot", event_type="dataset.validated", run_id=demo["ingest"].run_id)
+    p = record.payload
+    assert p["counts_reconcile"]
+    assert p["rows_in"] == 451 and p["normalisation"]["exact_duplicates_removed"] == 1
+    assert p["rows_quarantined"] == 7
+    assert p["rows_accepted"] + p["rows_quarantined"] == p["rows_after_normalisation"]
+    assert p["contracts"][1]["field_drift"]["unexpected_fields"] == {"internal_notes": 1}
+
+
+def test_finetune_registers_and_promotes_champion(demo):
+    """Expect a registered version with alias champion, tagged with its data and gate results."""
+    from llmops.registry.mlflow_registry import alias_version, model_version_info
+
+    assert demo["finetune"].state == "success"
+    version = alias_version("support_bot", "champion")
+    assert version == "1"
+    info = model_version_info("support_bot", version)
+    assert info["tags"]["llmops.gates_passed"] == "true"
+    assert len(info["tags"]["llmops.curated_snapshot_id"]) == 20
+    assert "champion" in info["aliases"]
+
+
+def test_registered_model_generates_answers(demo):
+    """Expect the champion to load through MLflow and answer a ticket in the trained style."""
+    import mlflow
+
+    from llmops.registry.mlflow_registry import configure
+
+    configure()
+    model = mlflow.pyfunc.load_model("models:/support_bot@champion")
+    answers = model.predict(["Ticket (billing): Charged twice for order #12345\nI was charged twice.\nAnswer:"])
+    assert len(answers) == 1 and answers[0].strip()
+
+
+def test_failed_gates_leave_champion_untouched_and_still_report(demo):
+    """Expect the weak run to fail its gates, register nothing, keep champion v1, and write a report."""
+    from llmops.registry.mlflow_registry import alias_version
+    from llmops.reports.audit import build_report
+    from llmops.specs import load_pipeline
+
+    assert demo["weak"].state == "failed"
+    assert alias_version("support_bot", "champion") == "1"
+    report = build_report(load_pipeline("support_bot"), demo["weak"].run_id)
+    assert report["summary"]["decision"] == "rejected by gates"
+    assert report["registry"] is None
+    assert any(not g["passed"] for g in report["gates"]["gates"])
+
+
+def test_audit_report_contents_and_no_pii(demo):
+    """Expect an HTML and JSON report naming sources, counts, hashes, PII handling, metrics and the version."""
+    from llmops import storage
+    from llmops.orchestration.steps import safe_run_id
+
+    folder = storage.join(_settings().reports_root, "support_bot", safe_run_id(demo["finetune"].run_id))
+    report = storage.read_json(storage.join(folder, "audit_report.json"))
+    html = storage.read_bytes(storage.join(folder, "audit_report.html")).decode()
+    assert report["summary"]["decision"] == "promoted" and report["summary"]["model"] == "support_bot v1"
+    assert {s["name"] for s in report["data"]["sources"]} == {"helpdesk_db", "webform_api"}
+    assert all(len(s["sha256"]) == 64 and s["encryption"]["kek_id"] for s in report["data"]["sources"])
+    assert report["data"]["validation"]["rows_quarantined"] == 7
+    assert report["data"]["privacy"]["privacy"]
+    assert report["gates"]["passed"] and report["evaluation"]["token_f1"] >= 0.5
+    assert report["training"]["result"]["base_model_sha256"]
+    assert report["ledger"]["verification"]["ok"]
+    assert "Compliance audit report" in html and "support_bot v1" in html
+    for text in (json.dumps(report, ensure_ascii=False), html):
+        leaked = [v for v in _planted_values(demo["planted"]) if v in text]
+        assert leaked == []
+    assert TOKEN not in html
+
+
+def test_no_pii_or_secret_in_xcom(demo):
+    """Expect XCom (stored in the Airflow DB) to hold ids and counts only."""
+    db = Path(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as conn:
+        values = " ".join(str(v) for (v,) in conn.execute("SELECT value FROM xcom"))
+    assert values
+    assert [v for v in _planted_values(demo["planted"]) if v in values] == []
+    assert TOKEN not in values
+
+
+def test_ledger_verifies(demo):
+    from llmops.ledger import get_ledger
+
+    result = get_ledger().verify()
+    assert result.ok and result.records >= 15

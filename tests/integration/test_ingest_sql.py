@@ -1,0 +1,107 @@
+"""SQL extraction against real SQLite, PostgreSQL and MariaDB databases."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from llmops.connections import get_connection, sqlalchemy_url
+from llmops.ingest.sql import SourceError, extract_sql
+from llmops.specs.schema import SqlSource
+
+GOVERNANCE = {"data_owner": "o", "purposes": ["p"], "lawful_basis": "contract"}
+ROWS = [
+    {"ticket_id": "T-3", "body": "Grüße aus Köln", "priority": 2, "created_at": "2026-09-01 08:00:00"},
+    {"ticket_id": "T-1", "body": None, "priority": 1, "created_at": "2026-09-02 09:30:00"},
+    {"ticket_id": "T-2", "body": "plain ascii", "priority": None, "created_at": "2026-09-03 10:00:00"},
+]
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'src.db'}"
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def source_table(db_url):
+    name = f"tickets_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(db_url)
+    meta = sa.MetaData()
+    table = sa.Table(
+        name,
+        meta,
+        sa.Column("ticket_id", sa.String(20), primary_key=True),
+        sa.Column("body", sa.Text),
+        sa.Column("priority", sa.Integer),
+        sa.Column("created_at", sa.DateTime),
+    )
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        from datetime import datetime
+
+        conn.execute(
+            table.insert(),
+            [{**r, "created_at": datetime.fromisoformat(r["created_at"])} for r in ROWS],
+        )
+    yield db_url, name
+    meta.drop_all(engine)
+    engine.dispose()
+
+
+def _source(table: str, columns=("ticket_id", "body", "priority", "created_at")) -> SqlSource:
+    return SqlSource(kind="sql", name="db", conn_id="unused", table=table, columns=list(columns), governance=GOVERNANCE)
+
+
+def test_extracts_all_rows_ordered_as_text(source_table):
+    """Expect every row, ordered by key, with values as text and NULLs kept as nulls."""
+    url, table = source_table
+    result, meta = extract_sql(_source(table), order_by="ticket_id", url=url)
+    rows = result.to_pylist()
+    assert [r["ticket_id"] for r in rows] == ["T-1", "T-2", "T-3"]
+    assert rows[0]["body"] is None and rows[2]["body"] == "Grüße aus Köln"
+    assert rows[1]["priority"] is None and rows[0]["priority"] == "1"
+    assert rows[2]["created_at"].startswith("2026-09-01")
+    assert meta["row_count"] == 3 and meta["table"] == table
+
+
+def test_column_selection(source_table):
+    url, table = source_table
+    result, _ = extract_sql(_source(table, ["ticket_id", "body"]), order_by="ticket_id", url=url)
+    assert result.column_names == ["ticket_id", "body"]
+
+
+def test_missing_table_names_source_and_table(db_url):
+    """Expect a clear error naming the source and table when the table does not exist."""
+    with pytest.raises(SourceError, match=r"source 'db' \(connection 'unused', table 'no_such_table'\)"):
+        extract_sql(_source("no_such_table"), order_by="ticket_id", url=db_url)
+
+
+def test_wrong_password_error_hides_secret(mariadb_url):
+    """Expect that a rejected credential fails clearly without echoing the password."""
+    url = sa.make_url(mariadb_url).set(username="llmops_nobody", password="hunter2-secret-value")
+    with pytest.raises(SourceError) as info:
+        extract_sql(_source("tickets"), order_by="ticket_id", url=url)
+    assert "hunter2-secret-value" not in str(info.value)
+    assert "OperationalError" in str(info.value)
+
+
+def test_airflow_connection_to_sqlalchemy_url(monkeypatch, tmp_path):
+    """Expect Airflow connections of each database type to map to SQLAlchemy URLs."""
+    monkeypatch.setenv("AIRFLOW_CONN_T_SQLITE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "a.db")}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_T_PG",
+        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "u", "password": "p@ss/word", "schema": "db"}),
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_T_MY", json.dumps({"conn_type": "mysql", "host": "127.0.0.1", "login": "root", "schema": "test"}))
+    assert sqlalchemy_url(get_connection("t_sqlite")).database == str(tmp_path / "a.db")
+    pg = sqlalchemy_url(get_connection("t_pg"))
+    assert (pg.drivername, pg.host, pg.port, pg.username, pg.password, pg.database) == (
+        "postgresql+psycopg2", "127.0.0.1", 5432, "u", "p@ss/word", "db",
+    )
+    assert "p@ss/word" not in str(pg)  # SQLAlchemy renders the password masked
+    assert sqlalchemy_url(get_connection("t_my")).drivername == "mysql+pymysql"
