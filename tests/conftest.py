@@ -26,7 +26,9 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_HOME / 'llmops' / 'mlflow.db'}"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-for _key in [k for k in os.environ if k.startswith(("LLMOPS_LAKE_ROOT", "LLMOPS_LEDGER_URL", "AIRFLOW_CONN_"))]:
+for _key in [
+    k for k in os.environ if k.startswith(("LLMOPS_LAKE_ROOT", "LLMOPS_LEDGER_URL", "AIRFLOW_CONN_"))
+]:
     del os.environ[_key]
 (_SESSION_HOME / "airflow").mkdir(parents=True, exist_ok=True)
 (_SESSION_HOME / "llmops").mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,10 @@ def session_home() -> Path:
 def airflow_db() -> None:
     """A migrated Airflow metadata DB for dag.test() runs."""
     result = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
     )
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")

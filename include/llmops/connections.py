@@ -47,7 +47,9 @@ def sqlalchemy_url(conn: Any) -> sa.URL:
     if conn_type == "sqlite":
         path = conn.host or conn.schema
         if not path:
-            raise ConnectionConfigError(f"connection '{conn.conn_id}': a sqlite connection needs the file path as host")
+            raise ConnectionConfigError(
+                f"connection '{conn.conn_id}': a sqlite connection needs the file path as host"
+            )
         return sa.URL.create("sqlite", database=path)
     driver = _SQLA_DRIVERS.get(conn_type)
     if driver is None:
@@ -83,7 +85,9 @@ def http_auth_headers(conn: Any) -> dict[str, str]:
     if auth == "none":
         return {}
     if not conn.password:
-        raise ConnectionConfigError(f"connection '{conn.conn_id}': auth '{auth}' needs the secret as password")
+        raise ConnectionConfigError(
+            f"connection '{conn.conn_id}': auth '{auth}' needs the secret as password"
+        )
     if auth == "bearer":
         return {"Authorization": f"Bearer {conn.password}"}
     if auth == "api_key":
@@ -93,4 +97,6 @@ def http_auth_headers(conn: Any) -> dict[str, str]:
 
         token = base64.b64encode(f"{conn.login or ''}:{conn.password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
-    raise ConnectionConfigError(f"connection '{conn.conn_id}': unknown auth '{auth}' (bearer, api_key, basic, none)")
+    raise ConnectionConfigError(
+        f"connection '{conn.conn_id}': unknown auth '{auth}' (bearer, api_key, basic, none)"
+    )

@@ -153,10 +153,14 @@ def read_snapshot(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> pa
     blob = storage.read_bytes(storage.join(folder, entry["name"]))
     if manifest.get("encryption"):
         if kek is None:
-            raise SnapshotError(f"snapshot {manifest['snapshot_id']} is encrypted: a key is needed to read it")
+            raise SnapshotError(
+                f"snapshot {manifest['snapshot_id']} is encrypted: a key is needed to read it"
+            )
         from llmops.privacy.crypto import WrappedKey, decrypt_bytes
 
-        wrapped = WrappedKey.from_dict(storage.read_json(storage.join(folder, manifest["encryption"]["key_file"])))
+        wrapped = WrappedKey.from_dict(
+            storage.read_json(storage.join(folder, manifest["encryption"]["key_file"]))
+        )
         blob = decrypt_bytes(blob, wrapped, kek)
     if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
         raise SnapshotError(f"snapshot {manifest['snapshot_id']}: data does not match the manifest's sha256")
@@ -165,9 +169,12 @@ def read_snapshot(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> pa
 
 def ref_from_manifest(lake_root: str, manifest: dict[str, Any]) -> SnapshotRef:
     folder = storage.join(
-        dataset_uri(lake_root, manifest["zone"], manifest["pipeline"], manifest["dataset"]), manifest["snapshot_id"]
+        dataset_uri(lake_root, manifest["zone"], manifest["pipeline"], manifest["dataset"]),
+        manifest["snapshot_id"],
     )
-    return SnapshotRef(manifest["zone"], manifest["pipeline"], manifest["dataset"], manifest["snapshot_id"], folder)
+    return SnapshotRef(
+        manifest["zone"], manifest["pipeline"], manifest["dataset"], manifest["snapshot_id"], folder
+    )
 
 
 def snapshot_ref(lake_root: str, zone: str, pipeline: str, dataset: str, snapshot_id: str) -> SnapshotRef:

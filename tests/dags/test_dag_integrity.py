@@ -14,7 +14,18 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[2]
 DAGS_DIR = PROJECT / "dags"
 PIPELINES_DIR = PROJECT / "include" / "pipelines"
-HEAVY = ("torch", "transformers", "peft", "trl", "great_expectations", "mlflow", "pandas", "pyarrow", "sklearn", "datasets")
+HEAVY = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "great_expectations",
+    "mlflow",
+    "pandas",
+    "pyarrow",
+    "sklearn",
+    "datasets",
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +93,16 @@ from airflow.sdk import BaseHook, Variable
 BaseHook.get_connection = classmethod(refuse)
 Variable.get = staticmethod(refuse)
 import importlib.util
-for path in {sorted(str(p) for p in DAGS_DIR.glob('*.py'))!r}:
+for path in {sorted(str(p) for p in DAGS_DIR.glob("*.py"))!r}:
     spec = importlib.util.spec_from_file_location("dagfile", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
 """
     env = {**os.environ, "PYTHONPATH": str(PROJECT / "include")}
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
@@ -115,6 +128,8 @@ def test_broken_spec_is_an_import_error_of_its_own_file_only(tmp_path, monkeypat
     bag = DagBag(dag_folder=str(dags))
     assert set(bag.dag_ids) == {"support_bot__ingest", "support_bot__finetune"}
     assert len(bag.import_errors) == 1
-    (path, message), = bag.import_errors.items()
+    ((path, message),) = bag.import_errors.items()
     assert path.endswith("broken_bot.py")
-    assert "broken_bot.yaml" in message and "training.lora.r: Input should be greater than 0 (got -4)" in message
+    assert (
+        "broken_bot.yaml" in message and "training.lora.r: Input should be greater than 0 (got -4)" in message
+    )

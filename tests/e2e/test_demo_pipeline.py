@@ -29,7 +29,9 @@ def demo(airflow_db, session_home):
     records = json.loads((demo_dir() / "api_tickets.json").read_text())
     server, url = serve_in_thread(records, TOKEN)
     port = server.server_address[1]
-    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_DB"] = json.dumps({"conn_type": "sqlite", "host": str(demo_dir() / "tickets.db")})
+    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_DB"] = json.dumps(
+        {"conn_type": "sqlite", "host": str(demo_dir() / "tickets.db")}
+    )
     os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_API"] = json.dumps(
         {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http", "password": TOKEN}
     )
@@ -78,7 +80,9 @@ def test_ingest_publishes_curated_snapshot_without_pii(demo):
 def test_raw_zone_is_encrypted_at_rest(demo):
     """Expect raw and quarantine snapshots on disk to be ciphertext, readable only with the key."""
     lake = Path(_settings().lake_root)
-    encrypted = list(lake.glob("raw/support_bot/*/*/data.parquet.enc")) + list(lake.glob("quarantine/**/data.parquet.enc"))
+    encrypted = list(lake.glob("raw/support_bot/*/*/data.parquet.enc")) + list(
+        lake.glob("quarantine/**/data.parquet.enc")
+    )
     assert len(encrypted) >= 4
     assert not list(lake.glob("raw/**/data.parquet"))
     some_email = sorted(demo["planted"]["email"])[0].encode()
@@ -92,7 +96,9 @@ def test_raw_zone_is_encrypted_at_rest(demo):
 def test_validation_quarantined_the_planted_bad_rows(demo):
     from llmops.ledger import get_ledger
 
-    (record,) = get_ledger().records(pipeline="support_bot", event_type="dataset.validated", run_id=demo["ingest"].run_id)
+    (record,) = get_ledger().records(
+        pipeline="support_bot", event_type="dataset.validated", run_id=demo["ingest"].run_id
+    )
     p = record.payload
     assert p["counts_reconcile"]
     assert p["rows_in"] == 451 and p["normalisation"]["exact_duplicates_removed"] == 1
@@ -122,7 +128,9 @@ def test_registered_model_generates_answers(demo):
 
     configure()
     model = mlflow.pyfunc.load_model("models:/support_bot@champion")
-    answers = model.predict(["Ticket (billing): Charged twice for order #12345\nI was charged twice.\nAnswer:"])
+    answers = model.predict(
+        ["Ticket (billing): Charged twice for order #12345\nI was charged twice.\nAnswer:"]
+    )
     assert len(answers) == 1 and answers[0].strip()
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -15,6 +15,9 @@ from llmops.demo.tickets_api import serve_in_thread
 from llmops.ingest.rest import extract_rest
 from llmops.ingest.sql import SourceError
 from llmops.specs.schema import RestSource
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TOKEN = "test-token-7f3a9c"
 GOVERNANCE = {"data_owner": "o", "purposes": ["p"], "lawful_basis": "contract"}
@@ -61,8 +64,15 @@ class Upstream:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
-def send(handler: BaseHTTPRequestHandler, status: int, payload=None, *, raw: bytes | None = None,
-         content_type: str = "application/json", headers: dict | None = None) -> None:
+def send(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    payload=None,
+    *,
+    raw: bytes | None = None,
+    content_type: str = "application/json",
+    headers: dict | None = None,
+) -> None:
     body = raw if raw is not None else json.dumps(payload).encode()
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)
@@ -98,7 +108,9 @@ def test_retry_after_is_honoured(upstream):
 
 
 def test_server_errors_are_retried(upstream):
-    upstream.script.extend([lambda h: send(h, 500, {"error": "boom"}), lambda h: send(h, 503, {"error": "busy"})])
+    upstream.script.extend(
+        [lambda h: send(h, 500, {"error": "boom"}), lambda h: send(h, 503, {"error": "busy"})]
+    )
     table, _ = extract_rest(_source(page_size=50), "ticket_id", base_url=upstream.url, headers={})
     assert table.num_rows == 23 and len(upstream.requests) == 3
 
@@ -106,8 +118,14 @@ def test_server_errors_are_retried(upstream):
 @pytest.mark.parametrize(
     ("response", "expected"),
     [
-        (lambda h: send(h, 200, raw=b"<html>maintenance</html>", content_type="text/html"), "did not return valid JSON (text/html)"),
-        (lambda h: send(h, 200, raw=b'{"data": [{"ticket_id": "W-1"', content_type="application/json"), "did not return valid JSON"),
+        (
+            lambda h: send(h, 200, raw=b"<html>maintenance</html>", content_type="text/html"),
+            "did not return valid JSON (text/html)",
+        ),
+        (
+            lambda h: send(h, 200, raw=b'{"data": [{"ticket_id": "W-1"', content_type="application/json"),
+            "did not return valid JSON",
+        ),
         (lambda h: send(h, 200, {"items": []}), "has no 'data' (missing key 'data')"),
         (lambda h: send(h, 200, {"data": {"not": "a list"}}), "'data' in http://127.0.0.1"),
         (lambda h: send(h, 200, {"data": ["just a string"]}), "record 0 of"),
@@ -126,7 +144,9 @@ def test_bad_responses_fail_clearly(upstream, response, expected):
 def test_schema_drift_is_reported_not_fatal(upstream):
     """Expect missing and unexpected fields to be counted in the metadata, not to crash."""
     upstream.script.append(
-        lambda h: send(h, 200, {"data": [{"ticket_id": "W-1", "body": "a", "extra": 1}, {"ticket_id": "W-2"}]})
+        lambda h: send(
+            h, 200, {"data": [{"ticket_id": "W-1", "body": "a", "extra": 1}, {"ticket_id": "W-2"}]}
+        )
     )
     table, meta = extract_rest(_source(page_size=10), "ticket_id", base_url=upstream.url, headers={})
     assert table.num_rows == 2
@@ -139,10 +159,14 @@ def test_demo_api_auth_and_token_never_in_errors():
     records = [{"ticket_id": f"A-{i}", "body": "x"} for i in range(7)]
     server, url = serve_in_thread(records, TOKEN)
     try:
-        table, _ = extract_rest(_source(page_size=5), "ticket_id", base_url=url, headers={"Authorization": f"Bearer {TOKEN}"})
+        table, _ = extract_rest(
+            _source(page_size=5), "ticket_id", base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         assert table.num_rows == 7
         with pytest.raises(SourceError, match="HTTP 401 .* check the connection's credentials") as info:
-            extract_rest(_source(), "ticket_id", base_url=url, headers={"Authorization": "Bearer wrong-secret-123"})
+            extract_rest(
+                _source(), "ticket_id", base_url=url, headers={"Authorization": "Bearer wrong-secret-123"}
+            )
         assert "wrong-secret-123" not in str(info.value)
     finally:
         server.shutdown()

@@ -54,7 +54,9 @@ def source_table(db_url):
 
 
 def _source(table: str, columns=("ticket_id", "body", "priority", "created_at")) -> SqlSource:
-    return SqlSource(kind="sql", name="db", conn_id="unused", table=table, columns=list(columns), governance=GOVERNANCE)
+    return SqlSource(
+        kind="sql", name="db", conn_id="unused", table=table, columns=list(columns), governance=GOVERNANCE
+    )
 
 
 def test_extracts_all_rows_ordered_as_text(source_table):
@@ -92,16 +94,35 @@ def test_wrong_password_error_hides_secret(mariadb_url):
 
 def test_airflow_connection_to_sqlalchemy_url(monkeypatch, tmp_path):
     """Expect Airflow connections of each database type to map to SQLAlchemy URLs."""
-    monkeypatch.setenv("AIRFLOW_CONN_T_SQLITE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "a.db")}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_T_SQLITE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "a.db")})
+    )
     monkeypatch.setenv(
         "AIRFLOW_CONN_T_PG",
-        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "u", "password": "p@ss/word", "schema": "db"}),
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": 5432,
+                "login": "u",
+                "password": "p@ss/word",
+                "schema": "db",
+            }
+        ),
     )
-    monkeypatch.setenv("AIRFLOW_CONN_T_MY", json.dumps({"conn_type": "mysql", "host": "127.0.0.1", "login": "root", "schema": "test"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_T_MY",
+        json.dumps({"conn_type": "mysql", "host": "127.0.0.1", "login": "root", "schema": "test"}),
+    )
     assert sqlalchemy_url(get_connection("t_sqlite")).database == str(tmp_path / "a.db")
     pg = sqlalchemy_url(get_connection("t_pg"))
     assert (pg.drivername, pg.host, pg.port, pg.username, pg.password, pg.database) == (
-        "postgresql+psycopg2", "127.0.0.1", 5432, "u", "p@ss/word", "db",
+        "postgresql+psycopg2",
+        "127.0.0.1",
+        5432,
+        "u",
+        "p@ss/word",
+        "db",
     )
     assert "p@ss/word" not in str(pg)  # SQLAlchemy renders the password masked
     assert sqlalchemy_url(get_connection("t_my")).drivername == "mysql+pymysql"

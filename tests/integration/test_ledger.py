@@ -42,7 +42,9 @@ def test_chain_verifies_and_links(ledger):
 def test_retried_event_is_not_duplicated(ledger):
     """Expect that recording the same event twice returns the first record and adds nothing."""
     first = _append(ledger, 1)
-    again = ledger.append(pipeline="p", event_type="step", subject="s1", run_id="run-1", payload={"i": "changed"})
+    again = ledger.append(
+        pipeline="p", event_type="step", subject="s1", run_id="run-1", payload={"i": "changed"}
+    )
     assert again == first
     assert len(ledger.records()) == 1
 
@@ -50,10 +52,19 @@ def test_retried_event_is_not_duplicated(ledger):
 @pytest.mark.parametrize(
     ("tamper", "problem"),
     [
-        ("UPDATE llmops_ledger_events SET payload = '{\"i\":99}' WHERE seq = 2", "record seq 2: content was altered"),
+        (
+            "UPDATE llmops_ledger_events SET payload = '{\"i\":99}' WHERE seq = 2",
+            "record seq 2: content was altered",
+        ),
         ("DELETE FROM llmops_ledger_events WHERE seq = 2", "record seq 2 is missing"),
-        ("DELETE FROM llmops_ledger_events WHERE seq = 4", "head points at seq 4 but the chain ends at seq 3"),
-        ("UPDATE llmops_ledger_events SET actor = 'mallory' WHERE seq = 1", "record seq 1: content was altered"),
+        (
+            "DELETE FROM llmops_ledger_events WHERE seq = 4",
+            "head points at seq 4 but the chain ends at seq 3",
+        ),
+        (
+            "UPDATE llmops_ledger_events SET actor = 'mallory' WHERE seq = 1",
+            "record seq 1: content was altered",
+        ),
     ],
 )
 def test_tampering_is_detected(ledger, tamper, problem):

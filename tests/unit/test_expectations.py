@@ -83,7 +83,18 @@ def test_missing_suite_and_bad_severity(tmp_path):
         load_suite(GX_DIR, "nope")
     (tmp_path / "expectations").mkdir()
     (tmp_path / "expectations" / "s.json").write_text(
-        json.dumps({"name": "s", "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}, "meta": {"severity": "fatal"}}]})
+        json.dumps(
+            {
+                "name": "s",
+                "expectations": [
+                    {
+                        "type": "expect_column_to_exist",
+                        "kwargs": {"column": "a"},
+                        "meta": {"severity": "fatal"},
+                    }
+                ],
+            }
+        )
     )
     with pytest.raises(ValueError, match=r"expectations\[0\].meta.severity must be 'blocking' or 'warning'"):
         load_suite(tmp_path, "s")

@@ -45,13 +45,28 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda r: r["training"]["lora"].update(r=0), "training.lora.r: Input should be greater than 0 (got 0)"),
+        (
+            lambda r: r["training"]["lora"].update(r=0),
+            "training.lora.r: Input should be greater than 0 (got 0)",
+        ),
         (lambda r: r["training"].update(learning_rate=0.1), "training.learning_rate: unknown field"),
         (lambda r: r.pop("gates"), "gates: required field is missing"),
-        (lambda r: r["sources"][1].update(kind="ftp"), "sources[1]: Input tag 'ftp' found using 'kind' does not match"),
-        (lambda r: r["sources"][0].update(table="tickets; DROP TABLE x"), "sources[0].table: String should match pattern"),
-        (lambda r: r["sources"][0]["columns"].append("bad column"), "sources[0].columns[9]: String should match pattern"),
-        (lambda r: r["gates"].append({"metric": "token_f1"}), "gates[2]: Value error, a gate needs 'min' or 'max'"),
+        (
+            lambda r: r["sources"][1].update(kind="ftp"),
+            "sources[1]: Input tag 'ftp' found using 'kind' does not match",
+        ),
+        (
+            lambda r: r["sources"][0].update(table="tickets; DROP TABLE x"),
+            "sources[0].table: String should match pattern",
+        ),
+        (
+            lambda r: r["sources"][0]["columns"].append("bad column"),
+            "sources[0].columns[9]: String should match pattern",
+        ),
+        (
+            lambda r: r["gates"].append({"metric": "token_f1"}),
+            "gates[2]: Value error, a gate needs 'min' or 'max'",
+        ),
         (
             lambda r: r["privacy"]["columns"].update(customer_email={"action": "allow"}),
             "privacy.columns.customer_email: Value error, action 'allow' needs a justification",
@@ -60,7 +75,10 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
             lambda r: r["sources"][1]["governance"].update(purposes=["marketing"]),
             "source 'webform_api' does not allow purpose 'customer_support_automation'",
         ),
-        (lambda r: r["training"].update(prompt_template="no fields"), "prompt_template must reference at least one column"),
+        (
+            lambda r: r["training"].update(prompt_template="no fields"),
+            "prompt_template must reference at least one column",
+        ),
         (lambda r: r.update(name="Support Bot"), "name: String should match pattern"),
     ],
 )

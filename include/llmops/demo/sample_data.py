@@ -14,22 +14,80 @@ import random
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CATEGORIES = ("billing", "shipping", "account", "technical")
 
 FIRST_NAMES = (
-    "Anna", "Lukas", "Sofia", "Mateo", "Emma", "Noah", "Chloe", "Liam", "Mia", "Jonas", "Lea", "Oliver",
-    "Camille", "Hugo", "Giulia", "Marco", "Sanne", "Daan", "Zofia", "Jakub", "Priya", "Arjun", "Wei",
-    "Mei", "Omar", "Layla", "Carlos", "Lucia", "Ethan", "Grace", "Felix", "Ines", "Nora", "Elias",
+    "Anna",
+    "Lukas",
+    "Sofia",
+    "Mateo",
+    "Emma",
+    "Noah",
+    "Chloe",
+    "Liam",
+    "Mia",
+    "Jonas",
+    "Lea",
+    "Oliver",
+    "Camille",
+    "Hugo",
+    "Giulia",
+    "Marco",
+    "Sanne",
+    "Daan",
+    "Zofia",
+    "Jakub",
+    "Priya",
+    "Arjun",
+    "Wei",
+    "Mei",
+    "Omar",
+    "Layla",
+    "Carlos",
+    "Lucia",
+    "Ethan",
+    "Grace",
+    "Felix",
+    "Ines",
+    "Nora",
+    "Elias",
 )
 LAST_NAMES = (
-    "Schmidt", "Müller", "Rossi", "García", "Martin", "Dubois", "Jansen", "Kowalski", "Sharma", "Patel",
-    "Chen", "Wang", "Haddad", "Fernández", "Smith", "Johnson", "Becker", "Novak", "Larsen", "Costa",
+    "Schmidt",
+    "Müller",
+    "Rossi",
+    "García",
+    "Martin",
+    "Dubois",
+    "Jansen",
+    "Kowalski",
+    "Sharma",
+    "Patel",
+    "Chen",
+    "Wang",
+    "Haddad",
+    "Fernández",
+    "Smith",
+    "Johnson",
+    "Becker",
+    "Novak",
+    "Larsen",
+    "Costa",
 )
 AGENTS = ("Maya", "Tom", "Elena", "Sam")
-PRODUCTS = ("trail backpack", "rain jacket", "hiking boots", "sleeping bag", "camping stove", "trekking poles")
+PRODUCTS = (
+    "trail backpack",
+    "rain jacket",
+    "hiking boots",
+    "sleeping bag",
+    "camping stove",
+    "trekking poles",
+)
 CITIES = ("Berlin", "Lyon", "Madrid", "Rotterdam", "Kraków", "Milan", "Leeds", "Porto")
 
 # intent -> (category, subjects, bodies, resolution)
@@ -230,8 +288,15 @@ def _ticket(rng: random.Random, ticket_id: str, created: datetime, planted: Plan
 
 
 COLUMNS = (
-    "ticket_id", "created_at", "customer_email", "customer_name", "customer_phone",
-    "category", "subject", "body", "resolution",
+    "ticket_id",
+    "created_at",
+    "customer_email",
+    "customer_name",
+    "customer_phone",
+    "category",
+    "subject",
+    "body",
+    "resolution",
 )
 
 
@@ -242,7 +307,9 @@ def generate(out_dir: Path, *, seed: int = 7, db_rows: int = 320, api_rows: int 
     planted = Planted()
     start = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
     db = [_ticket(rng, f"TCK-{10001 + i}", start + timedelta(hours=5 * i), planted) for i in range(db_rows)]
-    api = [_ticket(rng, f"WEB-{20001 + i}", start + timedelta(hours=7 * i + 3), planted) for i in range(api_rows)]
+    api = [
+        _ticket(rng, f"WEB-{20001 + i}", start + timedelta(hours=7 * i + 3), planted) for i in range(api_rows)
+    ]
 
     # Deliberately broken rows, as real exports have them.
     db[5]["body"] = None
@@ -263,6 +330,9 @@ def generate(out_dir: Path, *, seed: int = 7, db_rows: int = 320, api_rows: int 
     for i in range(600):
         t = _ticket(corpus_rng, f"C-{i}", start, corpus_planted)
         corpus.append(f"{t['subject']}\n{t['body']}")
+        # Domain text the way a company's own base model would have seen it: replies as documents
+        # of their own, never paired with the ticket they answer (pairing is what fine-tuning adds).
+        corpus.append(t["resolution"].replace(f"Hi {t['customer_name'].split()[0]},", "Hi [PERSON_NAME],"))
     # The base model is "public": its corpus carries redaction placeholders, never personal data.
     text = "\n\n".join(corpus)
     for kind, values in corpus_planted.to_dict().items():

@@ -20,7 +20,9 @@ from urllib.parse import parse_qs, urlparse
 log = logging.getLogger(__name__)
 
 
-def make_server(records: list[dict[str, Any]], token: str, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_server(
+    records: list[dict[str, Any]], token: str, host: str = "127.0.0.1", port: int = 0
+) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt: str, *args: Any) -> None:  # keep request logs quiet and token-free
             log.debug("tickets-api: " + fmt, *args)
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="JSON list of ticket records")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--token-env", default="DEMO_TICKETS_API_TOKEN", help="env var holding the bearer token")
+    parser.add_argument(
+        "--token-env", default="DEMO_TICKETS_API_TOKEN", help="env var holding the bearer token"
+    )
     args = parser.parse_args(argv)
     token = os.environ.get(args.token_env)
     if not token:

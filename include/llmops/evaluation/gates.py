@@ -36,7 +36,9 @@ def evaluate_gates(gates: list[Gate], metrics: dict[str, Any]) -> dict[str, Any]
     for gate in gates:
         observed = metrics.get(gate.metric)
         if not isinstance(observed, int | float) or math.isnan(observed):
-            results.append(GateResult(gate.metric, None, gate.min, gate.max, False, "metric was not produced"))
+            results.append(
+                GateResult(gate.metric, None, gate.min, gate.max, False, "metric was not produced")
+            )
             continue
         problems = []
         if gate.min is not None and observed < gate.min:
@@ -45,7 +47,12 @@ def evaluate_gates(gates: list[Gate], metrics: dict[str, Any]) -> dict[str, Any]
             problems.append(f"{observed:.4g} > max {gate.max:.4g} (over by {observed - gate.max:.4g})")
         results.append(
             GateResult(
-                gate.metric, float(observed), gate.min, gate.max, not problems, "; ".join(problems) or "within bounds"
+                gate.metric,
+                float(observed),
+                gate.min,
+                gate.max,
+                not problems,
+                "; ".join(problems) or "within bounds",
             )
         )
     passed = all(r.passed for r in results)

@@ -38,7 +38,9 @@ def _records_at(payload: Any, path: str, url: str, source: str) -> list[dict[str
         raise SourceError(f"source '{source}': '{path}' in {url} is {type(node).__name__}, expected a list")
     for i, record in enumerate(node):
         if not isinstance(record, dict):
-            raise SourceError(f"source '{source}': record {i} of {url} is {type(record).__name__}, expected an object")
+            raise SourceError(
+                f"source '{source}': record {i} of {url} is {type(record).__name__}, expected an object"
+            )
     return node
 
 
@@ -51,7 +53,9 @@ def _get_json(session: Any, url: str, params: dict[str, Any], timeout: float, so
             response = session.get(url, params=params, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
             if attempt == MAX_ATTEMPTS:
-                raise SourceError(f"source '{source}': {shown} failed after {attempt} attempts: {type(exc).__name__}") from None
+                raise SourceError(
+                    f"source '{source}': {shown} failed after {attempt} attempts: {type(exc).__name__}"
+                ) from None
             delay = min(2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
             log.warning("source %s: %s on %s; retrying in %.1fs", source, type(exc).__name__, shown, delay)
             time.sleep(delay)
@@ -62,11 +66,15 @@ def _get_json(session: Any, url: str, params: dict[str, Any], timeout: float, so
                 delay = min(float(retry_after), MAX_BACKOFF_SECONDS) if retry_after else 2 ** (attempt - 1)
             except ValueError:
                 delay = 2 ** (attempt - 1)
-            log.warning("source %s: HTTP %s on %s; retrying in %.1fs", source, response.status_code, shown, delay)
+            log.warning(
+                "source %s: HTTP %s on %s; retrying in %.1fs", source, response.status_code, shown, delay
+            )
             time.sleep(delay)
             continue
         if response.status_code in (401, 403):
-            raise SourceError(f"source '{source}': HTTP {response.status_code} on {shown}: check the connection's credentials")
+            raise SourceError(
+                f"source '{source}': HTTP {response.status_code} on {shown}: check the connection's credentials"
+            )
         if response.status_code >= 400:
             raise SourceError(f"source '{source}': HTTP {response.status_code} on {shown}")
         try:
@@ -95,7 +103,11 @@ def extract_rest(
         session.headers.update({"Accept": "application/json", **(headers or {})})
         for page in range(1, pag.max_pages + 1):
             payload = _get_json(
-                session, url, {pag.page_param: page, pag.size_param: pag.page_size}, source.timeout_seconds, source.name
+                session,
+                url,
+                {pag.page_param: page, pag.size_param: pag.page_size},
+                source.timeout_seconds,
+                source.name,
             )
             batch = _records_at(payload, source.records_path, url, source.name)
             pages += 1
@@ -111,7 +123,7 @@ def extract_rest(
     for record in records:
         unexpected.update(k for k in record if k not in wanted)
         missing.update(c for c in wanted if c not in record)
-    records.sort(key=lambda r: (_as_text(r.get(order_by)) or ""))
+    records.sort(key=lambda r: _as_text(r.get(order_by)) or "")
     arrays = [pa.array([_as_text(r.get(c)) for r in records], type=pa.string()) for c in wanted]
     table = pa.Table.from_arrays(arrays, names=wanted)
     drift = {"unexpected_fields": dict(unexpected), "missing_fields": dict(missing)}

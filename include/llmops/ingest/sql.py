@@ -72,5 +72,11 @@ def extract_sql(source: SqlSource, order_by: str, url: Any | None = None) -> tup
         "query": str(query.compile(dialect=engine.dialect)),
         "row_count": result_table.num_rows,
     }
-    log.info("source %s: %d rows from %s table %s", source.name, result_table.num_rows, meta["dialect"], source.table)
+    log.info(
+        "source %s: %d rows from %s table %s",
+        source.name,
+        result_table.num_rows,
+        meta["dialect"],
+        source.table,
+    )
     return result_table, meta

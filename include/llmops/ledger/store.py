@@ -26,7 +26,9 @@ metadata = sa.MetaData()
 ledger_events = sa.Table(
     "llmops_ledger_events",
     metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False
+    ),
     sa.Column("event_id", sa.String(64), nullable=False, unique=True),
     sa.Column("recorded_at", sa.String(32), nullable=False),
     sa.Column("pipeline", sa.String(64), nullable=False, index=True),
@@ -154,7 +156,9 @@ class Ledger:
                 .where(ledger_head.c.id == 1)
                 .with_for_update()
             ).first()
-            existing = conn.execute(sa.select(ledger_events).where(ledger_events.c.event_id == event_id)).first()
+            existing = conn.execute(
+                sa.select(ledger_events).where(ledger_events.c.event_id == event_id)
+            ).first()
             if existing is not None:
                 return _row_to_record(existing)
             prev_seq, prev_hash = head.seq, head.record_hash
@@ -176,7 +180,9 @@ class Ledger:
                 )
             )
             conn.execute(
-                ledger_head.update().where(ledger_head.c.id == 1).values(seq=fields["seq"], record_hash=record_hash)
+                ledger_head.update()
+                .where(ledger_head.c.id == 1)
+                .values(seq=fields["seq"], record_hash=record_hash)
             )
         log.info("ledger: %s %s (%s) seq=%s", event_type, subject, pipeline, fields["seq"])
         return LedgerRecord(**fields, prev_hash=prev_hash, record_hash=record_hash)
@@ -213,7 +219,9 @@ class Ledger:
                 if record.seq != expected_seq:
                     return VerifyResult(False, count, prev_hash, f"record seq {expected_seq} is missing")
                 if record.prev_hash != prev_hash:
-                    return VerifyResult(False, count, prev_hash, f"record seq {record.seq}: chain link broken")
+                    return VerifyResult(
+                        False, count, prev_hash, f"record seq {record.seq}: chain link broken"
+                    )
                 fields = {
                     k: getattr(record, k)
                     for k in (
@@ -229,7 +237,9 @@ class Ledger:
                     )
                 }
                 if _record_hash(prev_hash, fields) != record.record_hash:
-                    return VerifyResult(False, count, prev_hash, f"record seq {record.seq}: content was altered")
+                    return VerifyResult(
+                        False, count, prev_hash, f"record seq {record.seq}: content was altered"
+                    )
                 prev_hash = record.record_hash
                 expected_seq += 1
                 count += 1

@@ -23,13 +23,18 @@ from llmops.specs import PipelineSpec, load_pipeline, spec_hash
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 SOURCE_COLUMN = "_source"
 EVAL_METRICS = (
-    "eval_loss", "eval_perplexity", "token_f1", "exact_match", "rouge_l", "latency_ms_mean", "latency_ms_p95",
+    "eval_loss",
+    "eval_perplexity",
+    "token_f1",
+    "exact_match",
+    "rouge_l",
+    "latency_ms_mean",
+    "latency_ms_p95",
 )
 QUARANTINE_REASON = "_quarantine_reason"
 
@@ -144,7 +149,9 @@ def _pii_masker() -> Any:
     """A function that masks every PII type in a string: used on validation samples."""
     from llmops.privacy.pii import redact_text
 
-    actions = {t: "mask" for t in ("email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name")}
+    actions = {
+        t: "mask" for t in ("email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name")
+    }
 
     def mask(value: str) -> str:
         return redact_text(value, actions, None)[0]
@@ -172,7 +179,9 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str) -> dict[str,
         manifest = snapshots.read_manifest(ref)
         table = snapshots.read_snapshot(ref, kek)
         contracts.append(
-            check_contract(source.name, list(source.columns), table.column_names, manifest["source"].get("schema_drift"))
+            check_contract(
+                source.name, list(source.columns), table.column_names, manifest["source"].get("schema_drift")
+            )
         )
         frame = table.to_pandas()
         frame[SOURCE_COLUMN] = source.name
@@ -273,7 +282,9 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
 
     spec = load_pipeline(pipeline)
     settings = get_settings()
-    v_ref = snapshots.snapshot_ref(settings.lake_root, "raw", spec.name, "validated", validated["validated_snapshot_id"])
+    v_ref = snapshots.snapshot_ref(
+        settings.lake_root, "raw", spec.name, "validated", validated["validated_snapshot_id"]
+    )
     df = snapshots.read_snapshot(v_ref, get_kek()).to_pandas()
     pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
     curated, report = apply_privacy_policy(df, spec.privacy, pseudonymiser)
@@ -315,7 +326,13 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
     if residual:
         raise PiiResidualFound(f"PII still detectable after redaction: {residual}")
     snapshots.set_latest(ref, settings.lake_root)
-    _record(spec, "snapshot.curated.published", f"curated/{ref.snapshot_id}", run_id, {"asset": spec.curated_asset_uri})
+    _record(
+        spec,
+        "snapshot.curated.published",
+        f"curated/{ref.snapshot_id}",
+        run_id,
+        {"asset": spec.curated_asset_uri},
+    )
     return {"curated_snapshot_id": ref.snapshot_id, "row_count": manifest["row_count"], "uri": ref.uri}
 
 
@@ -326,7 +343,9 @@ def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, An
     """Record the run's parameters and resolve 'latest' to a concrete snapshot id."""
     spec = load_pipeline(pipeline)
     if not curated_snapshot_id or curated_snapshot_id == "latest":
-        curated_snapshot_id = snapshots.get_latest(get_settings().lake_root, "curated", spec.name, "records").snapshot_id
+        curated_snapshot_id = snapshots.get_latest(
+            get_settings().lake_root, "curated", spec.name, "records"
+        ).snapshot_id
     _record(
         spec,
         "finetune.started",
@@ -352,7 +371,9 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
     if not curated_snapshot_id or curated_snapshot_id == "latest":
         c_ref = snapshots.get_latest(settings.lake_root, "curated", spec.name, "records")
     else:
-        c_ref = snapshots.snapshot_ref(settings.lake_root, "curated", spec.name, "records", curated_snapshot_id)
+        c_ref = snapshots.snapshot_ref(
+            settings.lake_root, "curated", spec.name, "records", curated_snapshot_id
+        )
     c_manifest = snapshots.read_manifest(c_ref)
     if c_manifest.get("purpose") != spec.purpose:
         raise ValueError(
@@ -372,12 +393,23 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         values = {k: ("" if v is None else str(v)) for k, v in record.items()}
         prompt = training.prompt_template.format(**values)
         split = _split_of(str(record[spec.dataset.key]), training.eval_fraction, seed)
-        rows[split].append({"key": str(record[spec.dataset.key]), "prompt": prompt, "completion": " " + completion.strip()})
+        rows[split].append(
+            {"key": str(record[spec.dataset.key]), "prompt": prompt, "completion": " " + completion.strip()}
+        )
     if not rows["train"] or not rows["eval"]:
-        raise ValueError(f"split produced {len(rows['train'])} train and {len(rows['eval'])} eval rows: need both")
+        raise ValueError(
+            f"split produced {len(rows['train'])} train and {len(rows['eval'])} eval rows: need both"
+        )
     table = pa.Table.from_pylist(
         [{**r, "split": split} for split in ("train", "eval") for r in rows[split]],
-        schema=pa.schema([("key", pa.string()), ("prompt", pa.string()), ("completion", pa.string()), ("split", pa.string())]),
+        schema=pa.schema(
+            [
+                ("key", pa.string()),
+                ("prompt", pa.string()),
+                ("completion", pa.string()),
+                ("split", pa.string()),
+            ]
+        ),
     )
     ref, manifest = snapshots.write_snapshot(
         lake_root=settings.lake_root,
@@ -399,7 +431,9 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         identity={"curated": c_ref.snapshot_id, "eval_fraction": training.eval_fraction, "seed": seed},
     )
     for split in ("train", "eval"):
-        lines = "".join(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in rows[split])
+        lines = "".join(
+            json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in rows[split]
+        )
         uri = storage.join(ref.uri, f"{split}.jsonl")
         if not storage.exists(uri):
             storage.write_bytes(uri, lines.encode())
@@ -407,7 +441,9 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         split: {
             "rows": len(rows[split]),
             "prompt_chars_mean": round(sum(len(r["prompt"]) for r in rows[split]) / len(rows[split]), 1),
-            "completion_chars_mean": round(sum(len(r["completion"]) for r in rows[split]) / len(rows[split]), 1),
+            "completion_chars_mean": round(
+                sum(len(r["completion"]) for r in rows[split]) / len(rows[split]), 1
+            ),
         }
         for split in ("train", "eval")
     }
@@ -437,7 +473,9 @@ def resolve_base_model(uri: str) -> Path:
     """A base model reference from the spec, as a local directory with a Hugging Face model."""
     settings = get_settings()
     if "://" in uri and not uri.startswith("file://"):
-        raise NotImplementedError(f"base model {uri}: only local base models are supported by the local launcher")
+        raise NotImplementedError(
+            f"base model {uri}: only local base models are supported by the local launcher"
+        )
     path = Path(uri.removeprefix("file://"))
     if not path.is_absolute():
         path = Path(settings.model_store) / path
@@ -455,14 +493,18 @@ def _run_dir(spec: PipelineSpec, run_id: str) -> Path:
     return path
 
 
-def train(pipeline: str, data: dict[str, Any], run_id: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    pipeline: str, data: dict[str, Any], run_id: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Fine-tune the base model with LoRA through the spec's launcher; track it in MLflow."""
     from llmops.launch.local import run_local
     from llmops.registry import mlflow_registry
 
     spec = load_pipeline(pipeline)
     settings = get_settings()
-    sft_ref = snapshots.snapshot_ref(settings.lake_root, "sft", spec.name, "prompt_completion", data["sft_snapshot_id"])
+    sft_ref = snapshots.snapshot_ref(
+        settings.lake_root, "sft", spec.name, "prompt_completion", data["sft_snapshot_id"]
+    )
     base_model = resolve_base_model(spec.training.base_model.uri)
     hyper = spec.training.hyperparameters.model_dump()
     hyper.update({k: v for k, v in (overrides or {}).items() if v is not None and k in hyper})
@@ -501,7 +543,9 @@ def train(pipeline: str, data: dict[str, Any], run_id: str, overrides: dict[str,
     config_path = work / "train_job.json"
     storage.write_json(str(config_path), job)
     if spec.training.launcher != "local":
-        raise NotImplementedError(f"training.launcher '{spec.training.launcher}' is not available in this deployment")
+        raise NotImplementedError(
+            f"training.launcher '{spec.training.launcher}' is not available in this deployment"
+        )
     run_local("llmops.training", config_path)
     result = json.loads((output_dir / "result.json").read_text())
     mlflow_registry.log_params_and_metrics(
@@ -514,7 +558,11 @@ def train(pipeline: str, data: dict[str, Any], run_id: str, overrides: dict[str,
             "sft_snapshot_id": sft_ref.snapshot_id,
             "config_sha256": result.get("config_sha256"),
         },
-        metrics={k: v for k, v in result.items() if k in ("train_loss", "eval_loss", "tokens_per_second", "train_runtime_s")},
+        metrics={
+            k: v
+            for k, v in result.items()
+            if k in ("train_loss", "eval_loss", "tokens_per_second", "train_runtime_s")
+        },
     )
     summary = {
         "mlflow_run_id": mlflow_run_id,
@@ -551,7 +599,9 @@ def evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, A
 
     spec = load_pipeline(pipeline)
     settings = get_settings()
-    sft_ref = snapshots.snapshot_ref(settings.lake_root, "sft", spec.name, "prompt_completion", trained["sft_snapshot_id"])
+    sft_ref = snapshots.snapshot_ref(
+        settings.lake_root, "sft", spec.name, "prompt_completion", trained["sft_snapshot_id"]
+    )
     work = _run_dir(spec, run_id)
     output_file = work / "eval" / "metrics.json"
     job = {
@@ -569,13 +619,17 @@ def evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, A
     metrics = json.loads(output_file.read_text())
     flat = {k: metrics[k] for k in EVAL_METRICS if isinstance(metrics.get(k), int | float)}
     baseline = metrics.get("baseline") or {}
-    flat.update({f"baseline_{k}": baseline[k] for k in EVAL_METRICS if isinstance(baseline.get(k), int | float)})
+    flat.update(
+        {f"baseline_{k}": baseline[k] for k in EVAL_METRICS if isinstance(baseline.get(k), int | float)}
+    )
     mlflow_registry.log_params_and_metrics(trained["mlflow_run_id"], params={}, metrics=flat)
     _record(spec, "model.evaluated", f"mlflow-run/{trained['mlflow_run_id']}", run_id, {"metrics": metrics})
     return {"metrics": flat}
 
 
-def check_gates(pipeline: str, evaluation: dict[str, Any], trained: dict[str, Any], run_id: str) -> dict[str, Any]:
+def check_gates(
+    pipeline: str, evaluation: dict[str, Any], trained: dict[str, Any], run_id: str
+) -> dict[str, Any]:
     from llmops.evaluation.gates import evaluate_gates, raise_if_failed
 
     spec = load_pipeline(pipeline)
@@ -598,7 +652,11 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
         storage.read_bytes(
             storage.join(
                 snapshots.snapshot_ref(
-                    get_settings().lake_root, "sft", spec.name, "prompt_completion", trained["sft_snapshot_id"]
+                    get_settings().lake_root,
+                    "sft",
+                    spec.name,
+                    "prompt_completion",
+                    trained["sft_snapshot_id"],
                 ).uri,
                 "eval.jsonl",
             )
@@ -644,16 +702,26 @@ def promote(pipeline: str, registered: dict[str, Any], run_id: str, enabled: boo
             run_id,
             {"reason": "promotion disabled for this run (Param promote=false)"},
         )
-        return {"promoted": False, "champion": mlflow_registry.alias_version(registered["model_name"], "champion")}
+        return {
+            "promoted": False,
+            "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
+        }
     if spec.registry.require_approval:
-        raise NotImplementedError("registry.require_approval: human approval is not available in this deployment")
+        raise NotImplementedError(
+            "registry.require_approval: human approval is not available in this deployment"
+        )
     moved = mlflow_registry.promote(registered["model_name"], registered["version"])
     _record(
         spec,
         "model.promoted",
         f"model/{registered['model_name']}/{registered['version']}",
         run_id,
-        {"model_name": registered["model_name"], "version": registered["version"], **moved, "approval": "not required"},
+        {
+            "model_name": registered["model_name"],
+            "version": registered["version"],
+            **moved,
+            "approval": "not required",
+        },
     )
     return {"promoted": True, **moved}
 

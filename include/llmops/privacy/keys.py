@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,9 @@ def _resolve(conn_id: str, key_file: Path, what: str) -> bytes:
     if key is not None:
         return key
     if os.environ.get("LLMOPS_REQUIRE_KEY_CONNECTIONS", "").lower() in ("1", "true", "yes"):
-        raise RuntimeError(f"{what}: connection '{conn_id}' is required in this deployment but is not defined")
+        raise RuntimeError(
+            f"{what}: connection '{conn_id}' is required in this deployment but is not defined"
+        )
     from llmops.privacy.crypto import load_or_create_key_file
 
     return load_or_create_key_file(key_file)

@@ -41,7 +41,9 @@ def check_contract(
     """Compare observed columns with the contract; missing columns break it, extra ones are reported."""
     missing = [c for c in expected_columns if c not in observed_columns]
     unexpected = [c for c in observed_columns if c not in expected_columns]
-    return ContractResult(source, list(expected_columns), list(observed_columns), missing, unexpected, drift or {})
+    return ContractResult(
+        source, list(expected_columns), list(observed_columns), missing, unexpected, drift or {}
+    )
 
 
 def enforce(results: list[ContractResult]) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ def load_suite(gx_dir: Path, name: str) -> dict[str, Any]:
     for i, expectation in enumerate(suite.get("expectations", [])):
         severity = (expectation.get("meta") or {}).get("severity", "warning")
         if severity not in ("blocking", "warning"):
-            raise ValueError(f"{path}: expectations[{i}].meta.severity must be 'blocking' or 'warning', got {severity!r}")
+            raise ValueError(
+                f"{path}: expectations[{i}].meta.severity must be 'blocking' or 'warning', got {severity!r}"
+            )
     return suite
 
 
@@ -124,7 +127,9 @@ def _sanitise(raw: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]
     }
 
 
-def validate_dataframe(df: pd.DataFrame, suite: dict[str, Any], mask: Callable[[str], str]) -> ValidationOutcome:
+def validate_dataframe(
+    df: pd.DataFrame, suite: dict[str, Any], mask: Callable[[str], str]
+) -> ValidationOutcome:
     """Run the suite through a real GX checkpoint (ephemeral context: nothing written to disk)."""
     import great_expectations as gx
 
@@ -132,7 +137,9 @@ def validate_dataframe(df: pd.DataFrame, suite: dict[str, Any], mask: Callable[[
     frame[ROW_ID] = range(len(frame))
     context = gx.get_context(mode="ephemeral")
     gx_suite = context.suites.add(
-        gx.ExpectationSuite(name=suite["name"], expectations=suite["expectations"], meta=suite.get("meta") or {})
+        gx.ExpectationSuite(
+            name=suite["name"], expectations=suite["expectations"], meta=suite.get("meta") or {}
+        )
     )
     asset = context.data_sources.add_pandas("llmops").add_dataframe_asset("snapshot")
     batch_definition = asset.add_batch_definition_whole_dataframe("whole")
@@ -174,7 +181,15 @@ def validate_dataframe(df: pd.DataFrame, suite: dict[str, Any], mask: Callable[[
         success=not blocking,
         blocking_failures=blocking,
         warnings=warnings,
-        statistics={k: stats.get(k) for k in ("evaluated_expectations", "successful_expectations", "unsuccessful_expectations", "success_percent")},
+        statistics={
+            k: stats.get(k)
+            for k in (
+                "evaluated_expectations",
+                "successful_expectations",
+                "unsuccessful_expectations",
+                "success_percent",
+            )
+        },
         results=results,
         row_failures=row_failures,
     )

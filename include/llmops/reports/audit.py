@@ -37,7 +37,11 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     ingest_records: list[LedgerRecord] = []
     if sft is not None:
         curated_subject = f"curated/{sft.payload['curated_snapshot_id']}"
-        handled = [r for r in ledger.records(pipeline=spec.name, subject=curated_subject) if r.event_type == "pii.handled"]
+        handled = [
+            r
+            for r in ledger.records(pipeline=spec.name, subject=curated_subject)
+            if r.event_type == "pii.handled"
+        ]
         if handled:
             ingest_records = ledger.records(pipeline=spec.name, run_id=handled[-1].run_id)
 
@@ -85,13 +89,18 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
             "purpose": spec.purpose,
             "spec_hash": spec_hash(spec),
         },
-        "run": {"finetune_run_id": run_id, "ingest_run_id": ingest_records[0].run_id if ingest_records else None},
+        "run": {
+            "finetune_run_id": run_id,
+            "ingest_run_id": ingest_records[0].run_id if ingest_records else None,
+        },
         "summary": {
             "decision": decision,
             "model": f"{registry['model_name']} v{registry['version']}" if registry else None,
             "champion": bool(promoted),
             "gates_passed": gated.payload["passed"] if gated else None,
-            "headline_metrics": {k: metrics.get(k) for k in ("eval_perplexity", "token_f1", "exact_match", "rouge_l")},
+            "headline_metrics": {
+                k: metrics.get(k) for k in ("eval_perplexity", "token_f1", "exact_match", "rouge_l")
+            },
             "ledger_verified": verification.ok,
         },
         "data": {
@@ -120,9 +129,21 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
         "registry": registry,
         "promotion": promoted.payload if promoted else (skipped.payload if skipped else None),
         "ledger": {
-            "verification": {"ok": verification.ok, "records": verification.records, "head_hash": verification.head_hash, "problem": verification.problem},
+            "verification": {
+                "ok": verification.ok,
+                "records": verification.records,
+                "head_hash": verification.head_hash,
+                "problem": verification.problem,
+            },
             "events": [
-                {"seq": r.seq, "recorded_at": r.recorded_at, "event_type": r.event_type, "subject": r.subject, "run_id": r.run_id, "record_hash": r.record_hash}
+                {
+                    "seq": r.seq,
+                    "recorded_at": r.recorded_at,
+                    "event_type": r.event_type,
+                    "subject": r.subject,
+                    "run_id": r.run_id,
+                    "record_hash": r.record_hash,
+                }
                 for r in all_records
             ],
         },

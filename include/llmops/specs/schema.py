@@ -84,7 +84,9 @@ class DatasetSpec(StrictModel):
 
 
 class Validation(StrictModel):
-    suite: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="File stem in great_expectations/expectations/.")
+    suite: str = Field(
+        pattern=r"^[A-Za-z0-9_\-]+$", description="File stem in great_expectations/expectations/."
+    )
     max_quarantine_fraction: float = Field(default=0.2, ge=0, le=1)
 
 

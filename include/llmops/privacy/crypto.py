@@ -1,0 +1,417 @@
+"""Envelope encryption for snapshot files: AES-256-GCM, chunked and streaming.
+
+Why envelope encryption: every file gets its own random 256-bit data key (DEK), and only the small
+wrapped DEK depends on the long-lived key-encryption key (KEK). Rotating the KEK therefore means
+re-wrapping 60 bytes per file (:func:`rewrap`), not re-encrypting the lake, and one leaked DEK
+exposes one file.
+
+Why chunks: a single AES-GCM call is limited to under 2 GiB and needs the whole message in memory.
+The stream is cut into chunks (4 MiB by default), each sealed separately, so files of any size are
+encrypted and decrypted in constant memory.
+
+File format (version 1)::
+
+    header  = magic "LLMENC" | version u8 = 1 | reserved u8 = 0 | chunk_size u32 BE | nonce_prefix 8B
+    chunk_i = AES-256-GCM(DEK, nonce = nonce_prefix | i as u32 BE,
+                          aad = header | i as u64 BE | final flag u8) -> ciphertext | 16-byte tag
+
+Every chunk but the last holds exactly ``chunk_size`` plaintext bytes; the last one (possibly empty)
+carries the final flag. Binding the header, the index and the final flag into each chunk's
+authentication makes tampering, reordering, dropping the tail, appending data, and splicing chunks
+from another file (different header and DEK) all fail authentication, with an error that names
+what failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import stat
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+KEY_BYTES = 32
+TAG_BYTES = 16
+NONCE_BYTES = 12
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+MAX_CHUNK_SIZE = 256 * 1024 * 1024  # refuse headers that would make us allocate absurd buffers
+MAGIC = b"LLMENC"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">6sBBI8s")
+HEADER_BYTES = _HEADER.size
+_MAX_CHUNKS = 2**32  # the per-file counter in the nonce is 32 bits
+
+#: Data: chunked AES-256-GCM stream, format v1. DEK wrap: AES-256-GCM with a random nonce.
+ALGORITHM = "AES-256-GCM-STREAM-v1+AES-256-GCM-KW"
+_WRAP_CONTEXT = b"llmops/dek-wrap/v1"
+
+
+class CryptoError(Exception):
+    """Base class for encryption errors."""
+
+
+class DecryptionError(CryptoError):
+    """Ciphertext, wrapped key or key choice failed verification; the message says which part."""
+
+
+class KeyMaterialError(CryptoError, ValueError):
+    """A key (file, connection password, argument) is malformed or unsafely stored.
+
+    Messages describe the problem and where the key came from, never the key itself.
+    """
+
+
+def key_id(kek: bytes) -> str:
+    """Public identifier of a KEK: the first 16 hex characters of its SHA-256."""
+    return hashlib.sha256(kek).hexdigest()[:16]
+
+
+def _check_key(key: bytes, what: str) -> bytes:
+    if not isinstance(key, bytes | bytearray):
+        raise KeyMaterialError(f"{what} must be bytes")
+    if len(key) != KEY_BYTES:
+        raise KeyMaterialError(f"{what} must be {KEY_BYTES} bytes (AES-256), got {len(key)}")
+    return bytes(key)
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A file's data key encrypted under a KEK, plus what is needed to pick the right KEK.
+
+    Stored next to the ciphertext (JSON); holds no plaintext key material.
+    """
+
+    kek_id: str
+    algorithm: str
+    wrapped_dek_b64: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kek_id": self.kek_id, "algorithm": self.algorithm, "wrapped_dek_b64": self.wrapped_dek_b64}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WrappedKey:
+        expected = {"kek_id", "algorithm", "wrapped_dek_b64"}
+        if not isinstance(data, dict) or set(data) != expected:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"wrapped key must have exactly the fields {sorted(expected)}, got {got}")
+        if not all(isinstance(data[k], str) for k in expected):
+            raise ValueError("wrapped key fields must be strings")
+        return cls(
+            kek_id=data["kek_id"], algorithm=data["algorithm"], wrapped_dek_b64=data["wrapped_dek_b64"]
+        )
+
+
+def _wrap_aad(kek_id_: str) -> bytes:
+    return b"|".join((_WRAP_CONTEXT, ALGORITHM.encode(), kek_id_.encode()))
+
+
+def _wrap(dek: bytes, kek: bytes) -> WrappedKey:
+    """AES-GCM rather than RFC 3394 key wrap: the same audited primitive as the data path, and it
+    authenticates context (format, algorithm, KEK id) as AAD. Random 96-bit nonces are safe far
+    beyond the number of files one KEK will ever wrap (NIST: 2**32 invocations)."""
+    kid = key_id(kek)
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(kek).encrypt(nonce, dek, _wrap_aad(kid))
+    return WrappedKey(
+        kek_id=kid, algorithm=ALGORITHM, wrapped_dek_b64=base64.b64encode(nonce + sealed).decode()
+    )
+
+
+def _unwrap(wrapped: WrappedKey, kek: bytes) -> bytes:
+    kek = _check_key(kek, "KEK")
+    if wrapped.algorithm != ALGORITHM:
+        raise DecryptionError(f"unsupported algorithm {wrapped.algorithm!r} (this build reads {ALGORITHM!r})")
+    kid = key_id(kek)
+    if wrapped.kek_id != kid:
+        raise DecryptionError(
+            f"wrong key: kek_id mismatch (data key wrapped under {wrapped.kek_id}, given {kid})"
+        )
+    try:
+        blob = base64.b64decode(wrapped.wrapped_dek_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecryptionError("wrapped data key is not valid base64") from None
+    if len(blob) != NONCE_BYTES + KEY_BYTES + TAG_BYTES:
+        raise DecryptionError(f"wrapped data key has the wrong length ({len(blob)} bytes)")
+    try:
+        return AESGCM(kek).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _wrap_aad(kid))
+    except InvalidTag:
+        raise DecryptionError(
+            "wrapped data key failed authentication (corrupted or not made with this KEK)"
+        ) from None
+
+
+def rewrap(wrapped: WrappedKey, old_kek: bytes, new_kek: bytes) -> WrappedKey:
+    """Re-encrypt a file's data key under a new KEK (key rotation); the file itself is untouched."""
+    new_kek = _check_key(new_kek, "new KEK")
+    dek = _unwrap(wrapped, old_kek)
+    result = _wrap(dek, new_kek)
+    log.info("rewrapped data key from kek_id %s to %s", wrapped.kek_id, result.kek_id)
+    return result
+
+
+def _read_exact(src: BinaryIO, n: int) -> bytes:
+    """Read up to ``n`` bytes, looping over short reads; fewer only at end of stream."""
+    first = src.read(n)
+    if first is None or len(first) == n or not first:
+        return first or b""
+    parts = [first]
+    remaining = n - len(first)
+    while remaining:
+        part = src.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def _nonce(prefix: bytes, index: int) -> bytes:
+    return prefix + struct.pack(">I", index)
+
+
+def _aad(header: bytes, index: int, final: bool) -> bytes:
+    return header + struct.pack(">QB", index, 1 if final else 0)
+
+
+def encrypt_stream(
+    src: BinaryIO, dst: BinaryIO, kek: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> WrappedKey:
+    """Encrypt ``src`` into ``dst`` under a fresh data key; return that key wrapped by ``kek``.
+
+    Memory use is about two chunks whatever the input size.
+    """
+    kek = _check_key(kek, "KEK")
+    if not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+    dek = AESGCM.generate_key(bit_length=256)
+    prefix = os.urandom(NONCE_BYTES - 4)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, chunk_size, prefix)
+    aead = AESGCM(dek)
+    dst.write(header)
+    index = 0
+    current = _read_exact(src, chunk_size)
+    while True:
+        upcoming = _read_exact(src, chunk_size) if len(current) == chunk_size else b""
+        final = not upcoming
+        if index >= _MAX_CHUNKS:
+            raise CryptoError("input too large for one encrypted file: chunk counter exhausted")
+        dst.write(aead.encrypt(_nonce(prefix, index), current, _aad(header, index, final)))
+        if final:
+            break
+        current = upcoming
+        index += 1
+    wrapped = _wrap(dek, kek)
+    log.debug(
+        "encrypted %d chunk(s) of up to %d bytes under kek_id %s", index + 1, chunk_size, wrapped.kek_id
+    )
+    return wrapped
+
+
+def _parse_header(header: bytes) -> tuple[int, bytes]:
+    if len(header) < HEADER_BYTES:
+        if header and not MAGIC.startswith(header[: len(MAGIC)]):
+            raise DecryptionError("not an llmops encrypted file (bad magic bytes)")
+        raise DecryptionError(f"file truncated: header incomplete ({len(header)} of {HEADER_BYTES} bytes)")
+    magic, version, reserved, chunk_size, prefix = _HEADER.unpack(header)
+    if magic != MAGIC:
+        raise DecryptionError("not an llmops encrypted file (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise DecryptionError(
+            f"unsupported encrypted-file format version {version} (this build reads {FORMAT_VERSION})"
+        )
+    if reserved != 0:
+        raise DecryptionError("corrupt header: reserved byte is not zero")
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise DecryptionError(f"corrupt header: chunk size {chunk_size} out of range")
+    return chunk_size, prefix
+
+
+def decrypt_stream(src: BinaryIO, dst: BinaryIO, wrapped: WrappedKey, kek: bytes) -> None:
+    """Decrypt a stream made by :func:`encrypt_stream`, verifying every chunk.
+
+    Each chunk is authenticated before its plaintext is written, but truncation is only detectable
+    at the end: if this raises, ``dst`` may hold a verified prefix and must be discarded
+    (:func:`decrypt_file` does that for you).
+    """
+    dek = _unwrap(wrapped, kek)
+    header = _read_exact(src, HEADER_BYTES)
+    chunk_size, prefix = _parse_header(header)
+    aead = AESGCM(dek)
+    block = chunk_size + TAG_BYTES
+    index = 0
+    current = _read_exact(src, block)
+    if not current:
+        raise DecryptionError("file truncated: no chunks after the header (final chunk missing)")
+    while True:
+        upcoming = _read_exact(src, block) if len(current) == block else b""
+        final = not upcoming
+        if len(current) < TAG_BYTES:
+            raise DecryptionError(f"file truncated: chunk {index} is shorter than its authentication tag")
+        nonce = _nonce(prefix, index)
+        try:
+            plaintext = aead.decrypt(nonce, current, _aad(header, index, final))
+        except InvalidTag:
+            raise _diagnose(aead, nonce, current, header, index, final) from None
+        dst.write(plaintext)
+        if final:
+            return
+        if index + 1 >= _MAX_CHUNKS:
+            raise DecryptionError("corrupt file: more chunks than the format allows")
+        current = upcoming
+        index += 1
+
+
+def _diagnose(
+    aead: AESGCM, nonce: bytes, sealed: bytes, header: bytes, index: int, final: bool
+) -> DecryptionError:
+    """Turn a failed chunk into a precise error by checking whether the final flag was the issue."""
+    try:
+        aead.decrypt(nonce, sealed, _aad(header, index, not final))
+    except InvalidTag:
+        hint = " (wrong data key for this file, or a corrupted header)" if index == 0 else ""
+        return DecryptionError(f"chunk {index} failed authentication: tampered, reordered or truncated{hint}")
+    if final:
+        return DecryptionError(f"file truncated: final chunk missing (stream ends after chunk {index})")
+    return DecryptionError(f"unexpected data after the final chunk (chunk {index})")
+
+
+def encrypt_bytes(data: bytes, kek: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[bytes, WrappedKey]:
+    """In-memory :func:`encrypt_stream`: returns (ciphertext, wrapped data key)."""
+    out = io.BytesIO()
+    wrapped = encrypt_stream(io.BytesIO(data), out, kek, chunk_size)
+    return out.getvalue(), wrapped
+
+
+def decrypt_bytes(ciphertext: bytes, wrapped: WrappedKey, kek: bytes) -> bytes:
+    """In-memory :func:`decrypt_stream`."""
+    out = io.BytesIO()
+    decrypt_stream(io.BytesIO(ciphertext), out, wrapped, kek)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """A temp file in the target's directory that replaces ``path`` only if the block succeeds,
+    so readers never see a partial file and a failure leaves nothing behind. Created 0600."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def encrypt_file(
+    path_in: str | os.PathLike[str],
+    path_out: str | os.PathLike[str],
+    kek: bytes,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> WrappedKey:
+    """Encrypt a file to ``path_out`` atomically; return the wrapped data key to store alongside."""
+    with open(path_in, "rb") as src, _atomic_output(Path(path_out)) as dst:
+        return encrypt_stream(src, dst, kek, chunk_size)
+
+
+def decrypt_file(
+    path_in: str | os.PathLike[str], path_out: str | os.PathLike[str], wrapped: WrappedKey, kek: bytes
+) -> None:
+    """Decrypt a file to ``path_out`` atomically: on any failure ``path_out`` is left untouched."""
+    with open(path_in, "rb") as src, _atomic_output(Path(path_out)) as dst:
+        decrypt_stream(src, dst, wrapped, kek)
+
+
+# --------------------------------------------------------------------------------------------------
+# Key material
+# --------------------------------------------------------------------------------------------------
+
+
+def key_from_b64(text: str | bytes, what: str = "key", length: int | None = KEY_BYTES) -> bytes:
+    """Decode a base64 (standard or URL-safe) key; errors name ``what``, never the key's content."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyMaterialError(f"{what} is not base64 text") from None
+    if not isinstance(text, str):
+        raise KeyMaterialError(f"{what} must be a base64 string")
+    compact = "".join(text.split())
+    if not compact:
+        raise KeyMaterialError(f"{what} is empty")
+    try:
+        altchars = b"-_" if ("-" in compact or "_" in compact) else None
+        key = base64.b64decode(compact, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyMaterialError(f"{what} is not valid base64") from None
+    if length is not None and len(key) != length:
+        raise KeyMaterialError(f"{what} must decode to {length} bytes, got {len(key)}")
+    return key
+
+
+def _read_key_file(path: Path) -> bytes:
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyMaterialError(f"key file {path} is not a regular file")
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise KeyMaterialError(
+            f"key file {path} is readable or writable by group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"restrict it with: chmod 600 {path}"
+        )
+    return key_from_b64(path.read_bytes(), what=f"key file {path}")
+
+
+def load_or_create_key_file(path: str | os.PathLike[str]) -> bytes:
+    """Read a base64 32-byte key from ``path``, creating it (mode 0600, O_EXCL) if it does not exist.
+
+    Never overwrites: an existing file that is malformed or group/world-accessible is an error, so a
+    misconfiguration cannot silently replace a key (which would make existing data unreadable).
+    """
+    key_path = Path(path)
+    try:
+        return _read_key_file(key_path)
+    except FileNotFoundError:
+        pass
+    key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = os.urandom(KEY_BYTES)
+    try:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return _read_key_file(key_path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(base64.b64encode(key) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            key_path.unlink()
+        raise
+    log.info("created key file %s (kek_id %s)", key_path, key_id(key))
+    return key
