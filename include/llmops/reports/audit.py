@@ -55,6 +55,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     promoted = _last(run_records, "model.promoted")
     skipped = _last(run_records, "model.promotion_skipped")
 
+    failures = [r.payload for r in run_records if r.event_type == "task.failed"]
     if promoted is not None:
         decision = "promoted"
     elif registered is not None:
@@ -62,7 +63,13 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     elif gated is not None and not gated.payload["passed"]:
         decision = "rejected by gates"
     else:
-        decision = "incomplete"
+        stages = [
+            ("data preparation", sft),
+            ("training", trained),
+            ("evaluation", evaluated),
+            ("gating", gated),
+        ]
+        decision = next((f"failed during {name}" for name, record in stages if record is None), "incomplete")
 
     registry: dict[str, Any] | None = None
     if registered is not None:
@@ -127,6 +134,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
         "evaluation": evaluated.payload.get("metrics") if evaluated else None,
         "gates": gated.payload if gated else None,
         "registry": registry,
+        "failures": failures,
         "promotion": promoted.payload if promoted else (skipped.payload if skipped else None),
         "ledger": {
             "verification": {

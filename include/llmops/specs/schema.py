@@ -146,7 +146,7 @@ class BaseModelSpec(StrictModel):
 class TrainingSpec(StrictModel):
     method: Literal["sft"] = "sft"
     base_model: BaseModelSpec
-    launcher: Literal["local", "kubernetes"] = "local"
+    launcher: Literal["local"] = "local"
     prompt_template: str = Field(description="Python format string over dataset columns, e.g. '{subject}'.")
     completion_column: Identifier
     eval_fraction: float = Field(default=0.15, gt=0, lt=0.9)
@@ -189,7 +189,6 @@ class Gate(StrictModel):
 
 class RegistrySpec(StrictModel):
     model_name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    require_approval: bool = False
 
 
 class PipelineSpec(StrictModel):
