@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # on machines without a local CPU wheel, so pip never pulls the multi-GB CUDA build.
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)
-ENV := source scripts/env.sh &&
+ENV := export PATH="$(abspath $(BIN)):$$PATH" && source scripts/env.sh &&
 
 .PHONY: help venv airflow-db demo test test-fast lint airflow-ui constraints clean
 

@@ -188,3 +188,20 @@ def test_ledger_verifies(demo):
 
     result = get_ledger().verify()
     assert result.ok and result.records >= 15
+
+
+def test_retried_extract_is_idempotent(demo):
+    """Expect re-running a task of a finished run to find its own snapshot and record nothing new."""
+    from llmops.ledger import get_ledger
+    from llmops.orchestration import steps
+
+    ledger = get_ledger()
+    before = len(ledger.records())
+    (first,) = [
+        r
+        for r in ledger.records(event_type="snapshot.raw.created", run_id=demo["ingest"].run_id)
+        if r.payload["source"] == "helpdesk_db"
+    ]
+    again = steps.extract_source("support_bot", "helpdesk_db", demo["ingest"].run_id)
+    assert again["snapshot_id"] == first.payload["snapshot_id"]
+    assert len(ledger.records()) == before
