@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from llmops.specs.schema import PipelineSpec
 
+SOURCE_KINDS = ("sql", "rest", "files")
+
 
 class SpecError(ValueError):
     """A pipeline spec that cannot be used; the message lists every problem found."""
@@ -33,7 +35,13 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _describe(error: dict[str, Any], raw: Any) -> str:
-    loc = tuple(p for p in error["loc"] if p not in ("sql", "rest"))  # drop discriminator tags
+    raw_loc = error["loc"]
+    # A tagged union adds the tag ("sql", "rest", "files") after the list index: not a field name.
+    loc = tuple(
+        part
+        for i, part in enumerate(raw_loc)
+        if not (part in SOURCE_KINDS and i > 0 and isinstance(raw_loc[i - 1], int))
+    )
     where = _field_path(loc)
     message = error["msg"]
     if error["type"] == "extra_forbidden":

@@ -36,42 +36,152 @@ class Governance(StrictModel):
     retention_days: int = Field(default=365, gt=0)
 
 
+class Sampling(StrictModel):
+    """A seeded sample of a source: for dry runs, and to validate huge sources cheaply."""
+
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    rows: int | None = Field(default=None, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Sampling:
+        if (self.fraction is None) == (self.rows is None):
+            raise ValueError("sample needs exactly one of 'fraction' or 'rows'")
+        return self
+
+
+class Incremental(StrictModel):
+    """Extract only rows whose watermark column is above the last committed high-water mark."""
+
+    column: Identifier
+    initial_value: str | None = Field(
+        default=None, description="Lower bound (exclusive) for the very first run; none means all rows."
+    )
+
+
+class Partitioning(StrictModel):
+    """Split a big table into partitions extracted by parallel (mapped) tasks."""
+
+    column: Identifier
+    method: Literal["hash", "mod", "range"] = Field(
+        default="hash",
+        description="hash: any column (Postgres/MySQL); mod: integer column; range: numeric column split "
+        "into equal ranges between its min and max.",
+    )
+    partitions: int = Field(ge=2, le=256)
+
+
+ScalarParam = str | int | float | bool
+
+
 class SqlSource(StrictModel):
     kind: Literal["sql"]
     name: Identifier
     conn_id: str = Field(description="Airflow connection holding the database URL and credentials.")
-    table: Identifier
+    table: Identifier | None = None
+    db_schema: Identifier | None = Field(default=None, description="Database schema of `table`.")
+    query: str | None = Field(
+        default=None,
+        description="A SELECT with named bind parameters (:name) instead of a table; values go in `params`.",
+    )
+    params: dict[Identifier, ScalarParam] = {}
     columns: list[Identifier] = Field(min_length=1)
+    incremental: Incremental | None = None
+    partitioning: Partitioning | None = None
+    chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    sample: Sampling | None = None
     governance: Governance
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if self.query is not None:
+            head = self.query.lstrip().split(None, 1)[0].upper() if self.query.strip() else ""
+            if head not in ("SELECT", "WITH"):
+                raise ValueError("query must be a single SELECT (or WITH ... SELECT) statement")
+            if ";" in self.query.rstrip().rstrip(";"):
+                raise ValueError("query must be a single statement (no ';' inside)")
+        elif self.params:
+            raise ValueError("params are only used with 'query'")
+        return self
+
+    @property
+    def partition_count(self) -> int:
+        return self.partitioning.partitions if self.partitioning else 1
 
 
 class RestPagination(StrictModel):
-    type: Literal["page"] = "page"
+    type: Literal["page", "offset", "cursor", "link", "none"] = "page"
     page_param: str = "page"
+    start_page: int = Field(default=1, ge=0)
     size_param: str = "per_page"
     page_size: int = Field(default=100, gt=0, le=10_000)
+    offset_param: str = "offset"
+    cursor_param: str = "cursor"
+    cursor_path: str = Field(default="next_cursor", description="Dotted path to the next cursor in a page.")
     max_pages: int = Field(default=1000, gt=0)
 
 
 class RestSource(StrictModel):
     kind: Literal["rest"]
     name: Identifier
-    conn_id: str = Field(description="Airflow HTTP connection: base URL, and the bearer token as password.")
+    conn_id: str = Field(description="Airflow HTTP connection: base URL, and the secret as password.")
     endpoint: str = Field(pattern=r"^/[^\s]*$")
+    params: dict[str, ScalarParam] = Field(default={}, description="Fixed query parameters.")
     records_path: str = Field(default="data", description="Dotted path to the list of records in each page.")
     columns: list[Identifier] = Field(min_length=1)
     pagination: RestPagination = RestPagination()
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Per request.")
+    max_requests: int = Field(
+        default=1000, gt=0, description="Request budget per extraction, retries included."
+    )
+    deadline_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock budget per extraction.")
+    sample: Sampling | None = None
     governance: Governance
 
+    @property
+    def partition_count(self) -> int:
+        return 1
 
-Source = Annotated[SqlSource | RestSource, Field(discriminator="kind")]
+
+class CsvOptions(StrictModel):
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    header: bool = True
+
+
+class FileSource(StrictModel):
+    """CSV, JSON Lines or Parquet files under a prefix: ``s3://bucket/prefix/`` or a local folder."""
+
+    kind: Literal["files"]
+    name: Identifier
+    uri: str = Field(description="s3://bucket/prefix/ (through the Amazon provider) or a local folder.")
+    conn_id: str | None = Field(default="aws_default", description="AWS connection for s3:// URIs.")
+    pattern: str = Field(default="*", description="Glob of file names under the prefix, e.g. '*.csv'.")
+    format: Literal["csv", "jsonl", "parquet"]
+    csv: CsvOptions = CsvOptions()
+    columns: list[Identifier] = Field(min_length=1)
+    sample: Sampling | None = None
+    governance: Governance
+
+    @property
+    def partition_count(self) -> int:
+        return 1
+
+
+Source = Annotated[SqlSource | RestSource | FileSource, Field(discriminator="kind")]
+
+
+CastType = Literal["string", "int", "float", "bool", "timestamp", "date"]
 
 
 class Normalization(StrictModel):
     trim: bool = True
     unicode_nfc: bool = True
     lowercase_columns: list[Identifier] = []
+    casts: dict[Identifier, CastType] = Field(
+        default={}, description="Column types after normalisation; a value that does not cast is quarantined."
+    )
     dedupe_on_key: bool = True
 
 
