@@ -29,8 +29,9 @@ def get_connection(conn_id: str) -> Any:
 
 
 _SQLA_DRIVERS = {
-    "postgres": "postgresql+psycopg2",
-    "postgresql": "postgresql+psycopg2",
+    # psycopg 3: its COPY streaming is the PostgreSQL fast path of the SQL extractor.
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
     "mysql": "mysql+pymysql",
     "mariadb": "mysql+pymysql",
 }

@@ -17,13 +17,22 @@ ROWS = [
     {"ticket_id": "T-3", "body": "Grüße aus Köln", "priority": 2, "created_at": "2026-09-01 08:00:00"},
     {"ticket_id": "T-1", "body": None, "priority": 1, "created_at": "2026-09-02 09:30:00"},
     {"ticket_id": "T-2", "body": "plain ascii", "priority": None, "created_at": "2026-09-03 10:00:00"},
+    {"ticket_id": "T-4", "body": "", "priority": 4, "created_at": "2026-09-04 10:00:00"},
+    {
+        "ticket_id": "T-5",
+        "body": 'two\nlines, a comma and "quotes"',
+        "priority": 5,
+        "created_at": "2026-09-05 11:00:00",
+    },
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
+@pytest.fixture(params=["sqlite", "postgres", "postgres_copy", "mariadb"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'src.db'}"
+    if request.param == "postgres_copy":  # psycopg 3: the COPY fast path
+        return request.getfixturevalue("postgres_url").replace("+psycopg2", "+psycopg")
     return request.getfixturevalue(f"{request.param}_url")
 
 
@@ -64,11 +73,12 @@ def test_extracts_all_rows_ordered_as_text(source_table):
     url, table = source_table
     result, meta = extract_sql(_source(table), order_by="ticket_id", url=url)
     rows = result.to_pylist()
-    assert [r["ticket_id"] for r in rows] == ["T-1", "T-2", "T-3"]
+    assert [r["ticket_id"] for r in rows] == ["T-1", "T-2", "T-3", "T-4", "T-5"]
     assert rows[0]["body"] is None and rows[2]["body"] == "Grüße aus Köln"
     assert rows[1]["priority"] is None and rows[0]["priority"] == "1"
     assert rows[2]["created_at"].startswith("2026-09-01")
-    assert meta["row_count"] == 3 and meta["table"] == table
+    assert rows[3]["body"] == "" and rows[4]["body"] == 'two\nlines, a comma and "quotes"'
+    assert meta["row_count"] == 5 and meta["table"] == table
 
 
 def test_column_selection(source_table):
@@ -117,7 +127,7 @@ def test_airflow_connection_to_sqlalchemy_url(monkeypatch, tmp_path):
     assert sqlalchemy_url(get_connection("t_sqlite")).database == str(tmp_path / "a.db")
     pg = sqlalchemy_url(get_connection("t_pg"))
     assert (pg.drivername, pg.host, pg.port, pg.username, pg.password, pg.database) == (
-        "postgresql+psycopg2",
+        "postgresql+psycopg",
         "127.0.0.1",
         5432,
         "u",

@@ -223,6 +223,82 @@ def encrypt_stream(
     return wrapped
 
 
+class EncryptingWriter(io.RawIOBase):
+    """A write-only file object that encrypts what is written to it into ``dst``, chunk by chunk.
+
+    For producers that push bytes (a Parquet writer) rather than offer a stream to pull from; the
+    output is byte-for-byte the format of :func:`encrypt_stream`, so :func:`decrypt_stream` reads
+    it. A chunk is sealed only once more data follows it, so the final flag lands on the right
+    chunk. It also hashes the plaintext (SHA-256), which content addressing needs anyway.
+    ``finish()`` seals the last chunk and returns the wrapped data key.
+    """
+
+    def __init__(self, dst: BinaryIO, kek: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        super().__init__()
+        self._kek = _check_key(kek, "KEK")
+        if not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+        self._dst = dst
+        self._chunk_size = chunk_size
+        self._dek = AESGCM.generate_key(bit_length=256)
+        self._aead = AESGCM(self._dek)
+        self._prefix = os.urandom(NONCE_BYTES - 4)
+        self._header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, chunk_size, self._prefix)
+        self._buffer = bytearray()
+        self._index = 0
+        self._plain_bytes = 0
+        self._sha256 = hashlib.sha256()
+        self._wrapped: WrappedKey | None = None
+        dst.write(self._header)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        if self._wrapped is not None:
+            raise ValueError("write after finish()")
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        self._sha256.update(view)
+        self._plain_bytes += len(view)
+        while len(self._buffer) > self._chunk_size:  # strictly more: this chunk is not the last
+            self._seal(bytes(self._buffer[: self._chunk_size]), final=False)
+            del self._buffer[: self._chunk_size]
+        return len(view)
+
+    def _seal(self, chunk: bytes, final: bool) -> None:
+        if self._index >= _MAX_CHUNKS:
+            raise CryptoError("input too large for one encrypted file: chunk counter exhausted")
+        self._dst.write(
+            self._aead.encrypt(
+                _nonce(self._prefix, self._index), chunk, _aad(self._header, self._index, final)
+            )
+        )
+        self._index += 1
+
+    def finish(self) -> WrappedKey:
+        """Seal the final chunk; return the wrapped data key. The writer cannot be used afterwards."""
+        if self._wrapped is None:
+            self._seal(bytes(self._buffer), final=True)
+            self._buffer.clear()
+            self._wrapped = _wrap(self._dek, self._kek)
+        return self._wrapped
+
+    @property
+    def plaintext_sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    @property
+    def plaintext_bytes(self) -> int:
+        return self._plain_bytes
+
+    def close(self) -> None:
+        # Parquet writers close their sink when done; sealing there keeps the file complete.
+        if not self.closed:
+            self.finish()
+        super().close()
+
+
 def _parse_header(header: bytes) -> tuple[int, bytes]:
     if len(header) < HEADER_BYTES:
         if header and not MAGIC.startswith(header[: len(MAGIC)]):
