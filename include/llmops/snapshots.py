@@ -1,10 +1,14 @@
 """Immutable, content-addressed dataset snapshots in the lake.
 
-A snapshot is a folder ``<lake>/<zone>/<pipeline>/<dataset>/<snapshot_id>/`` holding one Parquet
-file (encrypted for zones that may hold raw PII) and ``manifest.json``. The id is derived from the
-data itself, so the same input always yields the same snapshot and a retried task finds its own
-earlier work instead of writing a duplicate. The manifest is written last: a folder without one
-is an interrupted write and is never read.
+A snapshot is a folder ``<lake>/<zone>/<pipeline>/<dataset>/<snapshot_id>/`` holding one or more
+Parquet part files (encrypted, each with its own wrapped data key, in zones that may hold raw PII)
+and ``manifest.json``. The id is derived from the data itself, so the same input always yields the
+same snapshot and a retried task finds its own earlier work instead of writing a duplicate.
+
+Writing happens in two steps. Parts are *staged* (streamed through Parquet and encryption into
+``<lake>/_staging/...``, so memory stays flat however large the part), then *committed*: moved
+into the snapshot folder, and the manifest written last. A folder without a manifest is an
+interrupted write and is never read; a retried commit finishes what a killed one started.
 
 Zones: ``raw`` (as extracted, encrypted), ``quarantine`` (rows that failed validation, encrypted),
 ``curated`` (validated, PII handled), ``sft`` (prompt/completion splits for training).
@@ -14,14 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+import os
+import re
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from llmops import storage
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -30,6 +41,8 @@ Zone = Literal["raw", "quarantine", "curated", "sft"]
 ENCRYPTED_ZONES: frozenset[str] = frozenset({"raw", "quarantine"})
 MANIFEST = "manifest.json"
 LATEST = "LATEST.json"
+ROW_GROUP_ROWS = 100_000
+COMPRESSION = "zstd"
 
 
 class SnapshotError(RuntimeError):
@@ -58,17 +71,251 @@ def dataset_uri(lake_root: str, zone: str, pipeline: str, dataset: str) -> str:
     return storage.join(lake_root, zone, pipeline, dataset)
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """Serialise deterministically: same rows and schema give the same bytes (and so the same id)."""
+def _safe(segment: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", segment)
+
+
+def staging_uri(lake_root: str, pipeline: str, dataset: str, run_id: str | None) -> str:
+    return storage.join(lake_root, "_staging", pipeline, dataset, _safe(run_id or "adhoc"))
+
+
+class _HashingSink(io.RawIOBase):
+    """Passes bytes through to a file while hashing them (plaintext Parquet, or ciphertext)."""
+
+    def __init__(self, dst: BinaryIO) -> None:
+        super().__init__()
+        self._dst = dst
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        self._dst.write(view)
+        self.sha256.update(view)
+        self.bytes += len(view)
+        return len(view)
+
+    def close(self) -> None:  # the underlying file belongs to the caller
+        super().close()
+
+
+def _row_groups(batches: Iterable[pa.RecordBatch], schema: pa.Schema, rows: int) -> Iterator[pa.Table]:
+    """Re-cut incoming batches into row groups of exactly `rows` rows (the last one shorter).
+
+    Row-group boundaries end up in the file bytes; cutting by row count rather than by however the
+    source delivered its batches keeps the bytes, and so the snapshot id, the same for the same rows.
+    """
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        if batch.schema != schema:
+            batch = batch.cast(schema)
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= rows:
+            table = pa.Table.from_batches(pending, schema=schema)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending = rest.to_batches() if rest.num_rows else []
+            pending_rows = rest.num_rows
+    if pending_rows:
+        yield pa.Table.from_batches(pending, schema=schema)
+
+
+def stage_part(
+    *,
+    lake_root: str,
+    pipeline: str,
+    dataset: str,
+    run_id: str | None,
+    part: int,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    kek: bytes | None,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> dict[str, Any]:
+    """Stream batches into one staged Parquet part (encrypted when a key is given).
+
+    Returns a small JSON-able description (for XCom): name, hashes, sizes, row count, schema.
+    Plaintext never touches disk when a key is given: Parquet bytes go straight into the cipher.
+    """
     import pyarrow.parquet as pq
 
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", write_statistics=True, use_dictionary=True)
-    return buf.getvalue()
+    from llmops.privacy.crypto import EncryptingWriter
+
+    name = f"part-{part:05d}.parquet" + (".enc" if kek is not None else "")
+    target = storage.join(staging_uri(lake_root, pipeline, dataset, run_id), name)
+    local = storage.is_local(target)
+    if local:
+        folder = storage.local_path(target).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    else:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"llmops-{name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    rows = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            outer = _HashingSink(fh)
+            plain: Any = EncryptingWriter(outer, kek) if kek is not None else _HashingSink(outer)
+            writer = pq.ParquetWriter(plain, schema, compression=COMPRESSION, write_statistics=True)
+            for group in _row_groups(batches, schema, row_group_rows):
+                writer.write_table(group, row_group_size=row_group_rows)
+                rows += group.num_rows
+            writer.close()
+            if kek is not None:
+                wrapped = plain.finish()
+                plain_sha, plain_bytes = plain.plaintext_sha256, plain.plaintext_bytes
+            else:
+                wrapped, plain_sha, plain_bytes = None, plain.sha256.hexdigest(), plain.bytes
+            fh.flush()
+            os.fsync(fh.fileno())
+        if wrapped is not None:
+            storage.write_json(target + ".key.json", wrapped.to_dict())
+        if local:
+            os.replace(tmp, storage.local_path(target))
+        else:
+            fs, path = storage.filesystem(target)
+            fs.put_file(str(tmp), path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    info = {
+        "part": part,
+        "name": name,
+        "staging_uri": target,
+        "sha256": plain_sha,
+        "bytes": plain_bytes,
+        "stored_sha256": outer.sha256.hexdigest(),
+        "stored_bytes": outer.bytes,
+        "rows": rows,
+        "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
+        "kek_id": wrapped.kek_id if wrapped is not None else None,
+        "algorithm": wrapped.algorithm if wrapped is not None else None,
+    }
+    log.info("staged %s/%s part %d: %d rows, %d bytes", pipeline, dataset, part, rows, plain_bytes)
+    return info
 
 
-def _schema_of(table: pa.Table) -> list[dict[str, str]]:
-    return [{"name": f.name, "type": str(f.type)} for f in table.schema]
+def _move(src: str, dst: str) -> None:
+    fs, src_path = storage.filesystem(src)
+    _, dst_path = storage.filesystem(dst)
+    if storage.is_local(src):
+        Path(dst_path).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src_path, dst_path)
+    else:
+        fs.copy(src_path, dst_path)
+        fs.rm(src_path)
+
+
+def snapshot_id_for(parts: list[dict[str, Any]], identity: dict[str, Any] | None) -> str:
+    content = json.dumps(
+        {
+            "parts": [[p["part"], p["sha256"]] for p in sorted(parts, key=lambda p: p["part"])],
+            "identity": identity or {},
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(content.encode()).hexdigest()[:20]
+
+
+def content_sha256(parts: list[dict[str, Any]]) -> str:
+    """One hash for a snapshot's content: over its parts' plaintext hashes, in part order."""
+    ordered = sorted(parts, key=lambda p: p["part"]) if "part" in parts[0] else parts
+    return hashlib.sha256("".join(p["sha256"] for p in ordered).encode()).hexdigest()
+
+
+def commit_parts(
+    *,
+    lake_root: str,
+    zone: Zone,
+    pipeline: str,
+    dataset: str,
+    parts: list[dict[str, Any]],
+    metadata: dict[str, Any],
+    run_id: str | None = None,
+    identity: dict[str, Any] | None = None,
+) -> tuple[SnapshotRef, dict[str, Any]]:
+    """Move staged parts into their content-addressed folder and write the manifest last."""
+    if not parts:
+        raise SnapshotError(f"no parts to commit for {zone}/{pipeline}/{dataset}")
+    encrypted = zone in ENCRYPTED_ZONES
+    if encrypted and any(p["kek_id"] is None for p in parts):
+        raise SnapshotError(
+            f"zone '{zone}' holds raw data and must be encrypted: a part was staged without a key"
+        )
+    parts = sorted(parts, key=lambda p: p["part"])
+    snapshot_id = snapshot_id_for(parts, identity)
+    folder = storage.join(dataset_uri(lake_root, zone, pipeline, dataset), snapshot_id)
+    ref = SnapshotRef(zone, pipeline, dataset, snapshot_id, folder)
+    manifest_uri = storage.join(folder, MANIFEST)
+    if storage.exists(manifest_uri):
+        log.info("snapshot %s/%s/%s already committed; reusing it", zone, dataset, snapshot_id)
+        for p in parts:
+            for uri in (p["staging_uri"], p["staging_uri"] + ".key.json"):
+                if storage.exists(uri):
+                    _delete(uri)
+        return ref, storage.read_json(manifest_uri)
+
+    files = []
+    for p in parts:
+        moves = [(p["staging_uri"], storage.join(folder, p["name"]))]
+        if p["kek_id"] is not None:
+            moves.append((p["staging_uri"] + ".key.json", storage.join(folder, p["name"] + ".key.json")))
+        for src, dst in moves:
+            if storage.exists(src):
+                _move(src, dst)
+            elif not storage.exists(dst):  # neither staged nor moved by an earlier attempt
+                raise SnapshotError(f"staged part {src} is missing: re-run the extraction")
+        files.append(
+            {
+                "name": p["name"],
+                "rows": p["rows"],
+                "sha256": p["sha256"],
+                "bytes": p["bytes"],
+                "stored_sha256": p["stored_sha256"],
+                "stored_bytes": p["stored_bytes"],
+                "key_file": p["name"] + ".key.json" if p["kek_id"] is not None else None,
+            }
+        )
+    kek_ids = sorted({p["kek_id"] for p in parts if p["kek_id"]})
+    manifest = {
+        "snapshot_id": snapshot_id,
+        "zone": zone,
+        "pipeline": pipeline,
+        "dataset": dataset,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_by_run": run_id,
+        "row_count": sum(p["rows"] for p in parts),
+        "content_sha256": content_sha256(parts),
+        "schema": parts[0]["schema"],
+        "files": files,
+        "encryption": {"algorithm": parts[0]["algorithm"], "kek_ids": kek_ids} if kek_ids else None,
+        "identity": identity or {},
+        **metadata,
+    }
+    storage.write_json(manifest_uri, manifest)  # commit point
+    log.info(
+        "snapshot %s/%s/%s committed: %d rows in %d part(s)",
+        zone,
+        dataset,
+        snapshot_id,
+        manifest["row_count"],
+        len(files),
+    )
+    return ref, manifest
+
+
+def _delete(uri: str) -> None:
+    fs, path = storage.filesystem(uri)
+    fs.rm(path)
 
 
 def write_snapshot(
@@ -83,56 +330,33 @@ def write_snapshot(
     run_id: str | None = None,
     identity: dict[str, Any] | None = None,
 ) -> tuple[SnapshotRef, dict[str, Any]]:
-    """Write a snapshot unless an identical one exists; return its reference and manifest.
+    """Write an in-memory table as a one-part snapshot (stage + commit).
 
     ``identity`` adds what, beyond the data, makes two snapshots different (e.g. the split seed);
     ``metadata`` is recorded but does not change the id.
     """
-    data = parquet_bytes(table)
-    data_sha = hashlib.sha256(data).hexdigest()
-    identity_blob = repr(sorted((identity or {}).items())).encode()
-    snapshot_id = hashlib.sha256(data_sha.encode() + b"|" + identity_blob).hexdigest()[:20]
-    folder = storage.join(dataset_uri(lake_root, zone, pipeline, dataset), snapshot_id)
-    manifest_uri = storage.join(folder, MANIFEST)
-    ref = SnapshotRef(zone, pipeline, dataset, snapshot_id, folder)
-    if storage.exists(manifest_uri):
-        log.info("snapshot %s/%s/%s already committed; reusing it", zone, dataset, snapshot_id)
-        return ref, storage.read_json(manifest_uri)
-
-    encrypted = zone in ENCRYPTED_ZONES
-    file_entry: dict[str, Any] = {"sha256": data_sha, "bytes": len(data)}
-    encryption: dict[str, Any] | None = None
-    if encrypted:
-        if kek is None:
-            raise SnapshotError(f"zone '{zone}' holds raw data and must be encrypted: no key given")
-        from llmops.privacy.crypto import encrypt_bytes
-
-        ciphertext, wrapped = encrypt_bytes(data, kek)
-        file_entry.update(name="data.parquet.enc", ciphertext_sha256=hashlib.sha256(ciphertext).hexdigest())
-        storage.write_bytes(storage.join(folder, "data.parquet.enc"), ciphertext)
-        storage.write_json(storage.join(folder, "data.key.json"), wrapped.to_dict())
-        encryption = {"algorithm": wrapped.algorithm, "kek_id": wrapped.kek_id, "key_file": "data.key.json"}
-    else:
-        file_entry["name"] = "data.parquet"
-        storage.write_bytes(storage.join(folder, "data.parquet"), data)
-
-    manifest = {
-        "snapshot_id": snapshot_id,
-        "zone": zone,
-        "pipeline": pipeline,
-        "dataset": dataset,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "created_by_run": run_id,
-        "row_count": table.num_rows,
-        "schema": _schema_of(table),
-        "files": [file_entry],
-        "encryption": encryption,
-        "identity": identity or {},
-        **metadata,
-    }
-    storage.write_json(manifest_uri, manifest)  # commit point
-    log.info("snapshot %s/%s/%s committed: %d rows", zone, dataset, snapshot_id, table.num_rows)
-    return ref, manifest
+    if zone in ENCRYPTED_ZONES and kek is None:
+        raise SnapshotError(f"zone '{zone}' holds raw data and must be encrypted: no key given")
+    part = stage_part(
+        lake_root=lake_root,
+        pipeline=pipeline,
+        dataset=dataset,
+        run_id=run_id,
+        part=0,
+        batches=table.to_batches(),
+        schema=table.schema,
+        kek=kek if zone in ENCRYPTED_ZONES else None,
+    )
+    return commit_parts(
+        lake_root=lake_root,
+        zone=zone,
+        pipeline=pipeline,
+        dataset=dataset,
+        parts=[part],
+        metadata=metadata,
+        run_id=run_id,
+        identity=identity,
+    )
 
 
 def read_manifest(ref_or_uri: SnapshotRef | str) -> dict[str, Any]:
@@ -143,37 +367,41 @@ def read_manifest(ref_or_uri: SnapshotRef | str) -> dict[str, Any]:
     return storage.read_json(manifest_uri)
 
 
-def read_snapshot(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> pa.Table:
-    """Read a snapshot's rows, checking them against the manifest's hash."""
+def iter_parts(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> Iterator[pa.Table]:
+    """Each part of a snapshot as a table, verified against the manifest's hash (one part in memory)."""
     import pyarrow.parquet as pq
 
     folder = ref_or_uri.uri if isinstance(ref_or_uri, SnapshotRef) else ref_or_uri
     manifest = read_manifest(folder)
-    entry = manifest["files"][0]
-    blob = storage.read_bytes(storage.join(folder, entry["name"]))
-    if manifest.get("encryption"):
-        if kek is None:
-            raise SnapshotError(
-                f"snapshot {manifest['snapshot_id']} is encrypted: a key is needed to read it"
-            )
-        from llmops.privacy.crypto import WrappedKey, decrypt_bytes
+    for entry in manifest["files"]:
+        blob = storage.read_bytes(storage.join(folder, entry["name"]))
+        if entry.get("key_file"):
+            if kek is None:
+                raise SnapshotError(
+                    f"snapshot {manifest['snapshot_id']} is encrypted: a key is needed to read it"
+                )
+            from llmops.privacy.crypto import WrappedKey, decrypt_bytes
 
-        wrapped = WrappedKey.from_dict(
-            storage.read_json(storage.join(folder, manifest["encryption"]["key_file"]))
-        )
-        blob = decrypt_bytes(blob, wrapped, kek)
-    if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
-        raise SnapshotError(f"snapshot {manifest['snapshot_id']}: data does not match the manifest's sha256")
-    return pq.read_table(io.BytesIO(blob))
+            wrapped = WrappedKey.from_dict(storage.read_json(storage.join(folder, entry["key_file"])))
+            blob = decrypt_bytes(blob, wrapped, kek)
+        if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+            raise SnapshotError(
+                f"snapshot {manifest['snapshot_id']}: {entry['name']} does not match the manifest's sha256"
+            )
+        yield pq.read_table(io.BytesIO(blob))
+
+
+def read_snapshot(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> pa.Table:
+    """Read all of a snapshot's rows, each part checked against the manifest."""
+    import pyarrow as pa
+
+    tables = list(iter_parts(ref_or_uri, kek))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 def ref_from_manifest(lake_root: str, manifest: dict[str, Any]) -> SnapshotRef:
-    folder = storage.join(
-        dataset_uri(lake_root, manifest["zone"], manifest["pipeline"], manifest["dataset"]),
-        manifest["snapshot_id"],
-    )
-    return SnapshotRef(
-        manifest["zone"], manifest["pipeline"], manifest["dataset"], manifest["snapshot_id"], folder
+    return snapshot_ref(
+        lake_root, manifest["zone"], manifest["pipeline"], manifest["dataset"], manifest["snapshot_id"]
     )
 
 

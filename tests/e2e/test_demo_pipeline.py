@@ -69,7 +69,7 @@ def test_ingest_publishes_curated_snapshot_without_pii(demo):
     manifest = snapshots.read_manifest(ref)
     table = snapshots.read_snapshot(ref)
     assert "customer_name" not in table.column_names and "customer_phone" not in table.column_names
-    text = json.dumps(table.to_pylist(), ensure_ascii=False)
+    text = json.dumps(table.to_pylist(), ensure_ascii=False, default=str)
     leaked = [v for v in _planted_values(demo["planted"]) if v in text]
     assert leaked == []
     assert "[EMAIL]" in text and "[PERSON_NAME]" in text and "[PAYMENT_CARD]" in text
@@ -80,11 +80,12 @@ def test_ingest_publishes_curated_snapshot_without_pii(demo):
 def test_raw_zone_is_encrypted_at_rest(demo):
     """Expect raw and quarantine snapshots on disk to be ciphertext, readable only with the key."""
     lake = Path(_settings().lake_root)
-    encrypted = list(lake.glob("raw/support_bot/*/*/data.parquet.enc")) + list(
-        lake.glob("quarantine/**/data.parquet.enc")
+    encrypted = list(lake.glob("raw/support_bot/*/*/part-*.parquet.enc")) + list(
+        lake.glob("quarantine/**/part-*.parquet.enc")
     )
     assert len(encrypted) >= 4
-    assert not list(lake.glob("raw/**/data.parquet"))
+    assert not list(lake.glob("raw/**/*.parquet")) and not list(lake.glob("quarantine/**/*.parquet"))
+    assert not [p for p in lake.glob("_staging/**/*") if p.is_file()]  # every staged part was committed
     some_email = sorted(demo["planted"]["email"])[0].encode()
     for path in encrypted:
         blob = path.read_bytes()
@@ -153,14 +154,14 @@ def test_failed_gates_leave_champion_untouched_and_still_report(demo):
 def test_audit_report_contents_and_no_pii(demo):
     """Expect an HTML and JSON report naming sources, counts, hashes, PII handling, metrics and the version."""
     from llmops import storage
-    from llmops.orchestration.steps import safe_run_id
+    from llmops.orchestration.common import safe_run_id
 
     folder = storage.join(_settings().reports_root, "support_bot", safe_run_id(demo["finetune"].run_id))
     report = storage.read_json(storage.join(folder, "audit_report.json"))
     html = storage.read_bytes(storage.join(folder, "audit_report.html")).decode()
     assert report["summary"]["decision"] == "promoted" and report["summary"]["model"] == "support_bot v1"
     assert {s["name"] for s in report["data"]["sources"]} == {"helpdesk_db", "webform_api"}
-    assert all(len(s["sha256"]) == 64 and s["encryption"]["kek_id"] for s in report["data"]["sources"])
+    assert all(len(s["sha256"]) == 64 and s["encryption"]["kek_ids"] for s in report["data"]["sources"])
     assert report["data"]["validation"]["rows_quarantined"] == 7
     assert report["data"]["privacy"]["privacy"]
     assert report["gates"]["passed"] and report["evaluation"]["token_f1"] >= 0.5
@@ -191,9 +192,9 @@ def test_ledger_verifies(demo):
 
 
 def test_retried_extract_is_idempotent(demo):
-    """Expect re-running a task of a finished run to find its own snapshot and record nothing new."""
+    """Expect re-running extraction and commit of a finished run to find its own snapshot, recording nothing new."""
     from llmops.ledger import get_ledger
-    from llmops.orchestration import steps
+    from llmops.orchestration import ingest
 
     ledger = get_ledger()
     before = len(ledger.records())
@@ -202,6 +203,8 @@ def test_retried_extract_is_idempotent(demo):
         for r in ledger.records(event_type="snapshot.raw.created", run_id=demo["ingest"].run_id)
         if r.payload["source"] == "helpdesk_db"
     ]
-    again = steps.extract_source("support_bot", "helpdesk_db", demo["ingest"].run_id)
+    items = [i for i in ingest.plan("support_bot", demo["ingest"].run_id) if i["source"] == "helpdesk_db"]
+    parts = [ingest.extract_partition("support_bot", item, demo["ingest"].run_id) for item in items]
+    (again,) = ingest.commit_raw("support_bot", parts, demo["ingest"].run_id, sources=["helpdesk_db"])
     assert again["snapshot_id"] == first.payload["snapshot_id"]
     assert len(ledger.records()) == before

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llmops.orchestration.steps import _pii_masker
+from llmops.orchestration.ingest import pii_masker
 from llmops.quality.expectations import SuiteNotFound, load_suite, validate_dataframe
 
 GX_DIR = Path(__file__).resolve().parents[2] / "great_expectations"
@@ -37,7 +37,7 @@ def suite() -> dict:
 
 def test_clean_data_passes(suite):
     """Expect a clean frame to meet every expectation and quarantine nothing."""
-    outcome = validate_dataframe(_frame(), suite, _pii_masker())
+    outcome = validate_dataframe(_frame(), suite, pii_masker())
     assert outcome.success and not outcome.row_failures
     assert outcome.statistics["unsuccessful_expectations"] == 0
 
@@ -48,7 +48,7 @@ def test_row_failures_are_quarantined_with_reasons(suite):
     df.loc[3, "body"] = None
     df.loc[7, "category"] = "billling"
     df.loc[9, "body"] = "short"
-    outcome = validate_dataframe(df, suite, _pii_masker())
+    outcome = validate_dataframe(df, suite, pii_masker())
     assert outcome.success  # within the suite's `mostly` tolerances: warnings, not blocking
     assert sorted(outcome.row_failures) == [3, 7, 9]
     assert "expect_column_values_to_not_be_null(body)" in outcome.row_failures[3]
@@ -60,7 +60,7 @@ def test_blocking_failure_says_what_and_by_how_much(suite):
     """Expect too many null bodies to fail a blocking expectation with counts in the message."""
     df = _frame()
     df.loc[:19, "body"] = None
-    outcome = validate_dataframe(df, suite, _pii_masker())
+    outcome = validate_dataframe(df, suite, pii_masker())
     assert not outcome.success
     message = next(m for m in outcome.blocking_failures if "not_be_null on column 'body'" in m)
     assert "20 of 120 rows unexpected (16.7%, allowed 5.0%)" in message
@@ -71,7 +71,7 @@ def test_results_never_contain_raw_failing_values(suite):
     df = _frame()
     df.loc[5, "category"] = "contact anna.schmidt@example.org please"
     df.loc[6, "customer_email"] = "not-an-email +49 30 1234567"
-    outcome = validate_dataframe(df, suite, _pii_masker())
+    outcome = validate_dataframe(df, suite, pii_masker())
     stored = json.dumps(outcome.to_dict())
     assert "anna.schmidt@example.org" not in stored
     assert "1234567" not in stored

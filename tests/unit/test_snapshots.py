@@ -42,8 +42,8 @@ def test_identity_changes_the_id(tmp_path):
 def test_raw_zone_is_encrypted_and_needs_the_key(tmp_path):
     """Expect ciphertext on disk, a round trip with the key, and clear errors without or with a wrong one."""
     ref, manifest = _write(str(tmp_path), _table(), kek=KEK)
-    assert manifest["encryption"]["kek_id"] and manifest["files"][0]["name"] == "data.parquet.enc"
-    assert b"row 1" not in storage.read_bytes(storage.join(ref.uri, "data.parquet.enc"))
+    assert manifest["encryption"]["kek_ids"] and manifest["files"][0]["name"] == "part-00000.parquet.enc"
+    assert b"row 1" not in storage.read_bytes(storage.join(ref.uri, "part-00000.parquet.enc"))
     assert snapshots.read_snapshot(ref, KEK).equals(_table())
     with pytest.raises(snapshots.SnapshotError, match="is encrypted: a key is needed"):
         snapshots.read_snapshot(ref)
@@ -67,9 +67,12 @@ def test_tampered_data_is_detected(tmp_path):
     ref, _ = _write(str(tmp_path), _table(), zone="curated")
     other, _ = _write(str(tmp_path / "other"), _table(7), zone="curated")
     storage.write_bytes(
-        storage.join(ref.uri, "data.parquet"), storage.read_bytes(storage.join(other.uri, "data.parquet"))
+        storage.join(ref.uri, "part-00000.parquet"),
+        storage.read_bytes(storage.join(other.uri, "part-00000.parquet")),
     )
-    with pytest.raises(snapshots.SnapshotError, match="does not match the manifest's sha256"):
+    with pytest.raises(
+        snapshots.SnapshotError, match="part-00000.parquet does not match the manifest's sha256"
+    ):
         snapshots.read_snapshot(ref)
 
 
@@ -88,3 +91,63 @@ def test_latest_pointer(tmp_path):
     ref, _ = _write(lake, _table(), zone="curated")
     snapshots.set_latest(ref, lake)
     assert snapshots.get_latest(lake, "curated", "p", "d") == ref
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield pa.record_batch(
+            {
+                "id": [f"r{i:06d}" for i in range(start, min(n, start + size))],
+                "text": ["x" * 20] * (min(n, start + size) - start),
+            }
+        )
+
+
+SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string())])
+
+
+def test_staged_parts_are_deterministic_whatever_the_batching(tmp_path):
+    """Expect the same rows to give the same part hash however the source cut its batches."""
+    kw = {
+        "lake_root": str(tmp_path),
+        "pipeline": "p",
+        "dataset": "d",
+        "part": 0,
+        "schema": SCHEMA,
+        "kek": KEK,
+    }
+    a = snapshots.stage_part(run_id="a", batches=_batches(2500, 7), row_group_rows=1000, **kw)
+    b = snapshots.stage_part(run_id="b", batches=_batches(2500, 1000), row_group_rows=1000, **kw)
+    assert a["sha256"] == b["sha256"] and a["rows"] == 2500
+    assert a["stored_sha256"] != b["stored_sha256"]  # fresh data key and nonce per file
+
+
+def test_multi_part_commit_and_retry(tmp_path):
+    """Expect parts to commit into one snapshot, and a re-commit after a partial move to finish the job."""
+    lake = str(tmp_path)
+    parts = [
+        snapshots.stage_part(
+            lake_root=lake,
+            pipeline="p",
+            dataset="d",
+            run_id="r",
+            part=i,
+            batches=_batches(300, 50),
+            schema=SCHEMA,
+            kek=KEK,
+        )
+        for i in range(3)
+    ]
+    # A commit killed after moving the first part: the data is in place but there is no manifest.
+    first = parts[0]
+    target = snapshots.snapshot_ref(lake, "raw", "p", "d", snapshots.snapshot_id_for(parts, None))
+    snapshots._move(first["staging_uri"], storage.join(target.uri, first["name"]))
+    with pytest.raises(snapshots.SnapshotError, match="manifest.json missing"):
+        snapshots.read_manifest(target)
+    ref, manifest = snapshots.commit_parts(
+        lake_root=lake, zone="raw", pipeline="p", dataset="d", parts=parts, metadata={}
+    )
+    assert ref == target
+    assert manifest["row_count"] == 900 and len(manifest["files"]) == 3
+    assert snapshots.read_snapshot(ref, KEK).num_rows == 900
+    assert not list((tmp_path / "_staging").rglob("*.enc"))

@@ -21,10 +21,10 @@ def _record_failure(pipeline: str) -> Any:
     """A task failure callback that writes the failure into the governance ledger."""
 
     def callback(context: Any) -> None:
-        from llmops.orchestration import steps
+        from llmops.orchestration.common import record_task_failure
 
         ti = context["ti"]
-        steps.record_task_failure(
+        record_task_failure(
             pipeline,
             run_id=context["dag_run"].run_id,
             dag_id=ti.dag_id,
@@ -55,8 +55,18 @@ def curated_asset(spec: PipelineSpec) -> Asset:
     return Asset(name=f"{spec.name}.curated", uri=spec.curated_asset_uri, group="llmops")
 
 
+def raw_assets(spec: PipelineSpec) -> dict[str, Asset]:
+    return {
+        s.name: Asset(
+            name=f"{spec.name}.raw.{s.name}", uri=f"llmops://{spec.name}/raw/{s.name}", group="llmops"
+        )
+        for s in spec.sources
+    }
+
+
 def ingest_dag(spec: PipelineSpec) -> DAG:
     asset = curated_asset(spec)
+    raws = raw_assets(spec)
     source_names = [s.name for s in spec.sources]
 
     @dag(
@@ -67,10 +77,12 @@ def ingest_dag(spec: PipelineSpec) -> DAG:
 
 {spec.description}
 
-Extracts each source ({", ".join(source_names)}) into an encrypted, content-addressed raw snapshot;
-normalises and validates with the Great Expectations suite `{spec.validation.suite}` (failing rows are
-quarantined, blocking expectations fail the run); applies the PII policy; publishes the curated
-snapshot as the asset `{asset.uri}`, which schedules `{spec.finetune_dag_id}`.
+Plans the extraction of each source ({", ".join(source_names)}: watermark ranges and partitions), extracts
+every partition in parallel into encrypted staged parts, commits one content-addressed raw snapshot per
+source (published as `llmops://{spec.name}/raw/<source>`), normalises and validates with the Great
+Expectations suite `{spec.validation.suite}` (failing rows are quarantined, blocking expectations fail the
+run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}`, which schedules
+`{spec.finetune_dag_id}`. Watermarks of incremental sources advance only after that publication.
 """,
         schedule=spec.schedule,
         start_date=START_DATE,
@@ -80,21 +92,47 @@ snapshot as the asset `{asset.uri}`, which schedules `{spec.finetune_dag_id}`.
         tags=["llmops", "ingest", *spec.tags],
     )
     def ingest() -> None:
-        @task(max_active_tis_per_dag=4)
-        def extract(source_name: str) -> dict[str, Any]:
-            from llmops.orchestration import steps
+        @task
+        def plan() -> list[dict[str, Any]]:
+            from llmops.orchestration import ingest as steps
 
-            return steps.extract_source(spec.name, source_name, _run_id())
+            return steps.plan(spec.name, _run_id())
+
+        @task(max_active_tis_per_dag=4, map_index_template="{{ item['source'] }}[{{ item['partition'] }}]")
+        def extract(item: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import ingest as steps
+
+            return steps.extract_partition(spec.name, item, _run_id())
+
+        @task(outlets=list(raws.values()))
+        def commit(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            from llmops.orchestration import ingest as steps
+
+            committed = steps.commit_raw(spec.name, list(parts), _run_id())
+            events = get_current_context()["outlet_events"]
+            for item in committed:
+                events[raws[item["source"]]].extra = {
+                    "snapshot_id": item["snapshot_id"],
+                    "rows": item["row_count"],
+                }
+            return committed
 
         @task
         def validate(raw: list[dict[str, Any]]) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from airflow.sdk.exceptions import AirflowSkipException
 
-            return steps.validate(spec.name, list(raw), _run_id())
+            from llmops.orchestration import ingest as steps
+
+            result = steps.validate(spec.name, list(raw), _run_id())
+            if result.get("no_new_data"):
+                raise AirflowSkipException(
+                    "no new rows since the last committed watermark: nothing to publish"
+                )
+            return result
 
         @task(outlets=[asset])
         def curate(validated: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import ingest as steps
 
             result = steps.curate(spec.name, validated, _run_id())
             get_current_context()["outlet_events"][asset].extra = {
@@ -103,7 +141,7 @@ snapshot as the asset `{asset.uri}`, which schedules `{spec.finetune_dag_id}`.
             }
             return result
 
-        curate(validate(extract.expand(source_name=source_names)))
+        curate(validate(commit(extract.expand(item=plan()))))
 
     return ingest()
 
@@ -176,7 +214,7 @@ and moves the `champion` alias. An audit report is written at the end of every r
         @task
         def start() -> str:
             """Resolve which curated snapshot this run trains on and record the run's parameters."""
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             context = get_current_context()
             snapshot_id = context["params"]["curated_snapshot_id"]
@@ -189,13 +227,13 @@ and moves the `champion` alias. An audit report is written at the end of every r
 
         @task
         def prepare_data(snapshot_id: str) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             return steps.prepare_training_data(spec.name, snapshot_id, _run_id())
 
         @task(retries=1)
         def train(data: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             params = get_current_context()["params"]
             overrides = {k: params.get(k) for k in ("learning_rate", "epochs", "max_steps")}
@@ -203,32 +241,32 @@ and moves the `champion` alias. An audit report is written at the end of every r
 
         @task
         def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             return steps.evaluate(spec.name, trained, _run_id())
 
         @task(retries=0)
         def check_gates(evaluation: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             return steps.check_gates(spec.name, evaluation, trained, _run_id())
 
         @task
         def register(trained: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             return steps.register(spec.name, trained, decision, _run_id())
 
         @task(pool="default_pool", max_active_tis_per_dag=1)
         def promote(registered: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             enabled = bool(get_current_context()["params"]["promote"])
             return steps.promote(spec.name, registered, _run_id(), enabled=enabled)
 
         @task
         def audit_report() -> dict[str, Any]:
-            from llmops.orchestration import steps
+            from llmops.orchestration import finetune as steps
 
             return steps.audit_report(spec.name, _run_id())
 

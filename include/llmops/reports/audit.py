@@ -121,6 +121,9 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
                     "row_count": r["row_count"],
                     "sha256": r["sha256"],
                     "encryption": r["encryption"],
+                    "partitions": r.get("partitions", 1),
+                    "watermark": r.get("watermark"),
+                    "query": r.get("query"),
                     "schema_drift": r.get("schema_drift"),
                     "governance": r["governance"],
                 }
@@ -168,7 +171,7 @@ def render_html(report: dict[str, Any]) -> str:
 
 
 def write_audit_report(spec: PipelineSpec, run_id: str) -> dict[str, str]:
-    from llmops.orchestration.steps import safe_run_id
+    from llmops.orchestration.common import safe_run_id
 
     report = build_report(spec, run_id)
     folder = storage.join(get_settings().reports_root, spec.name, safe_run_id(run_id))

@@ -1,0 +1,70 @@
+"""Shared by the task steps: run ids as path segments, ledger records, failure records."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from llmops.ledger import get_ledger
+from llmops.specs import load_pipeline, spec_hash
+
+if TYPE_CHECKING:
+    from llmops.specs import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id usable as a path segment (Airflow run ids contain ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+
+
+def record(spec: PipelineSpec, event_type: str, subject: str, run_id: str, payload: dict[str, Any]) -> None:
+    get_ledger().append(
+        pipeline=spec.name,
+        event_type=event_type,
+        subject=subject,
+        run_id=run_id,
+        payload={"spec_hash": spec_hash(spec), **payload},
+    )
+
+
+def record_task_failure(
+    pipeline: str,
+    *,
+    run_id: str,
+    dag_id: str,
+    task_id: str,
+    map_index: int,
+    try_number: int | None,
+    error: BaseException | str | None,
+) -> None:
+    """Record a failed task in the ledger, so the audit trail shows failures as well as successes.
+
+    Messages of this package's errors name fields, rows and counts, never values; the message is
+    still cut short, and a failure to record must not hide the task's own error.
+    """
+    try:
+        spec = load_pipeline(pipeline)
+        message = str(error)[:500] if error is not None else ""
+        kind = type(error).__name__ if isinstance(error, BaseException) else "error"
+        subject = f"task/{dag_id}/{task_id}" + (
+            f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
+        )
+        get_ledger().append(
+            pipeline=spec.name,
+            event_type="task.failed",
+            subject=f"{subject}/try-{try_number}",
+            run_id=run_id,
+            payload={
+                "dag_id": dag_id,
+                "task_id": task_id,
+                "map_index": map_index,
+                "try_number": try_number,
+                "error_type": kind,
+                "error": message,
+            },
+        )
+    except Exception:  # pragma: no cover - the callback must never mask the real failure
+        log.exception("could not record the task failure in the ledger")
