@@ -258,10 +258,7 @@ def commit_parts(
     manifest_uri = storage.join(folder, MANIFEST)
     if storage.exists(manifest_uri):
         log.info("snapshot %s/%s/%s already committed; reusing it", zone, dataset, snapshot_id)
-        for p in parts:
-            for uri in (p["staging_uri"], p["staging_uri"] + ".key.json"):
-                if storage.exists(uri):
-                    _delete(uri)
+        _clear_staging(parts)
         return ref, storage.read_json(manifest_uri)
 
     files = []
@@ -302,6 +299,7 @@ def commit_parts(
         **metadata,
     }
     storage.write_json(manifest_uri, manifest)  # commit point
+    _clear_staging(parts)
     log.info(
         "snapshot %s/%s/%s committed: %d rows in %d part(s)",
         zone,
@@ -313,9 +311,10 @@ def commit_parts(
     return ref, manifest
 
 
-def _delete(uri: str) -> None:
-    fs, path = storage.filesystem(uri)
-    fs.rm(path)
+def _clear_staging(parts: list[dict[str, Any]]) -> None:
+    """Remove what is left in the parts' staging folders (e.g. temp files of a killed attempt)."""
+    for folder in sorted({p["staging_uri"].rsplit("/", 1)[0] for p in parts}):
+        storage.delete(folder)
 
 
 def write_snapshot(

@@ -10,11 +10,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import PermanentError
+
 if TYPE_CHECKING:
     from llmops.specs.schema import Gate
 
 
-class GateFailed(RuntimeError):
+class GateFailed(PermanentError, RuntimeError):
     """The candidate did not pass its gates; the message lists each failed gate and by how much."""
 
 

@@ -1,9 +1,9 @@
 """Extract a table or a parameterised query from a SQL database, streamed in Arrow batches.
 
 Identifiers come from the spec, where they were checked against a strict pattern, and SQLAlchemy
-quotes them for the dialect as well. Values (query params, watermarks, partition bounds) are bound
-parameters, with one exception: PostgreSQL's COPY, the fast path, takes no parameters, so there
-the same statement is rendered with SQLAlchemy's dialect literal quoting.
+quotes them for the dialect as well. Values (query params, watermarks, partition bounds) are always
+parameters. PostgreSQL's COPY, the fast path, cannot take server-side parameters, so there psycopg
+binds them on the client (``ClientCursor``): quoted by the driver, never formatted by us.
 
 Values are selected as the database renders them as text (CAST ... AS TEXT), so the raw zone holds
 what the source holds, whichever path read it; typing them is a normalisation rule.
@@ -76,17 +76,23 @@ def _base(source: SqlSource, order_by: str) -> Any:
     return text.columns(*[sa.column(c) for c in columns]).subquery("src")
 
 
-def _watermark_filter(base: Any, watermark: dict[str, Any] | None) -> list[Any]:
+def _value(value: Any) -> Any:
+    """An untyped bind parameter: the database casts it to the column's type (no ::VARCHAR cast)."""
     import sqlalchemy as sa
+
+    return sa.literal(value, sa.types.NullType())
+
+
+def _watermark_filter(base: Any, watermark: dict[str, Any] | None) -> list[Any]:
 
     if not watermark:
         return []
     column = base.c[watermark["column"]]
     clauses = []
     if watermark.get("low") is not None:
-        clauses.append(column > sa.literal(watermark["low"]))
+        clauses.append(column > _value(watermark["low"]))
     if watermark.get("high") is not None:
-        clauses.append(column <= sa.literal(watermark["high"]))
+        clauses.append(column <= _value(watermark["high"]))
     return clauses
 
 
@@ -115,8 +121,8 @@ def _partition_filter(base: Any, item: dict[str, Any], dialect: str) -> list[Any
         start, end = item["range"]
         if start is None:  # empty table: every row (there are none) in partition 0
             return [] if i == 0 else [sa.false()]
-        condition = column >= sa.literal(start)
-        condition = condition & ((column <= sa.literal(end)) if item["last"] else (column < sa.literal(end)))
+        condition = column >= _value(start)
+        condition = condition & ((column <= _value(end)) if item["last"] else (column < _value(end)))
         return [sa.or_(condition, column.is_(None)) if i == 0 else condition]
     condition = bucket == i
     return [sa.or_(condition, column.is_(None)) if i == 0 else condition]
@@ -227,14 +233,19 @@ class _CopyStream(io.RawIOBase):
         return n
 
 
-def _iter_copy(conn: Any, compiled_sql: str, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _iter_copy(conn: Any, query: Any, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """PostgreSQL fast path: COPY (SELECT ...) TO STDOUT as CSV, parsed by Arrow in C++."""
+    import psycopg
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    compiled = query.compile(dialect=conn.dialect)
+    statement = f"COPY ({compiled}) TO STDOUT (FORMAT csv)"
     driver = conn.connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(f"COPY ({compiled_sql}) TO STDOUT (FORMAT csv)") as copy:
+    with psycopg.ClientCursor(driver) as cursor, cursor.copy(statement, compiled.params) as copy:
         stream = io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20)
+        if not stream.peek(1):  # no rows: Arrow refuses an empty CSV, and there is nothing to read
+            return
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(column_names=columns, block_size=8 << 20, use_threads=True),
@@ -296,8 +307,7 @@ def iter_sql_batches(
     try:
         with engine.connect() as conn:
             if uses_copy(url):
-                compiled = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-                batches = _iter_copy(conn, compiled, list(source.columns), source.chunk_rows)
+                batches = _iter_copy(conn, query, list(source.columns))
             else:
                 batches = _iter_rows(conn, query, list(source.columns), source.chunk_rows)
             for batch in batches:

@@ -47,8 +47,10 @@ def record_task_failure(
     """
     try:
         spec = load_pipeline(pipeline)
-        message = str(error)[:500] if error is not None else ""
-        kind = type(error).__name__ if isinstance(error, BaseException) else "error"
+        # A fail-fast wrapper keeps the domain error as its cause: report the cause.
+        root = error.__cause__ if isinstance(error, BaseException) and error.__cause__ is not None else error
+        message = str(root)[:500] if root is not None else ""
+        kind = type(root).__name__ if isinstance(root, BaseException) else "error"
         subject = f"task/{dag_id}/{task_id}" + (
             f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
         )

@@ -6,13 +6,17 @@ spec loader are imported at module level; every task imports its heavy dependenc
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
 
 from llmops.specs import PipelineSpec, load_pipeline
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -45,6 +49,19 @@ def _default_args(spec: PipelineSpec) -> dict[str, Any]:
         "retry_exponential_backoff": True,
         "on_failure_callback": _record_failure(spec.name),
     }
+
+
+@contextmanager
+def _fail_fast() -> Iterator[None]:
+    """Fail a task at once, without retries, when retrying cannot help (bad data, spec, gate)."""
+    from llmops.errors import PermanentError
+
+    try:
+        yield
+    except PermanentError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _run_id() -> str:
@@ -96,19 +113,22 @@ run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}
         def plan() -> list[dict[str, Any]]:
             from llmops.orchestration import ingest as steps
 
-            return steps.plan(spec.name, _run_id())
+            with _fail_fast():
+                return steps.plan(spec.name, _run_id())
 
         @task(max_active_tis_per_dag=4, map_index_template="{{ item['source'] }}[{{ item['partition'] }}]")
         def extract(item: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration import ingest as steps
 
-            return steps.extract_partition(spec.name, item, _run_id())
+            with _fail_fast():
+                return steps.extract_partition(spec.name, item, _run_id())
 
         @task(outlets=list(raws.values()))
         def commit(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             from llmops.orchestration import ingest as steps
 
-            committed = steps.commit_raw(spec.name, list(parts), _run_id())
+            with _fail_fast():
+                committed = steps.commit_raw(spec.name, list(parts), _run_id())
             events = get_current_context()["outlet_events"]
             for item in committed:
                 events[raws[item["source"]]].extra = {
@@ -123,7 +143,8 @@ run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}
 
             from llmops.orchestration import ingest as steps
 
-            result = steps.validate(spec.name, list(raw), _run_id())
+            with _fail_fast():
+                result = steps.validate(spec.name, list(raw), _run_id())
             if result.get("no_new_data"):
                 raise AirflowSkipException(
                     "no new rows since the last committed watermark: nothing to publish"
@@ -134,7 +155,8 @@ run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}
         def curate(validated: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration import ingest as steps
 
-            result = steps.curate(spec.name, validated, _run_id())
+            with _fail_fast():
+                result = steps.curate(spec.name, validated, _run_id())
             get_current_context()["outlet_events"][asset].extra = {
                 "curated_snapshot_id": result["curated_snapshot_id"],
                 "row_count": result["row_count"],
@@ -223,13 +245,15 @@ and moves the `champion` alias. An audit report is written at the end of every r
                 for asset_events in events.values():
                     for event in asset_events:
                         snapshot_id = (event.extra or {}).get("curated_snapshot_id", snapshot_id)
-            return steps.start_finetune(spec.name, snapshot_id, dict(context["params"]), _run_id())
+            with _fail_fast():
+                return steps.start_finetune(spec.name, snapshot_id, dict(context["params"]), _run_id())
 
         @task
         def prepare_data(snapshot_id: str) -> dict[str, Any]:
             from llmops.orchestration import finetune as steps
 
-            return steps.prepare_training_data(spec.name, snapshot_id, _run_id())
+            with _fail_fast():
+                return steps.prepare_training_data(spec.name, snapshot_id, _run_id())
 
         @task(retries=1)
         def train(data: dict[str, Any]) -> dict[str, Any]:
@@ -237,38 +261,44 @@ and moves the `champion` alias. An audit report is written at the end of every r
 
             params = get_current_context()["params"]
             overrides = {k: params.get(k) for k in ("learning_rate", "epochs", "max_steps")}
-            return steps.train(spec.name, data, _run_id(), overrides)
+            with _fail_fast():
+                return steps.train(spec.name, data, _run_id(), overrides)
 
         @task
         def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration import finetune as steps
 
-            return steps.evaluate(spec.name, trained, _run_id())
+            with _fail_fast():
+                return steps.evaluate(spec.name, trained, _run_id())
 
         @task(retries=0)
         def check_gates(evaluation: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration import finetune as steps
 
-            return steps.check_gates(spec.name, evaluation, trained, _run_id())
+            with _fail_fast():
+                return steps.check_gates(spec.name, evaluation, trained, _run_id())
 
         @task
         def register(trained: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration import finetune as steps
 
-            return steps.register(spec.name, trained, decision, _run_id())
+            with _fail_fast():
+                return steps.register(spec.name, trained, decision, _run_id())
 
         @task(pool="default_pool", max_active_tis_per_dag=1)
         def promote(registered: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration import finetune as steps
 
             enabled = bool(get_current_context()["params"]["promote"])
-            return steps.promote(spec.name, registered, _run_id(), enabled=enabled)
+            with _fail_fast():
+                return steps.promote(spec.name, registered, _run_id(), enabled=enabled)
 
         @task
         def audit_report() -> dict[str, Any]:
             from llmops.orchestration import finetune as steps
 
-            return steps.audit_report(spec.name, _run_id())
+            with _fail_fast():
+                return steps.audit_report(spec.name, _run_id())
 
         started = start()
         trained = train(prepare_data(started))

@@ -11,6 +11,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
+from llmops.errors import PermanentError
 from llmops.orchestration.common import record
 from llmops.settings import get_settings
 from llmops.specs import load_pipeline
@@ -29,11 +30,11 @@ CURATED_DATASET = "records"
 PII_TYPES = ("email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name")
 
 
-class QuarantineLimitExceeded(RuntimeError):
+class QuarantineLimitExceeded(PermanentError, RuntimeError):
     """More rows failed validation than the spec tolerates; the source is probably broken."""
 
 
-class PiiResidualFound(RuntimeError):
+class PiiResidualFound(PermanentError, RuntimeError):
     """PII of a handled type is still detectable after the privacy policy ran."""
 
 

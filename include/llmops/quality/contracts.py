@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmops.errors import PermanentError
 
-class ContractViolation(ValueError):
+
+class ContractViolation(PermanentError, ValueError):
     """The data does not have the shape its source's contract promised."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import PermanentError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -42,7 +44,7 @@ class SuiteNotFound(FileNotFoundError):
     pass
 
 
-class BlockingExpectationFailed(RuntimeError):
+class BlockingExpectationFailed(PermanentError, RuntimeError):
     """At least one blocking expectation was not met; the message says which, on what and by how much."""
 
 

@@ -10,12 +10,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from llmops.errors import PermanentError
 from llmops.specs.schema import PipelineSpec
 
 SOURCE_KINDS = ("sql", "rest", "files")
 
 
-class SpecError(ValueError):
+class SpecError(PermanentError, ValueError):
     """A pipeline spec that cannot be used; the message lists every problem found."""
 
     def __init__(self, path: Path | str, problems: list[str]):
