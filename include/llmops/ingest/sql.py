@@ -212,25 +212,88 @@ def plan_sql(
 
 
 class _CopyStream(io.RawIOBase):
-    """A readable file over psycopg's COPY chunks, for Arrow's streaming CSV reader."""
+    """A readable file over psycopg's COPY output, for Arrow's streaming CSV reader.
+
+    A background thread drains the COPY into a small queue of ~1 MiB blocks, so the database keeps
+    sending (and the network keeps moving) while Arrow parses; read sequentially in one thread,
+    each waited for the other. The queue is bounded, so memory stays bounded too. Errors in the
+    thread (a dropped connection) are raised from `readinto`, in the reading thread.
+    """
+
+    BLOCK = 1 << 20
+    DEPTH = 16
 
     def __init__(self, copy: Any) -> None:
-        self._chunks = iter(copy)
+        import queue
+        import threading
+
+        super().__init__()
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=self.DEPTH)
+        self._stop = threading.Event()
         self._pending = memoryview(b"")
+        self._finished = False
+        self._thread = threading.Thread(target=self._pump, args=(copy,), name="copy-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self, copy: Any) -> None:
+        buffer = bytearray()
+        try:
+            for chunk in copy:
+                buffer += chunk
+                if len(buffer) >= self.BLOCK:
+                    if not self._put(bytes(buffer)):
+                        return
+                    buffer.clear()
+                if self._stop.is_set():
+                    return
+            if buffer:
+                self._put(bytes(buffer))
+            self._put(None)
+        except BaseException as exc:  # surfaced to the reader
+            self._put(exc)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         while not self._pending:
-            try:
-                self._pending = memoryview(bytes(next(self._chunks)))
-            except StopIteration:
+            if self._finished:
                 return 0
+            item = self._queue.get()
+            if item is None:
+                self._finished = True
+                return 0
+            if isinstance(item, BaseException):
+                self._finished = True
+                raise item
+            self._pending = memoryview(item)
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+    def stop(self) -> None:
+        """Stop the reader thread and wait for it: the connection must be idle before it is reused."""
+        import queue
+
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
 
 
 def _iter_copy(conn: Any, query: Any, columns: list[str]) -> Iterator[pa.RecordBatch]:
@@ -243,22 +306,26 @@ def _iter_copy(conn: Any, query: Any, columns: list[str]) -> Iterator[pa.RecordB
     statement = f"COPY ({compiled}) TO STDOUT (FORMAT csv)"
     driver = conn.connection.driver_connection
     with psycopg.ClientCursor(driver) as cursor, cursor.copy(statement, compiled.params) as copy:
-        stream = io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20)
-        if not stream.peek(1):  # no rows: Arrow refuses an empty CSV, and there is nothing to read
-            return
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(column_names=columns, block_size=8 << 20, use_threads=True),
-            # Text bodies contain newlines inside quoted values.
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,  # COPY writes NULL unquoted and '' as ""
-                null_values=[""],
-            ),
-        )
-        yield from reader
+        raw = _CopyStream(copy)
+        try:
+            stream = io.BufferedReader(raw, buffer_size=1 << 20)
+            if not stream.peek(1):  # no rows: Arrow refuses an empty CSV, and there is nothing to read
+                return
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=columns, block_size=4 << 20, use_threads=True),
+                # Text bodies contain newlines inside quoted values.
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in columns},
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,  # COPY writes NULL unquoted and '' as ""
+                    null_values=[""],
+                ),
+            )
+            yield from reader
+        finally:
+            raw.stop()
 
 
 def _iter_rows(conn: Any, query: Any, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
