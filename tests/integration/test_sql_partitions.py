@@ -167,7 +167,7 @@ def test_connection_dropped_mid_extraction_fails_clearly(postgres_url):
     name = f"big_{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            f"CREATE TABLE {name} AS SELECT g AS id, repeat('x', 200) AS body FROM generate_series(1, 200000) g"
+            f"CREATE TABLE {name} AS SELECT g AS id, repeat('x', 200) AS body FROM generate_series(1, 1000000) g"
         )
     try:
         source = SqlSource.model_validate(
