@@ -578,3 +578,38 @@ def test_demo_api_auth_and_token_never_in_errors():
         assert "wrong-secret-123" not in str(info.value)
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("extra", "header", "expected"),
+    [
+        ({}, "Authorization", "Bearer s3cr3t-token"),
+        ({"auth": "api_key", "header": "X-Api-Key"}, "X-Api-Key", "s3cr3t-token"),
+        (
+            {"auth": "basic"},
+            "Authorization",
+            "Basic " + __import__("base64").b64encode(b"svc:s3cr3t-token").decode(),
+        ),
+    ],
+)
+def test_auth_from_the_airflow_connection(upstream, monkeypatch, extra, header, expected):
+    """Expect the connection's secret to be sent as bearer, API-key header or basic auth, per its extra."""
+    port = upstream.url.rsplit(":", 1)[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_IT_REST_AUTH",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": int(port),
+                "schema": "http",
+                "login": "svc",
+                "password": "s3cr3t-token",
+                "extra": extra,
+            }
+        ),
+    )
+    source = _source(page_size=50).model_copy(update={"conn_id": "it_rest_auth"})
+    table, _ = extract_rest(source, "ticket_id")
+    assert table.num_rows == 23
+    assert upstream.headers[0][header] == expected
