@@ -73,7 +73,7 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
         ),
         (
             lambda r: r["sources"][1]["governance"].update(purposes=["marketing"]),
-            "source 'webform_api' does not allow purpose 'customer_support_automation'",
+            "source 'webform_api' cannot feed this pipeline: purpose 'customer_support_automation' is not among its purposes",
         ),
         (
             lambda r: r["training"].update(prompt_template="no fields"),

@@ -34,6 +34,68 @@ class Governance(StrictModel):
     ]
     classification: Literal["public", "internal", "confidential", "restricted"] = "confidential"
     retention_days: int = Field(default=365, gt=0)
+    consent_scope: list[str] | None = Field(
+        default=None,
+        description="With lawful_basis 'consent': the purposes data subjects consented to.",
+    )
+
+    @model_validator(mode="after")
+    def _consent_has_scope(self) -> Governance:
+        if self.lawful_basis == "consent" and not self.consent_scope:
+            raise ValueError("lawful_basis 'consent' needs a consent_scope (the purposes consented to)")
+        return self
+
+    def allows(self, purpose: str) -> str | None:
+        """Why this source may not serve `purpose`, or None when it may."""
+        if purpose not in self.purposes:
+            return f"purpose '{purpose}' is not among its purposes ({', '.join(self.purposes)})"
+        if self.lawful_basis == "consent" and purpose not in (self.consent_scope or []):
+            return f"purpose '{purpose}' is outside the consent scope ({', '.join(self.consent_scope or [])})"
+        return None
+
+
+ContractType = Literal["string", "int", "float", "bool", "timestamp", "date"]
+
+
+class ColumnContract(StrictModel):
+    """What a source promises about one column."""
+
+    type: ContractType = "string"
+    nullable: bool = True
+    unique: bool = False
+    allowed_values: list[str] | None = None
+    pattern: str | None = Field(
+        default=None, description="A regular expression every non-null value matches."
+    )
+    max_length: int | None = Field(default=None, gt=0)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
+        return value
+
+
+class Freshness(StrictModel):
+    column: Identifier
+    max_age_hours: float = Field(gt=0)
+
+
+class DataContract(StrictModel):
+    """A source's promise, checked before any expectation runs.
+
+    Row-level promises (type, nullability, allowed values, pattern, length) quarantine the rows that
+    break them; table-level ones (columns present, uniqueness, freshness, minimum rows) fail the run.
+    """
+
+    columns: dict[Identifier, ColumnContract] = {}
+    freshness: Freshness | None = None
+    min_rows: int = Field(default=0, ge=0)
+    allow_extra_columns: bool = True
 
 
 class Sampling(StrictModel):
@@ -90,6 +152,7 @@ class SqlSource(StrictModel):
     partitioning: Partitioning | None = None
     chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
     sample: Sampling | None = None
+    contract: DataContract | None = None
     governance: Governance
 
     @model_validator(mode="after")
@@ -138,6 +201,7 @@ class RestSource(StrictModel):
     )
     deadline_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock budget per extraction.")
     sample: Sampling | None = None
+    contract: DataContract | None = None
     governance: Governance
 
     @property
@@ -162,6 +226,7 @@ class FileSource(StrictModel):
     csv: CsvOptions = CsvOptions()
     columns: list[Identifier] = Field(min_length=1)
     sample: Sampling | None = None
+    contract: DataContract | None = None
     governance: Governance
 
     @property
@@ -191,6 +256,20 @@ class DatasetSpec(StrictModel):
         default=None, description="Column that identifies the data subject (for erasure requests)."
     )
     normalization: Normalization = Normalization()
+
+
+class Retention(StrictModel):
+    """How long derived datasets are kept; raw snapshots follow each source's retention_days."""
+
+    curated_days: int | None = Field(
+        default=None, gt=0, description="Default: the shortest source retention."
+    )
+    quarantine_days: int = Field(default=30, gt=0)
+    training_data_days: int | None = Field(default=None, gt=0, description="Default: curated_days.")
+    keep_model_lineage: bool = Field(
+        default=True,
+        description="Keep expired snapshots that the champion or previous model was trained on (recorded).",
+    )
 
 
 class Validation(StrictModel):
@@ -312,6 +391,7 @@ class PipelineSpec(StrictModel):
     dataset: DatasetSpec
     validation: Validation
     privacy: PrivacySpec = PrivacySpec()
+    retention: Retention = Retention()
     training: TrainingSpec
     evaluation: EvaluationSpec = EvaluationSpec()
     gates: list[Gate] = Field(min_length=1)
@@ -324,11 +404,9 @@ class PipelineSpec(StrictModel):
         if duplicates:
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
         for source in self.sources:
-            if self.purpose not in source.governance.purposes:
-                raise ValueError(
-                    f"source '{source.name}' does not allow purpose '{self.purpose}' "
-                    f"(its governance.purposes: {', '.join(source.governance.purposes)})"
-                )
+            problem = source.governance.allows(self.purpose)
+            if problem:
+                raise ValueError(f"source '{source.name}' cannot feed this pipeline: {problem}")
             if self.dataset.key not in source.columns:
                 raise ValueError(f"source '{source.name}' lacks the dataset key column '{self.dataset.key}'")
         return self
