@@ -80,6 +80,19 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
             "prompt_template must reference at least one column",
         ),
         (lambda r: r.update(name="Support Bot"), "name: String should match pattern"),
+        (
+            lambda r: r["sources"][0]["governance"].update(lawful_basis="consent"),
+            "sources[0].governance: Value error, lawful_basis 'consent' needs a consent_scope",
+        ),
+        (
+            lambda r: r["sources"][0]["governance"].update(lawful_basis="consent", consent_scope=["analytics"]),
+            "source 'helpdesk_db' cannot feed this pipeline: purpose 'customer_support_automation' is outside "
+            "the consent scope (analytics)",
+        ),
+        (
+            lambda r: r["sources"][0].update(contract={"columns": {"body": {"pattern": "(unclosed"}}}),
+            "sources[0].contract.columns.body.pattern: Value error, pattern does not compile",
+        ),
     ],
 )
 def test_broken_spec_names_file_and_field(tmp_path, demo_raw, mutate, expected):
