@@ -424,3 +424,30 @@ def get_latest(lake_root: str, zone: str, pipeline: str, dataset: str) -> Snapsh
         )
     payload = storage.read_json(uri)
     return snapshot_ref(lake_root, zone, pipeline, dataset, payload["snapshot_id"])
+
+
+def list_snapshots(lake_root: str, zone: str, pipeline: str) -> list[tuple[SnapshotRef, dict[str, Any]]]:
+    """Every committed snapshot of a pipeline in a zone, with its manifest (oldest dataset first)."""
+    out = []
+    for dataset in storage.list_dirs(storage.join(lake_root, zone, pipeline)):
+        for snapshot_id in storage.list_dirs(dataset_uri(lake_root, zone, pipeline, dataset)):
+            ref = snapshot_ref(lake_root, zone, pipeline, dataset, snapshot_id)
+            try:
+                out.append((ref, read_manifest(ref)))
+            except SnapshotError:
+                continue  # an interrupted write: not a snapshot
+    return out
+
+
+def delete_snapshot(ref: SnapshotRef, lake_root: str) -> None:
+    """Delete a snapshot (key files first: without them encrypted parts are unreadable at once),
+    and drop the dataset's LATEST marker if it pointed here."""
+    manifest = read_manifest(ref)
+    for entry in manifest["files"]:
+        if entry.get("key_file"):
+            storage.delete(storage.join(ref.uri, entry["key_file"]))
+    storage.delete(storage.join(ref.uri, MANIFEST))  # no longer a snapshot from here on
+    storage.delete(ref.uri)
+    latest = storage.join(dataset_uri(lake_root, ref.zone, ref.pipeline, ref.dataset), LATEST)
+    if storage.exists(latest) and storage.read_json(latest).get("snapshot_id") == ref.snapshot_id:
+        storage.delete(latest)

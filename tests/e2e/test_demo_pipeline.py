@@ -208,3 +208,102 @@ def test_retried_extract_is_idempotent(demo):
     (again,) = ingest.commit_raw("support_bot", parts, demo["ingest"].run_id, sources=["helpdesk_db"])
     assert again["snapshot_id"] == first.payload["snapshot_id"]
     assert len(ledger.records()) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# Governance over time. These change the lake, so they run last in this module.
+
+
+def _lake_text(kek: bytes) -> str:
+    """Every row of every snapshot in the lake, decrypted, as one string."""
+    from llmops import snapshots
+
+    lake = _settings().lake_root
+    chunks = []
+    for zone in ("raw", "quarantine", "curated", "sft"):
+        for ref, _ in snapshots.list_snapshots(lake, zone, "support_bot"):
+            chunks.append(
+                json.dumps(snapshots.read_snapshot(ref, kek).to_pylist(), default=str, ensure_ascii=False)
+            )
+    return "\n".join(chunks)
+
+
+def test_erasure_request_removes_the_subject_everywhere(demo):
+    """Expect an erasure request to remove exactly the subject's rows from every snapshot and flag v1."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from llmops import snapshots
+    from llmops.cli import demo_dir
+    from llmops.governance.erasure import open_erasure_reviews
+    from llmops.ledger import get_ledger
+    from llmops.privacy.keys import get_kek
+
+    with sqlite3.connect(demo_dir() / "tickets.db") as conn:
+        (subject,) = conn.execute(
+            "SELECT customer_email FROM tickets WHERE ticket_id = 'TCK-10002'"
+        ).fetchone()
+    lake = _settings().lake_root
+    kek = get_kek()
+    assert subject in _lake_text(kek)
+    curated_before = snapshots.read_manifest(snapshots.get_latest(lake, "curated", "support_bot", "records"))
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+    run = bag.dags["data_erasure_request"].test(
+        run_conf={
+            "subject_id": subject.upper(),
+            "request_id": "DSR-2026-0001",
+            "requested_by": "dpo@northwind.example",
+            "pipeline": "support_bot",
+        }
+    )
+    assert run.state == "success"
+    assert subject not in _lake_text(kek)
+    curated_after = snapshots.read_manifest(snapshots.get_latest(lake, "curated", "support_bot", "records"))
+    assert curated_after["row_count"] == curated_before["row_count"] - 1
+    assert curated_after["erasure"]["replaces"] == curated_before["snapshot_id"]
+    assert open_erasure_reviews("support_bot", "1") == ["DSR-2026-0001"]
+    (done,) = get_ledger().records(event_type="erasure.completed", run_id=run.run_id)
+    assert done.payload["records_found"] == 1 and done.payload["snapshots_rewritten"] >= 4
+    assert done.payload["models_flagged"] == [{"model_name": "support_bot", "version": "1"}]
+    ledger_text = json.dumps([r.payload for r in get_ledger().records()])
+    assert subject not in ledger_text and subject.upper() not in ledger_text
+    assert get_ledger().verify().ok
+
+
+def test_retention_keeps_model_lineage_and_deletes_the_rest(demo):
+    """Expect expired snapshots to be deleted and recorded, except the champion's lineage when asked to keep it."""
+    from datetime import UTC, datetime, timedelta
+
+    from llmops import snapshots
+    from llmops.governance.retention import apply_retention
+    from llmops.specs import load_pipeline
+
+    spec = load_pipeline("support_bot")
+    lake = _settings().lake_root
+    later = datetime.now(UTC) + timedelta(days=3650)
+    count = sum(
+        len(snapshots.list_snapshots(lake, z, "support_bot")) for z in ("raw", "quarantine", "curated", "sft")
+    )
+    dry = apply_retention(spec, later, "retention-dry", dry_run=True)
+    assert len(dry["deleted"]) + len(dry["kept"]) == count and dry["kept"]
+    assert (
+        sum(
+            len(snapshots.list_snapshots(lake, z, "support_bot"))
+            for z in ("raw", "quarantine", "curated", "sft")
+        )
+        == count
+    )
+
+    now_ok = apply_retention(spec, datetime.now(UTC), "retention-now")
+    assert now_ok["deleted"] == [] and now_ok["kept"] == []
+
+    strict = spec.model_copy(
+        update={"retention": spec.retention.model_copy(update={"keep_model_lineage": False})}
+    )
+    done = apply_retention(strict, later, "retention-strict")
+    assert len(done["deleted"]) == count
+    assert all(
+        not snapshots.list_snapshots(lake, z, "support_bot") for z in ("raw", "quarantine", "curated", "sft")
+    )
+    with pytest.raises(snapshots.SnapshotError, match="run the support_bot__ingest DAG first"):
+        snapshots.get_latest(lake, "curated", "support_bot", "records")

@@ -1,0 +1,1 @@
+"""Data governance over time: retention of snapshots, and data subjects' erasure requests."""

@@ -1,0 +1,270 @@
+"""Erasure requests (GDPR Art. 17): remove a data subject from every snapshot, flag the models.
+
+The subject is found by the spec's `dataset.subject_column`: in raw, validated and quarantine
+snapshots by its (normalised) value, in curated snapshots by its pseudonymisation token, and in
+training datasets through the record keys found upstream. Each snapshot that holds the subject is
+rewritten as a new version without those rows (everything else kept: the counts are checked), and
+the old version is deleted, key files first. Model versions trained on an affected snapshot are
+tagged for review in the registry. The ledger records all of it under a keyed token of the subject,
+never the subject itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from llmops import snapshots, storage
+from llmops.orchestration.common import record
+from llmops.settings import get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from llmops.specs import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+REVIEW_TAG = "llmops.erasure_review"
+
+
+class ErasureError(RuntimeError):
+    """The erasure could not be completed; nothing already rewritten is rolled back."""
+
+
+def normalise_subject(spec: PipelineSpec, value: str) -> str:
+    """The subject value as the pipeline stores it after normalisation."""
+    rules = spec.dataset.normalization
+    if rules.unicode_nfc:
+        value = unicodedata.normalize("NFC", value)
+    if rules.trim:
+        value = value.strip()
+    if spec.dataset.subject_column in rules.lowercase_columns:
+        value = value.lower()
+    return value
+
+
+def _normalised_column(spec: PipelineSpec, series: pd.Series) -> pd.Series:
+    return series.map(lambda v: normalise_subject(spec, v) if isinstance(v, str) else v)
+
+
+def _rewrite(
+    spec: PipelineSpec,
+    ref: snapshots.SnapshotRef,
+    manifest: dict[str, Any],
+    keep: pd.DataFrame,
+    removed: int,
+    request_id: str,
+    kek: bytes | None,
+    run_id: str,
+) -> str:
+    """Write the snapshot again without the subject's rows; delete the old version."""
+    import pyarrow as pa
+
+    lake = get_settings().lake_root
+    carry = {
+        k: v
+        for k, v in manifest.items()
+        if k
+        not in {
+            "snapshot_id",
+            "zone",
+            "pipeline",
+            "dataset",
+            "created_at",
+            "created_by_run",
+            "row_count",
+            "content_sha256",
+            "schema",
+            "files",
+            "encryption",
+            "identity",
+        }
+    }
+    carry["erasure"] = {"request_id": request_id, "replaces": ref.snapshot_id, "rows_removed": removed}
+    table = pa.Table.from_pandas(keep.reset_index(drop=True), preserve_index=False)
+    new_ref, new_manifest = snapshots.write_snapshot(
+        lake_root=lake,
+        zone=ref.zone,  # type: ignore[arg-type]
+        pipeline=ref.pipeline,
+        dataset=ref.dataset,
+        table=table,
+        metadata=carry,
+        kek=kek,
+        run_id=run_id,
+        identity={
+            **manifest.get("identity", {}),
+            "erasure_of": ref.snapshot_id,
+            "erasure_request": request_id,
+        },
+    )
+    if new_manifest["row_count"] != manifest["row_count"] - removed:
+        raise ErasureError(
+            f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}: row counts do not reconcile after erasure"
+        )
+    if ref.zone == "sft":  # the trainer reads JSON Lines beside the Parquet
+        for split in ("train", "eval"):
+            rows = keep[keep["split"] == split]
+            lines = "".join(
+                json.dumps({"prompt": p, "completion": c}) + "\n"
+                for p, c in zip(rows["prompt"], rows["completion"], strict=True)
+            )
+            storage.write_bytes(storage.join(new_ref.uri, f"{split}.jsonl"), lines.encode())
+    latest = storage.join(snapshots.dataset_uri(lake, ref.zone, ref.pipeline, ref.dataset), snapshots.LATEST)
+    repoint = storage.exists(latest) and storage.read_json(latest).get("snapshot_id") == ref.snapshot_id
+    snapshots.delete_snapshot(ref, lake)
+    if repoint:
+        snapshots.set_latest(new_ref, lake)
+    record(
+        spec,
+        "erasure.snapshot_rewritten",
+        f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}",
+        run_id,
+        {
+            "request_id": request_id,
+            "old_snapshot_id": ref.snapshot_id,
+            "new_snapshot_id": new_ref.snapshot_id,
+            "rows_removed": removed,
+            "rows_kept": new_manifest["row_count"],
+        },
+    )
+    return new_ref.snapshot_id
+
+
+def erase_subject(
+    spec: PipelineSpec, subject: str, request_id: str, run_id: str, requested_by: str = "unknown"
+) -> dict[str, Any]:
+    """Erase one data subject from one pipeline's lake; return counts (no personal data)."""
+    from llmops.governance.lineage import registered_versions
+    from llmops.privacy.keys import get_kek, get_pseudonymisation_key
+    from llmops.privacy.pii import Pseudonymiser
+
+    column = spec.dataset.subject_column
+    if not column:
+        raise ErasureError(
+            f"pipeline '{spec.name}' declares no dataset.subject_column: it cannot locate subjects"
+        )
+    if not subject or not subject.strip():
+        raise ErasureError("subject id is empty")
+    lake = get_settings().lake_root
+    kek = get_kek()
+    pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
+    value = normalise_subject(spec, subject)
+    subject_ref = pseudonymiser.token(value, "subject")
+    record(
+        spec,
+        "erasure.requested",
+        f"erasure/{request_id}",
+        run_id,
+        {"request_id": request_id, "subject_ref": subject_ref, "requested_by": requested_by},
+    )
+
+    key = spec.dataset.key
+    affected_keys: set[str] = set()
+    replaced: dict[str, str] = {}
+    rows_removed = 0
+    # Raw side first: it holds the subject's plain value and yields the record keys.
+    for zone in ("raw", "quarantine"):
+        for ref, manifest in snapshots.list_snapshots(lake, zone, spec.name):
+            df = snapshots.read_snapshot(ref, kek).to_pandas()
+            if column not in df.columns:
+                continue
+            hit = _normalised_column(spec, df[column]) == value
+            if not hit.any():
+                continue
+            affected_keys |= {str(k) for k in df.loc[hit, key] if k is not None}
+            replaced[ref.snapshot_id] = _rewrite(
+                spec, ref, manifest, df[~hit], int(hit.sum()), request_id, kek, run_id
+            )
+            rows_removed += int(hit.sum())
+    # Curated: by pseudonymisation token (or plain value when the column is kept), and by key.
+    for ref, manifest in snapshots.list_snapshots(lake, "curated", spec.name):
+        df = snapshots.read_snapshot(ref).to_pandas()
+        hit = df[key].astype(str).isin(affected_keys) if key in df.columns else None
+        if column in df.columns:
+            column_type = (manifest.get("privacy") or {}).get("column_types", {}).get(column) or "value"
+            tokens = {pseudonymiser.token(value, column_type), value}
+            by_subject = df[column].isin(tokens)
+            hit = by_subject if hit is None else (hit | by_subject)
+            affected_keys |= {str(k) for k in df.loc[by_subject, key]} if key in df.columns else set()
+        if hit is None or not hit.any():
+            continue
+        replaced[ref.snapshot_id] = _rewrite(
+            spec, ref, manifest, df[~hit], int(hit.sum()), request_id, None, run_id
+        )
+        rows_removed += int(hit.sum())
+    # Training datasets: by record key.
+    for ref, manifest in snapshots.list_snapshots(lake, "sft", spec.name):
+        df = snapshots.read_snapshot(ref).to_pandas()
+        hit = df["key"].astype(str).isin(affected_keys)
+        if not hit.any():
+            continue
+        replaced[ref.snapshot_id] = _rewrite(
+            spec, ref, manifest, df[~hit], int(hit.sum()), request_id, None, run_id
+        )
+        rows_removed += int(hit.sum())
+
+    flagged = []
+    for item in registered_versions(spec.name):
+        if item["curated_snapshot_id"] in replaced or item["sft_snapshot_id"] in replaced:
+            flagged.append({"model_name": item["model_name"], "version": item["version"]})
+    if flagged:
+        _flag_models(flagged, request_id)
+        for model in flagged:
+            record(
+                spec,
+                "erasure.model_flagged",
+                f"model/{model['model_name']}/{model['version']}",
+                run_id,
+                {
+                    "request_id": request_id,
+                    "subject_ref": subject_ref,
+                    **model,
+                    "action": f"registry tag {REVIEW_TAG} set; retrain without the subject and retire this version",
+                },
+            )
+    summary = {
+        "pipeline": spec.name,
+        "request_id": request_id,
+        "subject_ref": subject_ref,
+        "records_found": len(affected_keys),
+        "rows_removed": rows_removed,
+        "snapshots_rewritten": len(replaced),
+        "models_flagged": flagged,
+    }
+    record(spec, "erasure.completed", f"erasure/{request_id}", run_id, summary)
+    log.info(
+        "erasure %s on %s: %d rows in %d snapshots; %d model version(s) flagged",
+        request_id,
+        spec.name,
+        rows_removed,
+        len(replaced),
+        len(flagged),
+    )
+    return summary
+
+
+def _flag_models(models: list[dict[str, str]], request_id: str) -> None:
+    from mlflow import MlflowClient
+
+    from llmops.registry.mlflow_registry import configure
+
+    configure()
+    client = MlflowClient()
+    for model in models:
+        existing = client.get_model_version(model["model_name"], model["version"]).tags.get(REVIEW_TAG)
+        requests = sorted({*(existing.split(",") if existing else []), request_id})
+        client.set_model_version_tag(model["model_name"], model["version"], REVIEW_TAG, ",".join(requests))
+
+
+def open_erasure_reviews(model_name: str, version: str) -> list[str]:
+    """Erasure requests that flagged this model version and are not yet resolved by a retrain."""
+    from mlflow import MlflowClient
+
+    from llmops.registry.mlflow_registry import configure
+
+    configure()
+    tag = MlflowClient().get_model_version(model_name, version).tags.get(REVIEW_TAG)
+    return [r for r in (tag or "").split(",") if r]

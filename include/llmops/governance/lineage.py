@@ -1,0 +1,85 @@
+"""Which snapshots a model version was built from, read back from the governance ledger.
+
+The chain is: model.registered (version) -> model.trained in the same finetune run (curated and
+SFT snapshot ids) -> pii.handled of that curated snapshot (its ingest run) -> the ingest run's raw,
+validated and quarantine snapshots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmops.ledger import get_ledger
+
+
+@dataclass
+class ModelLineage:
+    model_name: str
+    version: str
+    finetune_run_id: str | None = None
+    ingest_run_id: str | None = None
+    snapshots: set[tuple[str, str, str]] = field(default_factory=set)  # (zone, dataset, snapshot_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "finetune_run_id": self.finetune_run_id,
+            "ingest_run_id": self.ingest_run_id,
+            "snapshots": [{"zone": z, "dataset": d, "snapshot_id": s} for z, d, s in sorted(self.snapshots)],
+        }
+
+
+def registered_versions(pipeline: str) -> list[dict[str, Any]]:
+    """Every model version the pipeline registered: name, version, run ids and snapshot ids."""
+    ledger = get_ledger()
+    out = []
+    for record in ledger.records(pipeline=pipeline, event_type="model.registered"):
+        trained = ledger.records(pipeline=pipeline, event_type="model.trained", run_id=record.run_id)
+        payload = trained[-1].payload if trained else {}
+        out.append(
+            {
+                "model_name": record.payload["model_name"],
+                "version": str(record.payload["version"]),
+                "finetune_run_id": record.run_id,
+                "curated_snapshot_id": payload.get("curated_snapshot_id"),
+                "sft_snapshot_id": payload.get("sft_snapshot_id"),
+            }
+        )
+    return out
+
+
+def ingest_run_of_curated(pipeline: str, curated_snapshot_id: str) -> str | None:
+    handled = get_ledger().records(
+        pipeline=pipeline, subject=f"curated/{curated_snapshot_id}", event_type="pii.handled"
+    )
+    return handled[-1].run_id if handled else None
+
+
+def ingest_snapshots(pipeline: str, ingest_run_id: str) -> set[tuple[str, str, str]]:
+    """The raw, validated and quarantine snapshots one ingest run wrote."""
+    found: set[tuple[str, str, str]] = set()
+    for record in get_ledger().records(pipeline=pipeline, run_id=ingest_run_id):
+        if record.event_type == "snapshot.raw.created":
+            found.add(("raw", record.payload["source"], record.payload["snapshot_id"]))
+        elif record.event_type == "dataset.validated":
+            found.add(("raw", "validated", record.payload["validated_snapshot_id"]))
+            found.add(("quarantine", "rows", record.payload["quarantine_snapshot_id"]))
+    return found
+
+
+def model_lineage(pipeline: str, model_name: str, version: str) -> ModelLineage:
+    lineage = ModelLineage(model_name, str(version))
+    for item in registered_versions(pipeline):
+        if item["model_name"] != model_name or item["version"] != str(version):
+            continue
+        lineage.finetune_run_id = item["finetune_run_id"]
+        if item["sft_snapshot_id"]:
+            lineage.snapshots.add(("sft", "prompt_completion", item["sft_snapshot_id"]))
+        if item["curated_snapshot_id"]:
+            lineage.snapshots.add(("curated", "records", item["curated_snapshot_id"]))
+            lineage.ingest_run_id = ingest_run_of_curated(pipeline, item["curated_snapshot_id"])
+            if lineage.ingest_run_id:
+                lineage.snapshots |= ingest_snapshots(pipeline, lineage.ingest_run_id)
+    return lineage

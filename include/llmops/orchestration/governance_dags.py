@@ -1,0 +1,171 @@
+"""DAGs that govern data over time, across every pipeline: retention and erasure requests.
+
+Imported by dags/governance.py; only the standard library, pendulum and `airflow.sdk` at module
+level. Pipelines are read when the tasks run, so a new spec needs no change here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, dag, get_current_context, task
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+DEFAULT_ARGS = {"owner": "data-governance", "retries": 1, "retry_delay": timedelta(minutes=1)}
+
+
+def _pipelines(selected: str) -> list[str]:
+    from llmops.settings import get_settings
+    from llmops.specs import SpecError, load_spec
+
+    names = []
+    for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError:
+            continue  # a broken spec is reported by its own DAG file
+        if not selected or spec.name == selected:
+            names.append(spec.name)
+    if selected and not names:
+        raise ValueError(f"pipeline '{selected}' not found (or its spec is invalid)")
+    return names
+
+
+def retention_dag() -> DAG:
+    @dag(
+        dag_id="data_retention",
+        description="Delete snapshots past their retention period, in every pipeline.",
+        doc_md="""
+### Data retention
+
+Daily. For each pipeline, deletes raw snapshots older than their source's `governance.retention_days`
+and derived datasets older than the spec's `retention` block, except snapshots in the lineage of the
+current champion and previous model when `retention.keep_model_lineage` is on. Every deletion and
+every snapshot kept past its date is recorded in the governance ledger. Stale staging files of runs
+that never committed are cleared too. Trigger with `dry_run` to see what would go.
+""",
+        schedule="@daily",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["llmops", "governance"],
+        params={
+            "pipeline": Param(
+                "", type="string", title="Pipeline", description="Only this pipeline ('' = all)."
+            ),
+            "dry_run": Param(False, type="boolean", title="Dry run", description="Report, delete nothing."),
+        },
+    )
+    def data_retention() -> None:
+        @task
+        def pipelines() -> list[str]:
+            return _pipelines(get_current_context()["params"]["pipeline"])
+
+        @task(map_index_template="{{ pipeline }}")
+        def apply(pipeline: str) -> dict[str, Any]:
+            from llmops.governance.retention import apply_retention
+            from llmops.specs import load_pipeline
+
+            context = get_current_context()
+            now = context.get("data_interval_end") or context["dag_run"].run_after
+            summary = apply_retention(
+                load_pipeline(pipeline),
+                now,
+                context["dag_run"].run_id,
+                dry_run=bool(context["params"]["dry_run"]),
+            )
+            return {k: (len(v) if isinstance(v, list) else v) for k, v in summary.items()}
+
+        apply.expand(pipeline=pipelines())
+
+    return data_retention()
+
+
+def erasure_dag() -> DAG:
+    @dag(
+        dag_id="data_erasure_request",
+        description="Erase a data subject from every snapshot and flag the models trained on them.",
+        doc_md="""
+### Data erasure request (GDPR Art. 17)
+
+Trigger with the data subject's identifier (the value of the pipelines' `dataset.subject_column`,
+e.g. an email address) and the request reference. For each pipeline: the subject's records are
+removed from every raw, validated, quarantine, curated and training snapshot (new versions are
+written, the old ones deleted, key files first), and every model version trained on an affected
+snapshot is tagged `llmops.erasure_review` in the registry. The ledger records the request under a
+keyed token of the subject, never the identifier itself.
+
+The identifier is kept in this DAG run's configuration in the Airflow metadata database: restrict
+who can trigger and read this DAG (see the production guide).
+""",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,  # erasure is idempotent: a retry finishes what remains
+        tags=["llmops", "governance", "privacy"],
+        params={
+            "subject_id": Param(
+                "",
+                type="string",
+                minLength=1,
+                title="Data subject identifier",
+                description="The value of the subject column (e.g. the customer's email address).",
+            ),
+            "request_id": Param(
+                "",
+                type="string",
+                minLength=3,
+                maxLength=64,
+                pattern=r"^[A-Za-z0-9_.:-]+$",
+                title="Request reference",
+                description="Your ticket or case number for this request.",
+            ),
+            "requested_by": Param(
+                "",
+                type="string",
+                minLength=1,
+                title="Requested by",
+                description="Who handles the request (DPO).",
+            ),
+            "pipeline": Param(
+                "", type="string", title="Pipeline", description="Only this pipeline ('' = all)."
+            ),
+        },
+    )
+    def data_erasure_request() -> None:
+        @task
+        def pipelines() -> list[str]:
+            return _pipelines(get_current_context()["params"]["pipeline"])
+
+        @task(map_index_template="{{ pipeline }}")
+        def erase(pipeline: str) -> dict[str, Any]:
+            from llmops.governance.erasure import erase_subject
+            from llmops.specs import load_pipeline
+
+            context = get_current_context()
+            params = context["params"]
+            spec = load_pipeline(pipeline)
+            if not spec.dataset.subject_column:
+                return {"pipeline": pipeline, "skipped": "no dataset.subject_column"}
+            return erase_subject(
+                spec,
+                params["subject_id"],
+                params["request_id"],
+                context["dag_run"].run_id,
+                params["requested_by"],
+            )
+
+        erase.expand(pipeline=pipelines())
+
+    return data_erasure_request()
+
+
+def build_governance_dags(namespace: dict[str, Any]) -> list[DAG]:
+    dags = [retention_dag(), erasure_dag()]
+    for built in dags:
+        namespace[built.dag_id] = built
+    return dags
