@@ -85,7 +85,9 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
             "sources[0].governance: Value error, lawful_basis 'consent' needs a consent_scope",
         ),
         (
-            lambda r: r["sources"][0]["governance"].update(lawful_basis="consent", consent_scope=["analytics"]),
+            lambda r: r["sources"][0]["governance"].update(
+                lawful_basis="consent", consent_scope=["analytics"]
+            ),
             "source 'helpdesk_db' cannot feed this pipeline: purpose 'customer_support_automation' is outside "
             "the consent scope (analytics)",
         ),
