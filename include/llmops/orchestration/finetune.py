@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
+from llmops.errors import PermanentError
 from llmops.ledger import get_ledger
 from llmops.orchestration.common import record, safe_run_id
 from llmops.settings import get_settings
@@ -53,6 +54,28 @@ def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, An
     return curated_snapshot_id
 
 
+class PurposeNotAllowed(PermanentError, ValueError):
+    """Data whose governance tags do not cover the pipeline's purpose cannot be trained on."""
+
+
+def check_purpose(spec: PipelineSpec, snapshot_id: str, manifest: dict[str, Any]) -> None:
+    """Enforce purpose limitation from the tags the data carries (not only from today's spec)."""
+    from llmops.specs.schema import Governance
+
+    problems = []
+    for source, tags in sorted((manifest.get("governance") or {}).items()):
+        problem = Governance.model_validate(tags).allows(spec.purpose)
+        if problem:
+            problems.append(f"source '{source}': {problem}")
+    if not manifest.get("governance"):
+        problems.append("it carries no governance tags")
+    if problems:
+        raise PurposeNotAllowed(
+            f"curated snapshot {snapshot_id} cannot feed '{spec.name}' (purpose '{spec.purpose}'): "
+            + "; ".join(problems)
+        )
+
+
 def _split_of(key: str, eval_fraction: float, seed: int) -> str:
     """Deterministic split by key hash: a record stays in the same split across runs and retries."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
@@ -72,11 +95,7 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
             settings.lake_root, "curated", spec.name, CURATED_DATASET, curated_snapshot_id
         )
     c_manifest = snapshots.read_manifest(c_ref)
-    if c_manifest.get("purpose") != spec.purpose:
-        raise ValueError(
-            f"curated snapshot {c_ref.snapshot_id} was prepared for purpose {c_manifest.get('purpose')!r}, "
-            f"not {spec.purpose!r}"
-        )
+    check_purpose(spec, c_ref.snapshot_id, c_manifest)
     df = snapshots.read_snapshot(c_ref).to_pandas()
     training = spec.training
     seed = training.hyperparameters.seed
@@ -118,6 +137,8 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
             "inputs": {"curated_snapshot_id": c_ref.snapshot_id},
             "template": training.prompt_template,
             "completion_column": training.completion_column,
+            "governance": c_manifest.get("governance"),
+            "purpose": spec.purpose,
             "eval_fraction": training.eval_fraction,
             "split_seed": seed,
             "train_rows": len(rows["train"]),
