@@ -64,6 +64,13 @@ def _fail_fast() -> Iterator[None]:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _reference_time() -> str:
+    """The run's point in time (data interval end, else when it was due): stable across re-runs."""
+    context = get_current_context()
+    moment = context.get("data_interval_end") or context["dag_run"].run_after
+    return moment.isoformat()
+
+
 def _run_id() -> str:
     return get_current_context()["dag_run"].run_id
 
@@ -144,7 +151,7 @@ run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}
             from llmops.orchestration import ingest as steps
 
             with _fail_fast():
-                result = steps.validate(spec.name, list(raw), _run_id())
+                result = steps.validate(spec.name, list(raw), _run_id(), now=_reference_time())
             if result.get("no_new_data"):
                 raise AirflowSkipException(
                     "no new rows since the last committed watermark: nothing to publish"

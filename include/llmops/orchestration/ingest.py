@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
+from llmops.ledger import get_ledger
 from llmops.orchestration.common import record
 from llmops.settings import get_settings
 from llmops.specs import load_pipeline
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE_COLUMN = "_source"
+SOURCE_ROW = "_source_row"
 QUARANTINE_REASON = "_quarantine_reason"
 CURATED_DATASET = "records"
 PII_TYPES = ("email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name")
@@ -226,7 +228,8 @@ def commit_raw(
 def _normalise(df: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, dict[str, Any]]:
     rules = spec.dataset.normalization
     counts: dict[str, Any] = {"input_rows": len(df)}
-    text_columns = [c for c in df.columns if c != SOURCE_COLUMN]
+    bookkeeping = (SOURCE_COLUMN, SOURCE_ROW)
+    text_columns = [c for c in df.columns if c not in bookkeeping]
     changed: dict[str, int] = {}
     for column in text_columns:
         original = df[column]
@@ -251,13 +254,28 @@ def _normalise(df: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, dict
     counts["values_changed_by_column"] = changed
     if rules.dedupe_on_key:
         before = len(df)
-        df = df.drop_duplicates(subset=[c for c in df.columns if c != SOURCE_COLUMN], keep="first")
+        df = df.drop_duplicates(subset=text_columns, keep="first")
         counts["exact_duplicates_removed"] = before - len(df)
         before = len(df)
         df = df.drop_duplicates(subset=[spec.dataset.key], keep="first")
         counts["key_conflicts_removed"] = before - len(df)
     counts["output_rows"] = len(df)
     return df.reset_index(drop=True), counts
+
+
+def _is_text(series: pd.Series) -> bool:
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    return is_string_dtype(series.dtype) or is_object_dtype(series.dtype)
+
+
+def _timestamp_column(spec: PipelineSpec) -> str | None:
+    """The column freshness is measured on: a contract's freshness column, else a timestamp cast."""
+    for source in spec.sources:
+        if source.contract and source.contract.freshness:
+            return source.contract.freshness.column
+    casts = spec.dataset.normalization.casts
+    return next((c for c, kind in casts.items() if kind in ("timestamp", "date")), None)
 
 
 _TRUE = {"true", "t", "1", "yes", "y"}
@@ -312,44 +330,80 @@ def pii_masker() -> Any:
     return mask
 
 
-def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
-    """Normalise, check contracts and the GX suite, cast; quarantine failing rows; fail on blocking ones."""
+def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | None = None) -> dict[str, Any]:
+    """Normalise, check contracts and the GX suite, cast; quarantine failing rows; fail on blocking ones.
+
+    `now` (ISO 8601) is the run's reference time for freshness: the data interval's end, so that a
+    re-run judges freshness as the original run did.
+    """
+    from datetime import UTC, datetime
+
     import pandas as pd
     import pyarrow as pa
 
     from llmops.privacy.keys import get_kek
-    from llmops.quality.contracts import check_contract, enforce
+    from llmops.quality.contracts import ContractViolation, evaluate_contract
     from llmops.quality.expectations import BlockingExpectationFailed, load_suite, validate_dataframe
+    from llmops.quality.metrics import metrics_trend, quality_metrics
 
     spec = load_pipeline(pipeline)
     settings = get_settings()
+    reference = datetime.fromisoformat(now) if now else datetime.now(UTC)
     kek = get_kek()
+    mask = pii_masker()
     frames = []
     contracts = []
+    contract_rows: dict[tuple[str, int], list[str]] = {}
     for item in sorted(raw, key=lambda r: r["source"]):
         source = _source(spec, item["source"])
         ref = snapshots.snapshot_ref(settings.lake_root, "raw", spec.name, source.name, item["snapshot_id"])
         manifest = snapshots.read_manifest(ref)
-        table = snapshots.read_snapshot(ref, kek)
-        contracts.append(
-            check_contract(
-                source.name, list(source.columns), table.column_names, manifest["source"].get("schema_drift")
-            )
+        frame = snapshots.read_snapshot(ref, kek).to_pandas()
+        outcome = evaluate_contract(
+            source.name,
+            source.contract,
+            frame,
+            list(source.columns),
+            manifest["source"].get("schema_drift"),
+            reference,
+            mask=mask,
         )
-        frame = table.to_pandas()
+        contracts.append(outcome)
+        for row, reasons in outcome.row_violations.items():
+            contract_rows[(source.name, row)] = list(reasons)
         frame[SOURCE_COLUMN] = source.name
+        frame[SOURCE_ROW] = range(len(frame))
         frames.append(frame)
-    enforce(contracts)
+    broken = [c for c in contracts if not c.ok]
+    if broken:
+        violations = [v for c in broken for v in c.table_violations]
+        record(
+            spec,
+            "dataset.contract_violated",
+            "contract",
+            run_id,
+            {"inputs": raw, "contracts": [c.to_dict() for c in contracts], "violations": violations},
+        )
+        raise ContractViolation(
+            f"data contract violated ({len(violations)} violation(s)): " + "; ".join(violations)
+        )
     if sum(len(f) for f in frames) == 0:
         record(spec, "ingest.no_new_data", "validate", run_id, {"inputs": raw})
         return {"no_new_data": True}
     columns = list(dict.fromkeys(c for s in spec.sources for c in s.columns))
-    df = pd.concat([f.reindex(columns=[*columns, SOURCE_COLUMN]) for f in frames], ignore_index=True)
+    df = pd.concat(
+        [f.reindex(columns=[*columns, SOURCE_COLUMN, SOURCE_ROW]) for f in frames], ignore_index=True
+    )
     df, normalisation = _normalise(df, spec)
+    origin = list(zip(df[SOURCE_COLUMN], df[SOURCE_ROW], strict=True))
+    df = df.drop(columns=[SOURCE_ROW])
 
     suite = load_suite(settings.gx_dir, spec.validation.suite)
-    outcome = validate_dataframe(df.drop(columns=[SOURCE_COLUMN]), suite, pii_masker())
+    outcome = validate_dataframe(df.drop(columns=[SOURCE_COLUMN]), suite, mask)
     row_failures = {row: list(reasons) for row, reasons in outcome.row_failures.items()}
+    for row, key in enumerate(origin):
+        if key in contract_rows:
+            row_failures.setdefault(row, [])[:0] = contract_rows[key]
     df, cast_failures = _apply_casts(df, dict(spec.dataset.normalization.casts))
     for row, reasons in cast_failures.items():
         row_failures.setdefault(row, []).extend(reasons)
@@ -395,6 +449,19 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str) -> dict[str,
         identity=identity,
     )
     reconciled = normalisation["output_rows"] == len(accepted) + len(quarantined)
+    quality = quality_metrics(
+        df.drop(columns=[SOURCE_COLUMN]),
+        key=spec.dataset.key,
+        text_columns=[c for c in columns if _is_text(df[c])],
+        timestamp_column=_timestamp_column(spec),
+        now=reference,
+        contract_valid_rows=len(accepted),
+    )
+    history = [
+        r.payload["quality"]
+        for r in get_ledger().records(pipeline=spec.name, event_type="dataset.validated")
+        if r.run_id != run_id and r.payload.get("quality")
+    ]
     payload = {
         "inputs": identity["inputs"],
         "validated_snapshot_id": v_ref.snapshot_id,
@@ -408,6 +475,8 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str) -> dict[str,
         "normalisation": normalisation,
         "contracts": [c.to_dict() for c in contracts],
         "validation": outcome.to_dict(),
+        "quality": quality,
+        "quality_trend": metrics_trend(history[-10:], quality),
     }
     storage.write_json(
         storage.join(settings.lake_root, "validation", spec.name, f"{v_ref.snapshot_id}.json"), payload
