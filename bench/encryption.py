@@ -172,7 +172,7 @@ def prototype_encrypt_stream(
         )
         dst.write(sealed)
         if final:
-            return crypto._wrap(dek, kek)
+            return crypto.wrap_dek(dek, kek)
         cur, n, index = 1 - cur, upcoming, index + 1
 
 

@@ -138,7 +138,7 @@ def stage_part(
     part: int,
     batches: Iterable[pa.RecordBatch],
     schema: pa.Schema,
-    kek: bytes | None,
+    kek: Any,
     row_group_rows: int = ROW_GROUP_ROWS,
 ) -> dict[str, Any]:
     """Stream batches into one staged Parquet part (encrypted when a key is given).
@@ -325,7 +325,7 @@ def write_snapshot(
     dataset: str,
     table: pa.Table,
     metadata: dict[str, Any],
-    kek: bytes | None = None,
+    kek: Any = None,
     run_id: str | None = None,
     identity: dict[str, Any] | None = None,
 ) -> tuple[SnapshotRef, dict[str, Any]]:
@@ -366,7 +366,7 @@ def read_manifest(ref_or_uri: SnapshotRef | str) -> dict[str, Any]:
     return storage.read_json(manifest_uri)
 
 
-def iter_parts(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> Iterator[pa.Table]:
+def iter_parts(ref_or_uri: SnapshotRef | str, kek: Any = None) -> Iterator[pa.Table]:
     """Each part of a snapshot as a table, verified against the manifest's hash (one part in memory)."""
     import pyarrow.parquet as pq
 
@@ -390,7 +390,7 @@ def iter_parts(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> Itera
         yield pq.read_table(io.BytesIO(blob))
 
 
-def read_snapshot(ref_or_uri: SnapshotRef | str, kek: bytes | None = None) -> pa.Table:
+def read_snapshot(ref_or_uri: SnapshotRef | str, kek: Any = None) -> pa.Table:
     """Read all of a snapshot's rows, each part checked against the manifest."""
     import pyarrow as pa
 

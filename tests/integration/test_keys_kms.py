@@ -281,3 +281,32 @@ def test_key_rotation_on_an_s3_lake(s3_bucket, s3_client, monkeypatch):
     assert storage.read_json(storage.join(ref.uri, rotation.ROTATION_RECORD))["to_kek_id"] == crypto.key_id(
         new
     )
+
+
+def test_snapshots_written_under_kms_are_read_through_the_key_ring(
+    kms_conn, kms_key, key_env, tmp_path, monkeypatch
+):
+    """Expect raw snapshots staged with KMS-wrapped data keys, readable through the key ring only."""
+    import pyarrow as pa
+
+    from llmops import snapshots
+
+    arn, _ = kms_key
+    monkeypatch.setenv("LLMOPS_KMS_KEY_ID", arn)
+    monkeypatch.setenv("LLMOPS_KMS_CONN_ID", kms_conn)
+    lake = str(tmp_path / "lake")
+    table = pa.table({"id": ["1", "2"], "email": ["a@example.com", "b@example.com"]})
+    ref, manifest = snapshots.write_snapshot(
+        lake_root=lake,
+        zone="raw",
+        pipeline="p",
+        dataset="d",
+        table=table,
+        metadata={},
+        kek=keys.get_key_ring(),
+    )
+    assert manifest["encryption"] == {"algorithm": keys.KMS_ALGORITHM, "kek_ids": [f"kms:{arn}"]}
+    assert snapshots.read_snapshot(ref, keys.get_key_ring()).equals(table)
+    with pytest.raises(Exception, match="kek_id mismatch|KMS"):
+        snapshots.read_snapshot(ref, os.urandom(32))
+    assert not key_env.exists()  # a KMS-only deployment never creates a local key file

@@ -138,7 +138,7 @@ def erase_subject(
 ) -> dict[str, Any]:
     """Erase one data subject from one pipeline's lake; return counts (no personal data)."""
     from llmops.governance.lineage import registered_versions
-    from llmops.privacy.keys import get_kek, get_pseudonymisation_key
+    from llmops.privacy.keys import get_key_ring, get_pseudonymisation_key
     from llmops.privacy.pii import Pseudonymiser
 
     column = spec.dataset.subject_column
@@ -149,7 +149,7 @@ def erase_subject(
     if not subject or not subject.strip():
         raise ErasureError("subject id is empty")
     lake = get_settings().lake_root
-    kek = get_kek()
+    kek = get_key_ring()
     pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
     value = normalise_subject(spec, subject)
     subject_ref = pseudonymiser.token(value, "subject")

@@ -108,7 +108,7 @@ def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[
     """Extract one planned item into a staged, encrypted part; return its description."""
     import pyarrow as pa
 
-    from llmops.privacy.keys import get_kek
+    from llmops.privacy.keys import get_key_ring
 
     spec = load_pipeline(pipeline)
     source = _source(spec, item["source"])
@@ -146,7 +146,7 @@ def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[
         part=item["partition"],
         batches=batches,
         schema=schema,
-        kek=get_kek(),
+        kek=get_key_ring(),
     )
     return {**part, "source": source.name, "item": item, "source_meta": meta}
 
@@ -341,7 +341,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     import pandas as pd
     import pyarrow as pa
 
-    from llmops.privacy.keys import get_kek
+    from llmops.privacy.keys import get_key_ring
     from llmops.quality.contracts import ContractViolation, evaluate_contract
     from llmops.quality.expectations import BlockingExpectationFailed, load_suite, validate_dataframe
     from llmops.quality.metrics import metrics_trend, quality_metrics
@@ -349,7 +349,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     spec = load_pipeline(pipeline)
     settings = get_settings()
     reference = datetime.fromisoformat(now) if now else datetime.now(UTC)
-    kek = get_kek()
+    kek = get_key_ring()
     mask = pii_masker()
     frames = []
     contracts = []
@@ -530,7 +530,7 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
     import pyarrow as pa
 
     from llmops.ingest.state import set_watermark
-    from llmops.privacy.keys import get_kek, get_pseudonymisation_key
+    from llmops.privacy.keys import get_key_ring, get_pseudonymisation_key
     from llmops.privacy.pii import Pseudonymiser, apply_privacy_policy, find_residual_pii
 
     spec = load_pipeline(pipeline)
@@ -539,7 +539,7 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
         settings.lake_root, "raw", spec.name, "validated", validated["validated_snapshot_id"]
     )
     v_manifest = snapshots.read_manifest(v_ref)
-    df = snapshots.read_snapshot(v_ref, get_kek()).to_pandas()
+    df = snapshots.read_snapshot(v_ref, get_key_ring()).to_pandas()
     pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
     curated, report = apply_privacy_policy(df, spec.privacy, pseudonymiser)
     residual: dict[str, int] = {}

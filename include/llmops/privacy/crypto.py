@@ -156,6 +156,20 @@ def _unwrap(wrapped: WrappedKey, kek: bytes) -> bytes:
         ) from None
 
 
+def check_key(key: bytes, what: str = "key") -> bytes:
+    """A 32-byte AES-256 key, or KeyMaterialError naming `what` (never the key)."""
+    return _check_key(key, what)
+
+
+def wrap_dek(dek: bytes, kek: bytes) -> WrappedKey:
+    """Wrap a data key under a local KEK (what every encrypted part's key file holds)."""
+    return _wrap(_check_key(dek, "data key"), _check_key(kek, "KEK"))
+
+
+def unwrap_dek(wrapped: WrappedKey, kek: bytes) -> bytes:
+    return _unwrap(wrapped, kek)
+
+
 def rewrap(wrapped: WrappedKey, old_kek: bytes, new_kek: bytes) -> WrappedKey:
     """Re-encrypt a file's data key under a new KEK (key rotation); the file itself is untouched."""
     new_kek = _check_key(new_kek, "new KEK")
@@ -165,20 +179,26 @@ def rewrap(wrapped: WrappedKey, old_kek: bytes, new_kek: bytes) -> WrappedKey:
     return result
 
 
-def _read_exact(src: BinaryIO, n: int) -> bytes:
-    """Read up to ``n`` bytes, looping over short reads; fewer only at end of stream."""
-    first = src.read(n)
-    if first is None or len(first) == n or not first:
-        return first or b""
-    parts = [first]
-    remaining = n - len(first)
-    while remaining:
-        part = src.read(remaining)
-        if not part:
+def _readinto_exact(src: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``src``, looping over short reads; fewer bytes only at end of stream."""
+    view = memoryview(buffer)
+    filled = 0
+    readinto = getattr(src, "readinto", None)
+    while filled < len(buffer):
+        n = None
+        if readinto is not None:
+            try:
+                n = readinto(view[filled:])
+            except (NotImplementedError, io.UnsupportedOperation):
+                readinto = None  # a reader that only implements read()
+        if readinto is None:
+            data = src.read(len(buffer) - filled)
+            n = len(data) if data else 0
+            view[filled : filled + n] = data or b""
+        if not n:
             break
-        parts.append(part)
-        remaining -= len(part)
-    return b"".join(parts)
+        filled += n
+    return filled
 
 
 def _nonce(prefix: bytes, index: int) -> bytes:
@@ -189,36 +209,73 @@ def _aad(header: bytes, index: int, final: bool) -> bytes:
     return header + struct.pack(">QB", index, 1 if final else 0)
 
 
+def _check_chunk_size(chunk_size: int) -> None:
+    if not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+
+
+def _seal_key(dek: bytes, kek: Any) -> WrappedKey:
+    """Wrap a data key with a local KEK (bytes) or a key wrapper object (e.g. AWS KMS)."""
+    if hasattr(kek, "wrap"):
+        return kek.wrap(dek)
+    return _wrap(dek, _check_key(kek, "KEK"))
+
+
+def _open_key(wrapped: WrappedKey, kek: Any) -> bytes:
+    if hasattr(kek, "unwrap"):
+        return kek.unwrap(wrapped)
+    return _unwrap(wrapped, kek)
+
+
+class _Sealer:
+    """Seals chunks into one reused output buffer (no allocation per chunk: page faults dominate
+    the cost of fresh multi-MiB buffers)."""
+
+    def __init__(self, chunk_size: int) -> None:
+        self.dek = AESGCM.generate_key(bit_length=256)
+        self.aead = AESGCM(self.dek)
+        self.prefix = os.urandom(NONCE_BYTES - 4)
+        self.header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, chunk_size, self.prefix)
+        self.index = 0
+        self._out = bytearray(chunk_size + TAG_BYTES)
+
+    def seal(self, chunk: memoryview, final: bool) -> memoryview:
+        if self.index >= _MAX_CHUNKS:
+            raise CryptoError("input too large for one encrypted file: chunk counter exhausted")
+        size = len(chunk) + TAG_BYTES
+        out = memoryview(self._out)[:size]
+        self.aead.encrypt_into(
+            _nonce(self.prefix, self.index), chunk, _aad(self.header, self.index, final), out
+        )
+        self.index += 1
+        return out
+
+
 def encrypt_stream(
-    src: BinaryIO, dst: BinaryIO, kek: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE
+    src: BinaryIO, dst: BinaryIO, kek: Any, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> WrappedKey:
     """Encrypt ``src`` into ``dst`` under a fresh data key; return that key wrapped by ``kek``.
 
-    Memory use is about two chunks whatever the input size.
+    ``kek`` is a 32-byte local key or a key wrapper (``wrap``/``unwrap``, e.g. AWS KMS). Memory use
+    is three chunk buffers whatever the input size, reused from chunk to chunk.
     """
-    kek = _check_key(kek, "KEK")
-    if not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
-    dek = AESGCM.generate_key(bit_length=256)
-    prefix = os.urandom(NONCE_BYTES - 4)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, chunk_size, prefix)
-    aead = AESGCM(dek)
-    dst.write(header)
-    index = 0
-    current = _read_exact(src, chunk_size)
+    if not hasattr(kek, "wrap"):
+        kek = _check_key(kek, "KEK")
+    _check_chunk_size(chunk_size)
+    sealer = _Sealer(chunk_size)
+    dst.write(sealer.header)
+    current, upcoming = bytearray(chunk_size), bytearray(chunk_size)
+    have = _readinto_exact(src, current)
     while True:
-        upcoming = _read_exact(src, chunk_size) if len(current) == chunk_size else b""
-        final = not upcoming
-        if index >= _MAX_CHUNKS:
-            raise CryptoError("input too large for one encrypted file: chunk counter exhausted")
-        dst.write(aead.encrypt(_nonce(prefix, index), current, _aad(header, index, final)))
+        more = _readinto_exact(src, upcoming) if have == chunk_size else 0
+        final = more == 0
+        dst.write(sealer.seal(memoryview(current)[:have], final))
         if final:
             break
-        current = upcoming
-        index += 1
-    wrapped = _wrap(dek, kek)
+        current, upcoming, have = upcoming, current, more
+    wrapped = _seal_key(sealer.dek, kek)
     log.debug(
-        "encrypted %d chunk(s) of up to %d bytes under kek_id %s", index + 1, chunk_size, wrapped.kek_id
+        "encrypted %d chunk(s) of up to %d bytes under kek_id %s", sealer.index, chunk_size, wrapped.kek_id
     )
     return wrapped
 
@@ -233,23 +290,19 @@ class EncryptingWriter(io.RawIOBase):
     ``finish()`` seals the last chunk and returns the wrapped data key.
     """
 
-    def __init__(self, dst: BinaryIO, kek: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, dst: BinaryIO, kek: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         super().__init__()
-        self._kek = _check_key(kek, "KEK")
-        if not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-            raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+        self._kek = kek if hasattr(kek, "wrap") else _check_key(kek, "KEK")
+        _check_chunk_size(chunk_size)
         self._dst = dst
         self._chunk_size = chunk_size
-        self._dek = AESGCM.generate_key(bit_length=256)
-        self._aead = AESGCM(self._dek)
-        self._prefix = os.urandom(NONCE_BYTES - 4)
-        self._header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, chunk_size, self._prefix)
-        self._buffer = bytearray()
-        self._index = 0
+        self._sealer = _Sealer(chunk_size)
+        self._chunk = bytearray(chunk_size)
+        self._fill = 0
         self._plain_bytes = 0
         self._sha256 = hashlib.sha256()
         self._wrapped: WrappedKey | None = None
-        dst.write(self._header)
+        dst.write(self._sealer.header)
 
     def writable(self) -> bool:
         return True
@@ -258,30 +311,25 @@ class EncryptingWriter(io.RawIOBase):
         if self._wrapped is not None:
             raise ValueError("write after finish()")
         view = memoryview(data).cast("B")
-        self._buffer += view
         self._sha256.update(view)
         self._plain_bytes += len(view)
-        while len(self._buffer) > self._chunk_size:  # strictly more: this chunk is not the last
-            self._seal(bytes(self._buffer[: self._chunk_size]), final=False)
-            del self._buffer[: self._chunk_size]
+        chunk = memoryview(self._chunk)
+        pos = 0
+        while pos < len(view):
+            if self._fill == self._chunk_size:  # full, and more data follows: not the last chunk
+                self._dst.write(self._sealer.seal(chunk, final=False))
+                self._fill = 0
+            take = min(self._chunk_size - self._fill, len(view) - pos)
+            chunk[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
         return len(view)
-
-    def _seal(self, chunk: bytes, final: bool) -> None:
-        if self._index >= _MAX_CHUNKS:
-            raise CryptoError("input too large for one encrypted file: chunk counter exhausted")
-        self._dst.write(
-            self._aead.encrypt(
-                _nonce(self._prefix, self._index), chunk, _aad(self._header, self._index, final)
-            )
-        )
-        self._index += 1
 
     def finish(self) -> WrappedKey:
         """Seal the final chunk; return the wrapped data key. The writer cannot be used afterwards."""
         if self._wrapped is None:
-            self._seal(bytes(self._buffer), final=True)
-            self._buffer.clear()
-            self._wrapped = _wrap(self._dek, self._kek)
+            self._dst.write(self._sealer.seal(memoryview(self._chunk)[: self._fill], final=True))
+            self._wrapped = _seal_key(self._sealer.dek, self._kek)
         return self._wrapped
 
     @property
@@ -318,38 +366,43 @@ def _parse_header(header: bytes) -> tuple[int, bytes]:
     return chunk_size, prefix
 
 
-def decrypt_stream(src: BinaryIO, dst: BinaryIO, wrapped: WrappedKey, kek: bytes) -> None:
+def decrypt_stream(src: BinaryIO, dst: BinaryIO, wrapped: WrappedKey, kek: Any) -> None:
     """Decrypt a stream made by :func:`encrypt_stream`, verifying every chunk.
 
     Each chunk is authenticated before its plaintext is written, but truncation is only detectable
     at the end: if this raises, ``dst`` may hold a verified prefix and must be discarded
     (:func:`decrypt_file` does that for you).
     """
-    dek = _unwrap(wrapped, kek)
-    header = _read_exact(src, HEADER_BYTES)
+    dek = _open_key(wrapped, kek)
+    header = bytearray(HEADER_BYTES)
+    header = bytes(header[: _readinto_exact(src, header)])
     chunk_size, prefix = _parse_header(header)
     aead = AESGCM(dek)
     block = chunk_size + TAG_BYTES
+    current, upcoming = bytearray(block), bytearray(block)
+    plaintext = bytearray(chunk_size)
     index = 0
-    current = _read_exact(src, block)
-    if not current:
+    have = _readinto_exact(src, current)
+    if not have:
         raise DecryptionError("file truncated: no chunks after the header (final chunk missing)")
     while True:
-        upcoming = _read_exact(src, block) if len(current) == block else b""
-        final = not upcoming
-        if len(current) < TAG_BYTES:
+        more = _readinto_exact(src, upcoming) if have == block else 0
+        final = more == 0
+        if have < TAG_BYTES:
             raise DecryptionError(f"file truncated: chunk {index} is shorter than its authentication tag")
         nonce = _nonce(prefix, index)
+        sealed = memoryview(current)[:have]
+        out = memoryview(plaintext)[: have - TAG_BYTES]
         try:
-            plaintext = aead.decrypt(nonce, current, _aad(header, index, final))
+            aead.decrypt_into(nonce, sealed, _aad(header, index, final), out)
         except InvalidTag:
-            raise _diagnose(aead, nonce, current, header, index, final) from None
-        dst.write(plaintext)
+            raise _diagnose(aead, nonce, bytes(sealed), header, index, final) from None
+        dst.write(out)
         if final:
             return
         if index + 1 >= _MAX_CHUNKS:
             raise DecryptionError("corrupt file: more chunks than the format allows")
-        current = upcoming
+        current, upcoming, have = upcoming, current, more
         index += 1
 
 
@@ -367,14 +420,14 @@ def _diagnose(
     return DecryptionError(f"unexpected data after the final chunk (chunk {index})")
 
 
-def encrypt_bytes(data: bytes, kek: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[bytes, WrappedKey]:
+def encrypt_bytes(data: bytes, kek: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[bytes, WrappedKey]:
     """In-memory :func:`encrypt_stream`: returns (ciphertext, wrapped data key)."""
     out = io.BytesIO()
     wrapped = encrypt_stream(io.BytesIO(data), out, kek, chunk_size)
     return out.getvalue(), wrapped
 
 
-def decrypt_bytes(ciphertext: bytes, wrapped: WrappedKey, kek: bytes) -> bytes:
+def decrypt_bytes(ciphertext: bytes, wrapped: WrappedKey, kek: Any) -> bytes:
     """In-memory :func:`decrypt_stream`."""
     out = io.BytesIO()
     decrypt_stream(io.BytesIO(ciphertext), out, wrapped, kek)
@@ -408,19 +461,19 @@ def _atomic_output(path: Path) -> Iterator[BinaryIO]:
 def encrypt_file(
     path_in: str | os.PathLike[str],
     path_out: str | os.PathLike[str],
-    kek: bytes,
+    kek: Any,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> WrappedKey:
     """Encrypt a file to ``path_out`` atomically; return the wrapped data key to store alongside."""
-    with open(path_in, "rb") as src, _atomic_output(Path(path_out)) as dst:
+    with open(path_in, "rb", buffering=0) as src, _atomic_output(Path(path_out)) as dst:
         return encrypt_stream(src, dst, kek, chunk_size)
 
 
 def decrypt_file(
-    path_in: str | os.PathLike[str], path_out: str | os.PathLike[str], wrapped: WrappedKey, kek: bytes
+    path_in: str | os.PathLike[str], path_out: str | os.PathLike[str], wrapped: WrappedKey, kek: Any
 ) -> None:
     """Decrypt a file to ``path_out`` atomically: on any failure ``path_out`` is left untouched."""
-    with open(path_in, "rb") as src, _atomic_output(Path(path_out)) as dst:
+    with open(path_in, "rb", buffering=0) as src, _atomic_output(Path(path_out)) as dst:
         decrypt_stream(src, dst, wrapped, kek)
 
 

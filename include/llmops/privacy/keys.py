@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from llmops.privacy.crypto import WrappedKey
@@ -125,7 +126,7 @@ class LocalKeyWrapper:
     def __init__(self, kek: bytes) -> None:
         from llmops.privacy import crypto
 
-        self._kek = crypto._check_key(kek, "KEK")
+        self._kek = crypto.check_key(kek, "KEK")
         self._kek_id = crypto.key_id(self._kek)
 
     def __repr__(self) -> str:
@@ -138,7 +139,7 @@ class LocalKeyWrapper:
     def wrap(self, dek: bytes) -> WrappedKey:
         from llmops.privacy import crypto
 
-        return crypto._wrap(crypto._check_key(dek, "data key"), self._kek)
+        return crypto.wrap_dek(crypto.check_key(dek, "data key"), self._kek)
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
         from llmops.privacy import crypto
@@ -148,7 +149,7 @@ class LocalKeyWrapper:
                 f"data key is wrapped by AWS KMS ({wrapped.kek_id}): a local KEK cannot unwrap it "
                 f"(set {KMS_KEY_ID_ENV}, or read through get_key_ring())"
             )
-        return crypto._unwrap(wrapped, self._kek)
+        return crypto.unwrap_dek(wrapped, self._kek)
 
 
 class KmsKeyWrapper:
@@ -213,9 +214,9 @@ class KmsKeyWrapper:
         return KMS_KEK_PREFIX + self.key_arn
 
     def wrap(self, dek: bytes) -> WrappedKey:
-        from llmops.privacy.crypto import CryptoError, WrappedKey, _check_key
+        from llmops.privacy.crypto import CryptoError, WrappedKey, check_key
 
-        dek = _check_key(dek, "data key")
+        dek = check_key(dek, "data key")
         response = _kms_call(
             "Encrypt",
             self._key_id,
@@ -308,6 +309,26 @@ _KMS_ERRORS: dict[str, tuple[bool, str]] = {
 }
 
 
+@contextlib.contextmanager
+def _botocore_quiet() -> Iterator[None]:
+    """botocore logs request and response bodies at DEBUG: for KMS those hold plaintext data keys.
+
+    Keep its loggers at INFO or above for the duration of a KMS call, whatever the task's level.
+    """
+    names = ("botocore", "botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.auth")
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = logger.level
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def _kms_call(operation: str, key: str, call: Callable[[], Any]) -> Any:
     """Run one KMS call, turning AWS errors into crypto's errors; messages name the key, never data."""
     from botocore.exceptions import ClientError
@@ -315,7 +336,8 @@ def _kms_call(operation: str, key: str, call: Callable[[], Any]) -> Any:
     from llmops.privacy.crypto import CryptoError, DecryptionError, KeyMaterialError
 
     try:
-        return call()
+        with _botocore_quiet():
+            return call()
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "Unknown")
         about_data, why = _KMS_ERRORS.get(code, (False, f"KMS error {code}"))

@@ -172,8 +172,8 @@ def rotate_lake_keys(
     ``snapshots`` counts encrypted snapshot folders; a dry run unwraps every part (so it finds a
     wrong old key) and counts what it would rewrap, but writes nothing.
     """
-    old_kek = crypto._check_key(old_kek, "old KEK")
-    new_kek = crypto._check_key(new_kek, "new KEK")
+    old_kek = crypto.check_key(old_kek, "old KEK")
+    new_kek = crypto.check_key(new_kek, "new KEK")
     old_id, new_id = crypto.key_id(old_kek), crypto.key_id(new_kek)
     if old_id == new_id:
         raise ValueError(f"old and new KEK are the same key (kek_id {old_id}): nothing to rotate")
