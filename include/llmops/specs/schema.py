@@ -332,15 +332,149 @@ class BaseModelSpec(StrictModel):
     )
 
 
+class Toleration(StrictModel):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class SecretEnv(StrictModel):
+    """Environment from a Kubernetes secret: a whole secret (`env` unset) or one key as `env`."""
+
+    secret: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    key: str | None = None
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _key_and_env_together(self) -> SecretEnv:
+        if (self.key is None) != (self.env is None):
+            raise ValueError(
+                "give both 'key' and 'env' (one key as one variable), or neither (the whole secret)"
+            )
+        return self
+
+
+class KubernetesSpec(StrictModel):
+    """Where and how training pods run when `launcher: kubernetes`."""
+
+    namespace: str = "llmops"
+    image: str = Field(
+        description="The trainer image (Dockerfile target `trainer`), ideally pinned by digest."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = []
+    service_account: str | None = None
+    kubernetes_conn_id: str = "kubernetes_default"
+    gpus: int = Field(default=1, ge=0, le=16)
+    gpu_resource: str = "nvidia.com/gpu"
+    cpu: str = "8"
+    memory: str = "64Gi"
+    ephemeral_storage: str = Field(default="100Gi", description="Scratch volume for caches and checkpoints.")
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu")]
+    secrets: list[SecretEnv] = Field(
+        default=[], description="Credentials for the pod (object storage, MLflow): never passed as arguments."
+    )
+    startup_timeout_seconds: int = Field(
+        default=1800, ge=60, description="Time for a GPU node pool to scale up and pull the image."
+    )
+    execution_timeout_minutes: int = Field(default=24 * 60, gt=0)
+    deferrable: bool = True
+
+
+class Distributed(StrictModel):
+    strategy: Literal["none", "ddp", "fsdp"] = "none"
+    processes_per_node: int = Field(default=1, ge=1, le=16, description="torchrun --nproc-per-node (GPUs).")
+
+
+class SearchParameter(StrictModel):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[float | int | str] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchParameter:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs 'choices'")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError("a numeric parameter needs 'low' < 'high'")
+        elif self.log and self.low <= 0:
+            raise ValueError("'log' needs a positive 'low'")
+        return self
+
+
+SEARCHABLE = (
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "weight_decay",
+    "warmup_ratio",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+)
+
+
+class SearchSpec(StrictModel):
+    """Hyperparameter search: Optuna (TPE sampler, median pruner), one trial per mapped task."""
+
+    trials: int = Field(default=4, ge=1, le=200)
+    parallelism: int = Field(default=2, ge=1, le=64, description="Trials running at once.")
+    metric: Literal["eval_loss"] = "eval_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    max_steps_per_trial: int | None = Field(
+        default=None, gt=0, description="Cap each trial's optimizer steps."
+    )
+    space: dict[str, SearchParameter] = Field(min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _known_parameters(cls, value: dict[str, SearchParameter]) -> dict[str, SearchParameter]:
+        unknown = sorted(set(value) - set(SEARCHABLE))
+        if unknown:
+            raise ValueError(f"cannot search {', '.join(unknown)}; searchable: {', '.join(SEARCHABLE)}")
+        return value
+
+
 class TrainingSpec(StrictModel):
     method: Literal["sft"] = "sft"
     base_model: BaseModelSpec
-    launcher: Literal["local"] = "local"
+    launcher: Literal["local", "kubernetes"] = "local"
+    kubernetes: KubernetesSpec | None = None
     prompt_template: str = Field(description="Python format string over dataset columns, e.g. '{subject}'.")
+    chat_template: bool = Field(
+        default=False,
+        description="Render prompt/completion as a user/assistant conversation with the base model's chat template.",
+    )
     completion_column: Identifier
     eval_fraction: float = Field(default=0.15, gt=0, lt=0.9)
     lora: LoraSpec = LoraSpec()
+    quantization: Literal["none", "4bit"] = Field(
+        default="none", description="4bit: QLoRA (CUDA + bitsandbytes)."
+    )
     hyperparameters: Hyperparameters = Hyperparameters()
+    packing: bool = Field(default=False, description="Pack sequences (no cross-attention between them).")
+    gradient_checkpointing: bool = False
+    early_stopping_patience: int | None = Field(
+        default=None, gt=0, description="Evaluations without improvement."
+    )
+    eval_steps: int | None = Field(default=None, gt=0, description="Evaluate (and checkpoint) every N steps.")
+    distributed: Distributed = Distributed()
+    search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _launcher_settings(self) -> TrainingSpec:
+        if self.launcher == "kubernetes" and self.kubernetes is None:
+            raise ValueError("launcher 'kubernetes' needs a 'kubernetes' block (at least the trainer image)")
+        if self.distributed.strategy != "none" and self.distributed.processes_per_node < 2:
+            raise ValueError("distributed training needs processes_per_node >= 2")
+        if self.kubernetes and self.distributed.processes_per_node > max(self.kubernetes.gpus, 1):
+            raise ValueError("distributed.processes_per_node cannot exceed kubernetes.gpus")
+        return self
 
     @field_validator("prompt_template")
     @classmethod
