@@ -1,0 +1,1 @@
+"""Monitoring of deployed models: data drift, live quality, alerts and retraining triggers."""
