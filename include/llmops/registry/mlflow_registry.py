@@ -7,16 +7,27 @@ and few retries, so a dead tracking server fails a task in seconds rather than m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
+ROLLED_BACK = "rolled_back"
+
+
+# A row per model; promotions hold its lock (imported only inside tasks: sqlalchemy is cheap here).
+_LOCKS = sa.Table("llmops_locks", sa.MetaData(), sa.Column("name", sa.String(200), primary_key=True))
 
 
 def configure() -> str:
@@ -43,10 +54,16 @@ def ensure_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    root = get_settings().mlflow_artifact_root
-    location = root if "://" in root else Path(root).resolve().as_uri()
+    settings = get_settings()
+    artifact_location = None
+    remote = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
+    if not remote or os.environ.get("LLMOPS_MLFLOW_ARTIFACT_ROOT"):
+        root = settings.mlflow_artifact_root
+        location = root if "://" in root else Path(root).resolve().as_uri()
+        artifact_location = f"{location.rstrip('/')}/{name}"
+    # With a tracking server and no explicit root, the server's artifact store (proxied) is used.
     try:
-        return mlflow.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}")
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
     except Exception:
         experiment = mlflow.get_experiment_by_name(name)  # created concurrently by another task
         if experiment is None:
@@ -142,14 +159,73 @@ def _serving_requirements() -> list[str]:
     return out
 
 
+class RegistryUnavailable(RuntimeError):
+    """The tracking server did not answer (down, unreachable, timing out)."""
+
+
+class PromotionError(RuntimeError):
+    """A promotion or rollback could not be carried out as asked."""
+
+
+def _not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "") or ""
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
+
+
+def _unavailable(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        s in text
+        for s in ("connection", "max retries", "timed out", "timeout", "refused", "unreachable", "503")
+    )
+
+
 def alias_version(model_name: str, alias: str) -> str | None:
+    """The version an alias points at; None when the alias (or the model) does not exist.
+
+    Any other failure is raised: a registry that cannot be read must never look like one with no
+    champion, or a promotion would act on a false picture.
+    """
     from mlflow import MlflowClient
 
-    configure()
+    uri = configure()
     try:
         return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
-    except Exception:
-        return None
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        if _unavailable(exc):
+            raise RegistryUnavailable(f"MLflow at {uri} did not answer ({type(exc).__name__})") from None
+        raise
+
+
+@contextlib.contextmanager
+def promotion_lock(model_name: str) -> Iterator[None]:
+    """Serialise alias moves of one model across workers: a row lock in the ledger's database.
+
+    Two promotions of the same model racing would otherwise both read the old champion, and the
+    `previous` alias would end up on the wrong version. (The DAG also runs promotions in a pool of
+    one slot; this lock also covers rollbacks and promotions from other DAGs or processes.)
+    """
+    from llmops.ledger import get_ledger
+
+    engine = get_ledger().engine
+    _LOCKS.create(engine, checkfirst=True)
+    name = f"promotion:{model_name}"
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (the ledger engine's setting) serialises
+        try:
+            with conn.begin_nested():
+                conn.execute(_LOCKS.insert().values(name=name))
+        except sa.exc.IntegrityError:
+            pass
+        conn.execute(sa.select(_LOCKS.c.name).where(_LOCKS.c.name == name).with_for_update()).first()
+        yield
+
+
+def _move(model_name: str, alias: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(model_name, alias, version)
 
 
 def promote(model_name: str, version: str) -> dict[str, str | None]:
@@ -157,18 +233,42 @@ def promote(model_name: str, version: str) -> dict[str, str | None]:
     from mlflow import MlflowClient
 
     configure()
-    client = MlflowClient()
-    before = alias_version(model_name, CHAMPION)
-    if before == version:
-        return {"champion": version, "previous": alias_version(model_name, PREVIOUS)}
-    if before is not None:
-        client.set_registered_model_alias(model_name, PREVIOUS, before)
-    client.set_registered_model_alias(model_name, CHAMPION, version)
-    after = alias_version(model_name, CHAMPION)
-    if after != version:
-        raise RuntimeError(f"alias {CHAMPION} of {model_name} points at {after} after promoting {version}")
-    client.set_model_version_tag(model_name, version, "llmops.promoted", "true")
+    with promotion_lock(model_name):
+        before = alias_version(model_name, CHAMPION)
+        if before == version:
+            return {"champion": version, "previous": alias_version(model_name, PREVIOUS)}
+        if before is not None:
+            _move(model_name, PREVIOUS, before)
+        _move(model_name, CHAMPION, version)
+        after = alias_version(model_name, CHAMPION)
+        if after != version:
+            raise PromotionError(
+                f"alias {CHAMPION} of {model_name} points at {after} after promoting {version}"
+            )
+        MlflowClient().set_model_version_tag(model_name, version, "llmops.promoted", "true")
     return {"champion": version, "previous": before}
+
+
+def rollback(model_name: str) -> dict[str, str | None]:
+    """Make the `previous` version champion again; the rolled-back version keeps alias `rolled_back`."""
+    from mlflow import MlflowClient
+
+    configure()
+    with promotion_lock(model_name):
+        current = alias_version(model_name, CHAMPION)
+        previous = alias_version(model_name, PREVIOUS)
+        if previous is None:
+            raise PromotionError(f"{model_name} has no '{PREVIOUS}' version to roll back to")
+        if current is not None:
+            _move(model_name, ROLLED_BACK, current)
+        _move(model_name, CHAMPION, previous)
+        client = MlflowClient()
+        client.delete_registered_model_alias(model_name, PREVIOUS)
+        if alias_version(model_name, CHAMPION) != previous:
+            raise PromotionError(f"alias {CHAMPION} of {model_name} did not move to {previous}")
+        if current is not None:
+            client.set_model_version_tag(model_name, current, "llmops.rolled_back", "true")
+    return {"champion": previous, "rolled_back": current}
 
 
 def model_version_info(model_name: str, version: str) -> dict[str, Any]:
