@@ -28,37 +28,81 @@ class GateResult:
     max: float | None
     passed: bool
     reason: str
+    champion: float | None = None
+    beat_champion_by: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def evaluate_gates(gates: list[Gate], metrics: dict[str, Any]) -> dict[str, Any]:
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def evaluate_gates(
+    gates: list[Gate], metrics: dict[str, Any], champion: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Check every gate; `champion` holds the current champion's metrics on the same data, if any.
+
+    A champion comparison passes when there is no champion yet (the first model sets the bar).
+    """
     results: list[GateResult] = []
     for gate in gates:
-        observed = metrics.get(gate.metric)
-        if not isinstance(observed, int | float) or math.isnan(observed):
+        observed = _number(metrics.get(gate.metric))
+        rival = _number((champion or {}).get(gate.metric))
+        if observed is None:
             results.append(
-                GateResult(gate.metric, None, gate.min, gate.max, False, "metric was not produced")
+                GateResult(
+                    gate.metric,
+                    None,
+                    gate.min,
+                    gate.max,
+                    False,
+                    "metric was not produced",
+                    rival,
+                    gate.beat_champion_by,
+                )
             )
             continue
         problems = []
+        notes = []
         if gate.min is not None and observed < gate.min:
             problems.append(f"{observed:.4g} < min {gate.min:.4g} (short by {gate.min - observed:.4g})")
         if gate.max is not None and observed > gate.max:
             problems.append(f"{observed:.4g} > max {gate.max:.4g} (over by {observed - gate.max:.4g})")
+        if gate.beat_champion_by is not None:
+            if rival is None:
+                notes.append("no champion to beat yet")
+            else:
+                margin = gate.beat_champion_by
+                gain = (rival - observed) if gate.lower_is_better else (observed - rival)
+                if gain < margin:
+                    problems.append(
+                        f"{observed:.4g} vs champion {rival:.4g}: must be better by {margin:.4g}, "
+                        f"is better by {gain:.4g}"
+                    )
+                else:
+                    notes.append(f"beats champion {rival:.4g} by {gain:.4g}")
         results.append(
             GateResult(
                 gate.metric,
-                float(observed),
+                observed,
                 gate.min,
                 gate.max,
                 not problems,
-                "; ".join(problems) or "within bounds",
+                "; ".join(problems) or "; ".join(notes) or "within bounds",
+                rival,
+                gate.beat_champion_by,
             )
         )
     passed = all(r.passed for r in results)
-    return {"passed": passed, "gates": [r.to_dict() for r in results]}
+    return {
+        "passed": passed,
+        "gates": [r.to_dict() for r in results],
+        "champion_compared": champion is not None,
+    }
 
 
 def raise_if_failed(decision: dict[str, Any]) -> None:

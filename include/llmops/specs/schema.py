@@ -490,28 +490,144 @@ class TrainingSpec(StrictModel):
         return value
 
 
+class GoldenSet(StrictModel):
+    """A fixed, reviewed evaluation set (JSON Lines of {"prompt", "completion"}), scored every run."""
+
+    name: Identifier
+    uri: str = Field(description="Local path (relative to the project) or s3:// URI of the JSON Lines file.")
+
+
+class PiiProbe(StrictModel):
+    """Prompt the model with the start of records that held PII before redaction, and with planted
+    canaries, and count how often it produces one of those values."""
+
+    enabled: bool = True
+    max_prompts: int = Field(default=40, gt=0)
+    max_new_tokens: int = Field(default=48, gt=0, le=1024)
+    canaries: list[str] = Field(
+        default=[], description="Values planted in the raw data that must never come out of the model."
+    )
+
+
 class EvaluationSpec(StrictModel):
     max_samples: int = Field(default=64, gt=0)
     max_new_tokens: int = Field(default=64, gt=0, le=4096)
+    label_metrics: bool = Field(
+        default=False,
+        description="Completions are labels: also report accuracy and macro precision/recall/F1.",
+    )
+    golden_sets: list[GoldenSet] = []
+    pii_probe: PiiProbe = PiiProbe()
+    blocked_terms: list[str] = Field(
+        default=[], description="Words an answer must not contain (toxicity rate)."
+    )
+    refusal_terms: list[str] = Field(
+        default=["i cannot help", "i can't help", "i am unable to", "as an ai"],
+        description="Phrases that mark a refusal (refusal rate).",
+    )
+    compare_with_champion: bool = Field(
+        default=True, description="Also evaluate the current champion on the same data in the same run."
+    )
 
 
-GateMetric = Literal["eval_loss", "eval_perplexity", "token_f1", "exact_match", "rouge_l"]
+BASE_METRICS = (
+    "eval_loss",
+    "eval_perplexity",
+    "token_f1",
+    "exact_match",
+    "rouge_l",
+    "latency_ms_mean",
+    "latency_ms_p95",
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "pii_leakage_rate",
+    "toxicity_rate",
+    "refusal_rate",
+)
+LOWER_IS_BETTER = frozenset(
+    {
+        "eval_loss",
+        "eval_perplexity",
+        "latency_ms_mean",
+        "latency_ms_p95",
+        "pii_leakage_rate",
+        "toxicity_rate",
+        "refusal_rate",
+    }
+)
+GATE_METRIC = re.compile(r"^(golden\.[A-Za-z_][A-Za-z0-9_]*\.)?(" + "|".join(BASE_METRICS) + r")$")
 
 
 class Gate(StrictModel):
-    metric: GateMetric
+    """A condition for promotion: an absolute bound, or beating the current champion by a margin."""
+
+    metric: str = Field(description="A metric name, or golden.<set>.<metric> for a golden set.")
     min: float | None = None
     max: float | None = None
+    beat_champion_by: float | None = Field(
+        default=None,
+        description="Must be better than the champion (on the same data, same run) by this much.",
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if not GATE_METRIC.match(value):
+            raise ValueError(
+                f"unknown metric {value!r}; known: {', '.join(BASE_METRICS)} (or golden.<set>.<metric>)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_bound(self) -> Gate:
-        if self.min is None and self.max is None:
-            raise ValueError("a gate needs 'min' or 'max'")
+        if self.min is None and self.max is None and self.beat_champion_by is None:
+            raise ValueError("a gate needs 'min', 'max' or 'beat_champion_by'")
         return self
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric.rsplit(".", 1)[-1] in LOWER_IS_BETTER
+
+
+class Approval(StrictModel):
+    """A human decision in the Airflow UI before the champion alias moves."""
+
+    required: bool = False
+    timeout_hours: float = Field(default=72, gt=0, description="No answer in time counts as a rejection.")
+    approvers: list[str] = Field(default=[], description="Airflow user ids allowed to decide (empty: any).")
 
 
 class RegistrySpec(StrictModel):
     model_name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    approval: Approval = Approval()
+
+
+class MonitoringThresholds(StrictModel):
+    psi: float = Field(default=0.2, gt=0)
+    ks: float = Field(default=0.2, gt=0, le=1)
+    oov_rate: float = Field(default=0.1, gt=0, le=1)
+    new_category_share: float = Field(default=0.05, gt=0, le=1)
+    min_token_f1: float | None = Field(
+        default=None, ge=0, le=1, description="Champion quality on new labelled data."
+    )
+
+
+class MonitoringSpec(StrictModel):
+    """The `<pipeline>__monitor` DAG: drift of fresh data against the champion's training data."""
+
+    schedule: str | None = "@daily"
+    text_columns: list[Identifier] = Field(
+        default=[], description="Default: the columns the prompt template uses."
+    )
+    category_column: Identifier | None = None
+    thresholds: MonitoringThresholds = MonitoringThresholds()
+    quality_samples: int = Field(default=32, gt=0, description="New labelled rows to score the champion on.")
+    alert_conn_id: str | None = Field(
+        default=None, description="HTTP connection of a webhook (Slack, Teams, ...)."
+    )
+    retrain_on_drift: bool = False
 
 
 class PipelineSpec(StrictModel):
@@ -530,6 +646,7 @@ class PipelineSpec(StrictModel):
     evaluation: EvaluationSpec = EvaluationSpec()
     gates: list[Gate] = Field(min_length=1)
     registry: RegistrySpec
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> PipelineSpec:
