@@ -47,7 +47,7 @@ def test_minimal_config_uses_the_spec_defaults() -> None:
     assert config.device == "auto"
     assert config.max_steps is None
     assert config.mlflow is None
-    assert config.train_file == Path("/data/train.jsonl")
+    assert config.train_file == "/data/train.jsonl"
 
 
 def test_spec_blocks_are_accepted_verbatim() -> None:
@@ -125,9 +125,9 @@ def test_load_resolves_relative_paths_against_the_config_directory(tmp_path: Pat
     )
     config = load_job_config(path)
     assert config.base_model_path == str(job_dir / "models" / "base")
-    assert config.train_file == job_dir / "train.jsonl"
-    assert config.eval_file == Path("/abs/eval.jsonl")
-    assert config.output_dir == job_dir / "out"
+    assert config.train_file == str(job_dir / "train.jsonl")
+    assert config.eval_file == "/abs/eval.jsonl"
+    assert config.output_dir == str(job_dir / "out")
     assert config.mlflow is not None and config.mlflow.tracking_uri == "sqlite:///relative.db"
 
 
@@ -223,5 +223,5 @@ def test_eval_config_resolves_relative_paths(tmp_path: Path) -> None:
     path = tmp_path / "eval.json"
     path.write_text(json.dumps(_eval_job(adapter_path="out/adapter", output_file="out/metrics.json")))
     config = load_eval_config(path)
-    assert config.adapter_path == tmp_path / "out" / "adapter"
-    assert config.output_file == tmp_path / "out" / "metrics.json"
+    assert config.adapter_path == str(tmp_path / "out" / "adapter")
+    assert config.output_file == str(tmp_path / "out" / "metrics.json")

@@ -9,6 +9,10 @@ so reports and gates can show the lift over the base model.
 The output holds aggregate numbers only: prompts and generations may contain personal data and
 must never reach reports.
 
+Every location (base model, adapter, eval file, output file, the config itself) may be a local
+path or an ``s3://`` URI: inputs are fetched through the training job's content-addressed cache,
+the metrics file is written through :mod:`llmops.storage`.
+
 Exit status: 0 success, 2 unusable config or inputs, 1 the evaluation itself failed.
 """
 
@@ -25,21 +29,24 @@ from typing import TYPE_CHECKING, Any
 
 from llmops.evaluation.config import EvalJobConfig, load_eval_config
 from llmops.evaluation.metrics import exact_match, percentile, rouge_l, token_f1
-from llmops.training.artifacts import weights_sha256, write_json_atomic
+from llmops.training.artifacts import json_safe, weights_sha256, write_json_atomic
 from llmops.training.config import ConfigError
 from llmops.training.runtime import (
     JobInputError,
+    chat_prompt_ids,
+    encode_chat_prompt_completion,
     encode_prompt_completion,
     library_versions,
     load_base_model,
     load_tokenizer,
     quiet_libraries,
     read_prompt_completion_jsonl,
+    require_chat_template,
     resolve_device,
     resolve_dtype,
-    resolve_model_dir,
     setup_logging,
 )
+from llmops.training.staging import fetch_file, fetch_model_dir, is_remote, model_weights_sha256
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,17 +65,24 @@ def _max_length(model: Any, tokenizer: Any) -> int:
 
 
 def completion_loss(
-    model: Any, tokenizer: Any, rows: list[dict[str, str]], *, batch_size: int, device: str
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    *,
+    batch_size: int,
+    device: str,
+    chat_template: bool = False,
 ) -> tuple[float, int]:
     """Mean negative log-likelihood per completion token over all rows, and the token count.
 
-    Token-weighted (every completion token counts once), prompt tokens excluded, EOS included,
-    with the same tokenisation as training.
+    Token-weighted (every completion token counts once), prompt tokens excluded, EOS (or the
+    chat template's end of turn) included, with the same tokenisation as training.
     """
     import torch
 
     max_length = _max_length(model, tokenizer)
-    encoded = [encode_prompt_completion(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
+    encode = encode_chat_prompt_completion if chat_template else encode_prompt_completion
+    encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
     total_nll = 0.0
     total_tokens = 0
     pad_id = tokenizer.pad_token_id
@@ -101,7 +115,13 @@ def completion_loss(
 
 
 def generate_and_score(
-    model: Any, tokenizer: Any, rows: list[dict[str, str]], *, max_new_tokens: int, device: str
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    *,
+    max_new_tokens: int,
+    device: str,
+    chat_template: bool = False,
 ) -> dict[str, float]:
     """Greedy-decode each prompt one at a time (so latency is per request) and score it."""
     import torch
@@ -119,7 +139,10 @@ def generate_and_score(
     scores: dict[str, list[float]] = {"token_f1": [], "exact_match": [], "rouge_l": []}
     latencies: list[float] = []
     for row in rows:
-        ids = tokenizer(text=row["prompt"])["input_ids"][-max_prompt:]
+        if chat_template:
+            ids = chat_prompt_ids(tokenizer, row["prompt"])[-max_prompt:]
+        else:
+            ids = tokenizer(text=row["prompt"])["input_ids"][-max_prompt:]
         input_ids = torch.tensor([ids], dtype=torch.long, device=device)
         attention = torch.ones_like(input_ids)
         if device == "cuda":
@@ -147,10 +170,22 @@ def measure(
     model: Any, tokenizer: Any, rows: list[dict[str, str]], config: EvalJobConfig, device: str
 ) -> dict[str, Any]:
     """Loss, perplexity and generation metrics of whatever ``model`` currently is."""
-    loss, loss_tokens = completion_loss(model, tokenizer, rows, batch_size=config.batch_size, device=device)
+    loss, loss_tokens = completion_loss(
+        model,
+        tokenizer,
+        rows,
+        batch_size=config.batch_size,
+        device=device,
+        chat_template=config.chat_template,
+    )
     samples = rows[: config.max_samples]
     generated = generate_and_score(
-        model, tokenizer, samples, max_new_tokens=config.max_new_tokens, device=device
+        model,
+        tokenizer,
+        samples,
+        max_new_tokens=config.max_new_tokens,
+        device=device,
+        chat_template=config.chat_template,
     )
     return {
         "eval_loss": loss,
@@ -185,16 +220,18 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     transformers.set_seed(config.seed)
     device = resolve_device(config.device)
     dtype = resolve_dtype(device)
-    base_dir = resolve_model_dir(config.base_model_path)
-    adapter_dir = resolve_model_dir(str(config.adapter_path), "adapter_path")
+    base_dir = fetch_model_dir(config.base_model_path)
+    adapter_dir = fetch_model_dir(config.adapter_path, "adapter_path")
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise JobInputError(f"adapter_path: {adapter_dir} has no adapter_config.json")
-    rows = read_prompt_completion_jsonl(config.eval_file, "eval_file")
+        raise JobInputError(f"adapter_path: {config.adapter_path} has no adapter_config.json")
+    rows = read_prompt_completion_jsonl(fetch_file(config.eval_file, "eval_file"), "eval_file")
     _warn_on_base_mismatch(adapter_dir, base_dir)
 
     # The adapter directory carries the tokenizer exactly as training used it.
     has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(adapter_dir if has_tokenizer else base_dir)
+    if config.chat_template:
+        require_chat_template(tokenizer, config.adapter_path if has_tokenizer else config.base_model_path)
     base = load_base_model(base_dir, device)
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.to(device)
@@ -236,15 +273,40 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
             "dtype": str(dtype).removeprefix("torch."),
             "max_new_tokens": config.max_new_tokens,
             "seed": config.seed,
-            "base_model_sha256": weights_sha256(base_dir),
+            "base_model_uri": config.base_model_path,
+            "adapter_uri": config.adapter_path,
+            "eval_file_uri": config.eval_file,
+            "chat_template": config.chat_template,
+            "base_model_sha256": model_weights_sha256(base_dir),
             "adapter_sha256": weights_sha256(adapter_dir),
             "eval_runtime_s": round(time.perf_counter() - started, 3),
             "library_versions": library_versions(),
         }
     )
-    write_json_atomic(config.output_file, result)
+    write_output(config.output_file, result)
     logger.info("metrics written to %s", config.output_file)
     return result
+
+
+def write_output(location: str, data: dict[str, Any]) -> None:
+    """Strict JSON to a local file (atomic rename) or an object (one PUT)."""
+    if is_remote(location):
+        from llmops import storage
+
+        text = json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        storage.write_bytes(location, text.encode("utf-8"))
+    else:
+        write_json_atomic(Path(location), data)
+
+
+def remove_output(location: str) -> None:
+    """Delete an earlier attempt's metrics, so they never pass for this attempt's."""
+    if is_remote(location):
+        from llmops import storage
+
+        storage.delete(location)
+    else:
+        Path(location).unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m llmops.evaluation", description="Evaluate a trained adapter."
     )
-    parser.add_argument("--config", type=Path, required=True, help="eval config JSON (EvalJobConfig)")
+    parser.add_argument(
+        "--config", required=True, help="eval config JSON (EvalJobConfig): a local path or an s3:// URI"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -260,8 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
-    # Never let an earlier attempt's metrics pass for this attempt's.
-    config.output_file.unlink(missing_ok=True)
+    try:
+        remove_output(config.output_file)
+    except Exception as exc:
+        logger.error("output_file: cannot reach %s: %s", config.output_file, exc)
+        return 2
     try:
         evaluate_adapter(config)
     except JobInputError as exc:

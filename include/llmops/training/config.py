@@ -1,26 +1,34 @@
 """The training job config: the contract between the Airflow side and the training entrypoint.
 
 The Airflow task writes one JSON file per job and launches ``python -m llmops.training --config``
-in a subprocess or a container. The LoRA and hyperparameter blocks *are* the pipeline spec's
-models, so ``spec.training.lora.model_dump()`` is a valid value and the names cannot drift.
+in a subprocess or a container. The LoRA, hyperparameter and distributed blocks *are* the
+pipeline spec's models, so ``spec.training.lora.model_dump()`` is a valid value and the names
+cannot drift.
 
-This module must stay import-light (pydantic only): DAG parsing imports it.
+Inputs and outputs are local paths or ``s3://`` URIs (the config file itself too): a pod in a
+cluster reads the lake directly, a local run uses folders.
+
+This module must stay import-light (pydantic only): DAG parsing imports it. Reading a config from
+object storage imports :mod:`llmops.storage` lazily, only when a URI is given.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmops.specs.schema import Hyperparameters, LoraSpec
+from llmops.specs.schema import Distributed, Hyperparameters, LoraSpec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 Device = Literal["auto", "cpu", "cuda"]
+Quantization = Literal["none", "4bit"]
+REMOTE_SCHEMES = ("s3://",)
 
 
 class ConfigError(ValueError):
@@ -49,7 +57,11 @@ def describe_validation_error(exc: ValidationError) -> list[str]:
         # Drop union/literal branch tags (e.g. "list[str]", "literal['all-linear']") from the path.
         loc = [p for p in error["loc"] if isinstance(p, int) or not any(c in str(p) for c in "[]'")]
         where = _field_path(loc)
-        if error["type"] == "extra_forbidden":
+        message = str(error.get("ctx", {}).get("error", "")) if error["type"] == "value_error" else ""
+        if not loc and _names_a_field(message):
+            # A cross-field rule (model validator) phrases its message as "field: problem".
+            problems.append(message)
+        elif error["type"] == "extra_forbidden":
             problems.append(f"{where}: unknown field (check its spelling or remove it)")
         elif error["type"] == "missing":
             problems.append(f"{where}: required field is missing")
@@ -63,13 +75,31 @@ def describe_validation_error(exc: ValidationError) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def _names_a_field(message: str) -> bool:
+    head, sep, _ = message.partition(": ")
+    return bool(sep) and bool(head) and all(part.isidentifier() for part in head.split("."))
+
+
+def is_uri(value: str) -> bool:
+    """True for ``scheme://...`` values (object storage), False for local paths."""
+    return "://" in value
+
+
 def read_json_config(path: Path | str) -> dict[str, Any]:
     """Read a JSON object from ``path``, raising ConfigError for unreadable or non-object files."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from None
+    if isinstance(path, str) and is_uri(path):
+        from llmops import storage  # lazy: fsspec is not needed to parse DAGs
+
+        try:
+            text = storage.read_bytes(path).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, [f"cannot read file: {exc}"]) from None
+    else:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -81,30 +111,83 @@ def read_json_config(path: Path | str) -> dict[str, Any]:
     return raw
 
 
-def resolve_relative_paths(raw: dict[str, Any], base_dir: Path, fields: Iterable[str]) -> dict[str, Any]:
-    """Make relative local paths absolute against ``base_dir`` (the config file's directory).
+def resolve_relative_paths(
+    raw: dict[str, Any], base_dir: Path | str, fields: Iterable[str]
+) -> dict[str, Any]:
+    """Make relative paths absolute against ``base_dir`` (the config file's directory or URI prefix).
 
     A job directory can then hold its config and data side by side and be launched from any
-    working directory. URIs (``scheme://``) are left as they are.
+    working directory; a config read from ``s3://bucket/job/`` resolves ``train.jsonl`` to
+    ``s3://bucket/job/train.jsonl``. Values that are already URIs or absolute are left as they are.
     """
     out = dict(raw)
     for name in fields:
         value = out.get(name)
-        if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
-            out[name] = str((base_dir / value).resolve())
+        if not isinstance(value, str) or not value or is_uri(value) or Path(value).is_absolute():
+            continue
+        if isinstance(base_dir, str) and is_uri(base_dir):
+            scheme, _, rest = base_dir.partition("://")
+            bucket, _, prefix = rest.partition("/")
+            joined = posixpath.normpath(posixpath.join("/", prefix, value)).lstrip("/")
+            out[name] = f"{scheme}://{bucket}/{joined}"
+        else:
+            out[name] = str((Path(base_dir) / value).resolve())
     return out
+
+
+def config_parent(path: Path | str) -> Path | str:
+    """The directory of a local config file, or the prefix of a config URI."""
+    if isinstance(path, str) and is_uri(path):
+        return path.rsplit("/", 1)[0]
+    return Path(path).resolve().parent
+
+
+def check_location(value: str) -> str:
+    if is_uri(value) and not value.startswith(REMOTE_SCHEMES):
+        raise ValueError("must be a local path or an s3:// URI")
+    if value.startswith(REMOTE_SCHEMES) and not value.split("://", 1)[1].strip("/"):
+        raise ValueError("an s3:// URI needs a bucket")
+    return value
 
 
 class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+RUN_ID_PATTERN = r"^[0-9a-zA-Z]{1,64}$"
+
+
 class MlflowTarget(StrictConfig):
-    """Where the trainer's own metrics go. With ``run_id`` the job logs into that existing run."""
+    """Where the trainer's own metrics go. With ``run_id`` the job logs into that existing run.
+
+    ``parent_run_id`` makes the job's run a child run (tag ``mlflow.parentRunId``): one child per
+    hyperparameter-search trial under the search's parent run.
+    """
 
     tracking_uri: str = Field(min_length=1)
     experiment_name: str | None = None
-    run_id: str | None = Field(default=None, pattern=r"^[0-9a-zA-Z]{1,64}$")
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+    parent_run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+    log_adapter: bool = Field(default=True, description="Log adapter/ as run artifacts (under 'adapter').")
+
+
+class HpoTarget(StrictConfig):
+    """The Optuna trial this job is; evaluations are reported to it and it may be pruned.
+
+    The trial (state RUNNING, e.g. from ``study.ask()``) is looked up by number in the study's RDB
+    storage. Pruners are not persisted by Optuna, so the pruner settings travel here; the
+    defaults are Optuna's ``MedianPruner`` defaults. The job never finishes the trial itself: the
+    orchestrator tells the study the outcome from ``result.json`` (``status`` "pruned" or a value).
+    """
+
+    storage_url: str = Field(min_length=1, description="Optuna RDB storage URL, e.g. postgresql://...")
+    study_name: str = Field(min_length=1)
+    trial_number: int = Field(ge=0)
+    pruner: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(
+        default=5, ge=0, description="MedianPruner: completed trials before pruning."
+    )
+    n_warmup_steps: int = Field(default=0, ge=0, description="MedianPruner: steps before pruning starts.")
 
 
 class TrainingJobConfig(StrictConfig):
@@ -112,26 +195,83 @@ class TrainingJobConfig(StrictConfig):
 
     method: Literal["sft"] = "sft"
     base_model_path: str = Field(
-        min_length=1, description="Local directory saved with save_pretrained (s3:// support may come later)."
+        min_length=1, description="Directory saved with save_pretrained: a local path or an s3:// prefix."
     )
-    train_file: Path = Field(description="JSONL of {'prompt': str, 'completion': str}.")
-    eval_file: Path = Field(description="JSONL of {'prompt': str, 'completion': str}.")
-    output_dir: Path = Field(description="Receives adapter/ and result.json.")
+    train_file: str = Field(min_length=1, description="JSONL of {'prompt': str, 'completion': str}.")
+    eval_file: str = Field(min_length=1, description="JSONL of {'prompt': str, 'completion': str}.")
+    output_dir: str = Field(
+        min_length=1,
+        description="Receives adapter/, checkpoints/, manifest.json and result.json (local or s3://).",
+    )
     lora: LoraSpec = LoraSpec()
     hyperparameters: Hyperparameters = Hyperparameters()
-    packing: bool = False
+    chat_template: bool = Field(
+        default=False,
+        description="Render prompt/completion as user/assistant messages with the tokenizer's chat template.",
+    )
+    quantization: Quantization = Field(default="none", description="4bit: QLoRA (CUDA + bitsandbytes).")
+    packing: bool = Field(
+        default=False, description="Pack sequences; packed sequences never attend to each other."
+    )
     gradient_checkpointing: bool = False
     device: Device = "auto"
     max_steps: int | None = Field(default=None, gt=0, description="Stop after this many optimizer steps.")
+    eval_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="Evaluate every N steps (and checkpoint with it). Unset: before and after training "
+        "only, or every epoch when early stopping or a search trial needs evaluations.",
+    )
+    save_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="Checkpoint every N steps. Unset: with eval_steps, else every epoch but at least "
+        "every 500 steps.",
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, gt=0, description="Stop after this many evaluations without eval_loss improving."
+    )
+    resume: bool = Field(
+        default=True, description="Resume from the latest complete checkpoint in output_dir."
+    )
+    merge_adapter: bool = Field(default=False, description="Also save base+adapter merged under merged/.")
+    distributed: Distributed = Distributed()
+    hpo: HpoTarget | None = None
     mlflow: MlflowTarget | None = None
+    provenance: dict[str, Any] = Field(
+        default={},
+        description="Free-form lineage (pipeline, snapshot ids, spec hash, run id) for the manifest.",
+    )
     run_name: str = Field(default="llmops-sft", min_length=1, max_length=250)
 
-    @field_validator("base_model_path")
+    @field_validator("base_model_path", "train_file", "eval_file", "output_dir")
     @classmethod
     def _local_or_s3(cls, value: str) -> str:
-        if "://" in value and not value.startswith("s3://"):
-            raise ValueError("must be a local directory or an s3:// URI")
-        return value
+        return check_location(value)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TrainingJobConfig:
+        if self.quantization == "4bit" and self.device == "cpu":
+            raise ValueError("quantization: '4bit' (QLoRA) needs a CUDA device, but device is 'cpu'")
+        if self.quantization == "4bit" and self.distributed.strategy == "fsdp":
+            raise ValueError("quantization: '4bit' cannot be combined with distributed.strategy 'fsdp'")
+        if self.distributed.strategy != "none" and self.distributed.processes_per_node < 2:
+            raise ValueError(
+                "distributed.processes_per_node: distributed training needs at least 2 processes"
+            )
+        if self.early_stopping_patience is not None and self.save_steps is not None:
+            # The best checkpoint is reloaded at the end, so checkpoints must fall on evaluations.
+            if self.eval_steps is None or self.save_steps % self.eval_steps:
+                raise ValueError(
+                    "save_steps: with early_stopping_patience, checkpoints must fall on evaluations; "
+                    "set eval_steps and make save_steps a multiple of it"
+                )
+        return self
+
+    @property
+    def evaluates_during_training(self) -> bool:
+        """Whether evaluations happen between steps (not only before and after training)."""
+        return self.eval_steps is not None or self.early_stopping_patience is not None or self.hpo is not None
 
     def resolved_dict(self) -> dict[str, Any]:
         """JSON-able form with absolute paths, the input of ``config_sha256``."""
@@ -149,10 +289,9 @@ def parse_job_config(raw: Any, source: str = "<config>") -> TrainingJobConfig:
 
 
 def load_job_config(path: Path | str) -> TrainingJobConfig:
-    """Read and validate a job config file; relative paths resolve against its directory."""
-    path = Path(path)
+    """Read and validate a job config file or URI; relative paths resolve against its directory."""
     raw = read_json_config(path)
     raw = resolve_relative_paths(
-        raw, path.resolve().parent, ("base_model_path", "train_file", "eval_file", "output_dir")
+        raw, config_parent(path), ("base_model_path", "train_file", "eval_file", "output_dir")
     )
     return parse_job_config(raw, str(path))

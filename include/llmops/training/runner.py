@@ -4,8 +4,10 @@ Training methods are looked up by name (the spec's ``training.method``) and impo
 so adding a method (e.g. DPO) is a registry entry plus the ``method`` literal in the spec and
 the job config; the CLI stays the same.
 
-Exit status: 0 success, 2 unusable config or inputs, 1 the training itself failed. In both
-failure cases ``result.json`` (when the output directory is known) says why.
+Exit status: 0 success (``status`` "succeeded", or "pruned" for a search trial the pruner
+stopped), 2 unusable config or inputs, 1 the training itself failed. In both failure cases
+``result.json`` (when the output directory is known) says why. ``--config`` and every location
+in it may be a local path or an ``s3://`` URI.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import importlib
 import json
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.artifacts import canonical_json_sha256, write_json_atomic
+from llmops.training.artifacts import canonical_json_sha256
 from llmops.training.config import ConfigError, load_job_config
-from llmops.training.runtime import JobInputError, setup_logging
+from llmops.training.runtime import DistributedContext, JobInputError, setup_logging
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -66,16 +67,20 @@ def write_failure(config: TrainingJobConfig, error: BaseException, started: floa
         "elapsed_s": round(time.perf_counter() - started, 3),
         "config_sha256": canonical_json_sha256(config.resolved_dict()),
     }
+    from llmops.training.staging import OutputLocation
+
     try:
-        write_json_atomic(config.output_dir / RESULT_FILE, result)
-    except OSError:
+        OutputLocation.for_uri(config.output_dir).write_json(RESULT_FILE, result)
+    except Exception:  # the original error matters more; S3 errors are not all OSErrors
         logger.exception("could not write the failure result to %s", config.output_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry; returns the exit status instead of raising, so launchers get a clean code."""
     parser = argparse.ArgumentParser(prog="python -m llmops.training", description="Run one fine-tuning job.")
-    parser.add_argument("--config", type=Path, required=True, help="job config JSON (TrainingJobConfig)")
+    parser.add_argument(
+        "--config", required=True, help="job config JSON (TrainingJobConfig): a local path or an s3:// URI"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     started = time.perf_counter()
@@ -85,9 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
     logger.info("job %s: method=%s output_dir=%s", config.run_name, config.method, config.output_dir)
-    # A stale result from an earlier attempt must never be read as this attempt's outcome
-    # (e.g. after an OOM kill, which leaves no chance to write a failure).
-    (config.output_dir / RESULT_FILE).unlink(missing_ok=True)
+    dist = DistributedContext.from_env()
+    if dist.is_main:
+        # A stale result from an earlier attempt must never be read as this attempt's outcome
+        # (e.g. after an OOM kill, which leaves no chance to write a failure).
+        try:
+            _remove_stale_result(config)
+        except Exception as exc:
+            logger.error("output_dir: cannot reach %s: %s", config.output_dir, exc)
+            return 2
     try:
         result = run_job(config)
     except JobInputError as exc:
@@ -98,5 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.exception("training failed")
         write_failure(config, exc, started)
         return 1
-    print(json.dumps({"status": result["status"], "result": str(config.output_dir / RESULT_FILE)}))
+    if dist.is_main:
+        from llmops.training.staging import OutputLocation
+
+        result_uri = OutputLocation.for_uri(config.output_dir).join(RESULT_FILE)
+        print(json.dumps({"status": result["status"], "result": result_uri}))
     return 0
+
+
+def _remove_stale_result(config: TrainingJobConfig) -> None:
+    from llmops.training.staging import OutputLocation
+
+    OutputLocation.for_uri(config.output_dir).delete(RESULT_FILE)

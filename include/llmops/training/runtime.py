@@ -7,9 +7,12 @@ and evaluation numbers are comparable with the trainer's.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,19 +49,70 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity_warning()
 
 
-def library_versions() -> dict[str, str]:
-    """Versions that determine numerics and file formats; recorded in every result."""
-    import peft
-    import torch
-    import transformers
-    import trl
+_VERSIONED = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
+_OPTIONAL_VERSIONED = ("bitsandbytes", "flash_attn", "optuna", "mlflow")
 
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "trl": trl.__version__,
-    }
+
+def library_versions() -> dict[str, str]:
+    """Versions that determine numerics and file formats; recorded in every result.
+
+    The core stack always; optional libraries only when they are already imported (so they
+    were used), which keeps the record honest without importing anything new.
+    """
+    import importlib.metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for name in _VERSIONED:
+        versions[name] = importlib.metadata.version(name)
+    for name in _OPTIONAL_VERSIONED:
+        if name in sys.modules:
+            try:
+                versions[name] = importlib.metadata.version(name.replace("_", "-"))
+            except importlib.metadata.PackageNotFoundError:
+                versions[name] = str(getattr(sys.modules[name], "__version__", "unknown"))
+    return versions
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in a ``torchrun`` launch (world size 1 without one)."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @classmethod
+    def from_env(cls) -> DistributedContext:
+        return cls(
+            rank=int(os.environ.get("RANK", "0")),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        )
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes outputs, logs to MLflow and talks to Optuna."""
+        return self.rank == 0
+
+
+def check_quantization_support(quantization: str, device: str) -> None:
+    """QLoRA needs a CUDA device and bitsandbytes; say which is missing before loading anything."""
+    if quantization == "none":
+        return
+    if device != "cuda":
+        raise JobInputError(
+            f"quantization: {quantization!r} (QLoRA) needs a CUDA device, but the job runs on {device!r} "
+            "(no GPU visible, or device: cpu); use quantization: none on CPU"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise JobInputError(
+            f"quantization: {quantization!r} (QLoRA) needs the bitsandbytes package, which is not installed "
+            "in this environment (install it in the trainer image, or use quantization: none)"
+        )
 
 
 def resolve_device(requested: str) -> str:
@@ -111,14 +165,59 @@ def load_tokenizer(path: Path) -> Any:
     return tokenizer
 
 
-def load_base_model(path: Path, device: str) -> Any:
-    """``AutoModelForCausalLM.from_pretrained`` with the device's dtype and SDPA attention."""
+def load_base_model(path: Path, device: str, *, quantization: str = "none", local_rank: int = 0) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` with the device's dtype and SDPA attention.
+
+    With ``quantization="4bit"`` (QLoRA) the frozen base is loaded as NF4 with double
+    quantisation and bf16 compute, straight onto this process's GPU (bitsandbytes weights
+    cannot be moved after loading).
+    """
     from transformers import AutoModelForCausalLM
 
     dtype = resolve_dtype(device)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
-    logger.info("loaded base model %s (%s, dtype=%s, attention=sdpa)", path, type(model).__name__, dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
+    if quantization == "4bit":
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if dtype == torch.bfloat16 else torch.float16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["dtype"] = compute
+        kwargs["device_map"] = {"": local_rank}
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    # Training never decodes; a KV cache would also disable the packed-sequence masking.
+    model.config.use_cache = False
+    logger.info(
+        "loaded base model %s (%s, dtype=%s, attention=sdpa, quantization=%s)",
+        path,
+        type(model).__name__,
+        kwargs["dtype"],
+        quantization,
+    )
     return model
+
+
+def require_chat_template(tokenizer: Any, path: Path | str) -> None:
+    """Fail clearly when ``chat_template: true`` meets a tokenizer that has no template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise JobInputError(
+            f"chat_template: the tokenizer in {path} has no chat template (tokenizer_config.json has no "
+            "'chat_template' and there is no chat_template.jinja); use a chat/instruct base model or set "
+            "chat_template: false"
+        )
+
+
+def as_conversation(prompt: str, completion: str) -> dict[str, list[dict[str, str]]]:
+    """A prompt/completion row as TRL's conversational prompt-completion example."""
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "completion": [{"role": "assistant", "content": completion.strip()}],
+    }
 
 
 def read_prompt_completion_jsonl(path: Path, field: str) -> list[dict[str, str]]:
@@ -174,6 +273,34 @@ def encode_prompt_completion(
         completion = completion + eos
     prompt_ids = tokenizer(text=prompt)["input_ids"]
     full_ids = tokenizer(text=prompt + completion)["input_ids"]
+    start = common_prefix_length(prompt_ids, full_ids)
+    labels = [-100] * start + full_ids[start:]
+    if max_length is not None:
+        full_ids, labels = full_ids[:max_length], labels[:max_length]
+    return full_ids, labels
+
+
+def _template_ids(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+    return list(out["input_ids"])
+
+
+def chat_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The prompt as the chat template renders it for generation (ends with the assistant header)."""
+    return _template_ids(tokenizer, as_conversation(prompt, "x")["prompt"], add_generation_prompt=True)
+
+
+def encode_chat_prompt_completion(
+    tokenizer: Any, prompt: str, completion: str, max_length: int | None = None
+) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` through the chat template, exactly as TRL builds a conversational row.
+
+    The template closes the assistant turn itself (end-of-turn token), so no EOS is appended;
+    the completion starts where the rendered prompt and the full conversation diverge.
+    """
+    conversation = as_conversation(prompt, completion)
+    prompt_ids = _template_ids(tokenizer, conversation["prompt"], add_generation_prompt=True)
+    full_ids = _template_ids(tokenizer, conversation["prompt"] + conversation["completion"])
     start = common_prefix_length(prompt_ids, full_ids)
     labels = [-100] * start + full_ids[start:]
     if max_length is not None:
