@@ -226,7 +226,7 @@ def _plain_env(env: Mapping[str, str], secret_envs: set[str]) -> dict[str, str]:
     return merged
 
 
-def training_pod_operator(
+def training_pod_kwargs(
     *,
     task_id: str,
     spec: KubernetesSpec,
@@ -238,8 +238,8 @@ def training_pod_operator(
     labels: Mapping[str, str] | None = None,
     shm_size: str | None = None,
     **operator_kwargs: Any,
-) -> KubernetesPodOperator:
-    """A KubernetesPodOperator that runs ``MODULE --config CONFIG_URI`` on a GPU node.
+) -> dict[str, Any]:
+    """The KubernetesPodOperator arguments that run ``MODULE --config CONFIG_URI`` on a GPU node.
 
     `config_uri` must be readable from the pod (object storage, not a path on the Airflow worker);
     it may be a Jinja template (e.g. an XCom pull), since arguments and annotations are templated.
@@ -251,7 +251,6 @@ def training_pod_operator(
     execution_timeout, ...) go to the operator unchanged, except the arguments in
     :data:`PROTECTED_OPERATOR_ARGS`.
     """
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
 
@@ -377,7 +376,7 @@ def training_pod_operator(
         "random_name_suffix": True,
     }
     defaults.update(operator_kwargs)
-    return KubernetesPodOperator(
+    return dict(
         task_id=task_id,
         name=pod_name(name),
         namespace=spec.namespace,
@@ -416,6 +415,27 @@ def training_pod_operator(
         durable=True,
         **defaults,
     )
+
+
+def training_pod_operator(**kwargs: Any) -> KubernetesPodOperator:
+    """A KubernetesPodOperator running one job (arguments: see :func:`training_pod_kwargs`)."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    return KubernetesPodOperator(**training_pod_kwargs(**kwargs))
+
+
+def mapped_training_pods(*, arguments: Any, **kwargs: Any) -> Any:
+    """One pod per element of `arguments` (an XComArg of argument lists), e.g. search trials.
+
+    The pods share everything but their arguments (``MODULE --config URI`` after the
+    interpreter, from :func:`llmops.launch.command.job_argv`); `config_uri` in `kwargs` names
+    what the pods read, for the annotation and the checks, and is usually a template.
+    """
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    partial = training_pod_kwargs(**kwargs)
+    partial.pop("arguments")
+    return KubernetesPodOperator.partial(**partial).expand(arguments=arguments)
 
 
 def evaluation_pod_operator(

@@ -262,21 +262,36 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with _fail_fast():
                 return steps.prepare_training_data(spec.name, snapshot_id, _run_id())
 
-        @task(retries=1)
-        def train(data: dict[str, Any]) -> dict[str, Any]:
+        @task
+        def prepare_train(data: dict[str, Any], search: dict[str, Any] | None = None) -> dict[str, Any]:
+            """Write the training job's config (the search's best parameters, then Params, win)."""
             from llmops.orchestration import finetune as steps
 
             params = get_current_context()["params"]
             overrides = {k: params.get(k) for k in ("learning_rate", "epochs", "max_steps")}
             with _fail_fast():
-                return steps.train(spec.name, data, _run_id(), overrides)
+                return steps.prepare_train(spec.name, data, _run_id(), overrides, search)
 
         @task
-        def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+        def collect_train(job: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration import finetune as steps
 
             with _fail_fast():
-                return steps.evaluate(spec.name, trained, _run_id())
+                return steps.collect_train(spec.name, job, _run_id())
+
+        @task
+        def prepare_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import finetune as steps
+
+            with _fail_fast():
+                return steps.prepare_evaluate(spec.name, trained, _run_id())
+
+        @task
+        def collect_evaluate(job: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration import finetune as steps
+
+            with _fail_fast():
+                return steps.collect_evaluate(spec.name, job, _run_id())
 
         @task(retries=0)
         def check_gates(evaluation: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
@@ -308,8 +323,18 @@ and moves the `champion` alias. An audit report is written at the end of every r
                 return steps.audit_report(spec.name, _run_id())
 
         started = start()
-        trained = train(prepare_data(started))
-        evaluation = evaluate(trained)
+        data = prepare_data(started)
+        search_summary = None
+        if spec.training.search is not None:
+            search_summary = _search_tasks(spec, data)
+        train_job = prepare_train(data, search_summary)
+        ran_train = _job_task(spec, "run_train", "llmops.training", "prepare_train", retries=1)
+        trained = collect_train(train_job)
+        train_job >> ran_train >> trained
+        eval_job = prepare_evaluate(trained)
+        ran_eval = _job_task(spec, "run_evaluate", "llmops.evaluation", "prepare_evaluate", retries=1)
+        evaluation = collect_evaluate(eval_job)
+        eval_job >> ran_eval >> evaluation
         decision = check_gates(evaluation, trained)
         promoted = promote(register(trained, decision))
         # A teardown runs whatever happened after `start`, and does not decide the run's state:
@@ -317,6 +342,99 @@ and moves the `champion` alias. An audit report is written at the end of every r
         promoted >> audit_report().as_teardown(setups=started)
 
     return finetune()
+
+
+def _job_template(upstream: str, key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='" + upstream + "')['" + key + "'] }}"
+
+
+def _job_task(spec: PipelineSpec, task_id: str, module: str, upstream: str, *, retries: int) -> Any:
+    """The task that runs the job `upstream` wrote: a local subprocess, or a pod on a GPU node.
+
+    Either way the job reads its config from the lake and writes its result there, and the next
+    task reads it from there; a retry of a training job resumes from its last checkpoint.
+    """
+    if spec.training.launcher == "kubernetes":
+        from llmops.launch.kubernetes import pod_labels, training_pod_operator
+
+        assert spec.training.kubernetes is not None
+        return training_pod_operator(
+            task_id=task_id,
+            spec=spec.training.kubernetes,
+            module=module,
+            config_uri=_job_template(upstream, "config_uri"),
+            distributed=spec.training.distributed if module == "llmops.training" else None,
+            name=f"{spec.name}-{task_id}",
+            labels=pod_labels(spec.name, task_id.removeprefix("run_")),
+            retries=retries,
+        )
+
+    @task(task_id=task_id, retries=retries)
+    def run_locally() -> None:
+        from llmops.orchestration import finetune as steps
+
+        job = get_current_context()["ti"].xcom_pull(task_ids=upstream)
+        steps.run_job(spec.name, module, job["config_uri"])
+
+    return run_locally()
+
+
+def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
+    """plan_search -> run_trial (mapped, one per trial) -> finish_search; returns the summary.
+
+    A failed trial fails only its own mapped task: finish_search runs once every trial is done,
+    records the failure in the study, and the final training goes on with the best parameters.
+    """
+    search = spec.training.search
+    assert search is not None
+
+    @task
+    def plan_search(data: dict[str, Any]) -> list[dict[str, Any]]:
+        from llmops.orchestration import finetune as steps
+
+        with _fail_fast():
+            return steps.plan_search(spec.name, data, _run_id(), dict(get_current_context()["params"]))
+
+    @task(trigger_rule="all_done")
+    def finish_search(data: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
+        from llmops.orchestration import finetune as steps
+
+        with _fail_fast():
+            return steps.finish_search(spec.name, data, trials, _run_id())
+
+    trials = plan_search(data)
+    if spec.training.launcher == "kubernetes":
+        from llmops.launch.kubernetes import mapped_training_pods, pod_labels
+
+        assert spec.training.kubernetes is not None
+        ran = mapped_training_pods(
+            arguments=trials.map(lambda trial: trial["arguments"]),
+            task_id="run_trial",
+            spec=spec.training.kubernetes,
+            config_uri="{{ ti.xcom_pull(task_ids='plan_search')[ti.map_index]['config_uri'] }}",
+            distributed=spec.training.distributed,
+            name=f"{spec.name}-trial",
+            labels=pod_labels(spec.name, "trial"),
+            retries=0,
+            max_active_tis_per_dag=search.parallelism,
+        )
+    else:
+
+        @task(
+            retries=0,
+            max_active_tis_per_dag=search.parallelism,
+            map_index_template="trial {{ trial['number'] }}",
+        )
+        def run_trial(trial: dict[str, Any]) -> None:
+            """One search trial; pruned by the study's median pruner, failure recorded, not fatal."""
+            from llmops.orchestration import finetune as steps
+
+            steps.run_job(spec.name, "llmops.training", trial["config_uri"])
+
+        ran = run_trial.expand(trial=trials)
+    summary = finish_search(data, trials)
+    ran >> summary
+    return summary
 
 
 def build_pipeline_dags(name: str, namespace: dict[str, Any]) -> list[DAG]:

@@ -187,104 +187,413 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
     }
 
 
-def resolve_base_model(uri: str) -> Path:
-    """A base model reference from the spec, as a local directory with a Hugging Face model."""
+def resolve_base_model(uri: str) -> str:
+    """A base model reference from the spec, as the location a training job loads it from.
+
+    ``s3://`` URIs are passed through (the job fetches and caches them, locally or in a pod);
+    local references resolve against ``LLMOPS_MODEL_STORE`` and must hold a Hugging Face model.
+    """
     settings = get_settings()
+    if uri.startswith("s3://"):
+        return uri
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(
-            f"training.base_model.uri {uri!r}: the local launcher loads base models from a local "
-            f"directory (absolute, or relative to LLMOPS_MODEL_STORE)"
+            f"training.base_model.uri {uri!r}: base models load from s3:// or from a local directory "
+            f"(absolute, or relative to LLMOPS_MODEL_STORE)"
         )
     path = Path(uri.removeprefix("file://"))
     if not path.is_absolute():
         path = Path(settings.model_store) / path
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise BaseModelMissing(
             f"base model '{uri}' not found at {path} (no config.json); build the demo base model with "
             f"`llmops build-demo-model` or point training.base_model.uri at a Hugging Face model directory"
         )
-    return path
+    return str(path)
 
 
-def _run_dir(spec: PipelineSpec, run_id: str) -> Path:
-    path = get_settings().home / "runs" / spec.name / safe_run_id(run_id)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+class BaseModelMissing(PermanentError, FileNotFoundError):
+    """The spec names a base model that is not where it says: retrying cannot help."""
 
 
-def train(
-    pipeline: str, data: dict[str, Any], run_id: str, overrides: dict[str, Any] | None = None
+def job_root(spec: PipelineSpec, run_id: str) -> str:
+    """Where this run's job configs and outputs live: in the lake, so a pod can read them too."""
+    return storage.join(get_settings().lake_root, "jobs", spec.name, safe_run_id(run_id))
+
+
+def _job_location(uri: str) -> str:
+    """A lake URI as the job reads it: a plain path for local lakes, the URI for object storage."""
+    return uri if uri.startswith("s3://") else str(storage.local_path(uri))
+
+
+def _sft_files(spec: PipelineSpec, sft_snapshot_id: str) -> tuple[str, str]:
+    ref = snapshots.snapshot_ref(
+        get_settings().lake_root, "sft", spec.name, "prompt_completion", sft_snapshot_id
+    )
+    return (
+        _job_location(storage.join(ref.uri, "train.jsonl")),
+        _job_location(storage.join(ref.uri, "eval.jsonl")),
+    )
+
+
+def job_env(spec: PipelineSpec) -> dict[str, str]:
+    """Plain settings a job needs besides its config (never credentials: see launch.kubernetes)."""
+    from llmops.orchestration import hpo
+
+    env = {"MLFLOW_TRACKING_URI": get_settings().mlflow_tracking_uri}
+    if spec.training.search is not None and spec.training.launcher == "local":
+        env["LLMOPS_OPTUNA_URL"] = hpo.storage_url()  # a subprocess's env: not written anywhere
+    return env
+
+
+def _optuna_url_for_job(spec: PipelineSpec) -> str:
+    """The study storage as the job config names it: indirect when the URL holds a password."""
+    import sqlalchemy as sa
+
+    from llmops.orchestration import hpo
+
+    url = hpo.storage_url()
+    if spec.training.launcher == "kubernetes" or sa.make_url(url).password:
+        return "env:LLMOPS_OPTUNA_URL"  # local: job_env(); pods: a kubernetes.secrets entry
+    return url
+
+
+def build_train_job(
+    spec: PipelineSpec,
+    data: dict[str, Any],
+    run_id: str,
+    *,
+    name: str,
+    hyperparameters: dict[str, Any],
+    lora: dict[str, Any],
+    max_steps: int | None,
+    mlflow: dict[str, Any],
+    hpo_target: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the base model with LoRA through the spec's launcher; track it in MLflow."""
-    from llmops.launch.local import run_local
+    """Write one training job's config into the lake; return where it and its outputs are.
+
+    The config is validated here with the job's own schema, so a bad combination fails the task
+    with the field named instead of failing minutes later in a pod.
+    """
+    from llmops.training.config import ConfigError, parse_job_config
+
+    training = spec.training
+    train_file, eval_file = _sft_files(spec, data["sft_snapshot_id"])
+    root = storage.join(job_root(spec, run_id), name)
+    job = {
+        "run_name": f"{spec.name}-{safe_run_id(run_id)}-{name}",
+        "base_model_path": resolve_base_model(training.base_model.uri),
+        "train_file": train_file,
+        "eval_file": eval_file,
+        "output_dir": _job_location(storage.join(root, "output")),
+        "lora": lora,
+        "hyperparameters": hyperparameters,
+        "chat_template": training.chat_template,
+        "quantization": training.quantization,
+        "packing": training.packing,
+        "gradient_checkpointing": training.gradient_checkpointing,
+        "early_stopping_patience": training.early_stopping_patience,
+        "eval_steps": training.eval_steps,
+        "distributed": training.distributed.model_dump(),
+        "device": "cuda"
+        if training.launcher == "kubernetes" and training.kubernetes and training.kubernetes.gpus
+        else "auto",
+        "max_steps": max_steps,
+        "mlflow": mlflow,
+        "hpo": hpo_target,
+        "provenance": {
+            "pipeline": spec.name,
+            "spec_sha256": spec_hash(spec),
+            "airflow_run_id": run_id,
+            "curated_snapshot_id": data["curated_snapshot_id"],
+            "sft_snapshot_id": data["sft_snapshot_id"],
+            "base_model": training.base_model.uri,
+            "trainer_image": training.kubernetes.image
+            if training.launcher == "kubernetes" and training.kubernetes
+            else None,
+        },
+    }
+    try:
+        parse_job_config(job, f"{name} job")
+    except ConfigError as exc:
+        raise SpecConflict(str(exc)) from None
+    config_uri = storage.join(root, "job.json")
+    storage.write_json(config_uri, job)
+    return {
+        "name": name,
+        "config_uri": _job_location(config_uri),
+        "output_dir": job["output_dir"],
+        "arguments": _job_arguments("llmops.training", _job_location(config_uri), spec),
+    }
+
+
+class SpecConflict(PermanentError, ValueError):
+    """The spec (with this run's Params) makes a job config the job would refuse."""
+
+
+def _job_arguments(module: str, config_uri: str, spec: PipelineSpec) -> list[str]:
+    from llmops.launch.command import job_argv
+
+    distributed = spec.training.distributed if module == "llmops.training" else None
+    return job_argv(module, config_uri, distributed)[1:]
+
+
+def _hyperparameters(spec: PipelineSpec, *layers: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec's hyperparameters with override layers applied in order (None values skipped)."""
+    hyper = spec.training.hyperparameters.model_dump()
+    for layer in layers:
+        hyper.update({k: v for k, v in (layer or {}).items() if v is not None and k in hyper})
+    return hyper
+
+
+def _experiment(spec: PipelineSpec) -> str:
+    from llmops.registry import mlflow_registry
+
+    return mlflow_registry.ensure_experiment(spec.registry.model_name)
+
+
+def _run_tags(spec: PipelineSpec, data: dict[str, Any], run_id: str, stage: str) -> dict[str, str]:
+    return {
+        "llmops.pipeline": spec.name,
+        "llmops.airflow_run_id": run_id,
+        "llmops.stage": stage,
+        "llmops.spec_hash": spec_hash(spec),
+        "llmops.sft_snapshot_id": data["sft_snapshot_id"],
+        "llmops.curated_snapshot_id": data["curated_snapshot_id"],
+    }
+
+
+def plan_search(
+    pipeline: str, data: dict[str, Any], run_id: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Ask the study for this run's trials and write one training job per trial.
+
+    Each trial is a child MLflow run of the search's parent run and reports its evaluations to
+    the Optuna trial (so the median pruner can stop it). No search in the spec: no trials.
+    """
+    from llmops.orchestration import hpo
     from llmops.registry import mlflow_registry
 
     spec = load_pipeline(pipeline)
-    settings = get_settings()
-    sft_ref = snapshots.snapshot_ref(
-        settings.lake_root, "sft", spec.name, "prompt_completion", data["sft_snapshot_id"]
-    )
-    base_model = resolve_base_model(spec.training.base_model.uri)
-    hyper = spec.training.hyperparameters.model_dump()
-    hyper.update({k: v for k, v in (overrides or {}).items() if v is not None and k in hyper})
-    max_steps = (overrides or {}).get("max_steps")
-
-    experiment_id = mlflow_registry.ensure_experiment(spec.registry.model_name)
-    mlflow_run_id = mlflow_registry.find_or_create_run(
+    search = spec.training.search
+    if search is None:
+        return []
+    trials = hpo.plan_trials(spec, data["sft_snapshot_id"], run_id)
+    experiment_id = _experiment(spec)
+    parent = mlflow_registry.find_or_create_run(
         experiment_id,
-        run_name=f"{spec.name}-{safe_run_id(run_id)}",
-        tags={
-            "llmops.pipeline": spec.name,
-            "llmops.airflow_run_id": run_id,
-            "llmops.stage": "train",
-            "llmops.spec_hash": spec_hash(spec),
-            "llmops.sft_snapshot_id": sft_ref.snapshot_id,
-            "llmops.curated_snapshot_id": data["curated_snapshot_id"],
+        run_name=f"{spec.name}-{safe_run_id(run_id)}-search",
+        tags=_run_tags(spec, data, run_id, "search"),
+    )
+    settings = get_settings()
+    max_steps = search.max_steps_per_trial or (params or {}).get("max_steps")
+    jobs = []
+    for trial in trials:
+        overrides = hpo.overrides_for(trial["params"])
+        stage = f"trial-{trial['number']}"
+        child = mlflow_registry.find_or_create_run(
+            experiment_id,
+            run_name=f"{spec.name}-{safe_run_id(run_id)}-{stage}",
+            tags={**_run_tags(spec, data, run_id, stage), "mlflow.parentRunId": parent},
+        )
+        job = build_train_job(
+            spec,
+            data,
+            run_id,
+            name=stage,
+            hyperparameters=_hyperparameters(spec, overrides["hyperparameters"]),
+            lora={**spec.training.lora.model_dump(), **overrides["lora"]},
+            max_steps=max_steps,
+            mlflow={
+                "tracking_uri": settings.mlflow_tracking_uri,
+                "experiment_name": spec.registry.model_name,
+                "run_id": child,
+                "log_adapter": False,  # only the final model's adapter is worth keeping
+            },
+            hpo_target={
+                "storage_url": _optuna_url_for_job(spec),
+                "study_name": trial["study"],
+                "trial_number": trial["number"],
+            },
+        )
+        jobs.append({**job, "number": trial["number"], "params": trial["params"], "mlflow_run_id": child})
+    return jobs
+
+
+def run_job(pipeline: str, module: str, config_uri: str) -> None:
+    """Run one job with the local launcher (the kubernetes launcher is a pod operator instead)."""
+    from llmops.launch.local import run_local
+
+    spec = load_pipeline(pipeline)
+    distributed = spec.training.distributed if module == "llmops.training" else None
+    run_local(module, config_uri, distributed=distributed, env=job_env(spec))
+
+
+def read_job_result(output_dir: str) -> dict[str, Any] | None:
+    """The job's result.json, or None when it never got to write one (killed, not started)."""
+    uri = storage.join(output_dir, "result.json")
+    if not storage.exists(uri):
+        return None
+    return json.loads(storage.read_bytes(uri))
+
+
+def finish_search(
+    pipeline: str, data: dict[str, Any], trials: list[dict[str, Any]], run_id: str
+) -> dict[str, Any]:
+    """Tell the study every trial's outcome (from its result.json) and pick the best parameters.
+
+    Runs whatever state the trial tasks ended in: a failed or lost trial is recorded as failed
+    and the search goes on with the others. Without any completed trial the final training uses
+    the spec's hyperparameters (recorded).
+    """
+    from llmops.orchestration import hpo
+    from llmops.registry import mlflow_registry
+
+    spec = load_pipeline(pipeline)
+    search = spec.training.search
+    if search is None or not trials:
+        return {"searched": False}
+    outcomes = []
+    for trial in trials:
+        result = read_job_result(trial["output_dir"]) or {}
+        status = result.get("status")
+        outcome: dict[str, Any] = {"number": trial["number"], "params": trial["params"]}
+        if status == "succeeded" and isinstance(result.get(search.metric), int | float):
+            outcome.update(state="succeeded", value=float(result[search.metric]))
+        elif status == "pruned":
+            outcome.update(state="pruned", value=result.get(search.metric))
+        else:
+            outcome.update(
+                state="failed", error=str(result.get("error") or "no result (job did not finish)")[:500]
+            )
+        outcome["global_step"] = result.get("global_step")
+        outcome["train_runtime_s"] = result.get("train_runtime_s")
+        outcomes.append(outcome)
+    summary = hpo.tell_results(spec, data["sft_snapshot_id"], outcomes, run_id)
+    parent = mlflow_registry.find_or_create_run(
+        _experiment(spec),
+        run_name=f"{spec.name}-{safe_run_id(run_id)}-search",
+        tags=_run_tags(spec, data, run_id, "search"),
+    )
+    best = summary.get("best")
+    mlflow_registry.log_params_and_metrics(
+        parent,
+        params={f"best.{k}": v for k, v in (best or {}).get("params", {}).items()},
+        metrics={
+            "trials_succeeded": sum(o["state"] == "succeeded" for o in outcomes),
+            "trials_pruned": sum(o["state"] == "pruned" for o in outcomes),
+            "trials_failed": sum(o["state"] == "failed" for o in outcomes),
+            **({f"best_{search.metric}": best["value"]} if best else {}),
         },
     )
-    work = _run_dir(spec, run_id)
-    output_dir = work / "train"
-    job = {
-        "run_name": f"{spec.name}-{safe_run_id(run_id)}",
-        "base_model_path": str(base_model),
-        "train_file": str(storage.local_path(storage.join(sft_ref.uri, "train.jsonl"))),
-        "eval_file": str(storage.local_path(storage.join(sft_ref.uri, "eval.jsonl"))),
-        "output_dir": str(output_dir),
-        "lora": spec.training.lora.model_dump(),
-        "hyperparameters": hyper,
-        "max_steps": max_steps,
-        "mlflow": {
-            "tracking_uri": settings.mlflow_tracking_uri,
+    return {
+        "searched": True,
+        "study": summary["study"],
+        "best": best,
+        "trials": outcomes,
+        "mlflow_run_id": parent,
+    }
+
+
+def prepare_train(
+    pipeline: str,
+    data: dict[str, Any],
+    run_id: str,
+    overrides: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the final training job: spec hyperparameters, then the search's best, then Params."""
+    from llmops.orchestration import hpo
+
+    spec = load_pipeline(pipeline)
+    best = (search or {}).get("best") or {}
+    tuned = hpo.overrides_for(best.get("params", {})) if best else {"hyperparameters": {}, "lora": {}}
+    hyper = _hyperparameters(spec, tuned["hyperparameters"], overrides)
+    lora = {**spec.training.lora.model_dump(), **tuned["lora"]}
+    mlflow_run_id = mlflow_registry_run(spec, data, run_id, "train")
+    job = build_train_job(
+        spec,
+        data,
+        run_id,
+        name="train",
+        hyperparameters=hyper,
+        lora=lora,
+        max_steps=(overrides or {}).get("max_steps"),
+        mlflow={
+            "tracking_uri": get_settings().mlflow_tracking_uri,
             "experiment_name": spec.registry.model_name,
             "run_id": mlflow_run_id,
         },
+    )
+    return {
+        **job,
+        "mlflow_run_id": mlflow_run_id,
+        "sft_snapshot_id": data["sft_snapshot_id"],
+        "curated_snapshot_id": data["curated_snapshot_id"],
+        "hyperparameters": hyper,
+        "lora": lora,
+        "max_steps": (overrides or {}).get("max_steps"),
+        "tuned_by_search": bool(best),
     }
-    config_path = work / "train_job.json"
-    storage.write_json(str(config_path), job)
-    run_local("llmops.training", config_path)
-    result = json.loads((output_dir / "result.json").read_text())
+
+
+def mlflow_registry_run(spec: PipelineSpec, data: dict[str, Any], run_id: str, stage: str) -> str:
+    from llmops.registry import mlflow_registry
+
+    return mlflow_registry.find_or_create_run(
+        _experiment(spec),
+        run_name=f"{spec.name}-{safe_run_id(run_id)}",
+        tags=_run_tags(spec, data, run_id, stage),
+    )
+
+
+class JobResultMissing(RuntimeError):
+    """The job ended without a result.json (it was killed, or wrote somewhere else)."""
+
+
+def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Read the training job's result from the lake, log it to MLflow and the ledger."""
+    from llmops.registry import mlflow_registry
+
+    spec = load_pipeline(pipeline)
+    result = read_job_result(job["output_dir"])
+    if result is None:
+        raise JobResultMissing(f"training job {job['config_uri']} left no result.json in {job['output_dir']}")
+    if result.get("status") != "succeeded":
+        raise RuntimeError(f"training job failed: {result.get('error') or result.get('status')}")
+    mlflow_run_id = job["mlflow_run_id"]
     mlflow_registry.log_params_and_metrics(
         mlflow_run_id,
         params={
             "base_model": spec.training.base_model.uri,
             "base_model_sha256": result.get("base_model_sha256"),
-            **{f"lora.{k}": v for k, v in spec.training.lora.model_dump().items()},
-            **{f"hp.{k}": v for k, v in hyper.items()},
-            "sft_snapshot_id": sft_ref.snapshot_id,
+            **{f"lora.{k}": v for k, v in job["lora"].items()},
+            **{f"hp.{k}": v for k, v in job["hyperparameters"].items()},
+            "sft_snapshot_id": job["sft_snapshot_id"],
             "config_sha256": result.get("config_sha256"),
+            "tuned_by_search": job.get("tuned_by_search", False),
         },
         metrics={
             k: v
             for k, v in result.items()
-            if k in ("train_loss", "eval_loss", "tokens_per_second", "train_runtime_s")
+            if k
+            in (
+                "train_loss",
+                "eval_loss",
+                "tokens_per_second",
+                "steady_tokens_per_second",
+                "train_runtime_s",
+                "peak_memory_gib",
+            )
         },
     )
     summary = {
         "mlflow_run_id": mlflow_run_id,
-        "adapter_dir": str(output_dir / "adapter"),
-        "base_model_dir": str(base_model),
-        "sft_snapshot_id": sft_ref.snapshot_id,
-        "curated_snapshot_id": data["curated_snapshot_id"],
+        "adapter_dir": result["adapter_path"],
+        "base_model_dir": resolve_base_model(spec.training.base_model.uri),
+        "manifest_path": result.get("manifest_path"),
+        "sft_snapshot_id": job["sft_snapshot_id"],
+        "curated_snapshot_id": job["curated_snapshot_id"],
         "train_loss": result.get("train_loss"),
         "eval_loss": result.get("eval_loss"),
     }
@@ -298,47 +607,65 @@ def train(
             "base_model": spec.training.base_model.uri,
             "method": spec.training.method,
             "launcher": spec.training.launcher,
-            "lora": spec.training.lora.model_dump(),
-            "hyperparameters": hyper,
-            "max_steps": max_steps,
+            "lora": job["lora"],
+            "hyperparameters": job["hyperparameters"],
+            "tuned_by_search": job.get("tuned_by_search", False),
+            "max_steps": job.get("max_steps"),
             "result": result,
         },
     )
     return summary
 
 
-def evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Score the adapter (and the base model, for the lift) on the held-out split."""
-    from llmops.launch.local import run_local
-    from llmops.registry import mlflow_registry
+def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Write the evaluation job's config into the lake."""
+    from llmops.evaluation.config import parse_eval_config
+    from llmops.training.config import ConfigError
 
     spec = load_pipeline(pipeline)
-    settings = get_settings()
-    sft_ref = snapshots.snapshot_ref(
-        settings.lake_root, "sft", spec.name, "prompt_completion", trained["sft_snapshot_id"]
-    )
-    work = _run_dir(spec, run_id)
-    output_file = work / "eval" / "metrics.json"
+    _, eval_file = _sft_files(spec, trained["sft_snapshot_id"])
+    root = storage.join(job_root(spec, run_id), "eval")
     job = {
         "base_model_path": trained["base_model_dir"],
         "adapter_path": trained["adapter_dir"],
-        "eval_file": str(storage.local_path(storage.join(sft_ref.uri, "eval.jsonl"))),
-        "output_file": str(output_file),
+        "eval_file": eval_file,
+        "output_file": _job_location(storage.join(root, "output", "metrics.json")),
         "max_samples": spec.evaluation.max_samples,
         "max_new_tokens": spec.evaluation.max_new_tokens,
         "seed": spec.training.hyperparameters.seed,
+        "chat_template": spec.training.chat_template,
     }
-    config_path = work / "eval_job.json"
-    storage.write_json(str(config_path), job)
-    run_local("llmops.evaluation", config_path)
-    metrics = json.loads(output_file.read_text())
+    try:
+        parse_eval_config(job, "evaluation job")
+    except ConfigError as exc:
+        raise SpecConflict(str(exc)) from None
+    config_uri = storage.join(root, "job.json")
+    storage.write_json(config_uri, job)
+    location = _job_location(config_uri)
+    return {
+        "name": "eval",
+        "config_uri": location,
+        "output_file": job["output_file"],
+        "arguments": _job_arguments("llmops.evaluation", location, spec),
+        "mlflow_run_id": trained["mlflow_run_id"],
+    }
+
+
+def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Read the evaluation metrics from the lake, log them to MLflow and the ledger."""
+    from llmops.registry import mlflow_registry
+
+    spec = load_pipeline(pipeline)
+    if not storage.exists(job["output_file"]):
+        raise JobResultMissing(f"evaluation job {job['config_uri']} wrote no {job['output_file']}")
+    metrics = json.loads(storage.read_bytes(job["output_file"]))
     flat = {k: metrics[k] for k in EVAL_METRICS if isinstance(metrics.get(k), int | float)}
     baseline = metrics.get("baseline") or {}
     flat.update(
         {f"baseline_{k}": baseline[k] for k in EVAL_METRICS if isinstance(baseline.get(k), int | float)}
     )
-    mlflow_registry.log_params_and_metrics(trained["mlflow_run_id"], params={}, metrics=flat)
-    record(spec, "model.evaluated", f"mlflow-run/{trained['mlflow_run_id']}", run_id, {"metrics": metrics})
+    mlflow_registry.log_params_and_metrics(job["mlflow_run_id"], params={}, metrics=flat)
+    record(spec, "model.evaluated", f"mlflow-run/{job['mlflow_run_id']}", run_id, {"metrics": metrics})
     return {"metrics": flat}
 
 
@@ -357,6 +684,7 @@ def check_gates(
 def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], run_id: str) -> dict[str, Any]:
     from llmops import __version__
     from llmops.registry import mlflow_registry
+    from llmops.training.staging import fetch_model_dir
 
     spec = load_pipeline(pipeline)
     ledger = get_ledger()
@@ -380,8 +708,8 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
     registered = mlflow_registry.log_and_register_model(
         run_id=trained["mlflow_run_id"],
         model_name=spec.registry.model_name,
-        base_model_dir=Path(trained["base_model_dir"]),
-        adapter_dir=Path(trained["adapter_dir"]),
+        base_model_dir=fetch_model_dir(trained["base_model_dir"]),
+        adapter_dir=fetch_model_dir(trained["adapter_dir"], "adapter_path"),
         tags={
             "llmops.pipeline": spec.name,
             "llmops.spec_hash": spec_hash(spec),

@@ -180,7 +180,11 @@ class HpoTarget(StrictConfig):
     orchestrator tells the study the outcome from ``result.json`` (``status`` "pruned" or a value).
     """
 
-    storage_url: str = Field(min_length=1, description="Optuna RDB storage URL, e.g. postgresql://...")
+    storage_url: str = Field(
+        min_length=1,
+        description="Optuna RDB storage URL, or env:NAME to read it from the environment variable NAME "
+        "(how a URL with a password reaches the job: never written into a config file).",
+    )
     study_name: str = Field(min_length=1)
     trial_number: int = Field(ge=0)
     pruner: Literal["median", "none"] = "median"

@@ -13,6 +13,7 @@ rank stops at the same step (a rank that kept going would hang in the next colle
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from llmops.training.runtime import JobInputError
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
     from llmops.training.config import HpoTarget
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_storage_url(value: str) -> str:
+    """``env:NAME`` reads the URL from the environment (it may hold a password); else as given."""
+    if not value.startswith("env:"):
+        return value
+    name = value.removeprefix("env:")
+    url = os.environ.get(name)
+    if not url:
+        raise JobInputError(f"hpo.storage_url: environment variable {name} is not set")
+    return url
 
 
 def load_trial(target: HpoTarget) -> Any:
@@ -35,7 +47,9 @@ def load_trial(target: HpoTarget) -> Any:
         )
     else:
         pruner = optuna.pruners.NopPruner()
-    storage = optuna.storages.get_storage(target.storage_url)  # one connection pool for the whole job
+    storage = optuna.storages.get_storage(
+        resolve_storage_url(target.storage_url)
+    )  # one connection pool for the whole job
     try:
         study_id = storage.get_study_id_from_name(target.study_name)
     except KeyError:
