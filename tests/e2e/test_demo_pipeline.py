@@ -12,41 +12,6 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TOKEN = "e2e-api-token-5d1e"
-
-
-@pytest.fixture(scope="module")
-def demo(airflow_db, session_home):
-    """Run the ingest DAG, then the finetune DAG, as a user's `make demo` does."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    from llmops.cli import build_demo_model, demo_dir
-    from llmops.demo.sample_data import generate
-    from llmops.demo.tickets_api import serve_in_thread
-
-    generate(demo_dir())
-    build_demo_model()
-    records = json.loads((demo_dir() / "api_tickets.json").read_text())
-    server, url = serve_in_thread(records, TOKEN)
-    port = server.server_address[1]
-    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_DB"] = json.dumps(
-        {"conn_type": "sqlite", "host": str(demo_dir() / "tickets.db")}
-    )
-    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_API"] = json.dumps(
-        {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http", "password": TOKEN}
-    )
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
-    assert not bag.import_errors
-    try:
-        ingest = bag.dags["support_bot__ingest"].test()
-        finetune = bag.dags["support_bot__finetune"].test()
-        # A second run that cannot learn in one step: its gates must fail and leave the champion alone.
-        weak = bag.dags["support_bot__finetune"].test(run_conf={"max_steps": 3, "learning_rate": 1e-5})
-    finally:
-        server.shutdown()
-    planted = json.loads((demo_dir() / "planted_pii.json").read_text())
-    return {"ingest": ingest, "finetune": finetune, "weak": weak, "planted": planted, "home": session_home}
-
 
 def _planted_values(planted: dict) -> list[str]:
     values = [v for kind in ("email", "phone", "payment_card", "iban", "person_name") for v in planted[kind]]
@@ -121,6 +86,40 @@ def test_finetune_registers_and_promotes_champion(demo):
     assert "champion" in info["aliases"]
 
 
+def test_search_trials_are_child_runs_and_the_final_training_uses_the_best(demo):
+    """Expect 3 trials told to the study, one child MLflow run each, and the best values trained."""
+    from mlflow import MlflowClient
+
+    from llmops.ledger import get_ledger
+    from llmops.registry.mlflow_registry import configure
+
+    run_id = demo["finetune"].run_id
+    ledger = get_ledger()
+    completed = ledger.records(pipeline="support_bot", event_type="hpo.completed", run_id=run_id)
+    assert len(completed) == 1
+    summary = completed[0].payload
+    assert [t["state"] for t in summary["trials"]] == ["succeeded"] * 3
+    assert all(t["global_step"] == 12 for t in summary["trials"])
+    best = summary["best"]
+    trained = ledger.records(pipeline="support_bot", event_type="model.trained", run_id=run_id)[-1].payload
+    assert trained["tuned_by_search"] is True
+    assert trained["hyperparameters"]["learning_rate"] == best["params"]["learning_rate"]
+    assert trained["lora"]["r"] == best["params"]["lora_r"]
+
+    configure()
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("support_bot")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`llmops.airflow_run_id` = '{run_id}'"
+    )
+    stages = {r.data.tags["llmops.stage"]: r for r in runs}
+    assert {"search", "trial-0", "trial-1", "trial-2", "train"} <= set(stages)
+    parent = stages["search"].info.run_id
+    assert all(stages[f"trial-{n}"].data.tags.get("mlflow.parentRunId") == parent for n in range(3))
+    assert all("eval_loss" in stages[f"trial-{n}"].data.metrics for n in range(3))
+    assert stages["search"].data.metrics["trials_succeeded"] == 3
+
+
 def test_registered_model_generates_answers(demo):
     """Expect the champion to load through MLflow and answer a ticket in the trained style."""
     import mlflow
@@ -171,7 +170,7 @@ def test_audit_report_contents_and_no_pii(demo):
     for text in (json.dumps(report, ensure_ascii=False), html):
         leaked = [v for v in _planted_values(demo["planted"]) if v in text]
         assert leaked == []
-    assert TOKEN not in html
+    assert demo["token"] not in html
 
 
 def test_no_pii_or_secret_in_xcom(demo):
@@ -181,7 +180,7 @@ def test_no_pii_or_secret_in_xcom(demo):
         values = " ".join(str(v) for (v,) in conn.execute("SELECT value FROM xcom"))
     assert values
     assert [v for v in _planted_values(demo["planted"]) if v in values] == []
-    assert TOKEN not in values
+    assert demo["token"] not in values
 
 
 def test_ledger_verifies(demo):

@@ -733,15 +733,51 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
     return registered
 
 
-def promote(pipeline: str, registered: dict[str, Any], run_id: str, enabled: bool = True) -> dict[str, Any]:
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def approval_outcome(spec: PipelineSpec, response: dict[str, Any] | None) -> dict[str, Any]:
+    """Read the human decision (the approval task's XCom) into what the ledger records.
+
+    No answer before the deadline comes back as the default, "Reject", with no responder: that
+    is a timeout. A responder outside ``registry.approval.approvers`` does not count.
+    """
+    if not response or not response.get("chosen_options"):
+        return {"approved": False, "outcome": "no_decision", "approver": None, "responded_at": None}
+    chosen = response["chosen_options"][0]
+    user = response.get("responded_by_user") or None
+    responded_at = response.get("responded_at")
+    outcome: dict[str, Any] = {
+        "approved": chosen == APPROVE,
+        "outcome": "approved" if chosen == APPROVE else "rejected",
+        "approver": {"id": str(user.get("id")), "name": str(user.get("name"))} if user else None,
+        "responded_at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+    }
+    if user is None:
+        outcome.update(approved=False, outcome="timed_out")
+    approvers = spec.registry.approval.approvers
+    if outcome["approved"] and approvers and outcome["approver"]["id"] not in approvers:
+        outcome.update(approved=False, outcome="approver_not_allowed")
+    return outcome
+
+
+def promote(
+    pipeline: str,
+    registered: dict[str, Any],
+    run_id: str,
+    enabled: bool = True,
+    approval: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Move the champion alias, unless promotion is off or the required approval was not given."""
     from llmops.registry import mlflow_registry
 
     spec = load_pipeline(pipeline)
+    subject = f"model/{registered['model_name']}/{registered['version']}"
     if not enabled:
         record(
             spec,
             "model.promotion_skipped",
-            f"model/{registered['model_name']}/{registered['version']}",
+            subject,
             run_id,
             {"reason": "promotion disabled for this run (Param promote=false)"},
         )
@@ -749,11 +785,27 @@ def promote(pipeline: str, registered: dict[str, Any], run_id: str, enabled: boo
             "promoted": False,
             "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
         }
+    if spec.registry.approval.required:
+        outcome = approval_outcome(spec, approval)
+        event = "model.approved" if outcome["approved"] else "model.rejected"
+        record(
+            spec,
+            event,
+            subject,
+            run_id,
+            {"model_name": registered["model_name"], "version": registered["version"], **outcome},
+        )
+        if not outcome["approved"]:
+            return {
+                "promoted": False,
+                "reason": outcome["outcome"],
+                "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
+            }
     moved = mlflow_registry.promote(registered["model_name"], registered["version"])
     record(
         spec,
         "model.promoted",
-        f"model/{registered['model_name']}/{registered['version']}",
+        subject,
         run_id,
         {
             "model_name": registered["model_name"],
@@ -762,6 +814,43 @@ def promote(pipeline: str, registered: dict[str, Any], run_id: str, enabled: boo
         },
     )
     return {"promoted": True, **moved}
+
+
+def rollback(model_name: str, reason: str, run_id: str, requested_by: str | None) -> dict[str, Any]:
+    """Restore the previous champion of `model_name` and record who asked and why."""
+    from llmops.registry import mlflow_registry
+
+    spec = pipeline_of_model(model_name)
+    moved = mlflow_registry.rollback(model_name)
+    record(
+        spec,
+        "model.rolled_back",
+        f"model/{model_name}/{moved['champion']}",
+        run_id,
+        {"model_name": model_name, **moved, "reason": reason, "requested_by": requested_by},
+    )
+    return moved
+
+
+class UnknownModel(PermanentError, LookupError):
+    """No pipeline spec registers a model of that name."""
+
+
+def pipeline_of_model(model_name: str) -> PipelineSpec:
+    from llmops.specs import SpecError, load_spec
+
+    known = []
+    for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError:
+            continue
+        if spec.registry.model_name == model_name:
+            return spec
+        known.append(spec.registry.model_name)
+    raise UnknownModel(
+        f"no pipeline registers a model named {model_name!r}; known: {', '.join(known) or 'none'}"
+    )
 
 
 def audit_report(pipeline: str, run_id: str) -> dict[str, Any]:

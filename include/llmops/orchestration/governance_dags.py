@@ -164,8 +164,62 @@ who can trigger and read this DAG (see the production guide).
     return data_erasure_request()
 
 
+def rollback_dag() -> DAG:
+    @dag(
+        dag_id="model_rollback",
+        description="Make a model's previous champion the champion again, in one step.",
+        doc_md="""
+### Model rollback
+
+Trigger with the registered model's name and a reason. The version that was champion before the
+last promotion (alias `previous`) becomes `champion` again; the version being replaced keeps the
+alias `rolled_back`. The rollback, its reason and who triggered it are recorded in the governance
+ledger. Fails with a clear message when the model has no previous version.
+""",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args={**DEFAULT_ARGS, "retries": 0},
+        tags=["llmops", "governance", "registry"],
+        params={
+            "model_name": Param(
+                "", type="string", minLength=1, title="Model", description="Registered model name in MLflow."
+            ),
+            "reason": Param(
+                "",
+                type="string",
+                minLength=3,
+                title="Reason",
+                description="Why (incident, ticket id): kept in the ledger and the audit report.",
+            ),
+        },
+    )
+    def model_rollback() -> None:
+        @task(pool="default_pool")
+        def rollback() -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from llmops.errors import PermanentError
+            from llmops.orchestration import finetune as steps
+            from llmops.registry.mlflow_registry import PromotionError
+
+            context = get_current_context()
+            params = context["params"]
+            run = context["dag_run"]
+            requested_by = getattr(run, "triggering_user_name", None)
+            try:
+                return steps.rollback(params["model_name"], params["reason"], run.run_id, requested_by)
+            except (PermanentError, PromotionError) as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        rollback()
+
+    return model_rollback()
+
+
 def build_governance_dags(namespace: dict[str, Any]) -> list[DAG]:
-    dags = [retention_dag(), erasure_dag()]
+    dags = [retention_dag(), erasure_dag(), rollback_dag()]
     for built in dags:
         namespace[built.dag_id] = built
     return dags

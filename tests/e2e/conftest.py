@@ -1,0 +1,51 @@
+"""The demo pipeline, run once per test session for every e2e test module."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+TOKEN = "e2e-api-token-5d1e"
+
+
+@pytest.fixture(scope="session")
+def demo(airflow_db, session_home):
+    """Run the ingest DAG, then the finetune DAG, as a user's `make demo` does."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from llmops.cli import build_demo_model, demo_dir
+    from llmops.demo.sample_data import generate
+    from llmops.demo.tickets_api import serve_in_thread
+
+    generate(demo_dir())
+    build_demo_model()
+    records = json.loads((demo_dir() / "api_tickets.json").read_text())
+    server, url = serve_in_thread(records, TOKEN)
+    port = server.server_address[1]
+    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_DB"] = json.dumps(
+        {"conn_type": "sqlite", "host": str(demo_dir() / "tickets.db")}
+    )
+    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_API"] = json.dumps(
+        {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http", "password": TOKEN}
+    )
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+    assert not bag.import_errors
+    try:
+        ingest = bag.dags["support_bot__ingest"].test()
+        finetune = bag.dags["support_bot__finetune"].test()
+        # A second run that cannot learn in one step: its gates must fail and leave the champion alone.
+        weak = bag.dags["support_bot__finetune"].test(run_conf={"max_steps": 3, "learning_rate": 1e-5})
+    finally:
+        server.shutdown()
+    planted = json.loads((demo_dir() / "planted_pii.json").read_text())
+    return {
+        "ingest": ingest,
+        "finetune": finetune,
+        "weak": weak,
+        "planted": planted,
+        "home": session_home,
+        "token": TOKEN,
+    }
