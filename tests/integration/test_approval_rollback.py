@@ -8,6 +8,7 @@ and run the `model_rollback` DAG for real (dag.test).
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from pathlib import Path
 
@@ -124,6 +125,117 @@ def test_rollback_dag_restores_the_previous_champion_and_records_why(approval_pi
     assert registry.alias_version(approval_pipeline, "champion") == "1"
     unknown = rollback.test(run_conf={"model_name": "no-such-model", "reason": "typo"})
     assert unknown.state == "failed"
+
+
+@pytest.mark.slow
+def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
+    approval_pipeline, airflow_db, tmp_path_factory
+):
+    """A real round trip: the run parks in AWAITING_INPUT, the request shows the gate table, a
+    user who is not an approver is refused (403), alice approves through the HITL REST API (what
+    the UI's Required actions page calls), and `promote` records her and moves the alias."""
+    import threading
+
+    import httpx
+    from airflow.sdk import DAG, get_current_context, task
+    from airflow_api_server import run_api_server
+
+    from llmops.orchestration import finetune as steps
+    from llmops.orchestration.factory import _approval_task
+    from llmops.specs import load_pipeline
+
+    spec = load_pipeline("approval_check")
+    model = approval_pipeline
+    with DAG("hitl_approval_check", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) as dag:
+
+        @task(task_id="collect_train")
+        def collect_train() -> dict:
+            return {"curated_snapshot_id": "c" * 20, "sft_snapshot_id": "s" * 20}
+
+        @task(task_id="check_gates")
+        def check_gates() -> dict:
+            return {
+                "passed": True,
+                "gates": [
+                    {
+                        "metric": "token_f1",
+                        "observed": 0.71,
+                        "reason": "0.71 >= 0.6",
+                        "champion": None,
+                        "passed": True,
+                    }
+                ],
+            }
+
+        @task(task_id="register")
+        def register() -> dict:
+            return {"model_name": model, "version": "3"}
+
+        @task(task_id="promote")
+        def promote(registered: dict) -> dict:
+            context = get_current_context()
+            approval = context["ti"].xcom_pull(task_ids="approve")
+            return steps.promote("approval_check", registered, context["dag_run"].run_id, approval=approval)
+
+        registered = register()
+        [collect_train(), check_gates()] >> registered
+        registered >> _approval_task(spec) >> promote(registered)
+
+    # dag.test() runs only DAGs the metadata DB knows: serialize this one as the DAG processor would.
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=str(tmp_path_factory.mktemp("no-dags")))
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+    seen: dict = {}
+
+    def answer_as_the_approvers(server) -> None:
+        """What a person does in the UI, over the REST API the UI calls (dag.test owns the main thread)."""
+        headers = {name: {"Authorization": f"Bearer {server.token(name)}"} for name in ("alice", "bob")}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            response = httpx.get(
+                f"{server.base_url}/api/v2/dags/~/dagRuns/~/hitlDetails",
+                params={"dag_id_pattern": "hitl_approval_check"},
+                headers=headers["alice"],
+                timeout=10,
+                trust_env=False,
+            )
+            pending = [d for d in response.json().get("hitl_details", []) if not d.get("response_received")]
+            if pending:
+                detail = seen["detail"] = pending[0]
+                run_id = detail["task_instance"]["dag_run_id"]
+                url = (
+                    f"{server.base_url}/api/v2/dags/hitl_approval_check/dagRuns/{run_id}"
+                    "/taskInstances/approve/-1/hitlDetails"
+                )
+                answer = {"chosen_options": ["Approve"]}
+                seen["bob"] = httpx.patch(
+                    url, json=answer, headers=headers["bob"], timeout=10, trust_env=False
+                )
+                seen["alice"] = httpx.patch(
+                    url, json=answer, headers=headers["alice"], timeout=10, trust_env=False
+                )
+                return
+            time.sleep(1)
+
+    with run_api_server(tmp_path_factory.mktemp("hitl"), {"alice": "user", "bob": "op"}) as server:
+        responder = threading.Thread(target=answer_as_the_approvers, args=(server,), daemon=True)
+        responder.start()
+        run = dag.test()
+        responder.join(timeout=30)
+    detail = seen.get("detail")
+    assert detail is not None, "the approval request never appeared"
+    assert detail["options"] == ["Approve", "Reject"]
+    assert "| token_f1 | 0.71 |" in detail["body"] and f"{model} version" in detail["body"]
+    assert seen["bob"].status_code == 403, seen["bob"].text  # not an approver
+    assert seen["alice"].status_code == 200, seen["alice"].text
+    assert run.state == "success"
+    assert registry.alias_version(model, "champion") == "3"
+    [approved] = _records("model.approved")
+    assert approved.payload["approver"]["id"] == "alice"
 
 
 def test_finetune_dag_waits_for_approval_between_register_and_promote(approval_pipeline):

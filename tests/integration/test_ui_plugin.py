@@ -19,25 +19,21 @@ browser test is skipped with the reason, except in CI, where that is a failure.
 from __future__ import annotations
 
 import base64
-import contextlib
+import dataclasses
 import itertools
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from airflow_api_server import ApiServer, run_api_server, stop_process_group, tail
 from websockets.sync.client import connect
 
 from llmops import storage
@@ -219,48 +215,6 @@ def test_index_reads_only_listed_reports(reports_root: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ApiServer:
-    base_url: str
-    users: dict[str, str]  # username -> password
-    log_file: Path
-    reports: list[dict[str, Any]]  # the reports this module wrote, newest first
-
-    def token(self, username: str = "admin") -> str:
-        response = httpx.post(
-            f"{self.base_url}/auth/token",
-            json={"username": username, "password": self.users[username]},
-            timeout=30,
-            trust_env=False,
-        )
-        assert response.status_code == 201, response.text
-        return response.json()["access_token"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process this module started, and its children (it leads its own session)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
-
-
 @pytest.fixture(scope="module")
 def api_server(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """``airflow api-server`` on a free 127.0.0.1 port, with the session's DB and lake, this
@@ -284,53 +238,10 @@ def api_server(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> It
     ]
     for report in written:
         _write_report(root, _safe(report["run"]["finetune_run_id"]), report)
-
-    work = tmp_path_factory.mktemp("api-server")
-    users = {"admin": secrets.token_urlsafe(12), "viewer": secrets.token_urlsafe(12)}
-    passwords = work / "passwords.json"
-    passwords.write_text(json.dumps(users))
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(
-        {
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__API__BASE_URL": base_url,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "include"), env.get("PYTHONPATH")])),
-        }
-    )
-    log_file = work / "api-server.log"
-    with log_file.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"airflow api-server exited with {proc.returncode}:\n{_tail(log_file)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base_url}/api/v2/monitor/health", timeout=2, trust_env=False).is_success:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"airflow api-server did not answer on {base_url}:\n{_tail(log_file)}")
-            time.sleep(0.3)
-        yield ApiServer(base_url=base_url, users=users, log_file=log_file, reports=written)
-    finally:
-        _stop(proc)
+    with run_api_server(
+        tmp_path_factory.mktemp("api-server"), {"admin": "admin", "viewer": "viewer"}
+    ) as server:
+        yield dataclasses.replace(server, reports=written)
 
 
 @pytest.mark.slow
@@ -480,7 +391,7 @@ def browser(chromium: str) -> Iterator[Cdp]:
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Chromium did not start ({proc.returncode}):\n{_tail(log_file)}")
+                pytest.fail(f"Chromium did not start ({proc.returncode}):\n{tail(log_file)}")
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
         targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10, trust_env=False).json()
@@ -491,7 +402,7 @@ def browser(chromium: str) -> Iterator[Cdp]:
             cdp.call("Runtime.enable")
             yield cdp
     finally:
-        _stop(proc)
+        stop_process_group(proc)
         shutil.rmtree(profile, ignore_errors=True)
         log_file.unlink(missing_ok=True)
 

@@ -309,11 +309,16 @@ and moves the `champion` alias. An audit report is written at the end of every r
 
         @task(pool="default_pool", max_active_tis_per_dag=1)
         def promote(registered: dict[str, Any]) -> dict[str, Any]:
+            """Move `champion` (one promotion per model at a time; the alias is checked after)."""
             from llmops.orchestration import finetune as steps
 
-            enabled = bool(get_current_context()["params"]["promote"])
+            context = get_current_context()
+            enabled = bool(context["params"]["promote"])
+            approval = None
+            if spec.registry.approval.required:
+                approval = context["ti"].xcom_pull(task_ids="approve")
             with _fail_fast():
-                return steps.promote(spec.name, registered, _run_id(), enabled=enabled)
+                return steps.promote(spec.name, registered, _run_id(), enabled=enabled, approval=approval)
 
         @task
         def audit_report() -> dict[str, Any]:
@@ -336,12 +341,55 @@ and moves the `champion` alias. An audit report is written at the end of every r
         evaluation = collect_evaluate(eval_job)
         eval_job >> ran_eval >> evaluation
         decision = check_gates(evaluation, trained)
-        promoted = promote(register(trained, decision))
+        registered = register(trained, decision)
+        promoted = promote(registered)
+        if spec.registry.approval.required:
+            registered >> _approval_task(spec) >> promoted
         # A teardown runs whatever happened after `start`, and does not decide the run's state:
         # a run whose gates failed is still marked failed, and still gets its audit report.
         promoted >> audit_report().as_teardown(setups=started)
 
     return finetune()
+
+
+APPROVAL_BODY = """\
+**{{ ti.xcom_pull(task_ids='register')['model_name'] }} version
+{{ ti.xcom_pull(task_ids='register')['version'] }}** passed its gates and waits for approval to
+become `champion`.
+
+| Gate | Observed | Bound | Champion | Passed |
+|---|---|---|---|---|
+{% for g in ti.xcom_pull(task_ids='check_gates')['gates'] -%}
+| {{ g.metric }} | {{ g.observed }} | {{ g.reason }} | {{ g.champion if g.champion is not none else '' }} \
+| {{ 'yes' if g.passed else 'NO' }} |
+{% endfor %}
+Training data: curated snapshot `{{ ti.xcom_pull(task_ids='collect_train')['curated_snapshot_id'] }}`,
+SFT snapshot `{{ ti.xcom_pull(task_ids='collect_train')['sft_snapshot_id'] }}`. The run's audit report
+(Compliance reports) holds the full evidence. No answer within the deadline counts as **Reject**.
+"""
+
+
+def _approval_task(spec: PipelineSpec) -> Any:
+    """A human decision in the Airflow UI (Required actions) before the champion alias moves.
+
+    The options are Approve and Reject; no answer before ``registry.approval.timeout_hours``
+    resolves to Reject. The task itself never skips or fails on Reject: `promote` reads the
+    decision, records it with the responder's identity, and leaves the champion alone.
+    """
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    approval = spec.registry.approval
+    return HITLOperator(
+        task_id="approve",
+        subject=f"Promote {spec.registry.model_name} to champion?",
+        body=APPROVAL_BODY,
+        options=["Approve", "Reject"],
+        defaults=["Reject"],
+        multiple=False,
+        response_timeout=timedelta(hours=approval.timeout_hours),
+        assigned_users=[{"id": user, "name": user} for user in approval.approvers] or None,
+        retries=0,
+    )
 
 
 def _job_template(upstream: str, key: str) -> str:

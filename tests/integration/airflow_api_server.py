@@ -1,0 +1,117 @@
+"""A real ``airflow api-server`` on 127.0.0.1 for tests: the session's metadata DB, this project's
+plugins, the simple auth manager with known users. Tests talk to it over HTTP like the UI does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ApiServer:
+    base_url: str
+    users: dict[str, str]  # username -> password
+    log_file: Path
+    reports: list[dict[str, Any]] = field(default_factory=list)  # reports a test module wrote
+
+    def token(self, username: str = "admin") -> str:
+        response = httpx.post(
+            f"{self.base_url}/auth/token",
+            json={"username": username, "password": self.users[username]},
+            timeout=30,
+            trust_env=False,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["access_token"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, and its children."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def tail(path: Path, chars: int = 4000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+@contextlib.contextmanager
+def run_api_server(work: Path, roles: dict[str, str]) -> Iterator[ApiServer]:
+    """Start ``airflow api-server`` with users ``{name: role}`` (random passwords); stop it after."""
+    users = {name: secrets.token_urlsafe(12) for name in roles}
+    passwords = work / "passwords.json"
+    passwords.write_text(json.dumps(users))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(
+        {
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in roles.items()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "include"), env.get("PYTHONPATH")])),
+        }
+    )
+    log_file = work / "api-server.log"
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"airflow api-server exited with {proc.returncode}:\n{tail(log_file)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base_url}/api/v2/monitor/health", timeout=2, trust_env=False).is_success:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"airflow api-server did not answer on {base_url}:\n{tail(log_file)}")
+            time.sleep(0.3)
+        yield ApiServer(base_url=base_url, users=users, log_file=log_file)
+    finally:
+        stop_process_group(proc)
