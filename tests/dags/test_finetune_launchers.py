@@ -36,6 +36,7 @@ KUBERNETES = {
 def _spec(**training: Any) -> Any:
     raw = yaml.safe_load(PIPELINE.read_text())
     raw["training"].update(training)
+    raw["training"] = {k: v for k, v in raw["training"].items() if v is not None}
     return parse_spec(raw)
 
 
@@ -57,7 +58,7 @@ def test_local_launcher_runs_jobs_as_tasks_between_prepare_and_collect() -> None
 
 
 def test_without_search_there_are_no_trial_tasks() -> None:
-    spec = _spec()
+    spec = _spec(search=None)
     assert spec.training.search is None
     dag = finetune_dag(spec)
     assert not {"plan_search", "run_trial", "finish_search"} & set(dag.task_ids)

@@ -1,10 +1,22 @@
-"""Text metrics against hand-computed values."""
+"""Text, label and term metrics against hand-computed values."""
 
 from __future__ import annotations
 
 import pytest
 
-from llmops.evaluation.metrics import exact_match, normalize, percentile, rouge_l, token_f1
+from llmops.evaluation.metrics import (
+    contains_term,
+    exact_match,
+    gold_label,
+    label_scores,
+    normalize,
+    percentile,
+    predicted_label,
+    rouge_l,
+    term_rate,
+    term_words,
+    token_f1,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +83,93 @@ def test_percentile_interpolates_linearly() -> None:
     assert percentile([7.0], 95) == 7.0
     with pytest.raises(ValueError):
         percentile([], 50)
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("generation", "expected"),
+    [
+        ("Billing", "billing"),
+        ("\n  Billing \nbecause the invoice is wrong", "billing"),
+        ("  \n\t\n Refund\n", "refund"),
+        ("Login issue", "login issue"),
+        ("", ""),
+        (" \n ", ""),
+    ],
+)
+def test_predicted_label_is_the_first_non_empty_line(generation: str, expected: str) -> None:
+    assert predicted_label(generation) == expected
+
+
+def test_gold_label_is_stripped_and_lower_cased() -> None:
+    assert gold_label(" Billing\n") == "billing"
+
+
+def test_label_scores_macro_average_over_gold_labels() -> None:
+    gold = ["billing", "billing", "billing", "refund", "login"]
+    predicted = ["billing", "billing", "refund", "refund", "spam"]
+    scores = label_scores(predicted, gold)
+    # billing: P = 2/2, R = 2/3, F1 = 0.8
+    # login (never predicted): P = 0, R = 0, F1 = 0
+    # refund: P = 1/2, R = 1/1, F1 = 2/3
+    # spam (predicted, no gold label): not averaged over, but it cost login's row its recall
+    assert scores["accuracy"] == pytest.approx(3 / 5)
+    assert scores["macro_precision"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert scores["macro_recall"] == pytest.approx((2 / 3 + 0 + 1) / 3)
+    assert scores["macro_f1"] == pytest.approx((0.8 + 0 + 2 / 3) / 3)
+
+
+def test_label_scores_a_wrong_label_outside_gold_lowers_only_recall() -> None:
+    scores = label_scores(["a", "b", "zzz"], ["a", "b", "b"])
+    # a: P 1, R 1; b: P 1 (its one prediction is right), R 1/2
+    assert scores == pytest.approx(
+        {"accuracy": 2 / 3, "macro_precision": 1.0, "macro_recall": 0.75, "macro_f1": (1 + 2 / 3) / 2}
+    )
+
+
+def test_label_scores_edge_cases() -> None:
+    perfect = label_scores(["x", "y"], ["x", "y"])
+    assert perfect == {"accuracy": 1.0, "macro_precision": 1.0, "macro_recall": 1.0, "macro_f1": 1.0}
+    nothing = label_scores(["q", "q"], ["x", "y"])
+    assert nothing == {"accuracy": 0.0, "macro_precision": 0.0, "macro_recall": 0.0, "macro_f1": 0.0}
+    with pytest.raises(ValueError):
+        label_scores([], [])
+    with pytest.raises(ValueError):
+        label_scores(["x"], ["x", "y"])
+
+
+# --- listed terms -------------------------------------------------------------------------------
+
+
+def test_term_words_drop_apostrophes_and_split_on_other_punctuation() -> None:
+    assert term_words("I can't HELP—sorry!") == ["i", "cant", "help", "sorry"]
+    assert term_words("I can\u2019t") == ["i", "cant"]
+    assert term_words("self-harm") == ["self", "harm"]
+    assert term_words("?!") == []
+
+
+def test_term_rate_matches_whole_words_case_insensitively() -> None:
+    texts = ["You IDIOT!", "an idiotic idea", "Idiot.", "fine answer"]
+    assert term_rate(texts, ["idiot"]) == pytest.approx(2 / 4)
+    assert term_rate(["the class assassin"], ["ass"]) == 0.0
+
+
+def test_term_rate_matches_phrases_as_consecutive_words() -> None:
+    refusals = ["i can't help", "as an ai"]
+    texts = [
+        "I can\u2019t help with that.",
+        "As an AI, I have no opinion.",
+        "I can help, as an aid.",
+        "I can't, but help is near.",
+    ]
+    assert [contains_term(t, [term_words(r) for r in refusals]) for t in texts] == [True, True, False, False]
+    assert term_rate(texts, refusals) == pytest.approx(0.5)
+
+
+def test_term_rate_any_term_counts_once_per_text() -> None:
+    assert term_rate(["damn it, damn", "self harm", "ok"], ["damn", "self-harm"]) == pytest.approx(2 / 3)
+    assert term_rate(["anything"], []) == 0.0
+    with pytest.raises(ValueError):
+        term_rate([], ["x"])

@@ -65,7 +65,7 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
         ),
         (
             lambda r: r["gates"].append({"metric": "token_f1"}),
-            "gates[2]: Value error, a gate needs 'min', 'max' or 'beat_champion_by'",
+            "gates[5]: Value error, a gate needs 'min', 'max' or 'beat_champion_by'",
         ),
         (
             lambda r: r["privacy"]["columns"].update(customer_email={"action": "allow"}),

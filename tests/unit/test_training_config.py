@@ -202,6 +202,44 @@ def test_eval_config_defaults_match_the_spec() -> None:
     assert config.include_baseline is True
     assert config.max_samples == 64 and config.max_new_tokens == 64
     assert config.device == "auto"
+    # The optional evidence is off unless asked for, so existing callers keep their output.
+    assert config.label_metrics is False
+    assert config.blocked_terms == [] and config.refusal_terms == []
+    assert config.golden_sets == []
+    assert config.champion_adapter_path is None
+    assert config.pii_probe is None
+
+
+HASH = "ab" * 32
+
+
+def test_eval_config_accepts_the_optional_evidence() -> None:
+    config = parse_eval_config(
+        _eval_job(
+            label_metrics=True,
+            blocked_terms=["idiot", "shut up"],
+            refusal_terms=["i can't help"],
+            golden_sets=[
+                {"name": "faq", "file": "/data/faq.jsonl"},
+                {"name": "edge_cases", "file": "s3://lake/golden/edge.jsonl"},
+            ],
+            champion_adapter_path="s3://lake/models/champion/adapter",
+            pii_probe={
+                "prompts_file": "/data/probe.jsonl",
+                "target_hashes": [HASH.upper()],
+                "salt": "pepper",
+            },
+        )
+    )
+    assert [g.name for g in config.golden_sets] == ["faq", "edge_cases"]
+    assert config.golden_sets[1].file == "s3://lake/golden/edge.jsonl"
+    assert config.champion_adapter_path == "s3://lake/models/champion/adapter"
+    probe = config.pii_probe
+    assert probe is not None
+    assert probe.target_hashes == [HASH]  # hex is compared lower-case
+    assert probe.max_new_tokens == 48 and probe.max_ngram == 8
+    assert "pepper" not in repr(config), "the salt stays out of reprs (and so out of logs)"
+    assert parse_eval_config(json.loads(json.dumps(config.model_dump()))) == config
 
 
 @pytest.mark.parametrize(
@@ -211,6 +249,35 @@ def test_eval_config_defaults_match_the_spec() -> None:
         ({"max_new_tokens": 100_000}, "max_new_tokens:"),
         ({"include_baseline": "maybe"}, "include_baseline:"),
         ({"adapter": "/x"}, "adapter: unknown field"),
+        ({"label_metrics": "maybe"}, "label_metrics:"),
+        ({"blocked_terms": "idiot"}, "blocked_terms:"),
+        ({"blocked_terms": ["ok", "!!"]}, "blocked_terms[1]: Value error, a term needs at least one letter"),
+        ({"refusal_terms": [3]}, "refusal_terms[0]:"),
+        ({"golden_sets": [{"name": "faq"}]}, "golden_sets[0].file: required field is missing"),
+        ({"golden_sets": [{"name": "f a q", "file": "/g"}]}, "golden_sets[0].name:"),
+        ({"golden_sets": [{"name": "faq", "file": "http://x/g"}]}, "golden_sets[0].file:"),
+        ({"golden_sets": [{"name": "faq", "file": "/g", "uri": "/g"}]}, "golden_sets[0].uri: unknown field"),
+        (
+            {"golden_sets": [{"name": "faq", "file": "/a"}, {"name": "faq", "file": "/b"}]},
+            "golden_sets: Value error, golden set names must be unique; repeated: faq",
+        ),
+        ({"champion_adapter_path": ""}, "champion_adapter_path:"),
+        ({"champion_adapter_path": "gs://b/adapter"}, "champion_adapter_path:"),
+        ({"pii_probe": {"target_hashes": [], "salt": "s"}}, "pii_probe.prompts_file: required field"),
+        ({"pii_probe": {"prompts_file": "/p", "salt": "s"}}, "pii_probe.target_hashes: required field"),
+        (
+            {"pii_probe": {"prompts_file": "/p", "target_hashes": ["xyz"], "salt": "s"}},
+            "pii_probe.target_hashes[0]:",
+        ),
+        ({"pii_probe": {"prompts_file": "/p", "target_hashes": [], "salt": ""}}, "pii_probe.salt:"),
+        (
+            {"pii_probe": {"prompts_file": "/p", "target_hashes": [], "salt": "s", "max_ngram": 0}},
+            "pii_probe.max_ngram:",
+        ),
+        (
+            {"pii_probe": {"prompts_file": "/p", "target_hashes": [], "salt": "s", "max_new_tokens": 10**6}},
+            "pii_probe.max_new_tokens:",
+        ),
     ],
 )
 def test_eval_config_errors_name_the_field(overrides: dict[str, Any], expected: str) -> None:
@@ -225,3 +292,30 @@ def test_eval_config_resolves_relative_paths(tmp_path: Path) -> None:
     config = load_eval_config(path)
     assert config.adapter_path == str(tmp_path / "out" / "adapter")
     assert config.output_file == str(tmp_path / "out" / "metrics.json")
+
+
+def test_eval_config_resolves_nested_relative_paths(tmp_path: Path) -> None:
+    path = tmp_path / "eval.json"
+    job = _eval_job(
+        champion_adapter_path="champion/adapter",
+        golden_sets=[{"name": "faq", "file": "golden/faq.jsonl"}, {"name": "abs", "file": "/g/abs.jsonl"}],
+        pii_probe={"prompts_file": "probe.jsonl", "target_hashes": [HASH], "salt": "s"},
+    )
+    path.write_text(json.dumps(job))
+    config = load_eval_config(path)
+    assert config.champion_adapter_path == str(tmp_path / "champion" / "adapter")
+    assert [g.file for g in config.golden_sets] == [str(tmp_path / "golden" / "faq.jsonl"), "/g/abs.jsonl"]
+    assert config.pii_probe is not None and config.pii_probe.prompts_file == str(tmp_path / "probe.jsonl")
+
+
+def test_eval_config_resolves_nested_paths_against_a_config_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.evaluation import config as eval_config
+
+    job = _eval_job(
+        golden_sets=[{"name": "faq", "file": "golden/faq.jsonl"}],
+        pii_probe={"prompts_file": "../probe.jsonl", "target_hashes": [], "salt": "s"},
+    )
+    monkeypatch.setattr(eval_config, "read_json_config", lambda _: json.loads(json.dumps(job)))
+    config = load_eval_config("s3://lake/jobs/run1/eval/job.json")
+    assert config.golden_sets[0].file == "s3://lake/jobs/run1/eval/golden/faq.jsonl"
+    assert config.pii_probe is not None and config.pii_probe.prompts_file == "s3://lake/jobs/run1/probe.jsonl"

@@ -2,14 +2,23 @@
 
 Import-light (pydantic only), like :mod:`llmops.training.config`: DAG parsing imports it. Every
 location may be a local path or an ``s3://`` URI, like the training job's.
+
+Beyond loss and text overlap, a governed promotion needs evidence on what a model must not do
+and on whether it beats the model it would replace: label scores for classification-style
+tasks, the share of answers with blocked terms or refusals, fixed reviewed golden sets, the
+current champion measured on the same data in the same run (so numbers are comparable), and a
+probe for personal data memorised from training, run on salted hashes so the job never handles
+the values themselves.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 
+from llmops.evaluation.metrics import term_words
+from llmops.specs.schema import IDENTIFIER
 from llmops.training.config import (
     ConfigError,
     Device,
@@ -23,6 +32,46 @@ from llmops.training.config import (
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def _term(value: str) -> str:
+    if not term_words(value):
+        raise ValueError("a term needs at least one letter or digit")
+    return value
+
+
+Location = Annotated[str, Field(min_length=1), AfterValidator(check_location)]
+Term = Annotated[str, AfterValidator(_term)]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$"), AfterValidator(str.lower)]
+
+
+class GoldenSetTarget(StrictConfig):
+    """A fixed, reviewed set scored every run, so models are compared on the same questions over
+    time (the eval split changes with every snapshot)."""
+
+    name: str = Field(
+        pattern=IDENTIFIER.pattern,
+        description="Key under 'golden' in the output; gates say golden.<name>.<metric>.",
+    )
+    file: Location = Field(description="JSONL of {'prompt': str, 'completion': str}.")
+
+
+class PiiProbeTarget(StrictConfig):
+    """Does the model reproduce personal values from its training data?
+
+    The orchestrator knows the values (redacted ones and planted canaries) but sends only their
+    salted hashes (:func:`llmops.evaluation.probes.value_hash`), so neither the job, its config nor
+    its logs hold them.
+    """
+
+    prompts_file: Location = Field(
+        description="JSONL of {'prompt': str}: training-record prefixes cut just before a redacted "
+        "value, and prompts around planted canaries."
+    )
+    target_hashes: list[Sha256Hex] = Field(description="value_hash(salt, value) of every value to look for.")
+    salt: str = Field(min_length=1, repr=False, description="The salt the target hashes were made with.")
+    max_new_tokens: int = Field(default=48, gt=0, le=4096)
+    max_ngram: int = Field(default=8, gt=0, le=64, description="Longest value, in words, that can be found.")
 
 
 class EvalJobConfig(StrictConfig):
@@ -45,10 +94,40 @@ class EvalJobConfig(StrictConfig):
         description="Score and prompt through the tokenizer's chat template, as a job trained with it.",
     )
 
+    label_metrics: bool = Field(
+        default=False,
+        description="Completions are labels (a category): also report accuracy and macro "
+        "precision/recall/F1 of the generation's first line.",
+    )
+    blocked_terms: list[Term] = Field(
+        default=[], description="Words or phrases an answer must not contain: toxicity_rate."
+    )
+    refusal_terms: list[Term] = Field(
+        default=[], description="Words or phrases that mark a refusal: refusal_rate."
+    )
+    golden_sets: list[GoldenSetTarget] = Field(
+        default=[], description="Also score these fixed sets, each like the eval split."
+    )
+    champion_adapter_path: Location | None = Field(
+        default=None,
+        description="The current champion's adapter on the same base model, measured on the same "
+        "data in the same run, so that 'beats the champion' compares like with like.",
+    )
+    pii_probe: PiiProbeTarget | None = None
+
     @field_validator("base_model_path", "adapter_path", "eval_file", "output_file")
     @classmethod
     def _local_or_s3(cls, value: str) -> str:
         return check_location(value)
+
+    @field_validator("golden_sets")
+    @classmethod
+    def _unique_golden_names(cls, value: list[GoldenSetTarget]) -> list[GoldenSetTarget]:
+        names = [g.name for g in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"golden set names must be unique; repeated: {', '.join(duplicates)}")
+        return value
 
 
 def parse_eval_config(raw: Any, source: str = "<config>") -> EvalJobConfig:
@@ -64,7 +143,17 @@ def parse_eval_config(raw: Any, source: str = "<config>") -> EvalJobConfig:
 def load_eval_config(path: Path | str) -> EvalJobConfig:
     """Read and validate an eval config file or URI; relative paths resolve against its directory."""
     raw = read_json_config(path)
+    parent = config_parent(path)
     raw = resolve_relative_paths(
-        raw, config_parent(path), ("base_model_path", "adapter_path", "eval_file", "output_file")
+        raw,
+        parent,
+        ("base_model_path", "adapter_path", "eval_file", "output_file", "champion_adapter_path"),
     )
+    if isinstance(raw.get("golden_sets"), list):
+        raw["golden_sets"] = [
+            resolve_relative_paths(g, parent, ("file",)) if isinstance(g, dict) else g
+            for g in raw["golden_sets"]
+        ]
+    if isinstance(raw.get("pii_probe"), dict):
+        raw["pii_probe"] = resolve_relative_paths(raw["pii_probe"], parent, ("prompts_file",))
     return parse_eval_config(raw, str(path))

@@ -4,6 +4,9 @@ Dependency-free so that gates can be recomputed anywhere (CI, the Airflow worker
 numbers are not at the mercy of a metrics library's changing defaults. Normalisation is the
 SQuAD convention minus article stripping: lower-case, punctuation removed, whitespace
 collapsed; tokens are whitespace-separated words.
+
+Also here: classification scores for label-style completions (accuracy, macro precision/recall/F1)
+and the share of generations that contain a listed term (toxicity and refusal rates).
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from __future__ import annotations
 import string
 import unicodedata
 from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 _ASCII_PUNCT = frozenset(string.punctuation)
 
@@ -83,3 +90,86 @@ def percentile(values: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+
+def predicted_label(generation: str) -> str:
+    """The label a generation names: its first non-empty line, stripped and lower-cased."""
+    for line in generation.splitlines():
+        if line.strip():
+            return line.strip().lower()
+    return ""
+
+
+def gold_label(completion: str) -> str:
+    """The reference label: the completion stripped and lower-cased."""
+    return completion.strip().lower()
+
+
+def label_scores(predicted: Sequence[str], gold: Sequence[str]) -> dict[str, float]:
+    """Accuracy and macro precision/recall/F1 over the labels that occur in ``gold``.
+
+    Labels are compared as given (see :func:`predicted_label`). Each gold label weighs the same
+    however rare it is; a gold label never predicted has precision 0, and a predicted label that
+    is no gold label is not averaged over but still costs the recall of the row's true label.
+    Macro F1 is the mean of the per-label F1 scores (not the F1 of the macro means).
+    """
+    if len(predicted) != len(gold):
+        raise ValueError("predicted and gold labels differ in number")
+    if not gold:
+        raise ValueError("label scores of no rows")
+    hits = Counter(p for p, g in zip(predicted, gold, strict=True) if p == g)
+    predicted_count = Counter(predicted)
+    gold_count = Counter(gold)
+    precisions, recalls, f1s = [], [], []
+    for label in sorted(gold_count):
+        precision = hits[label] / predicted_count[label] if predicted_count[label] else 0.0
+        recall = hits[label] / gold_count[label]
+        precisions.append(precision)
+        recalls.append(recall)
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return {
+        "accuracy": sum(hits.values()) / len(gold),
+        "macro_precision": sum(precisions) / len(precisions),
+        "macro_recall": sum(recalls) / len(recalls),
+        "macro_f1": sum(f1s) / len(f1s),
+    }
+
+
+# --- listed terms (toxicity, refusals) ------------------------------------------------------------
+
+_APOSTROPHES = frozenset("'\u2019\u02bc")
+
+
+def term_words(text: str) -> list[str]:
+    """Words for term matching: NFKC, casefold, apostrophes dropped, other punctuation a separator.
+
+    So "can't" and "can\u2019t" are one word, and "self-harm" matches "self harm".
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    out = []
+    for c in text:
+        if c in _APOSTROPHES:
+            continue
+        out.append(" " if c in _ASCII_PUNCT or unicodedata.category(c).startswith("P") else c)
+    return "".join(out).split()
+
+
+def contains_term(text: str, terms: Iterable[Sequence[str]]) -> bool:
+    """True when one of ``terms`` (each as :func:`term_words`) occurs as whole consecutive words."""
+    words = term_words(text)
+    for term in terms:
+        n = len(term)
+        if n and any(words[i : i + n] == list(term) for i in range(len(words) - n + 1)):
+            return True
+    return False
+
+
+def term_rate(texts: Sequence[str], terms: Iterable[str]) -> float:
+    """Share of ``texts`` containing any of ``terms`` (case-insensitive, whole words or phrases)."""
+    if not texts:
+        raise ValueError("term rate of no texts")
+    split = [term_words(t) for t in terms]
+    return sum(contains_term(text, split) for text in texts) / len(texts)

@@ -6,8 +6,23 @@ eval set, greedy-generates for up to ``max_samples`` prompts and scores them aga
 references. With ``include_baseline`` the same numbers are measured with the adapter disabled,
 so reports and gates can show the lift over the base model.
 
+Optional evidence for the promotion gates, each off by default:
+
+- ``label_metrics``: for classification-style completions, accuracy and macro precision/recall/F1
+  of the generation's first line (text overlap says little about a one-word label);
+- ``blocked_terms`` / ``refusal_terms``: the share of generations that contain one
+  (``toxicity_rate``, ``refusal_rate``), so a model that learned to insult or to refuse is caught;
+- ``golden_sets``: fixed, reviewed sets measured exactly like the eval split (``golden``), so
+  models trained on different snapshots are still compared on the same questions;
+- ``champion_adapter_path``: the current champion, loaded as a second adapter on the same base
+  and measured on the same rows in the same run (``champion``), so "beats the champion" is not
+  confounded by data, hardware or library changes;
+- ``pii_probe``: prompts that lead up to personal values removed from the training data (or to
+  planted canaries); a generation that contains one of them, compared by salted hash only
+  (:mod:`llmops.evaluation.probes`), means the model memorised it (``pii_leakage_rate``).
+
 The output holds aggregate numbers only: prompts and generations may contain personal data and
-must never reach reports.
+must never reach the output or the logs.
 
 Every location (base model, adapter, eval file, output file, the config itself) may be a local
 path or an ``s3://`` URI: inputs are fetched through the training job's content-addressed cache,
@@ -28,7 +43,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.evaluation.config import EvalJobConfig, load_eval_config
-from llmops.evaluation.metrics import exact_match, percentile, rouge_l, token_f1
+from llmops.evaluation.metrics import (
+    exact_match,
+    gold_label,
+    label_scores,
+    percentile,
+    predicted_label,
+    rouge_l,
+    term_rate,
+    token_f1,
+)
+from llmops.evaluation.probes import score_leakage
 from llmops.training.artifacts import json_safe, weights_sha256, write_json_atomic
 from llmops.training.config import ConfigError
 from llmops.training.runtime import (
@@ -114,16 +139,20 @@ def completion_loss(
     return total_nll / total_tokens, total_tokens
 
 
-def generate_and_score(
+def generate(
     model: Any,
     tokenizer: Any,
-    rows: list[dict[str, str]],
+    prompts: list[str],
     *,
     max_new_tokens: int,
     device: str,
     chat_template: bool = False,
-) -> dict[str, float]:
-    """Greedy-decode each prompt one at a time (so latency is per request) and score it."""
+) -> tuple[list[str], list[float]]:
+    """Greedy-decode each prompt one at a time (so latency is per request).
+
+    Returns the stripped generations and the latencies in ms. The generations stay in memory:
+    they may hold personal data and are never written or logged.
+    """
     import torch
     from transformers import GenerationConfig
 
@@ -136,13 +165,13 @@ def generate_and_score(
         bos_token_id=tokenizer.bos_token_id,
     )
     max_prompt = max(1, _max_length(model, tokenizer) - max_new_tokens)
-    scores: dict[str, list[float]] = {"token_f1": [], "exact_match": [], "rouge_l": []}
+    predictions: list[str] = []
     latencies: list[float] = []
-    for row in rows:
+    for prompt in prompts:
         if chat_template:
-            ids = chat_prompt_ids(tokenizer, row["prompt"])[-max_prompt:]
+            ids = chat_prompt_ids(tokenizer, prompt)[-max_prompt:]
         else:
-            ids = tokenizer(text=row["prompt"])["input_ids"][-max_prompt:]
+            ids = tokenizer(text=prompt)["input_ids"][-max_prompt:]
         input_ids = torch.tensor([ids], dtype=torch.long, device=device)
         attention = torch.ones_like(input_ids)
         if device == "cuda":
@@ -155,15 +184,71 @@ def generate_and_score(
         if device == "cuda":
             torch.cuda.synchronize()
         latencies.append((time.perf_counter() - started) * 1000.0)
-        prediction = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
-        reference = row["completion"].strip()
-        scores["token_f1"].append(token_f1(prediction, reference))
-        scores["exact_match"].append(exact_match(prediction, reference))
-        scores["rouge_l"].append(rouge_l(prediction, reference))
-    result = {name: sum(values) / len(values) for name, values in scores.items()}
+        predictions.append(
+            tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
+        )
+    return predictions, latencies
+
+
+def score_generations(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    latencies: Sequence[float],
+    *,
+    label_metrics: bool = False,
+    blocked_terms: Sequence[str] = (),
+    refusal_terms: Sequence[str] = (),
+) -> dict[str, float]:
+    """Aggregate scores of generations against their references (numbers only).
+
+    Label and term metrics appear only when asked for, so an absent key means "not measured".
+    """
+    result: dict[str, float] = {}
+    for name, score in (("token_f1", token_f1), ("exact_match", exact_match), ("rouge_l", rouge_l)):
+        values = [score(p, r.strip()) for p, r in zip(predictions, references, strict=True)]
+        result[name] = sum(values) / len(values)
     result["latency_ms_mean"] = sum(latencies) / len(latencies)
-    result["latency_ms_p95"] = percentile(latencies, 95)
+    result["latency_ms_p95"] = percentile(list(latencies), 95)
+    if label_metrics:
+        result.update(
+            label_scores([predicted_label(p) for p in predictions], [gold_label(r) for r in references])
+        )
+    if blocked_terms:
+        result["toxicity_rate"] = term_rate(predictions, blocked_terms)
+    if refusal_terms:
+        result["refusal_rate"] = term_rate(predictions, refusal_terms)
     return result
+
+
+def generate_and_score(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    *,
+    max_new_tokens: int,
+    device: str,
+    chat_template: bool = False,
+    label_metrics: bool = False,
+    blocked_terms: Sequence[str] = (),
+    refusal_terms: Sequence[str] = (),
+) -> dict[str, float]:
+    """Greedy-decode each prompt and score it against its completion."""
+    predictions, latencies = generate(
+        model,
+        tokenizer,
+        [r["prompt"] for r in rows],
+        max_new_tokens=max_new_tokens,
+        device=device,
+        chat_template=chat_template,
+    )
+    return score_generations(
+        predictions,
+        [r["completion"] for r in rows],
+        latencies,
+        label_metrics=label_metrics,
+        blocked_terms=blocked_terms,
+        refusal_terms=refusal_terms,
+    )
 
 
 def measure(
@@ -186,6 +271,9 @@ def measure(
         max_new_tokens=config.max_new_tokens,
         device=device,
         chat_template=config.chat_template,
+        label_metrics=config.label_metrics,
+        blocked_terms=config.blocked_terms,
+        refusal_terms=config.refusal_terms,
     )
     return {
         "eval_loss": loss,
@@ -195,6 +283,90 @@ def measure(
         "n_loss_rows": len(rows),
         "n_loss_tokens": loss_tokens,
     }
+
+
+def measure_with_golden(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    golden: dict[str, list[dict[str, str]]],
+    config: EvalJobConfig,
+    device: str,
+    who: str,
+) -> dict[str, Any]:
+    """:func:`measure` on the eval rows, plus ``golden: {name: measure(golden rows)}``."""
+    result = measure(model, tokenizer, rows, config, device)
+    _log_numbers(who, result)
+    result["golden"] = {}
+    for name, golden_rows in golden.items():
+        result["golden"][name] = measure(model, tokenizer, golden_rows, config, device)
+        _log_numbers(f"{who} golden {name}", result["golden"][name])
+    return result
+
+
+_LOGGED = (
+    "eval_loss",
+    "token_f1",
+    "exact_match",
+    "rouge_l",
+    "latency_ms_p95",
+    "accuracy",
+    "macro_f1",
+    "toxicity_rate",
+    "refusal_rate",
+)
+
+
+def _log_numbers(who: str, metrics: dict[str, Any]) -> None:
+    """One line of aggregate numbers (never text: generations may hold personal data)."""
+    shown = " ".join(f"{k}={metrics[k]:.4f}" for k in _LOGGED if isinstance(metrics.get(k), int | float))
+    logger.info("%s: %s", who, shown)
+
+
+def read_prompts_jsonl(path: Path, field: str) -> list[str]:
+    """Prompts from JSONL rows of ``{"prompt": str}``; errors name the field, file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise JobInputError(f"{field}: file not found: {path}")
+    prompts: list[str] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise JobInputError(f"{field}: {path}:{number}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                raise JobInputError(f"{field}: {path}:{number}: expected an object with a string 'prompt'")
+            prompts.append(record["prompt"])
+    if not prompts:
+        raise JobInputError(f"{field}: {path} has no rows")
+    return prompts
+
+
+def run_pii_probe(
+    model: Any, tokenizer: Any, prompts: list[str], config: EvalJobConfig, device: str
+) -> dict[str, Any]:
+    """Generate for every probe prompt and count generations holding a target value (by hash)."""
+    probe = config.pii_probe
+    assert probe is not None
+    generations, _ = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=probe.max_new_tokens,
+        device=device,
+        chat_template=config.chat_template,
+    )
+    result = score_leakage(probe.salt, generations, probe.target_hashes, probe.max_ngram)
+    logger.info(
+        "pii probe: %d of %d prompts produced a target value (%d distinct)",
+        result["leaked_prompts"],
+        result["prompts"],
+        len(result["matched_hashes"]),
+    )
+    return result
 
 
 def _warn_on_base_mismatch(adapter_dir: Path, base_dir: Path) -> None:
@@ -211,8 +383,51 @@ def _warn_on_base_mismatch(adapter_dir: Path, base_dir: Path) -> None:
         )
 
 
+def _adapter_dir(location: str, field: str) -> Path:
+    adapter_dir = fetch_model_dir(location, field)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise JobInputError(f"{field}: {location} has no adapter_config.json")
+    return adapter_dir
+
+
+def _adapter_tokenizer(adapter_dir: Path, location: str, base_dir: Path, config: EvalJobConfig) -> Any:
+    """The tokenizer an adapter directory carries (exactly as training used it), else the base's."""
+    has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(adapter_dir if has_tokenizer else base_dir)
+    if config.chat_template:
+        require_chat_template(tokenizer, location if has_tokenizer else config.base_model_path)
+    return tokenizer
+
+
+CHAMPION = "champion"
+
+
 def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     """Run one evaluation and write ``config.output_file``; returns what was written."""
+    # Every input is fetched and read before the ML libraries load: a bad input fails in seconds.
+    base_dir = fetch_model_dir(config.base_model_path)
+    adapter_dir = _adapter_dir(config.adapter_path, "adapter_path")
+    champion_dir = (
+        _adapter_dir(config.champion_adapter_path, "champion_adapter_path")
+        if config.champion_adapter_path
+        else None
+    )
+    rows = read_prompt_completion_jsonl(fetch_file(config.eval_file, "eval_file"), "eval_file")
+    golden: dict[str, list[dict[str, str]]] = {}
+    for i, golden_set in enumerate(config.golden_sets):
+        field = f"golden_sets[{i}].file"
+        golden[golden_set.name] = read_prompt_completion_jsonl(fetch_file(golden_set.file, field), field)
+    probe_prompts = (
+        read_prompts_jsonl(
+            fetch_file(config.pii_probe.prompts_file, "pii_probe.prompts_file"), "pii_probe.prompts_file"
+        )
+        if config.pii_probe
+        else []
+    )
+    _warn_on_base_mismatch(adapter_dir, base_dir)
+    if champion_dir is not None:
+        _warn_on_base_mismatch(champion_dir, base_dir)
+
     import transformers
     from peft import PeftModel
 
@@ -220,53 +435,54 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     transformers.set_seed(config.seed)
     device = resolve_device(config.device)
     dtype = resolve_dtype(device)
-    base_dir = fetch_model_dir(config.base_model_path)
-    adapter_dir = fetch_model_dir(config.adapter_path, "adapter_path")
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise JobInputError(f"adapter_path: {config.adapter_path} has no adapter_config.json")
-    rows = read_prompt_completion_jsonl(fetch_file(config.eval_file, "eval_file"), "eval_file")
-    _warn_on_base_mismatch(adapter_dir, base_dir)
-
-    # The adapter directory carries the tokenizer exactly as training used it.
-    has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(adapter_dir if has_tokenizer else base_dir)
-    if config.chat_template:
-        require_chat_template(tokenizer, config.adapter_path if has_tokenizer else config.base_model_path)
+    tokenizer = _adapter_tokenizer(adapter_dir, config.adapter_path, base_dir, config)
     base = load_base_model(base_dir, device)
     model = PeftModel.from_pretrained(base, str(adapter_dir))
+    candidate = model.active_adapter
+    champion_tokenizer: Any = None
+    if champion_dir is not None:
+        # A second adapter on the same base weights: no second copy of the base model.
+        champion_tokenizer = _adapter_tokenizer(
+            champion_dir, str(config.champion_adapter_path), base_dir, config
+        )
+        model.load_adapter(str(champion_dir), adapter_name=CHAMPION)
+        model.set_adapter(candidate)
     model.to(device)
     model.eval()
     logger.info(
-        "evaluating %s on %d rows (%d generated), device=%s",
+        "evaluating %s on %d rows (%d generated), %d golden set(s), champion=%s, pii probe=%s, device=%s",
         adapter_dir,
         len(rows),
         min(len(rows), config.max_samples),
+        len(golden),
+        champion_dir is not None,
+        f"{len(probe_prompts)} prompts" if config.pii_probe else "off",
         device,
     )
 
     started = time.perf_counter()
-    result: dict[str, Any] = measure(model, tokenizer, rows, config, device)
-    logger.info(
-        "adapter: eval_loss=%.4f token_f1=%.4f exact_match=%.4f rouge_l=%.4f latency_p95=%.1fms",
-        result["eval_loss"],
-        result["token_f1"],
-        result["exact_match"],
-        result["rouge_l"],
-        result["latency_ms_p95"],
-    )
+    result: dict[str, Any] = measure_with_golden(model, tokenizer, rows, golden, config, device, "adapter")
+    if config.pii_probe is not None:
+        result["pii_probe"] = run_pii_probe(model, tokenizer, probe_prompts, config, device)
+        result["pii_leakage_rate"] = result["pii_probe"]["pii_leakage_rate"]
+    else:
+        result["pii_probe"] = None
     if config.include_baseline:
         with model.disable_adapter():
-            baseline = measure(model, tokenizer, rows, config, device)
-        logger.info(
-            "baseline: eval_loss=%.4f token_f1=%.4f exact_match=%.4f rouge_l=%.4f",
-            baseline["eval_loss"],
-            baseline["token_f1"],
-            baseline["exact_match"],
-            baseline["rouge_l"],
-        )
-        result["baseline"] = baseline
+            result["baseline"] = measure(model, tokenizer, rows, config, device)
+        _log_numbers("baseline", result["baseline"])
     else:
         result["baseline"] = None
+    if champion_dir is not None:
+        model.set_adapter(CHAMPION)
+        try:
+            result["champion"] = measure_with_golden(
+                model, champion_tokenizer, rows, golden, config, device, "champion"
+            )
+        finally:
+            model.set_adapter(candidate)
+    else:
+        result["champion"] = None
     result.update(
         {
             "device": device,
@@ -276,9 +492,12 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
             "base_model_uri": config.base_model_path,
             "adapter_uri": config.adapter_path,
             "eval_file_uri": config.eval_file,
+            "golden_file_uris": {g.name: g.file for g in config.golden_sets},
             "chat_template": config.chat_template,
             "base_model_sha256": model_weights_sha256(base_dir),
             "adapter_sha256": weights_sha256(adapter_dir),
+            "champion_adapter_uri": config.champion_adapter_path,
+            "champion_adapter_sha256": weights_sha256(champion_dir) if champion_dir is not None else None,
             "eval_runtime_s": round(time.perf_counter() - started, 3),
             "library_versions": library_versions(),
         }
