@@ -120,6 +120,40 @@ def test_search_trials_are_child_runs_and_the_final_training_uses_the_best(demo)
     assert stages["search"].data.metrics["trials_succeeded"] == 3
 
 
+def test_probes_run_and_the_weak_model_is_compared_with_the_champion(demo):
+    """Expect the PII probe to prompt where values were redacted (hashes only, no leak), word-list
+    rates to be measured, and the weak run's gates to compare it with champion v1 on the same data."""
+    from llmops import storage
+    from llmops.ledger import get_ledger
+    from llmops.orchestration.finetune import job_root
+    from llmops.specs import load_pipeline
+
+    ledger = get_ledger()
+    [evaluated] = ledger.records(
+        pipeline="support_bot", event_type="model.evaluated", run_id=demo["finetune"].run_id
+    )
+    probe = evaluated.payload["pii_probe"]
+    assert probe["prompts"] > 10 and probe["target_values"] > 10
+    assert probe["pii_leakage_rate"] == 0.0
+    metrics = evaluated.payload["metrics"]
+    assert metrics["toxicity_rate"] == 0.0 and 0.0 <= metrics["refusal_rate"] <= 1.0
+    assert evaluated.payload["champion"].startswith("no champion yet")
+
+    prompts = storage.read_bytes(
+        storage.join(
+            job_root(load_pipeline("support_bot"), demo["finetune"].run_id), "eval", "probe_prompts.jsonl"
+        )
+    ).decode()
+    # Cut just before the redaction placeholder: the model is asked to fill in the value.
+    assert prompts.count("\n") == probe["prompts"] and "[EMAIL]" not in prompts
+    assert [v for v in _planted_values(demo["planted"]) if v in prompts] == []
+
+    [gated] = ledger.records(pipeline="support_bot", event_type="model.gated", run_id=demo["weak"].run_id)
+    assert gated.payload["champion"] == "champion v1"
+    [versus] = [g for g in gated.payload["gates"] if g["beat_champion_by"] is not None]
+    assert versus["champion"] is not None and versus["observed"] is not None
+
+
 def test_registered_model_generates_answers(demo):
     """Expect the champion to load through MLflow and answer a ticket in the trained style."""
     import mlflow

@@ -37,6 +37,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,16 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_salt(value: str) -> str:
+    """``env:NAME`` reads the probe's salt from the environment, so it is never written anywhere."""
+    if not value.startswith("env:"):
+        return value
+    salt = os.environ.get(value.removeprefix("env:"))
+    if not salt:
+        raise JobInputError(f"pii_probe.salt: environment variable {value.removeprefix('env:')} is not set")
+    return salt
 
 
 def _max_length(model: Any, tokenizer: Any) -> int:
@@ -359,7 +370,7 @@ def run_pii_probe(
         device=device,
         chat_template=config.chat_template,
     )
-    result = score_leakage(probe.salt, generations, probe.target_hashes, probe.max_ngram)
+    result = score_leakage(resolve_salt(probe.salt), generations, probe.target_hashes, probe.max_ngram)
     logger.info(
         "pii probe: %d of %d prompts produced a target value (%d distinct)",
         result["leaked_prompts"],

@@ -422,7 +422,7 @@ def _job_task(spec: PipelineSpec, task_id: str, module: str, upstream: str, *, r
         from llmops.orchestration import finetune as steps
 
         job = get_current_context()["ti"].xcom_pull(task_ids=upstream)
-        steps.run_job(spec.name, module, job["config_uri"])
+        steps.run_job(spec.name, module, job["config_uri"], _run_id())
 
     return run_locally()
 

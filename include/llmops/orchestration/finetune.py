@@ -420,13 +420,18 @@ def plan_search(
     return jobs
 
 
-def run_job(pipeline: str, module: str, config_uri: str) -> None:
+def run_job(pipeline: str, module: str, config_uri: str, run_id: str | None = None) -> None:
     """Run one job with the local launcher (the kubernetes launcher is a pod operator instead)."""
     from llmops.launch.local import run_local
 
     spec = load_pipeline(pipeline)
     distributed = spec.training.distributed if module == "llmops.training" else None
-    run_local(module, config_uri, distributed=distributed, env=job_env(spec))
+    env = job_env(spec)
+    if module == "llmops.evaluation" and run_id and spec.evaluation.pii_probe.enabled:
+        from llmops.orchestration.probe import SALT_ENV, probe_salt
+
+        env[SALT_ENV] = probe_salt(spec, run_id)
+    run_local(module, config_uri, distributed=distributed, env=env)
 
 
 def read_job_result(output_dir: str) -> dict[str, Any] | None:
@@ -617,23 +622,63 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     return summary
 
 
+def _golden_location(uri: str) -> str:
+    if uri.startswith("s3://") or Path(uri).is_absolute():
+        return uri
+    return str(get_settings().project_dir / uri)
+
+
+def champion_adapter(spec: PipelineSpec) -> tuple[str | None, str]:
+    """The current champion's adapter, when it can be compared on the same base model."""
+    from llmops.registry import mlflow_registry
+
+    name = spec.registry.model_name
+    version = mlflow_registry.alias_version(name, mlflow_registry.CHAMPION)
+    if version is None:
+        return None, "no champion yet: the first model sets the bar"
+    tags = mlflow_registry.model_version_info(name, version)["tags"]
+    adapter = tags.get("llmops.adapter_uri")
+    if not adapter:
+        return None, f"champion v{version} has no recorded adapter location"
+    if tags.get("llmops.base_model") not in (None, spec.training.base_model.uri):
+        return (
+            None,
+            f"champion v{version} was trained on another base model ({tags.get('llmops.base_model')})",
+        )
+    if not adapter.startswith("s3://") and not Path(adapter).is_dir():
+        return None, f"champion v{version}'s adapter is no longer at {adapter}"
+    return adapter, f"champion v{version}"
+
+
 def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Write the evaluation job's config into the lake."""
+    """Write the evaluation job: held-out split, golden sets, champion, probes."""
     from llmops.evaluation.config import parse_eval_config
+    from llmops.orchestration.probe import build_probe
     from llmops.training.config import ConfigError
 
     spec = load_pipeline(pipeline)
+    evaluation = spec.evaluation
     _, eval_file = _sft_files(spec, trained["sft_snapshot_id"])
     root = storage.join(job_root(spec, run_id), "eval")
+    champion, champion_note = (None, "comparison off in the spec")
+    if evaluation.compare_with_champion:
+        champion, champion_note = champion_adapter(spec)
+    probe = build_probe(spec, trained, root, run_id)
     job = {
         "base_model_path": trained["base_model_dir"],
         "adapter_path": trained["adapter_dir"],
         "eval_file": eval_file,
         "output_file": _job_location(storage.join(root, "output", "metrics.json")),
-        "max_samples": spec.evaluation.max_samples,
-        "max_new_tokens": spec.evaluation.max_new_tokens,
+        "max_samples": evaluation.max_samples,
+        "max_new_tokens": evaluation.max_new_tokens,
         "seed": spec.training.hyperparameters.seed,
         "chat_template": spec.training.chat_template,
+        "label_metrics": evaluation.label_metrics,
+        "blocked_terms": evaluation.blocked_terms,
+        "refusal_terms": evaluation.refusal_terms,
+        "golden_sets": [{"name": g.name, "file": _golden_location(g.uri)} for g in evaluation.golden_sets],
+        "champion_adapter_path": champion,
+        "pii_probe": (probe or {}).get("job"),
     }
     try:
         parse_eval_config(job, "evaluation job")
@@ -648,7 +693,26 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "output_file": job["output_file"],
         "arguments": _job_arguments("llmops.evaluation", location, spec),
         "mlflow_run_id": trained["mlflow_run_id"],
+        "champion": champion_note if champion is None else champion_note,
+        "compared_with_champion": champion is not None,
+        "probe": (probe or {}).get("summary"),
     }
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Gate-able numbers of one model's metrics: base metrics and golden.<set>.<metric>."""
+    from llmops.specs.schema import BASE_METRICS
+
+    flat = {k: float(metrics[k]) for k in BASE_METRICS if _is_number(metrics.get(k))}
+    for name, golden in (metrics.get("golden") or {}).items():
+        flat.update(
+            {f"golden.{name}.{k}": float(golden[k]) for k in BASE_METRICS if _is_number(golden.get(k))}
+        )
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -659,14 +723,32 @@ def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[st
     if not storage.exists(job["output_file"]):
         raise JobResultMissing(f"evaluation job {job['config_uri']} wrote no {job['output_file']}")
     metrics = json.loads(storage.read_bytes(job["output_file"]))
-    flat = {k: metrics[k] for k in EVAL_METRICS if isinstance(metrics.get(k), int | float)}
-    baseline = metrics.get("baseline") or {}
-    flat.update(
-        {f"baseline_{k}": baseline[k] for k in EVAL_METRICS if isinstance(baseline.get(k), int | float)}
+    flat = flat_metrics(metrics)
+    baseline = flat_metrics(metrics.get("baseline") or {})
+    champion = flat_metrics(metrics["champion"]) if metrics.get("champion") else None
+    logged = {
+        **flat,
+        **{f"baseline_{k}": v for k, v in baseline.items() if "." not in k},
+        **{f"champion_{k}": v for k, v in (champion or {}).items() if "." not in k},
+    }
+    mlflow_registry.log_params_and_metrics(job["mlflow_run_id"], params={}, metrics=logged)
+    probe = {
+        **(job.get("probe") or {}),
+        **{k: v for k, v in (metrics.get("pii_probe") or {}).items() if k != "matched_hashes"},
+    }
+    record(
+        spec,
+        "model.evaluated",
+        f"mlflow-run/{job['mlflow_run_id']}",
+        run_id,
+        {"metrics": metrics, "champion": job.get("champion"), "pii_probe": probe or None},
     )
-    mlflow_registry.log_params_and_metrics(job["mlflow_run_id"], params={}, metrics=flat)
-    record(spec, "model.evaluated", f"mlflow-run/{job['mlflow_run_id']}", run_id, {"metrics": metrics})
-    return {"metrics": flat}
+    return {
+        "metrics": flat,
+        "champion": champion,
+        "champion_note": job.get("champion"),
+        "pii_probe": probe or None,
+    }
 
 
 def check_gates(
@@ -675,7 +757,8 @@ def check_gates(
     from llmops.evaluation.gates import evaluate_gates, raise_if_failed
 
     spec = load_pipeline(pipeline)
-    decision = evaluate_gates(list(spec.gates), evaluation["metrics"])
+    decision = evaluate_gates(list(spec.gates), evaluation["metrics"], evaluation.get("champion"))
+    decision["champion"] = evaluation.get("champion_note")
     record(spec, "model.gated", f"mlflow-run/{trained['mlflow_run_id']}", run_id, decision)
     raise_if_failed(decision)
     return decision
@@ -718,6 +801,8 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
             "llmops.sft_snapshot_id": trained["sft_snapshot_id"],
             "llmops.airflow_run_id": run_id,
             "llmops.gates_passed": str(decision["passed"]).lower(),
+            "llmops.adapter_uri": trained["adapter_dir"],
+            "llmops.base_model": spec.training.base_model.uri,
             "llmops.gates": json.dumps(decision["gates"])[:4900],
         },
         max_new_tokens=spec.evaluation.max_new_tokens,
