@@ -93,7 +93,9 @@ def test_kubernetes_launcher_runs_the_same_argv_in_gpu_pods() -> None:
     )
     evaluate = dag.get_task("run_evaluate")
     # Evaluation is one process: no torchrun even when training is distributed.
-    assert [*evaluate.cmds, *evaluate.arguments] == job_argv("llmops.evaluation", _template("prepare_evaluate"))
+    assert [*evaluate.cmds, *evaluate.arguments] == job_argv(
+        "llmops.evaluation", _template("prepare_evaluate")
+    )
     assert train.upstream_task_ids == {"prepare_train"}
     assert train.retries == 1
 

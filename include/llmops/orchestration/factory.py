@@ -492,6 +492,9 @@ def build_pipeline_dags(name: str, namespace: dict[str, Any]) -> list[DAG]:
     """
     spec = load_pipeline(name)
     dags = [ingest_dag(spec), finetune_dag(spec)]
+    from llmops.orchestration.monitor_dag import monitor_dag  # it imports this module's helpers
+
+    dags.append(monitor_dag(spec))
     for built in dags:
         namespace[built.dag_id.replace("-", "_")] = built
     return dags

@@ -21,13 +21,40 @@ from llmops.specs import spec_hash
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: adds `monitoring` (additive; every 1.0 key is unchanged)
+MONITORING_RUNS_SHOWN = 30
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _last(records: list[LedgerRecord], event_type: str) -> LedgerRecord | None:
     matches = [r for r in records if r.event_type == event_type]
     return matches[-1] if matches else None
+
+
+def monitoring_section(spec: PipelineSpec) -> dict[str, Any]:
+    """The pipeline's monitoring time series: each metric's latest value, and recent runs' breaches.
+
+    Numbers, thresholds and run ids only (the `<pipeline>__monitor` DAG stores nothing else). A
+    store that cannot be read leaves the section empty with the error's type: the report is
+    still written.
+    """
+    section: dict[str, Any] = {"dag_id": f"{spec.name}__monitor", "runs_measured": 0}
+    try:
+        from llmops.monitoring.store import history, summarise
+
+        summary = summarise(history(spec.name))
+    except Exception as exc:
+        return {**section, "error": type(exc).__name__, "latest": [], "runs": [], "breaches": []}
+    runs = summary["runs"]
+    latest_run = runs[0] if runs else None
+    return {
+        **section,
+        "runs_measured": len(runs),
+        "latest_run": latest_run,
+        "breaches": list(latest_run["breaches"]) if latest_run else [],
+        "latest": summary["latest"],
+        "runs": runs[:MONITORING_RUNS_SHOWN],
+    }
 
 
 def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
@@ -139,6 +166,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
         "registry": registry,
         "failures": failures,
         "promotion": promoted.payload if promoted else (skipped.payload if skipped else None),
+        "monitoring": monitoring_section(spec),
         "ledger": {
             "verification": {
                 "ok": verification.ok,
