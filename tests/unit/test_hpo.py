@@ -37,6 +37,8 @@ def test_trials_are_asked_once_per_run(spec):
     other = hpo.plan_trials(spec, "snap", "run-2")
     assert [t["number"] for t in first] == [0, 1, 2] and again == first
     assert [t["number"] for t in other] == [3, 4, 5]
+    # A continued study explores new points instead of replaying the first run's.
+    assert [t["params"] for t in other] != [t["params"] for t in first]
     for trial in first:
         assert 1e-4 <= trial["params"]["learning_rate"] <= 1e-2 and trial["params"]["lora_r"] in (4, 8, 16)
 

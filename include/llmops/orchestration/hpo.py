@@ -86,11 +86,18 @@ def plan_trials(spec: PipelineSpec, sft_snapshot_id: str, run_id: str) -> list[d
         return []
     name = study_name(spec, sft_snapshot_id)
     study = _study(spec, name)
+    existing = study.get_trials(deepcopy=False)
     trials = [
         {"number": t.number, "params": dict(t.params), "study": name}
-        for t in study.get_trials(deepcopy=False)
+        for t in existing
         if t.user_attrs.get("airflow_run_id") == run_id
     ]
+    # A continued study must not replay the same random start-up points: offset the seed by the
+    # trials asked before this run (a retry of this task asks nothing new, so it stays stable).
+    import optuna
+
+    asked_before = sum(1 for t in existing if t.user_attrs.get("airflow_run_id") != run_id)
+    study.sampler = optuna.samplers.TPESampler(seed=spec.training.hyperparameters.seed + asked_before)
     for _ in range(search.trials - len(trials)):
         trial = study.ask(distributions(search))
         trial.set_user_attr("airflow_run_id", run_id)
