@@ -10,6 +10,16 @@ export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="${AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT:-60}"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$LLMOPS_HOME/mlflow.db}"
+# OpenLineage (apache-airflow-providers-openlineage): every task's START/COMPLETE/FAIL, plus the datasets and
+# facets the llmops steps add, appended as JSON Lines under $LLMOPS_LINEAGE_DIR (the folder is created on the
+# first event). Production sends them to Marquez instead: see the README's production table.
+export LLMOPS_LINEAGE_DIR="${LLMOPS_LINEAGE_DIR:-$LLMOPS_HOME/lineage}"
+export AIRFLOW__OPENLINEAGE__NAMESPACE="${AIRFLOW__OPENLINEAGE__NAMESPACE:-llmops}"
+# Emission policy (provider 2.20: replaces the deprecated AIRFLOW__OPENLINEAGE__DISABLE_SOURCE_CODE=true): no task's
+# source code, whatever a DAG author asks, and nothing from the erasure DAG (its run conf holds the data subject's
+# identifier, which the provider copies into every event of the run).
+export AIRFLOW__OPENLINEAGE__EMISSION_POLICY="${AIRFLOW__OPENLINEAGE__EMISSION_POLICY:-[{\"scope\": {\}, \"controls\": {\"include_source_code\": false\}, \"locked\": true\}, {\"scope\": {\"dag_id\": \"data_erasure_request\"\}, \"controls\": {\"emit\": false\}, \"locked\": true\}]}"
+export AIRFLOW__OPENLINEAGE__TRANSPORT="${AIRFLOW__OPENLINEAGE__TRANSPORT:-{\"type\": \"file\", \"log_file_path\": \"$LLMOPS_LINEAGE_DIR/openlineage.jsonl\", \"append\": true, \"filesystem\": \"fsspec.implementations.local.LocalFileSystem\", \"fs_kwargs\": {\"auto_mkdir\": true\}\}}"
 export PYTHONPATH="$_llmops_root/include${PYTHONPATH:+:$PYTHONPATH}"
 # Demo connections (the demo's own SQLite file and loopback API); production defines these in a
 # secrets backend instead. The API token is a demo value, masked in task logs as a password.

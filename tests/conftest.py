@@ -26,6 +26,21 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_HOME / 'llmops' / 'mlflow.db'}"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# OpenLineage: the provider's events, and the datasets the llmops steps add, as JSON Lines in the session home.
+os.environ["LLMOPS_LINEAGE_DIR"] = str(_SESSION_HOME / "llmops" / "lineage")
+os.environ["AIRFLOW__OPENLINEAGE__DISABLED"] = "False"
+os.environ["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "llmops"
+os.environ.pop("AIRFLOW__OPENLINEAGE__DISABLE_SOURCE_CODE", None)  # legacy: EMISSION_POLICY below
+os.environ["AIRFLOW__OPENLINEAGE__EMISSION_POLICY"] = (
+    '[{"scope": {}, "controls": {"include_source_code": false}, "locked": true}, '
+    '{"scope": {"dag_id": "data_erasure_request"}, "controls": {"emit": false}, "locked": true}]'
+)
+os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = (
+    f'{{"type": "file", "log_file_path": "{_SESSION_HOME / "llmops" / "lineage" / "openlineage.jsonl"}", '
+    '"append": true, "filesystem": "fsspec.implementations.local.LocalFileSystem", "fs_kwargs": {"auto_mkdir": true}}'
+)
+os.environ.pop("OPENLINEAGE_DISABLED", None)
+os.environ.pop("AIRFLOW__OPENLINEAGE__CONFIG_PATH", None)
 for _key in [
     k for k in os.environ if k.startswith(("LLMOPS_LAKE_ROOT", "LLMOPS_LEDGER_URL", "AIRFLOW_CONN_"))
 ]:

@@ -179,12 +179,16 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
             "template": training.prompt_template,
         },
     )
-    return {
+    result = {
         "curated_snapshot_id": c_ref.snapshot_id,
         "sft_snapshot_id": ref.snapshot_id,
         "train_rows": len(rows["train"]),
         "eval_rows": len(rows["eval"]),
     }
+    from llmops import lineage
+
+    lineage.emit_prepare_training_data(spec, result)  # OpenLineage: curated -> SFT; never raises
+    return result
 
 
 def resolve_base_model(uri: str) -> str:
@@ -619,6 +623,9 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
             "result": result,
         },
     )
+    from llmops import lineage
+
+    lineage.emit_train(spec, summary)  # OpenLineage: SFT + base model -> MLflow run, adapter; never raises
     return summary
 
 
@@ -815,6 +822,9 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
         run_id,
         {**registered, "mlflow_run_id": trained["mlflow_run_id"], "alias": mlflow_registry.CHALLENGER},
     )
+    from llmops import lineage
+
+    lineage.emit_register(spec, trained, {**registered, "alias": mlflow_registry.CHALLENGER})  # never raises
     return registered
 
 

@@ -148,6 +148,9 @@ def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[
         schema=schema,
         kek=get_key_ring(),
     )
+    from llmops import lineage
+
+    lineage.emit_extract(spec, source, meta)  # OpenLineage; never raises
     return {**part, "source": source.name, "item": item, "source_meta": meta}
 
 
@@ -219,6 +222,9 @@ def commit_raw(
                 "watermark": item.get("watermark"),
             }
         )
+    from llmops import lineage
+
+    lineage.emit_commit(spec, out)  # OpenLineage: sources -> raw snapshots; never raises
     return out
 
 
@@ -482,6 +488,9 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         storage.join(settings.lake_root, "validation", spec.name, f"{v_ref.snapshot_id}.json"), payload
     )
     record(spec, "dataset.validated", f"validated/{v_ref.snapshot_id}", run_id, payload)
+    from llmops import lineage
+
+    lineage.emit_validate(spec, raw, payload)  # OpenLineage, failing checks included; never raises
     if not reconciled:
         raise RuntimeError("row counts do not reconcile: input != accepted + quarantined")
     if outcome.blocking_failures:
@@ -608,4 +617,7 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
                     "to": watermark["high"],
                 },
             )
+    from llmops import lineage
+
+    lineage.emit_curate(spec, payload)  # OpenLineage: PII facet, masking column lineage; never raises
     return {"curated_snapshot_id": ref.snapshot_id, "row_count": manifest["row_count"], "uri": ref.uri}
