@@ -140,7 +140,9 @@ def log_and_register_model(
     except Exception as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
-    version = client.create_model_version(model_name, source=info.model_uri, run_id=run_id, tags=tags)
+    # Registering through the run URI lets MLflow link the version to both the run and the logged
+    # model; a tracking server refuses a bare `models:/m-...` source without that link.
+    version = mlflow.register_model(f"runs:/{run_id}/model", model_name, tags=tags)
     client.set_registered_model_alias(model_name, CHALLENGER, version.version)
     log.info("registered %s version %s (alias %s)", model_name, version.version, CHALLENGER)
     return {"model_name": model_name, "version": str(version.version), "model_uri": info.model_uri}
