@@ -206,8 +206,8 @@ def promotion_lock(model_name: str) -> Iterator[None]:
     """Serialise alias moves of one model across workers: a row lock in the ledger's database.
 
     Two promotions of the same model racing would otherwise both read the old champion, and the
-    `previous` alias would end up on the wrong version. (The DAG also runs promotions in a pool of
-    one slot; this lock also covers rollbacks and promotions from other DAGs or processes.)
+    `previous` alias would end up on the wrong version. (The DAG also runs one promote task at a
+    time; this lock also covers rollbacks and promotions from other DAGs or processes.)
     """
     from llmops.ledger import get_ledger
 
