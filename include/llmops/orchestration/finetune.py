@@ -38,7 +38,20 @@ EVAL_METRICS = (
 
 
 def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, Any], run_id: str) -> str:
-    """Record the run's parameters and resolve 'latest' to a concrete snapshot id."""
+    """Record the run's parameters and resolve 'latest' to a concrete snapshot id.
+
+    Airflow validates the declared run parameters at trigger time but lets unknown keys through;
+    a misspelt override (``learning_rat``) would silently train with the spec's value, so it
+    stops the run here instead.
+    """
+    from llmops.orchestration.factory import FINETUNE_PARAMS
+
+    unknown = sorted(set(params) - set(FINETUNE_PARAMS))
+    if unknown:
+        raise PermanentError(
+            f"unknown run parameter(s) {', '.join(map(repr, unknown))}: "
+            f"this DAG takes {', '.join(sorted(FINETUNE_PARAMS))}"
+        )
     spec = load_pipeline(pipeline)
     if not curated_snapshot_id or curated_snapshot_id == "latest":
         curated_snapshot_id = snapshots.get_latest(
