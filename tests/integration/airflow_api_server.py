@@ -31,6 +31,7 @@ class ApiServer:
     users: dict[str, str]  # username -> password
     log_file: Path
     reports: list[dict[str, Any]] = field(default_factory=list)  # reports a test module wrote
+    jwt_secret: str = ""  # what an executor in the test process signs task workloads with
 
     def token(self, username: str = "admin") -> str:
         response = httpx.post(
@@ -75,6 +76,7 @@ def run_api_server(work: Path, roles: dict[str, str]) -> Iterator[ApiServer]:
     passwords.write_text(json.dumps(users))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    jwt_secret = secrets.token_hex(32)
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(
         {
@@ -86,7 +88,7 @@ def run_api_server(work: Path, roles: dict[str, str]) -> Iterator[ApiServer]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
             "AIRFLOW__API__BASE_URL": base_url,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "include"), env.get("PYTHONPATH")])),
         }
@@ -112,6 +114,6 @@ def run_api_server(work: Path, roles: dict[str, str]) -> Iterator[ApiServer]:
             if time.monotonic() > deadline:
                 pytest.fail(f"airflow api-server did not answer on {base_url}:\n{tail(log_file)}")
             time.sleep(0.3)
-        yield ApiServer(base_url=base_url, users=users, log_file=log_file)
+        yield ApiServer(base_url=base_url, users=users, log_file=log_file, jwt_secret=jwt_secret)
     finally:
         stop_process_group(proc)
