@@ -68,13 +68,14 @@ def _short_time(value: Any) -> str:
 
 
 def _decision_class(decision: Any) -> str:
+    """Badge colour of a run's decision or a model version's state (see docs/audit_reports.md)."""
     if not isinstance(decision, str):
         return "unknown"
-    if decision == "promoted":
+    if decision in ("promoted", "promoted (champion)"):
         return "ok"
     if decision.startswith("registered"):
         return "warn"
-    if decision.startswith(("rejected", "failed")):
+    if decision.startswith(("rejected", "failed", "rolled back")):
         return "bad"
     return "unknown"
 

@@ -40,6 +40,7 @@ from llmops import storage
 from llmops.reports import index
 from llmops.reports.audit import render_html
 from llmops.settings import get_settings
+from llmops.specs import load_pipeline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -112,6 +113,26 @@ def _write_report(reports_root: str, folder: str, report: dict[str, Any], *, htm
     storage.write_json(storage.join(base, index.REPORT_JSON), report)
     if html:
         storage.write_bytes(storage.join(base, index.REPORT_HTML), render_html(report).encode())
+
+
+def _write_model_version_report(tmp: Path) -> None:
+    """A model-version report as the `compliance_audit_report` DAG writes it, from a ledger chain of
+    its own (the registry left out: this test has no tracking server)."""
+    from ledger_chains import finetune_run, ingest_run
+
+    from llmops.ledger import Ledger
+    from llmops.reports.model_version import write_model_version_report
+
+    base = load_pipeline("support_bot")
+    spec = base.model_copy(
+        update={"name": UI_PIPELINE, "registry": base.registry.model_copy(update={"model_name": "ui_bot"})}
+    )
+    ledger = Ledger(f"sqlite:///{tmp / 'ledger.db'}")
+    ids = ingest_run(ledger, UI_PIPELINE, "ingest-ui", label="ui")
+    finetune_run(
+        ledger, UI_PIPELINE, "ft-ui", curated=ids["curated"], model_name="ui_bot", version="7", label="ui7"
+    )
+    write_model_version_report(spec, "ui_bot", "7", ledger=ledger, registry=False)
 
 
 def _safe(run_id: str) -> str:
@@ -238,6 +259,7 @@ def api_server(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> It
     ]
     for report in written:
         _write_report(root, _safe(report["run"]["finetune_run_id"]), report)
+    _write_model_version_report(tmp_path_factory.mktemp("ui-ledger"))
     with run_api_server(
         tmp_path_factory.mktemp("api-server"), {"admin": "admin", "viewer": "viewer"}
     ) as server:
@@ -271,12 +293,21 @@ def test_plugin_api_requires_an_airflow_token(api_server: ApiServer) -> None:
             listing = client.get(base + "/api/reports", headers=auth)
             assert listing.status_code == 200, listing.text
         ours = [e for e in listing.json()["reports"] if e["pipeline"] == UI_PIPELINE]
+        version, ours = ours[0], ours[1:]  # written last: the newest
+        assert (version["report_id"], version["kind"], version["model"]) == (
+            "model-ui_bot-v7",
+            "model version",
+            "ui_bot v7",
+        )
+        version_page = client.get(base + version["url"].removeprefix("/llmops"), headers=auth)
+        assert version_page.status_code == 200 and "Compliance report: ui_bot v7" in version_page.text
+        assert "<svg" in version_page.text and "<script" not in version_page.text
         assert [e["report_id"] for e in ours] == [newest, oldest]
         assert ours[0]["decision"] == "promoted" and ours[0]["model"] == "ui_bot v7"
         assert ours[0]["model_version"] == "7" and ours[1]["decision"] == "rejected by gates"
         assert ours[0]["url"] == f"/llmops/reports/{UI_PIPELINE}/{newest}"
         filtered = client.get(base + "/api/reports", params={"pipeline": UI_PIPELINE}, headers=auth).json()
-        assert filtered["total_entries"] == 2
+        assert filtered["total_entries"] == 3
         assert {e["pipeline"] for e in filtered["reports"]} == {UI_PIPELINE}
 
         html = client.get(base + ours[0]["url"].removeprefix("/llmops"), headers=auth)
@@ -444,6 +475,7 @@ def test_ui_shows_compliance_reports(
     )
     assert any(newest in row and "promoted" in row and "ui_bot v7" in row for row in rows), rows
     assert any("rejected by gates" in row for row in rows), rows
+    assert any("model-ui_bot-v7" in row and "model version" in row for row in rows), rows
     nav = browser.eval("[...document.querySelectorAll('a, button')].map(e => e.textContent.trim())")
     assert "Compliance reports" in nav, nav
     time.sleep(0.5)  # let the icons and fonts settle before the picture
@@ -466,3 +498,47 @@ def test_ui_shows_compliance_reports(
         assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
     record_property("screenshots", f"{listing_png} {report_png}")
     print(f"screenshots: {listing_png} {report_png}")
+
+
+@pytest.mark.slow
+def test_trigger_form_renders_the_typed_run_parameters(
+    chromium: str, api_server: ApiServer, browser: Cdp, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    """Expect the finetune DAG's trigger form to show each run parameter with its title and
+    description, as a user who triggers a run from the UI sees it."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+    sync_bag_to_db(bag, "dags-folder", None)
+    base = api_server.base_url
+    browser.call("Page.navigate", url=f"{base}/dags/support_bot__finetune")
+    browser.wait_for("!!document.querySelector('input[name=username]')", "the login form")
+    browser.type_into("input[name=username]", "admin")
+    browser.type_into("input[name=password]", api_server.users["admin"])
+    browser.eval("document.querySelector('button[type=submit]').click()")
+    browser.wait_for("!location.pathname.startsWith('/auth/')", "the UI after signing in")
+    if not browser.eval("location.pathname").startswith("/dags/support_bot__finetune"):
+        browser.call("Page.navigate", url=f"{base}/dags/support_bot__finetune")
+    browser.wait_for(
+        "[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Trigger')",
+        "the DAG page's Trigger button",
+    )
+    browser.eval(
+        "[...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Trigger').click()"
+    )
+    form = browser.wait_for(
+        "(() => { const d = [...document.querySelectorAll('[role=dialog]')]"
+        ".find(e => e.innerText.includes('Run Parameters'));"
+        " return d && d.innerText.includes('Learning rate') && d.innerText; })()",
+        "the trigger form with the run parameters",
+    )
+    for text in ("Curated snapshot", "Learning rate", "Epochs", "Max steps", "Promote if gates pass"):
+        assert text in form, form
+    assert "Override the spec's learning rate." in form, form
+    time.sleep(0.5)
+    png = _keep_artifact(browser.screenshot(tmp_path / "ui_trigger_form.png"))
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    record_property("screenshots", str(png))
+    print(f"screenshot: {png}")

@@ -15,20 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import storage
 from llmops.ledger import LedgerRecord, get_ledger
+from llmops.reports import evidence
+from llmops.reports.evidence import last as _last
 from llmops.settings import get_settings
 from llmops.specs import spec_hash
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
+
     from llmops.specs import PipelineSpec
 
 SCHEMA_VERSION = "1.1"  # 1.1: adds `monitoring` (additive; every 1.0 key is unchanged)
 MONITORING_RUNS_SHOWN = 30
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-def _last(records: list[LedgerRecord], event_type: str) -> LedgerRecord | None:
-    matches = [r for r in records if r.event_type == event_type]
-    return matches[-1] if matches else None
 
 
 def monitoring_section(spec: PipelineSpec) -> dict[str, Any]:
@@ -63,14 +62,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     sft = _last(run_records, "dataset.sft.created")
     ingest_records: list[LedgerRecord] = []
     if sft is not None:
-        curated_subject = f"curated/{sft.payload['curated_snapshot_id']}"
-        handled = [
-            r
-            for r in ledger.records(pipeline=spec.name, subject=curated_subject)
-            if r.event_type == "pii.handled"
-        ]
-        if handled:
-            ingest_records = ledger.records(pipeline=spec.name, run_id=handled[-1].run_id)
+        ingest_records = evidence.ingest_run_records(ledger, spec.name, sft.payload["curated_snapshot_id"])
 
     raw = [r.payload for r in ingest_records if r.event_type == "snapshot.raw.created"]
     validated = _last(ingest_records, "dataset.validated")
@@ -81,6 +73,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     registered = _last(run_records, "model.registered")
     promoted = _last(run_records, "model.promoted")
     skipped = _last(run_records, "model.promotion_skipped")
+    cost = _last(run_records, "cost.recorded")  # wall time, GPU-hours, estimated cost per job and in total
 
     failures = [r.payload for r in run_records if r.event_type == "task.failed"]
     if promoted is not None:
@@ -138,24 +131,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
             "ledger_verified": verification.ok,
         },
         "data": {
-            "sources": [
-                {
-                    "name": r["source"],
-                    "kind": r["kind"],
-                    "connection": r["conn_id"],
-                    "location": r["location"],
-                    "raw_snapshot_id": r["snapshot_id"],
-                    "row_count": r["row_count"],
-                    "sha256": r["sha256"],
-                    "encryption": r["encryption"],
-                    "partitions": r.get("partitions", 1),
-                    "watermark": r.get("watermark"),
-                    "query": r.get("query"),
-                    "schema_drift": r.get("schema_drift"),
-                    "governance": r["governance"],
-                }
-                for r in raw
-            ],
+            "sources": [evidence.source_entry(r) for r in raw],
             "validation": validated.payload if validated else None,
             "privacy": pii.payload if pii else None,
             "sft": sft.payload if sft else None,
@@ -167,35 +143,30 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
         "failures": failures,
         "promotion": promoted.payload if promoted else (skipped.payload if skipped else None),
         "monitoring": monitoring_section(spec),
+        "cost": cost.payload if cost else None,
         "ledger": {
-            "verification": {
-                "ok": verification.ok,
-                "records": verification.records,
-                "head_hash": verification.head_hash,
-                "problem": verification.problem,
-            },
-            "events": [
-                {
-                    "seq": r.seq,
-                    "recorded_at": r.recorded_at,
-                    "event_type": r.event_type,
-                    "subject": r.subject,
-                    "run_id": r.run_id,
-                    "record_hash": r.record_hash,
-                }
-                for r in all_records
-            ],
+            "verification": evidence.verification(verification),
+            "events": [evidence.event_row(r) for r in all_records],
         },
     }
     return report
 
 
-def render_html(report: dict[str, Any]) -> str:
+def template_environment(*, autoescape: bool = True) -> Environment:
+    """The reports' Jinja environment: HTML templates autoescaped; Markdown ones (cards) not."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"]) if autoescape else False,
+        keep_trailing_newline=True,
+    )
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
-    return env.get_template("audit_report.html.j2").render(r=report)
+    return env
+
+
+def render_html(report: dict[str, Any]) -> str:
+    return template_environment().get_template("audit_report.html.j2").render(r=report)
 
 
 def write_audit_report(spec: PipelineSpec, run_id: str) -> dict[str, str]:

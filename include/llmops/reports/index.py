@@ -1,9 +1,10 @@
 """An index of the compliance reports in the lake, for the Airflow UI plugin and other readers.
 
 Reports live at ``<reports_root>/<pipeline>/<report-id>/audit_report.{json,html}``: one folder per
-fine-tuning run today (the sanitised run id), and other kinds of report folders later (e.g. one per
-model version, ``model-<name>-v<version>``). The index lists every such folder that holds an
-``audit_report.json``, so new kinds show up without a change here.
+fine-tuning run (the sanitised run id) and one per model version (``model-<name>-v<version>``,
+written by the ``compliance_audit_report`` DAG, with its model and data cards beside). The index
+lists every such folder that holds an ``audit_report.json``, so new kinds show up without a change
+here.
 
 It is built from one listing of the lake (one glob, which on S3 is a few LIST requests rather than
 one request per folder) and the small summary fields of each JSON file; the HTML is read only

@@ -1,0 +1,314 @@
+"""What happened to a model version after registration: approval, alias moves, monitoring, erasure.
+
+The ledger is replayed to tell the version's deployment history (registered, approved, promoted,
+replaced, rolled back, restored) with times and actors; the registry's aliases are compared with
+what the replay says they should be.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llmops.reports.evidence import record_ref
+
+if TYPE_CHECKING:
+    from llmops.ledger import LedgerRecord
+    from llmops.reports.period import Window
+    from llmops.specs import PipelineSpec
+
+MANAGED_ALIASES = ("challenger", "champion", "previous", "rolled_back")  # the aliases llmops moves
+MONITORING_RUNS_SHOWN = 30
+SERVING_EVENTS = ("model.deployed", "model.deployment_failed")  # subject model/<name>/<version>/<target>
+
+
+def replay_aliases(
+    records: list[LedgerRecord], model_name: str
+) -> list[tuple[LedgerRecord, dict[str, str], dict[str, str]]]:
+    """Alias moves of a model as the ledger tells them: (record, aliases before, aliases after).
+
+    Registration moves ``challenger``; a promotion moves ``champion`` and keeps the replaced one as
+    ``previous``; a rollback makes ``previous`` champion again and labels the replaced one
+    ``rolled_back`` (as ``llmops.registry.mlflow_registry`` does). Comparing the result with the
+    registry shows whether anyone moved an alias outside the pipeline.
+    """
+    aliases: dict[str, str] = {}
+    steps = []
+    for record in records:
+        payload = record.payload
+        if payload.get("model_name") != model_name:
+            continue
+        before = dict(aliases)
+        if record.event_type == "model.registered":
+            aliases["challenger"] = str(payload["version"])
+        elif record.event_type == "model.promoted":
+            if payload.get("previous") is not None:
+                aliases["previous"] = str(payload["previous"])
+            aliases["champion"] = str(payload.get("champion") or payload["version"])
+        elif record.event_type == "model.rolled_back":
+            if payload.get("rolled_back") is not None:
+                aliases["rolled_back"] = str(payload["rolled_back"])
+            aliases["champion"] = str(payload["champion"])
+            aliases.pop("previous", None)
+        else:
+            continue
+        steps.append((record, before, dict(aliases)))
+    return steps
+
+
+def held(aliases: dict[str, str], version: str) -> list[str]:
+    return sorted(a for a, v in aliases.items() if v == version)
+
+
+def approver_label(payload: dict[str, Any]) -> str:
+    person = payload.get("approver") or {}
+    if not person:
+        return "nobody (no answer in time)" if payload.get("outcome") == "timed_out" else "nobody"
+    name, uid = person.get("name"), person.get("id")
+    return f"{name} ({uid})" if name and name != uid else str(uid)
+
+
+def deployment_history(records: list[LedgerRecord], model_name: str, version: str) -> list[dict[str, Any]]:
+    """Every recorded event that changed or decided this version's deployment, oldest first."""
+    version = str(version)
+    subject = f"model/{model_name}/{version}"
+    entries: list[tuple[LedgerRecord, str, str, str, list[str]]] = []
+    moves = {r.seq: (before, after) for r, before, after in replay_aliases(records, model_name)}
+    for record in records:
+        payload = record.payload
+        kind = description = None
+        actor = record.actor
+        if record.seq in moves:
+            before, after = moves[record.seq]
+            mine_before, mine_after = held(before, version), held(after, version)
+            if record.event_type == "model.registered" and record.subject == subject:
+                kind, description = (
+                    "registered",
+                    f"registered from fine-tune run {record.run_id}; alias challenger",
+                )
+            elif record.event_type == "model.promoted" and str(payload.get("version")) == version:
+                kind = "promoted"
+                description = "promoted: alias champion" + (
+                    f"; v{payload['previous']} kept as previous" if payload.get("previous") else ""
+                )
+            elif record.event_type == "model.rolled_back":
+                reason = f" Reason: {payload.get('reason')}" if payload.get("reason") else ""
+                actor = str(payload.get("requested_by") or "unknown")
+                if str(payload.get("rolled_back")) == version:
+                    kind = "rolled back"
+                    description = f"rolled back: v{payload.get('champion')} is champion again.{reason}"
+                elif str(payload.get("champion")) == version:
+                    kind = "restored as champion"
+                    description = f"champion again after a rollback of v{payload.get('rolled_back')}.{reason}"
+                elif mine_before != mine_after:
+                    kind, description = "alias moved", f"aliases now: {', '.join(mine_after) or 'none'}"
+            elif mine_before != mine_after:
+                other = payload.get("version")
+                if "champion" in mine_before and "champion" not in mine_after:
+                    kind, description = (
+                        "replaced as champion",
+                        f"replaced as champion by v{other}; alias previous",
+                    )
+                elif "previous" in mine_before and "previous" not in mine_after:
+                    kind, description = (
+                        "no longer previous",
+                        f"v{after.get('previous')} is the previous champion now",
+                    )
+                elif "challenger" in mine_before and "challenger" not in mine_after:
+                    kind, description = "challenger moved", f"alias challenger moved to v{other}"
+                else:
+                    kind, description = "alias moved", f"aliases now: {', '.join(mine_after) or 'none'}"
+            aliases_after = mine_after
+        elif record.subject == subject and record.event_type in ("model.approved", "model.rejected"):
+            approved = record.event_type == "model.approved"
+            kind = "approved" if approved else "not approved"
+            actor = approver_label(payload)
+            outcome = str(payload.get("outcome") or "")
+            description = (
+                f"approved for promotion at {payload.get('responded_at')}"
+                if approved
+                else f"not approved ({outcome.replace('_', ' ')})"
+            )
+            aliases_after = []
+        elif record.subject == subject and record.event_type == "model.promotion_skipped":
+            kind, description, aliases_after = "promotion skipped", str(payload.get("reason") or ""), []
+        elif record.event_type in SERVING_EVENTS and record.subject.startswith(f"{subject}/"):
+            # A serving target (`model/<name>/<version>/<target>`): which target, why, smoke test outcome.
+            target = payload.get("target") or record.subject.rsplit("/", 1)[-1]
+            passed = record.event_type == "model.deployed"
+            kind = "deployed" if passed else "deployment failed"
+            description = (
+                f"{'deployed to' if passed else 'deployment to'} {target}"
+                + (f" (on {payload['trigger']})" if payload.get("trigger") else "")
+                + ("" if passed else ": failed")
+            )
+            aliases_after = []
+        elif record.subject == subject and record.event_type == "erasure.model_flagged":
+            kind = "flagged for erasure review"
+            description = f"erasure request {payload.get('request_id')}: {payload.get('action')}"
+            aliases_after = []
+        if kind is not None:
+            entries.append((record, kind, str(description), str(actor), aliases_after))
+    return [
+        {
+            "at": record.recorded_at,
+            "event": kind,
+            "description": description,
+            "actor": actor,
+            "run_id": record.run_id,
+            "aliases_after": aliases_after if record.seq in moves else None,
+            "event_type": record.event_type,
+            "seq": record.seq,
+            "record_hash": record.record_hash,
+        }
+        for record, kind, description, actor, aliases_after in entries
+    ]
+
+
+def deployment_status(aliases: list[str], history: list[dict[str, Any]]) -> tuple[str, str]:
+    """(status, decision) of a version: its aliases now, and what its history says it went through."""
+    events = {e["event"] for e in history}
+    if "champion" in aliases:
+        return "champion", "promoted (champion)"
+    if "previous" in aliases:
+        return "previous champion", "promoted, now previous champion"
+    if "rolled_back" in aliases:
+        return "rolled back", "rolled back"
+    if "rolled back" in events:
+        return "retired", "rolled back"
+    if "promoted" in events:
+        return "retired", "promoted, since replaced"
+    if "not approved" in events:
+        return "rejected at approval", "rejected at approval"
+    if "challenger" in aliases:
+        return "challenger", "registered, not promoted"
+    return "registered", "registered, not promoted"
+
+
+def approval_section(
+    spec: PipelineSpec,
+    records: list[LedgerRecord],
+    subject: str,
+    gated: LedgerRecord | None,
+    run_report: LedgerRecord | None,
+    promoted: bool,
+) -> dict[str, Any]:
+    decided = [
+        r for r in records if r.subject == subject and r.event_type in ("model.approved", "model.rejected")
+    ]
+    decision = decided[-1] if decided else None
+    evidence_shown = {
+        "gates_passed": gated.payload.get("passed") if gated else None,
+        "gates": record_ref(gated),
+        "run_report": (
+            {k: run_report.payload.get(k) for k in ("html", "json")} if run_report is not None else None
+        ),
+    }
+    base = {
+        "required_by_spec_now": spec.registry.approval.required,
+        "approvers_in_spec_now": list(spec.registry.approval.approvers),
+        "evidence": evidence_shown,
+    }
+    if decision is None:
+        note = (
+            "no approval step recorded: promoted automatically once every gate passed"
+            if promoted
+            else "no approval step recorded"
+        )
+        return {
+            **base,
+            "decision": "automatic" if promoted else "none recorded",
+            "approved": None,
+            "approver": None,
+            "responded_at": None,
+            "recorded_at": None,
+            "note": note,
+            "ledger": None,
+        }
+    payload = decision.payload
+    return {
+        **base,
+        "decision": payload.get("outcome"),
+        "approved": bool(payload.get("approved")),
+        "approver": payload.get("approver"),
+        "responded_at": payload.get("responded_at"),
+        "recorded_at": decision.recorded_at,
+        "note": None,
+        "ledger": record_ref(decision),
+    }
+
+
+def monitoring_for_version(
+    records: list[LedgerRecord], subject: str, version: str, window: Window
+) -> dict[str, Any]:
+    """The monitor DAG's measurements and alerts of this version (newest first)."""
+    runs = [
+        {
+            "run_id": r.run_id,
+            "measured_at": r.payload.get("measured_at") or r.recorded_at,
+            "breaches": r.payload.get("breaches") or [],
+            "same_snapshot": r.payload.get("same_snapshot"),
+            "reference_snapshot_id": r.payload.get("reference_snapshot_id"),
+            "current_snapshot_id": r.payload.get("current_snapshot_id"),
+            "quality": (r.payload.get("quality") or {}).get("status"),
+            "retrain_requested": bool(r.payload.get("retrain")),
+        }
+        for r in records
+        if r.event_type == "monitoring.measured" and r.subject == subject and window.contains(r.recorded_at)
+    ]
+    alerts = [
+        {"run_id": r.run_id, "at": r.recorded_at, "breaches": r.payload.get("breaches") or []}
+        for r in records
+        if r.event_type == "monitoring.alerted" and r.subject == subject and window.contains(r.recorded_at)
+    ]
+    retrains = [
+        {"run_id": r.run_id, "at": r.recorded_at, "triggered_run_id": r.payload.get("triggered_run_id")}
+        for r in records
+        if r.event_type == "monitoring.retrain_triggered"
+        and str(r.payload.get("model_version")) == version
+        and window.contains(r.recorded_at)
+    ]
+    runs.reverse()
+    return {
+        "runs_measured": len(runs),
+        "runs": runs[:MONITORING_RUNS_SHOWN],
+        "runs_with_breaches": sum(1 for r in runs if r["breaches"]),
+        "alerts": list(reversed(alerts)),
+        "retrains_triggered": list(reversed(retrains)),
+    }
+
+
+def erasure_section(
+    records: list[LedgerRecord], subject: str, open_requests: list[str] | None, error: str | None
+) -> dict[str, Any]:
+    """Erasure requests that flagged this version, with whether each is still open in the registry."""
+    requested = {r.payload.get("request_id"): r for r in records if r.event_type == "erasure.requested"}
+    completed = {r.payload.get("request_id"): r for r in records if r.event_type == "erasure.completed"}
+    flagged = [r for r in records if r.event_type == "erasure.model_flagged" and r.subject == subject]
+    ids = sorted({str(r.payload.get("request_id")) for r in flagged} | set(open_requests or []))
+    out = []
+    for request_id in ids:
+        flag = next((r for r in flagged if r.payload.get("request_id") == request_id), None)
+        done = completed.get(request_id)
+        if open_requests is None:
+            status = "unknown (registry unavailable)"
+        else:
+            status = "open" if request_id in open_requests else "resolved"
+        out.append(
+            {
+                "request_id": request_id,
+                "requested_at": requested[request_id].recorded_at if request_id in requested else None,
+                "flagged_at": flag.recorded_at if flag else None,
+                "run_id": flag.run_id if flag else None,
+                "rows_removed": done.payload.get("rows_removed") if done else None,
+                "snapshots_rewritten": done.payload.get("snapshots_rewritten") if done else None,
+                "status": status,
+            }
+        )
+    return {
+        "open_requests": sorted(open_requests or []),
+        "requests": out,
+        "registry_error": error,
+        "action": "retrain without the erased data subjects, then retire this version"
+        if open_requests
+        else None,
+    }
