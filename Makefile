@@ -11,12 +11,13 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 ENV := export PATH="$(abspath $(BIN)):$$PATH" && source scripts/env.sh &&
 
-.PHONY: help venv airflow-db demo test test-fast lint airflow-ui constraints clean
+.PHONY: help venv airflow-db demo test test-fast lint airflow-ui serve constraints clean
 
 help:
 	@echo "make demo        run the demo pipeline end to end (sets everything up on first run)"
 	@echo "make test        run the whole test suite"
 	@echo "make airflow-ui  start Airflow (UI on http://127.0.0.1:8080) with this project's DAGs"
+	@echo "make serve       serve the demo champion on http://127.0.0.1:5001/invocations (after make demo)"
 	@echo "make lint        ruff"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -51,6 +52,9 @@ airflow-ui: airflow-db
 	@$(ENV) $(BIN)/llmops bootstrap-demo && \
 	  ( $(BIN)/python -m llmops.demo.tickets_api --data "$$LLMOPS_HOME/demo/api_tickets.json" --port "$$DEMO_TICKETS_API_PORT" & \
 	    trap "kill $$! 2>/dev/null" EXIT; $(BIN)/airflow standalone )
+
+serve: venv
+	@$(ENV) $(BIN)/llmops serve $${PIPELINE:-support_bot} --port $${PORT:-5001}
 
 constraints: venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^llmops' | sed 's/+cpu$$//' > constraints.tmp

@@ -134,7 +134,14 @@ def mlflow_server(tmp_path_factory):
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": "",
+            # Registry webhooks to receivers on loopback over plain http (test only), seen at once.
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+        },
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -1,4 +1,4 @@
-"""The `llmops` command: demo set-up and run, spec checks, ledger verification, scaffolding."""
+"""The `llmops` command: demo set-up and run, spec checks, ledger verification, serving, scaffolding."""
 
 from __future__ import annotations
 
@@ -168,6 +168,30 @@ def cmd_new_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a pipeline's champion (or a version) with MLflow's scoring server, in the foreground."""
+    from llmops.deployment.serving import serve_command
+    from llmops.registry import mlflow_registry
+    from llmops.specs import load_pipeline
+
+    spec = load_pipeline(args.pipeline)
+    name = spec.registry.model_name
+    model_uri = (
+        f"models:/{name}/{args.version}" if args.version else f"models:/{name}@{mlflow_registry.CHAMPION}"
+    )
+    tracking_uri = mlflow_registry.configure()
+    command = serve_command(model_uri, host=args.host, port=args.port, workers=args.workers)
+    print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (MLflow at {tracking_uri})")
+    include = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PYTHONPATH": os.pathsep.join(p for p in (include, os.environ.get("PYTHONPATH", "")) if p),
+    }
+    os.execve(command[0], command, env)
+    return 0  # pragma: no cover - execve does not return
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ledger-verify", help="verify the governance ledger's hash chain").set_defaults(
         func=cmd_ledger_verify
     )
+    p = sub.add_parser("serve", help="serve a pipeline's champion over HTTP (mlflow models serve)")
+    p.add_argument("pipeline")
+    p.add_argument("--version", default=None, help="a registered version instead of the champion")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("new-pipeline", help="scaffold a pipeline spec and its DAG file")
     p.add_argument("name")
     p.set_defaults(func=cmd_new_pipeline)

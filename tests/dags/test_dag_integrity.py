@@ -52,7 +52,9 @@ def test_dag_family_per_spec(dagbag):
     for spec in PIPELINES_DIR.glob("*.yaml"):
         name = spec.stem
         assert {f"{name}__ingest", f"{name}__finetune", f"{name}__monitor"} <= set(dagbag.dag_ids)
-    assert {"data_retention", "data_erasure_request"} <= set(dagbag.dag_ids)
+    assert {"data_retention", "data_erasure_request", "model_rollback", "compliance_audit_report"} <= set(
+        dagbag.dag_ids
+    )
 
 
 def test_dag_conventions(dagbag):
@@ -81,6 +83,19 @@ def test_finetune_is_asset_scheduled_with_typed_params(dagbag):
     for key in ("curated_snapshot_id", "learning_rate", "epochs", "max_steps", "promote"):
         param = params.get_param(key)
         assert param.schema.get("type") and param.description, key
+
+
+def test_compliance_report_is_weekly_with_typed_params(dagbag):
+    """Expect the report DAG weekly without catchup, a mapped task per model version, and typed,
+    described Params whose schema refuses a malformed date before a run starts."""
+    dag = dagbag.dags["compliance_audit_report"]
+    assert dag.schedule == "@weekly" and dag.catchup is False
+    assert dag.get_task("plan").downstream_task_ids == {"report"}
+    for key in ("pipeline", "model_version", "date_from", "date_to"):
+        param = dag.params.get_param(key)
+        assert param.schema.get("type") and param.description, key
+    assert dag.params.get_param("date_from").schema["format"] == "date"
+    assert dag.params.get_param("model_version").schema["type"] == ["null", "integer"]
 
 
 def test_finetune_report_runs_as_teardown(dagbag):
@@ -133,7 +148,12 @@ def test_broken_spec_is_an_import_error_of_its_own_file_only(tmp_path, monkeypat
         )
     monkeypatch.setenv("LLMOPS_PIPELINES_DIR", str(pipelines))
     bag = DagBag(dag_folder=str(dags))
-    assert set(bag.dag_ids) == {"support_bot__ingest", "support_bot__finetune", "support_bot__monitor"}
+    assert set(bag.dag_ids) == {
+        "support_bot__ingest",
+        "support_bot__finetune",
+        "support_bot__monitor",
+        "support_bot__batch_inference",  # the demo spec has a batch_inference block
+    }
     assert len(bag.import_errors) == 1
     ((path, message),) = bag.import_errors.items()
     assert path.endswith("broken_bot.py")

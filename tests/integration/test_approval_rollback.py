@@ -33,6 +33,7 @@ def approval_pipeline(mlflow_server, monkeypatch, tmp_path):
     raw = yaml.safe_load((PROJECT / "include" / "pipelines" / "support_bot.yaml").read_text())
     raw["name"] = "approval_check"
     raw["registry"] = {"model_name": model, "approval": {"required": True, "approvers": ["alice"]}}
+    raw.pop("deployment", None)  # echo models cannot pass a serving smoke test (test_deployment.py covers it)
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "approval_check.yaml").write_text(yaml.safe_dump(raw))

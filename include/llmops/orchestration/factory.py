@@ -327,6 +327,26 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with _fail_fast():
                 return steps.audit_report(spec.name, _run_id())
 
+        @task(retries=1)
+        def deploy(promoted: dict[str, Any]) -> dict[str, Any]:
+            """Serve the new champion on each `deployment.targets` entry (smoke test, manifests)."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from llmops.orchestration import deploy as steps
+
+            if not promoted.get("promoted"):
+                raise AirflowSkipException("the champion did not change in this run: nothing to deploy")
+            with _fail_fast():
+                return steps.deploy(spec.name, _run_id(), trigger="promotion")
+
+        @task
+        def notify() -> dict[str, Any]:
+            """Tell downstream systems what happened (promoted, gate_failed, deployment_failed)."""
+            from llmops.orchestration import deploy as steps
+
+            with _fail_fast():
+                return steps.notify_finetune(spec.name, _run_id(), dag_id=spec.finetune_dag_id)
+
         started = start()
         data = prepare_data(started)
         search_summary = None
@@ -345,9 +365,15 @@ and moves the `champion` alias. An audit report is written at the end of every r
         promoted = promote(registered)
         if spec.registry.approval.required:
             registered >> _approval_task(spec) >> promoted
+        last = deploy(promoted) if spec.deployment.targets else promoted
         # A teardown runs whatever happened after `start`, and does not decide the run's state:
         # a run whose gates failed is still marked failed, and still gets its audit report.
-        promoted >> audit_report().as_teardown(setups=started)
+        report = audit_report().as_teardown(setups=started)
+        last >> report
+        if spec.integrations.webhook_conn_id:
+            # After the report (its link works when the receiver follows it); as a teardown, it
+            # runs on gate failures too, and a receiver that is down never changes the run's state.
+            report >> notify().as_teardown(setups=started)
 
     return finetune()
 
@@ -465,6 +491,7 @@ def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
             labels=pod_labels(spec.name, "trial"),
             retries=0,
             max_active_tis_per_dag=search.parallelism,
+            pre_execute=_trial_budget_guard(spec),
         )
     else:
 
@@ -477,12 +504,44 @@ def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
             """One search trial; pruned by the study's median pruner, failure recorded, not fatal."""
             from llmops.orchestration import finetune as steps
 
+            _skip_over_budget(spec, trial, get_current_context())
             steps.run_job(spec.name, "llmops.training", trial["config_uri"])
 
         ran = run_trial.expand(trial=trials)
     summary = finish_search(data, trials)
     ran >> summary
     return summary
+
+
+def _skip_over_budget(spec: PipelineSpec, trial: dict[str, Any] | None, context: Any) -> None:
+    """Skip a search trial (recorded) when this run's trials have spent `cost.budget`."""
+    if spec.cost is None or spec.cost.budget is None:
+        return
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from llmops.orchestration import finetune as steps
+
+    trials = list(context["ti"].xcom_pull(task_ids="plan_search") or [])
+    if trial is None:  # a pod: its trial is the plan's entry at its map index
+        index = context["ti"].map_index
+        if not 0 <= index < len(trials):
+            return
+        trial = trials[index]
+    try:
+        steps.check_trial_budget(spec.name, trial, trials, context["dag_run"].run_id)
+    except steps.BudgetExceeded as exc:
+        raise AirflowSkipException(str(exc)) from None
+
+
+def _trial_budget_guard(spec: PipelineSpec) -> Any:
+    """The budget check as a pod operator's pre_execute hook: no pod starts over budget."""
+    if spec.cost is None or spec.cost.budget is None:
+        return None
+
+    def guard(context: Any) -> None:
+        _skip_over_budget(spec, None, context)
+
+    return guard
 
 
 def build_pipeline_dags(name: str, namespace: dict[str, Any]) -> list[DAG]:
@@ -495,6 +554,10 @@ def build_pipeline_dags(name: str, namespace: dict[str, Any]) -> list[DAG]:
     from llmops.orchestration.monitor_dag import monitor_dag  # it imports this module's helpers
 
     dags.append(monitor_dag(spec))
+    if spec.batch_inference is not None:
+        from llmops.orchestration.batch_dag import batch_inference_dag
+
+        dags.append(batch_inference_dag(spec))
     for built in dags:
         namespace[built.dag_id.replace("-", "_")] = built
     return dags

@@ -475,7 +475,10 @@ def finish_search(
     search = spec.training.search
     if search is None or not trials:
         return {"searched": False}
+    from llmops.governance import cost
+
     outcomes = []
+    usages = []
     for trial in trials:
         result = read_job_result(trial["output_dir"]) or {}
         status = result.get("status")
@@ -484,12 +487,23 @@ def finish_search(
             outcome.update(state="succeeded", value=float(result[search.metric]))
         elif status == "pruned":
             outcome.update(state="pruned", value=result.get(search.metric))
+        elif status == "skipped":
+            outcome.update(state="skipped", reason=result.get("reason"))
         else:
             outcome.update(
                 state="failed", error=str(result.get("error") or "no result (job did not finish)")[:500]
             )
         outcome["global_step"] = result.get("global_step")
         outcome["train_runtime_s"] = result.get("train_runtime_s")
+        usage = cost.job_usage(spec, f"trial-{trial['number']}", "trial", result or None)
+        if status == "skipped":
+            usage.update(wall_s=0.0, devices=0, device_hours=0.0, gpu_hours=0.0, cost=0.0, note="not run")
+        outcome["usage"] = usage
+        usages.append(usage)
+        if trial.get("mlflow_run_id") and status not in ("skipped", None):
+            mlflow_registry.log_params_and_metrics(
+                trial["mlflow_run_id"], params={}, metrics=_usage_metrics(usage, "")
+            )
         outcomes.append(outcome)
     summary = hpo.tell_results(spec, data["sft_snapshot_id"], outcomes, run_id)
     parent = mlflow_registry.find_or_create_run(
@@ -505,7 +519,9 @@ def finish_search(
             "trials_succeeded": sum(o["state"] == "succeeded" for o in outcomes),
             "trials_pruned": sum(o["state"] == "pruned" for o in outcomes),
             "trials_failed": sum(o["state"] == "failed" for o in outcomes),
+            "trials_skipped": sum(o["state"] == "skipped" for o in outcomes),
             **({f"best_{search.metric}": best["value"]} if best else {}),
+            **_usage_metrics(cost.totals(spec, usages), "_search"),
         },
     )
     return {
@@ -514,7 +530,63 @@ def finish_search(
         "best": best,
         "trials": outcomes,
         "mlflow_run_id": parent,
+        "usage": usages,
     }
+
+
+def _usage_metrics(usage: dict[str, Any], suffix: str) -> dict[str, float]:
+    """MLflow metrics of a job's (or a total's) usage: wall time, GPU-hours and cost when priced."""
+    names = {"wall_s": "wall_s", "wall_hours": "wall_hours", "gpu_hours": "gpu_hours", "cost": "cost"}
+    return {
+        f"{name}{suffix}": float(usage[key])
+        for key, name in names.items()
+        if isinstance(usage.get(key), int | float) and not isinstance(usage.get(key), bool)
+    }
+
+
+class BudgetExceeded(PermanentError):
+    """The run's cost budget is spent: this search trial is not started (recorded as skipped)."""
+
+
+def check_trial_budget(
+    pipeline: str, trial: dict[str, Any], trials: list[dict[str, Any]], run_id: str
+) -> dict[str, Any]:
+    """Before a search trial starts: what this run's finished trials cost, against the budget.
+
+    Over budget, the trial is recorded as skipped (a ``result.json`` with status "skipped", and
+    ``hpo.trial_skipped`` in the ledger) and `BudgetExceeded` is raised for the task to skip.
+    Trials running at the same time are counted once they finish, so with ``parallelism`` > 1 the
+    spend can pass the budget by up to that many trials.
+    """
+    from llmops.governance import cost
+
+    spec = load_pipeline(pipeline)
+    if spec.cost is None or spec.cost.budget is None:
+        return {"budget": None}
+    usages = []
+    for other in trials:
+        if other["number"] == trial["number"]:
+            continue
+        result = read_job_result(other["output_dir"])
+        if result is not None and result.get("status") != "skipped":
+            usages.append(cost.job_usage(spec, f"trial-{other['number']}", "trial", result))
+    spent = cost.totals(spec, usages)["cost"] or 0.0
+    check = {"budget": spec.cost.budget, "spent": spent, "currency": spec.cost.currency}
+    if spent < spec.cost.budget:
+        return check
+    skipped = {"status": "skipped", "reason": "budget", **check, "trial_number": trial["number"]}
+    storage.write_json(storage.join(trial["output_dir"], "result.json"), skipped)
+    record(
+        spec,
+        "hpo.trial_skipped",
+        f"study/{trial.get('study')}/trial-{trial['number']}",
+        run_id,
+        {"trial": trial["number"], "params": trial.get("params"), **check, "reason": "budget"},
+    )
+    raise BudgetExceeded(
+        f"trial {trial['number']} not started: this run's trials cost {spent:.4f} {spec.cost.currency}, "
+        f"the budget (cost.budget) is {spec.cost.budget:.4f}"
+    )
 
 
 def prepare_train(
@@ -556,6 +628,7 @@ def prepare_train(
         "lora": lora,
         "max_steps": (overrides or {}).get("max_steps"),
         "tuned_by_search": bool(best),
+        "search_usage": (search or {}).get("usage") or [],
     }
 
 
@@ -584,6 +657,11 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     if result.get("status") != "succeeded":
         raise RuntimeError(f"training job failed: {result.get('error') or result.get('status')}")
     mlflow_run_id = job["mlflow_run_id"]
+    from llmops.governance import cost
+
+    usage = cost.job_usage(spec, "train", "train", result)
+    jobs = [*(job.get("search_usage") or []), usage]
+    run_totals = cost.totals(spec, jobs)
     mlflow_registry.log_params_and_metrics(
         mlflow_run_id,
         params={
@@ -607,7 +685,9 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
                 "train_runtime_s",
                 "peak_memory_gib",
             )
-        },
+        }
+        | _usage_metrics(usage, "")
+        | _usage_metrics(run_totals, "_total"),
     )
     summary = {
         "mlflow_run_id": mlflow_run_id,
@@ -634,6 +714,22 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
             "tuned_by_search": job.get("tuned_by_search", False),
             "max_steps": job.get("max_steps"),
             "result": result,
+            "usage": usage,
+        },
+    )
+    record(
+        spec,
+        "cost.recorded",
+        f"cost/{safe_run_id(run_id)}",
+        run_id,
+        {
+            "mlflow_run_id": mlflow_run_id,
+            "currency": run_totals["currency"],
+            "totals": run_totals,
+            "jobs": jobs,
+            "trials_skipped_for_budget": sum(
+                1 for j in jobs if j["kind"] == "trial" and j.get("status") == "skipped"
+            ),
         },
     )
     from llmops import lineage
@@ -909,6 +1005,9 @@ def promote(
                 "reason": outcome["outcome"],
                 "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
             }
+    from llmops.orchestration.deploy import ensure_registry_webhook
+
+    ensure_registry_webhook(spec)  # before the alias moves, so MLflow's own event reaches it too
     moved = mlflow_registry.promote(registered["model_name"], registered["version"])
     record(
         spec,
@@ -926,9 +1025,11 @@ def promote(
 
 def rollback(model_name: str, reason: str, run_id: str, requested_by: str | None) -> dict[str, Any]:
     """Restore the previous champion of `model_name` and record who asked and why."""
+    from llmops.orchestration.deploy import ensure_registry_webhook
     from llmops.registry import mlflow_registry
 
     spec = pipeline_of_model(model_name)
+    ensure_registry_webhook(spec)
     moved = mlflow_registry.rollback(model_name)
     record(
         spec,

@@ -1,4 +1,5 @@
-"""DAGs that govern data over time, across every pipeline: retention and erasure requests.
+"""DAGs that govern data and models over time, across every pipeline: retention, erasure requests,
+rollback, and the weekly compliance report of every model version.
 
 Imported by dags/governance.py; only the standard library, pendulum and `airflow.sdk` at module
 level. Pipelines are read when the tasks run, so a new spec needs no change here.
@@ -6,11 +7,15 @@ level. Pipelines are read when the tasks run, so a new spec needs no change here
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import DAG, Param, dag, get_current_context, task
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 DEFAULT_ARGS = {"owner": "data-governance", "retries": 1, "retry_delay": timedelta(minutes=1)}
@@ -174,7 +179,9 @@ def rollback_dag() -> DAG:
 Trigger with the registered model's name and a reason. The version that was champion before the
 last promotion (alias `previous`) becomes `champion` again; the version being replaced keeps the
 alias `rolled_back`. The rollback, its reason and who triggered it are recorded in the governance
-ledger. Fails with a clear message when the model has no previous version.
+ledger. Fails with a clear message when the model has no previous version. Then `deploy` serves the
+restored version on the pipeline's `deployment.targets` (`model.deployed`), and `notify` sends
+`rolled_back` to its `integrations.webhook_conn_id`.
 """,
         schedule=None,
         start_date=START_DATE,
@@ -213,13 +220,131 @@ ledger. Fails with a clear message when the model has no previous version.
             except (PermanentError, PromotionError) as exc:
                 raise AirflowFailException(str(exc)) from exc
 
-        rollback()
+        @task(retries=1)
+        def deploy(moved: dict[str, Any]) -> dict[str, Any]:
+            """Deploy the restored champion to the model's `deployment.targets` (none: nothing to do)."""
+            from llmops.orchestration import deploy as steps
+
+            context = get_current_context()
+            return steps.deploy_after_rollback(context["params"]["model_name"], context["dag_run"].run_id)
+
+        @task(retries=2)
+        def notify() -> dict[str, Any]:
+            """Send `rolled_back` (and `deployment_failed`) to the model's integrations webhook."""
+            from llmops.orchestration import deploy as steps
+
+            context = get_current_context()
+            return steps.notify_rollback(
+                context["params"]["model_name"], context["dag_run"].run_id, dag_id="model_rollback"
+            )
+
+        # A teardown without setups: it runs after deploy whatever happened, and never decides the
+        # run's state (a failed rollback or deployment still fails the run).
+        deploy(rollback()) >> notify().as_teardown()
 
     return model_rollback()
 
 
+@contextmanager
+def _fail_on_bad_request() -> Iterator[None]:
+    """A PermanentError (a bad Param, an unregistered version) fails the task at once, without retries."""
+    from llmops.errors import PermanentError
+
+    try:
+        yield
+    except PermanentError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def compliance_report_dag() -> DAG:
+    @dag(
+        dag_id="compliance_audit_report",
+        description="Compliance report, model card and data card of every registered model version.",
+        doc_md="""
+### Compliance audit report
+
+Weekly, and on demand. For each registered model version (of every pipeline, or of the one chosen),
+writes `<reports_root>/<pipeline>/model-<name>-v<version>/` with `audit_report.json`,
+`audit_report.html`, `model_card.md` and `data_card.md`: which data (sources, snapshots, row counts,
+hashes, collection period), validated how, with what PII handling and encryption, trained and
+evaluated how, approved by whom, deployed when, open erasure requests, and the ledger's
+verification. Built from the governance ledger, the validation results in the lake, OpenLineage
+events (file transport) and the MLflow registry. Each report is recorded in the ledger
+(`report.generated`, with every file's SHA-256). The reports appear under **Compliance reports**.
+
+Params: `pipeline` (empty: all), `model_version` (empty: every version of the pipeline's model),
+`date_from` / `date_to` (ISO dates, inclusive: only versions registered and events recorded in that
+period). The schema is described in docs/audit_reports.md.
+""",
+        schedule="@weekly",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["llmops", "governance", "compliance"],
+        params={
+            "pipeline": Param(
+                "",
+                type="string",
+                title="Pipeline",
+                description="Only this pipeline (its spec name); empty = every pipeline.",
+            ),
+            "model_version": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                title="Model version",
+                description="Only this registered version of the pipeline's model (needs Pipeline); "
+                "empty = every registered version.",
+            ),
+            "date_from": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="From (date)",
+                description="ISO date YYYY-MM-DD: only versions registered and events recorded on or after it.",
+            ),
+            "date_to": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="To (date)",
+                description="ISO date YYYY-MM-DD: only versions registered and events recorded on or before it.",
+            ),
+        },
+    )
+    def compliance_audit_report() -> None:
+        @task(retries=0)
+        def plan() -> list[dict[str, Any]]:
+            """Check the Params and list the versions to report on (a bad Param fails here, named)."""
+            from llmops.orchestration import compliance
+
+            params = get_current_context()["params"]
+            with _fail_on_bad_request():
+                return compliance.plan(
+                    params.get("pipeline"),
+                    params.get("model_version"),
+                    params.get("date_from"),
+                    params.get("date_to"),
+                )
+
+        @task(map_index_template="{{ item['model_name'] }} v{{ item['version'] }}", max_active_tis_per_dag=2)
+        def report(item: dict[str, Any]) -> dict[str, Any]:
+            """One version's report: four files written, `report.generated` recorded with their hashes."""
+            from llmops.orchestration import compliance
+
+            with _fail_on_bad_request():
+                return compliance.report_version(item, get_current_context()["dag_run"].run_id)
+
+        report.expand(item=plan())
+
+    return compliance_audit_report()
+
+
 def build_governance_dags(namespace: dict[str, Any]) -> list[DAG]:
-    dags = [retention_dag(), erasure_dag(), rollback_dag()]
+    dags = [retention_dag(), erasure_dag(), rollback_dag(), compliance_report_dag()]
     for built in dags:
         namespace[built.dag_id] = built
     return dags

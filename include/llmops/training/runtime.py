@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: When this job process started (this module is imported first by both entrypoints): a job's
+#: wall time, model loading and publishing included, is what its device was held for (cost).
+PROCESS_STARTED = time.monotonic()
+
+
+def job_wall_seconds() -> float:
+    """Seconds since the job process started."""
+    return round(time.monotonic() - PROCESS_STARTED, 3)
 
 
 class JobInputError(ValueError):
