@@ -316,7 +316,8 @@ def test_report_of_a_rolled_back_version_holds_the_evidence_and_no_secret(ledger
     """Expect each section built from the ledger; no sample values, no password; registry left out."""
     _three_versions(ledger)
     report = build_model_version_report(SPEC, MODEL, "2", ledger=ledger, registry=False, generated_by="r-1")
-    assert report["schema_version"] == "1.0" and report["kind"] == "model version"
+    assert report["schema_version"] == "1.1" and report["kind"] == "model version"
+    assert report["cost"] is None  # the chain holds no cost.recorded record
     summary = report["summary"]
     assert (summary["model"], summary["status"], summary["decision"]) == (
         "support_bot v2",

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: adds `cost` (additive; every 1.0 field is unchanged)
 KIND = "model version"
 REPORT_FILES = {
     "json": "audit_report.json",
@@ -601,6 +601,7 @@ def build_model_version_report(
         },
         "training": training,
         "hpo": hpo_section(run_records, bool(training and training["tuned_by_search"])),
+        "cost": cost_section(run_records),
         "evaluation": evaluation,
         "approval": approval,
         "deployment": {"status": status, "aliases": aliases, "history": history},
@@ -720,4 +721,29 @@ def write_model_version_report(
         "period": window.to_dict(),
         "status": report["summary"]["status"],
         "ledger_verified": report["summary"]["ledger_verified"],
+    }
+
+
+def cost_section(run_records: list[LedgerRecord]) -> dict[str, Any] | None:
+    """What training this version cost (`cost.recorded` of its fine-tune run): totals and each job.
+
+    Wall time, device hours and the estimate from the spec's prices at training time; None when
+    the run predates cost accounting.
+    """
+    recorded = last(run_records, "cost.recorded")
+    if recorded is None:
+        return None
+    payload = recorded.payload
+    return {
+        "currency": payload.get("currency"),
+        "totals": payload.get("totals") or {},
+        "jobs": [
+            {
+                k: job.get(k)
+                for k in ("job", "kind", "status", "device", "devices", "wall_s", "gpu_hours", "cost")
+            }
+            for job in payload.get("jobs") or []
+        ],
+        "trials_skipped_for_budget": payload.get("trials_skipped_for_budget", 0),
+        "record_hash": recorded.record_hash,
     }
