@@ -158,11 +158,66 @@ def test_cli_rejects_a_bad_config_with_exit_code_2(tmp_path: Path, caplog: pytes
 
 
 def test_unknown_training_method_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="known: sft"):
+    with pytest.raises(ValueError, match="known: continued_pretraining, preference, sft"):
         runner.get_trainer("dpo")
     with pytest.raises(ValueError, match="module:function"):
         runner.register_trainer("dpo", "not_a_target")
     assert callable(runner.get_trainer("sft"))
+    assert callable(runner.get_trainer("continued_pretraining"))
+    assert callable(runner.get_trainer("preference"))
+
+
+def test_method_defaults_and_beta() -> None:
+    preference = parse_job_config(_job(method="preference"))
+    assert preference.beta is None and preference.dpo_beta == 0.1
+    assert preference.data_format == ("prompt", "chosen", "rejected")
+    assert parse_job_config(_job(method="preference", beta=0.5)).dpo_beta == 0.5
+    cpt = parse_job_config(_job(method="continued_pretraining"))
+    assert cpt.data_format == ("text",)
+    assert parse_job_config(_job()).data_format == ("prompt", "completion")
+
+
+def test_unset_method_fields_keep_the_config_digest() -> None:
+    """An SFT config's resolved form (config_sha256, resume fingerprint) is what it was before beta."""
+    assert "beta" not in parse_job_config(_job()).resolved_dict()
+    assert parse_job_config(_job(method="preference", beta=0.2)).resolved_dict()["beta"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"method": "preference", "beta": 0}, "beta: Input should be greater than 0 (got 0)"),
+        ({"method": "preference", "beta": -0.1}, "beta: Input should be greater than 0"),
+        ({"method": "preference", "beta": "high"}, "beta:"),
+        ({"beta": 0.1}, "beta: only used by method 'preference' (DPO), but method is 'sft'"),
+        ({"method": "continued_pretraining", "beta": 0.1}, "beta: only used by method 'preference'"),
+        ({"method": "preference", "packing": True}, "packing: preference (DPO) compares each chosen"),
+        ({"method": "continued_pretraining", "packing": True}, "packing: continued_pretraining always"),
+        ({"method": "continued_pretraining", "chat_template": True}, "chat_template: continued_pretraining"),
+        ({"method": "pretraining"}, "method:"),
+    ],
+)
+def test_method_specific_fields_are_validated(overrides: dict[str, Any], expected: str) -> None:
+    problems = _problems(_job(**overrides))
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_preference_rows_need_pairs(tmp_path: Path) -> None:
+    """The data contract per method: errors name the field, file, line and the expected keys."""
+    from llmops.training.runtime import JobInputError, read_jsonl_rows
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n")
+    with pytest.raises(JobInputError, match=r"train_file: .*rows.jsonl:1: 'chosen' must be a string"):
+        read_jsonl_rows(path, "train_file", ("prompt", "chosen", "rejected"), "preference")
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": " "}) + "\n")
+    with pytest.raises(JobInputError, match="'rejected' is empty"):
+        read_jsonl_rows(path, "eval_file", ("prompt", "chosen", "rejected"), "preference")
+    path.write_text(json.dumps({"text": "hello", "id": 3}) + "\n\n")
+    assert read_jsonl_rows(path, "train_file", ("text",), "continued_pretraining") == [{"text": "hello"}]
+    path.write_text("")
+    with pytest.raises(JobInputError, match="has no rows"):
+        read_jsonl_rows(path, "train_file", ("text",), "continued_pretraining")
 
 
 def test_config_modules_do_not_import_ml_libraries() -> None:

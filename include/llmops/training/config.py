@@ -28,6 +28,17 @@ if TYPE_CHECKING:
 
 Device = Literal["auto", "cpu", "cuda"]
 Quantization = Literal["none", "4bit"]
+#: What a job trains: ``sft`` (prompt/completion rows, loss on the completion), ``continued_pretraining``
+#: (raw ``text`` rows, next-token loss on every token, packed into fixed-length blocks) or
+#: ``preference`` (DPO on ``prompt``/``chosen``/``rejected`` pairs).
+Method = Literal["sft", "continued_pretraining", "preference"]
+#: The rows ``train_file`` and ``eval_file`` hold, per method.
+DATA_FORMATS: dict[str, tuple[str, ...]] = {
+    "sft": ("prompt", "completion"),
+    "continued_pretraining": ("text",),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+DEFAULT_BETA = 0.1
 REMOTE_SCHEMES = ("s3://",)
 
 
@@ -197,12 +208,16 @@ class HpoTarget(StrictConfig):
 class TrainingJobConfig(StrictConfig):
     """Everything one fine-tuning run needs; unknown keys are errors, never silently ignored."""
 
-    method: Literal["sft"] = "sft"
+    method: Method = "sft"
     base_model_path: str = Field(
         min_length=1, description="Directory saved with save_pretrained: a local path or an s3:// prefix."
     )
-    train_file: str = Field(min_length=1, description="JSONL of {'prompt': str, 'completion': str}.")
-    eval_file: str = Field(min_length=1, description="JSONL of {'prompt': str, 'completion': str}.")
+    train_file: str = Field(
+        min_length=1,
+        description="JSONL; rows per method: sft {'prompt', 'completion'}, continued_pretraining {'text'}, "
+        "preference {'prompt', 'chosen', 'rejected'}.",
+    )
+    eval_file: str = Field(min_length=1, description="Held-out JSONL in the same format as train_file.")
     output_dir: str = Field(
         min_length=1,
         description="Receives adapter/, checkpoints/, manifest.json and result.json (local or s3://).",
@@ -215,7 +230,15 @@ class TrainingJobConfig(StrictConfig):
     )
     quantization: Quantization = Field(default="none", description="4bit: QLoRA (CUDA + bitsandbytes).")
     packing: bool = Field(
-        default=False, description="Pack sequences; packed sequences never attend to each other."
+        default=False,
+        description="sft only: pack sequences; packed sequences never attend to each other. "
+        "(continued_pretraining always packs its texts into max_length blocks.)",
+    )
+    beta: float | None = Field(
+        default=None,
+        gt=0,
+        description=f"preference only: DPO's beta, the strength of the pull towards the reference model "
+        f"(default {DEFAULT_BETA}).",
     )
     gradient_checkpointing: bool = False
     device: Device = "auto"
@@ -255,6 +278,7 @@ class TrainingJobConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> TrainingJobConfig:
+        self._method_rules()
         if self.quantization == "4bit" and self.device == "cpu":
             raise ValueError("quantization: '4bit' (QLoRA) needs a CUDA device, but device is 'cpu'")
         if self.quantization == "4bit" and self.distributed.strategy == "fsdp":
@@ -272,14 +296,49 @@ class TrainingJobConfig(StrictConfig):
                 )
         return self
 
+    def _method_rules(self) -> None:
+        """Settings that belong to one method are errors on another (never silently ignored)."""
+        if self.beta is not None and self.method != "preference":
+            raise ValueError(f"beta: only used by method 'preference' (DPO), but method is {self.method!r}")
+        if self.method == "continued_pretraining":
+            if self.packing:
+                raise ValueError(
+                    "packing: continued_pretraining always concatenates its texts and cuts them into "
+                    "hyperparameters.max_length blocks; remove packing"
+                )
+            if self.chat_template:
+                raise ValueError(
+                    "chat_template: continued_pretraining trains on raw text, which has no conversation "
+                    "to render; set chat_template: false or use method 'sft'"
+                )
+        if self.method == "preference" and self.packing:
+            raise ValueError(
+                "packing: preference (DPO) compares each chosen answer with its rejected one and does not "
+                "pack pairs; remove packing"
+            )
+
+    @property
+    def dpo_beta(self) -> float:
+        """The DPO beta in effect (the configured one, else the default)."""
+        return self.beta if self.beta is not None else DEFAULT_BETA
+
+    @property
+    def data_format(self) -> tuple[str, ...]:
+        """The keys every row of train_file and eval_file must have."""
+        return DATA_FORMATS[self.method]
+
     @property
     def evaluates_during_training(self) -> bool:
         """Whether evaluations happen between steps (not only before and after training)."""
         return self.eval_steps is not None or self.early_stopping_patience is not None or self.hpo is not None
 
     def resolved_dict(self) -> dict[str, Any]:
-        """JSON-able form with absolute paths, the input of ``config_sha256``."""
-        return self.model_dump(mode="json")
+        """JSON-able form with absolute paths, the input of ``config_sha256``.
+
+        Method-specific fields are left out while unset, so a config that does not use them has
+        the same digest (and resumes the same checkpoints) as before the fields existed.
+        """
+        return self.model_dump(mode="json", exclude={"beta"} if self.beta is None else None)
 
 
 def parse_job_config(raw: Any, source: str = "<config>") -> TrainingJobConfig:

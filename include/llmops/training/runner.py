@@ -1,8 +1,9 @@
 """CLI and trainer registry: ``python -m llmops.training --config job.json``.
 
 Training methods are looked up by name (the spec's ``training.method``) and imported lazily,
-so adding a method (e.g. DPO) is a registry entry plus the ``method`` literal in the spec and
-the job config; the CLI stays the same.
+so adding a method is a registry entry plus the ``method`` literal in the job config (and the
+spec); the CLI stays the same. Registered: ``sft``, ``continued_pretraining`` and
+``preference`` (DPO).
 
 Exit status: 0 success (``status`` "succeeded", or "pruned" for a search trial the pruner
 stopped), 2 unusable config or inputs, 1 the training itself failed. In both failure cases
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # name -> "module:function"; resolved on use so that importing the registry stays cheap.
-TRAINERS: dict[str, str] = {"sft": "llmops.training.sft:train_sft"}
+TRAINERS: dict[str, str] = {
+    "sft": "llmops.training.sft:train_sft",
+    "continued_pretraining": "llmops.training.cpt:train_continued_pretraining",
+    "preference": "llmops.training.dpo:train_preference",
+}
 RESULT_FILE = "result.json"
 
 

@@ -259,6 +259,41 @@ def read_prompt_completion_jsonl(path: Path, field: str) -> list[dict[str, str]]
     return rows
 
 
+def read_jsonl_rows(path: Path, field: str, keys: Sequence[str], method: str) -> list[dict[str, str]]:
+    """Rows holding string ``keys`` (all but ``prompt`` non-empty); errors name the file and line.
+
+    The reader of the continued-pretraining (``text``) and preference (``prompt``/``chosen``/
+    ``rejected``) formats; extra keys are dropped, as for prompt/completion rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JobInputError(f"{field}: file not found: {path}")
+    expected = ", ".join(f"'{k}'" for k in keys)
+    rows: list[dict[str, str]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise JobInputError(f"{field}: {path}:{number}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise JobInputError(f"{field}: {path}:{number}: expected a JSON object")
+            for key in keys:
+                if not isinstance(record.get(key), str):
+                    raise JobInputError(
+                        f"{field}: {path}:{number}: '{key}' must be a string (method {method!r} reads rows "
+                        f"of {expected})"
+                    )
+                if key != "prompt" and not record[key].strip():
+                    raise JobInputError(f"{field}: {path}:{number}: '{key}' is empty")
+            rows.append({key: record[key] for key in keys})
+    if not rows:
+        raise JobInputError(f"{field}: {path} has no rows")
+    return rows
+
+
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     """Number of leading ids two sequences share."""
     n = 0

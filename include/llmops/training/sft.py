@@ -1,4 +1,5 @@
-"""Supervised fine-tuning with LoRA (or QLoRA), via TRL's ``SFTTrainer``.
+"""Supervised fine-tuning with LoRA (or QLoRA), via TRL's ``SFTTrainer``, and the job driver
+every training method shares.
 
 One job: stage the inputs (local paths or ``s3://``), load the base model exactly as a real one
 is loaded (``from_pretrained``), train a LoRA adapter with loss on the completion tokens only,
@@ -9,6 +10,12 @@ Robustness: checkpoints (adapter, optimizer, scheduler, RNG) every ``save_steps`
 ``output_dir/checkpoints/`` (mirrored to object storage), resumed automatically by a rerun of
 the same command. Early stopping, Optuna pruning and ``torchrun`` (DDP/FSDP) launches are
 supported; in a distributed job only rank 0 writes outputs.
+
+The driver (:func:`run_training`) is method-agnostic: a :class:`TrainingMethod` says how rows
+are read, which ``TrainingArguments`` subclass and ``Trainer`` are built and which extra figures
+an evaluation yields. SFT is defined here; continued pretraining (:mod:`llmops.training.cpt`)
+and DPO (:mod:`llmops.training.dpo`) reuse the same staging, LoRA, checkpoints, integrity
+checks, manifest and MLflow logging.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 import os
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +61,7 @@ from llmops.training.runtime import (
 from llmops.training.staging import OutputLocation, fetch_file, fetch_model_dir, model_weights_sha256
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from llmops.training.config import MlflowTarget, TrainingJobConfig
 
@@ -343,8 +351,41 @@ def build_sft_config(
     world_size: int = 1,
 ) -> Any:
     """The ``SFTConfig`` of a job: one place, used by the entrypoint, the tests and the benchmark."""
-    import torch
     from trl import SFTConfig
+
+    return training_arguments(
+        SFTConfig,
+        config,
+        output_dir,
+        device=device,
+        dtype=dtype,
+        train_rows=train_rows,
+        world_size=world_size,
+        max_length=config.hyperparameters.max_length,
+        packing=config.packing,
+        packing_strategy="bfd",  # whole examples per row + padding-free position_ids (see packing.py)
+        eval_packing=False,  # eval loss per example, comparable with the evaluation entrypoint
+        completion_only_loss=True,
+    )
+
+
+def training_arguments(
+    config_cls: type,
+    config: TrainingJobConfig,
+    output_dir: Path,
+    *,
+    device: str,
+    dtype: Any,
+    train_rows: int,
+    world_size: int = 1,
+    **method_args: Any,
+) -> Any:
+    """A ``TrainingArguments`` subclass (SFTConfig, DPOConfig) with the job's shared settings.
+
+    ``train_rows`` is the number of training examples per epoch (rows, or packed blocks);
+    ``method_args`` are the method's own fields (max_length, packing, beta, ...).
+    """
+    import torch
 
     hp = config.hyperparameters
     lr_scheduler = hp.lr_scheduler
@@ -371,7 +412,7 @@ def build_sft_config(
             "reshard_after_forward": True,
             "activation_checkpointing": config.gradient_checkpointing,
         }
-    return SFTConfig(
+    return config_cls(
         output_dir=str(output_dir),
         run_name=config.run_name,
         seed=hp.seed,
@@ -385,12 +426,8 @@ def build_sft_config(
         lr_scheduler_type=lr_scheduler,
         warmup_steps=hp.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         weight_decay=hp.weight_decay,
-        max_length=hp.max_length,
-        packing=config.packing,
-        packing_strategy="bfd",  # whole examples per row + padding-free position_ids (see packing.py)
-        eval_packing=False,  # eval loss per example, comparable with the evaluation entrypoint
-        completion_only_loss=True,
-        **_checkpointing_args(SFTConfig, config.gradient_checkpointing and not fsdp),
+        **method_args,
+        **_checkpointing_args(config_cls, config.gradient_checkpointing and not fsdp),
         bf16=dtype == torch.bfloat16,  # explicit: TRL defaults bf16 to True, even on CPU
         fp16=False,
         use_cpu=device == "cpu",
@@ -572,8 +609,54 @@ def _logged_train_loss(log_history: list[dict[str, Any]], default: float) -> flo
     return total / steps if steps else default
 
 
+def _no_extra_metrics(evaluation: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class TrainingMethod:
+    """What differs between training methods; everything else is :func:`run_training`'s.
+
+    * ``read_rows(path, field)``: the validated rows of a data file (errors name ``field``).
+    * ``build_args(config, output_dir, *, device, dtype, train_rows, world_size)``: the
+      ``TrainingArguments`` subclass of the method (see :func:`training_arguments`).
+    * ``build_trainer(config, args, model, tokenizer, train_rows, eval_rows)``: the Trainer, with
+      the LoRA adapter applied (``trainer.model`` is the PEFT model).
+    * ``count_examples(config, tokenizer, rows)``: training examples per epoch (for the
+      schedule); the number of rows when unset.
+    * ``eval_metrics(evaluation, prefix)``: extra flat figures from a ``trainer.evaluate()``
+      dict, keys starting with ``prefix`` ("eval_" after training, "base_eval_" before).
+    * ``packing``: the result's ``packing`` entry when the method fixes it (else from ``config``).
+    """
+
+    name: str
+    read_rows: Callable[[Path, str], list[dict[str, str]]]
+    build_args: Callable[..., Any]
+    build_trainer: Callable[..., Any]
+    count_examples: Callable[[TrainingJobConfig, Any, list[dict[str, str]]], int] | None = None
+    eval_metrics: Callable[[dict[str, Any], str], dict[str, Any]] = _no_extra_metrics
+    packing: dict[str, Any] | None = None
+
+
+SFT = TrainingMethod(
+    name="sft",
+    read_rows=read_prompt_completion_jsonl,
+    build_args=build_sft_config,
+    build_trainer=build_trainer,
+)
+
+
 def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
     """Run one LoRA SFT job and return the result that is also written to ``result.json``."""
+    return run_training(config, SFT)
+
+
+def run_training(config: TrainingJobConfig, method: TrainingMethod) -> dict[str, Any]:
+    """Run one LoRA job of ``method`` and return the result that is also written to ``result.json``."""
+    if config.method != method.name:
+        raise JobInputError(
+            f"method: the job is {config.method!r} but was given to the {method.name!r} trainer"
+        )
     dist = DistributedContext.from_env()
     _check_launch(config, dist)
     if not dist.is_main:
@@ -583,8 +666,8 @@ def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
     base_dir = fetch_model_dir(config.base_model_path)
     train_path = fetch_file(config.train_file, "train_file")
     eval_path = fetch_file(config.eval_file, "eval_file")
-    train_rows = read_prompt_completion_jsonl(train_path, "train_file")
-    eval_rows = read_prompt_completion_jsonl(eval_path, "eval_file")
+    train_rows = method.read_rows(train_path, "train_file")
+    eval_rows = method.read_rows(eval_path, "eval_file")
     if not dist.is_distributed:
         _pin_single_gpu()
 
@@ -626,12 +709,17 @@ def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
         require_chat_template(tokenizer, base_dir)
 
     checkpoints_root = location.local_dir / CHECKPOINTS_DIR
-    args = build_sft_config(
+    train_examples = (
+        method.count_examples(config, tokenizer, train_rows) if method.count_examples else len(train_rows)
+    )
+    if method.count_examples:
+        logger.info("%s: %d training examples per epoch", method.name, train_examples)
+    args = method.build_args(
         config,
         checkpoints_root,
         device=device,
         dtype=dtype,
-        train_rows=len(train_rows),
+        train_rows=train_examples,
         world_size=dist.world_size,
     )
     from accelerate import PartialState
@@ -677,7 +765,7 @@ def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
     with _mlflow_run(mlflow_target, config.run_name) as mlflow_run_id:
         if mlflow_run_id is not None:
             _log_dataset_inputs(data_files)
-        trainer = build_trainer(config, args, model, tokenizer, train_rows, eval_rows)
+        trainer = method.build_trainer(config, args, model, tokenizer, train_rows, eval_rows)
         for callback in callbacks:
             trainer.add_callback(callback)
         peft_model = trainer.model
@@ -748,6 +836,7 @@ def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
             and config.early_stopping_patience is not None
             and int(tstate.global_step) < int(tstate.max_steps)
         )
+        extra = {**method.eval_metrics(final_eval, "eval_"), **method.eval_metrics(base_eval, "base_eval_")}
         flat: dict[str, Any] = {
             "train_loss": train_loss,
             "eval_loss": float(final_eval["eval_loss"]) if final_eval["eval_loss"] is not None else None,
@@ -766,10 +855,19 @@ def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
             "steady_step_seconds": throughput.steady_step_seconds(),
             "train_rows": len(train_rows),
             "eval_rows": len(eval_rows),
+            **extra,
             "trainable_params": int(trainable_params),
             "total_params": int(total_params),
             "peak_memory_gib": _peak_memory_gib(device),
         }
+        if extra:
+            logger.info(
+                "%s: %s",
+                method.name,
+                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()),
+            )
+        if mlflow_run_id is not None and extra:
+            _log_final_metrics(extra, int(tstate.global_step))
         published = location.remote
         adapter_uri = location.join(ADAPTER_DIR) if adapter_sha256 else None
         merged_uri = location.join(MERGED_DIR) if merged_sha256 else None
@@ -801,7 +899,9 @@ def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
             "adapter_weights_changed": adapter_changed,
             "quantization": config.quantization,
             "distributed_strategy": config.distributed.strategy if dist.is_distributed else "none",
-            "packing": {
+            "packing": dict(method.packing)
+            if method.packing is not None
+            else {
                 "enabled": config.packing,
                 "strategy": "bfd" if config.packing else None,
                 **packing_check,
@@ -833,6 +933,21 @@ def train_sft(config: TrainingJobConfig) -> dict[str, Any]:
         f", resumed from step {resumed_from_step}" if resumed_from_step else "",
     )
     return result
+
+
+def _log_final_metrics(metrics: dict[str, Any], step: int) -> None:
+    """The method's derived figures (perplexity, reward accuracy) as MLflow metrics (finite ones)."""
+    import math
+
+    import mlflow
+
+    numbers = {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    if numbers:
+        mlflow.log_metrics(numbers, step=step)
 
 
 def _peak_memory_gib(device: str) -> float:
