@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, task
 
-from llmops.orchestration.factory import START_DATE, _default_args, _fail_fast, _reference_time, _run_id
+from llmops.orchestration.factory import (
+    START_DATE,
+    _default_args,
+    _fail_fast,
+    _reference_time,
+    _run_id,
+    access_control,
+)
 
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
@@ -41,6 +48,7 @@ same rows, never duplicates. Ledger: `batch.scored`.
         max_active_runs=1,
         default_args=_default_args(spec),
         tags=["llmops", "batch-inference", *spec.tags],
+        access_control=access_control(spec.access.batch_inference),
     )
     def batch_inference() -> None:
         @task(max_active_tis_per_dag=1)

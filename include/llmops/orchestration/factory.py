@@ -75,6 +75,20 @@ def _run_id() -> str:
     return get_current_context()["dag_run"].run_id
 
 
+_ACCESS_LEVELS = {
+    "read": {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}},
+    "trigger": {"DAGs": {"can_read"}, "DAG Runs": {"can_read", "can_create"}},
+    "edit": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create", "can_edit"}},
+}
+
+
+def access_control(roles: dict[str, str]) -> dict[str, dict[str, set[str]]] | None:
+    """A DAG's ``access_control`` from the spec's role levels (None: no per-DAG rules)."""
+    return {
+        role: {k: set(v) for k, v in _ACCESS_LEVELS[level].items()} for role, level in roles.items()
+    } or None
+
+
 def curated_asset(spec: PipelineSpec) -> Asset:
     return Asset(name=f"{spec.name}.curated", uri=spec.curated_asset_uri, group="llmops")
 
@@ -114,6 +128,7 @@ run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}
         max_active_runs=1,
         default_args=_default_args(spec),
         tags=["llmops", "ingest", *spec.tags],
+        access_control=access_control(spec.access.ingest),
     )
     def ingest() -> None:
         @task
@@ -238,6 +253,7 @@ and moves the `champion` alias. An audit report is written at the end of every r
         default_args=_default_args(spec),
         params=FINETUNE_PARAMS,
         tags=["llmops", "finetune", *spec.tags],
+        access_control=access_control(spec.access.finetune),
     )
     def finetune() -> None:
         @task

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
 
-from llmops.orchestration.factory import START_DATE, _default_args, _fail_fast, _run_id
+from llmops.orchestration.factory import START_DATE, _default_args, _fail_fast, _run_id, access_control
 
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
@@ -70,6 +70,7 @@ Steps that do not apply show as skipped.
         max_active_runs=1,
         default_args=_default_args(spec),
         tags=["llmops", "monitoring", *spec.tags],
+        access_control=access_control(spec.access.monitor),
     )
     def monitor() -> None:
         @task

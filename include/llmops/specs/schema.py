@@ -797,6 +797,23 @@ def price_key(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.strip().lower()).strip("-")
 
 
+AccessLevel = Literal["read", "trigger", "edit"]
+
+
+class AccessSpec(StrictModel):
+    """Airflow roles per DAG of this pipeline, set as each DAG's ``access_control``.
+
+    ``read`` sees the DAG and its runs, ``trigger`` also starts runs, ``edit`` also pauses, clears
+    and marks them. An auth manager with per-DAG permissions (the FAB auth manager) enforces it;
+    roles not listed get what their global role gives. Empty: no per-DAG rules.
+    """
+
+    ingest: dict[str, AccessLevel] = Field(default={}, description="e.g. {DataOwner: trigger, Auditor: read}")
+    finetune: dict[str, AccessLevel] = Field(default={}, description="e.g. {MLEngineer: edit, Auditor: read}")
+    monitor: dict[str, AccessLevel] = {}
+    batch_inference: dict[str, AccessLevel] = {}
+
+
 class CostSpec(StrictModel):
     """Prices per device-hour, to estimate what each training job and search trial cost."""
 
@@ -848,6 +865,7 @@ class PipelineSpec(StrictModel):
     integrations: IntegrationsSpec = IntegrationsSpec()
     batch_inference: BatchInferenceSpec | None = None
     cost: CostSpec | None = None
+    access: AccessSpec = AccessSpec()
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> PipelineSpec:
