@@ -108,6 +108,11 @@ def _with_links(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
     out = dict(entry)
     out["url"] = page if entry["html_uri"] else None
     out["json_url"] = f"{page}/{index.REPORT_JSON}"
+    out["card_urls"] = (
+        {card.removesuffix(".md").replace("_", " "): f"{page}/{card}" for card in index.CARDS}
+        if entry.get("kind") == "model version"
+        else {}
+    )
     return out
 
 
@@ -171,6 +176,17 @@ def reports_json(
 def report_html(pipeline: str, report_id: str) -> HTMLResponse:
     """One audit report, exactly as the pipeline rendered it."""
     return HTMLResponse(_read(index.read_report_html, pipeline, report_id), headers=_HTML_HEADERS)
+
+
+@router.get("/reports/{pipeline}/{report_id}/{card}.md", name="report_card")
+def report_card(pipeline: str, report_id: str, card: str) -> Response:
+    """A model-version report's model card or data card, as the Markdown the pipeline wrote."""
+    body = _read(lambda root, p, r: index.read_report_card(root, p, r, f"{card}.md"), pipeline, report_id)
+    return Response(
+        body,
+        media_type="text/markdown; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.get("/reports/{pipeline}/{report_id}/audit_report.json", name="report_json")

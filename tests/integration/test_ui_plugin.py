@@ -302,6 +302,18 @@ def test_plugin_api_requires_an_airflow_token(api_server: ApiServer) -> None:
         version_page = client.get(base + version["url"].removeprefix("/llmops"), headers=auth)
         assert version_page.status_code == 200 and "Compliance report: ui_bot v7" in version_page.text
         assert "<svg" in version_page.text and "<script" not in version_page.text
+        assert set(version["card_urls"]) == {"model card", "data card"} and ours[1]["card_urls"] == {}
+        card = client.get(base + version["card_urls"]["model card"].removeprefix("/llmops"), headers=auth)
+        assert card.status_code == 200 and card.headers["content-type"].startswith("text/markdown")
+        assert "# Model card: ui_bot v7" in card.text
+        data_card = client.get(base + version["card_urls"]["data card"].removeprefix("/llmops"), headers=auth)
+        assert data_card.status_code == 200 and data_card.text.startswith(("---", "#"))
+        assert (
+            client.get(base + version["card_urls"]["model card"].removeprefix("/llmops")).status_code == 401
+        )
+        for name in ("audit_report", "README", "..%2fmodel_card"):  # only the two cards, nothing else
+            other = client.get(base + f"/reports/{UI_PIPELINE}/model-ui_bot-v7/{name}.md", headers=auth)
+            assert other.status_code in (400, 404), name
         assert [e["report_id"] for e in ours] == [newest, oldest]
         assert ours[0]["decision"] == "promoted" and ours[0]["model"] == "ui_bot v7"
         assert ours[0]["model_version"] == "7" and ours[1]["decision"] == "rejected by gates"

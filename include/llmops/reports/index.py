@@ -184,6 +184,19 @@ def read_report_html(reports_root: str, pipeline: str, report_id: str) -> str:
     return storage.read_bytes(uri).decode("utf-8", errors="replace")
 
 
+CARDS = ("model_card.md", "data_card.md")  # written beside the JSON of each model-version report
+
+
+def read_report_card(reports_root: str, pipeline: str, report_id: str, card: str) -> str:
+    """A model or data card of one listed report (only the names in ``CARDS``; same checks as
+    `read_report_html`)."""
+    if card not in CARDS:
+        raise ReportNotFoundError(f"no card {card!r}")
+    return storage.read_bytes(_report_file(reports_root, pipeline, report_id, card)).decode(
+        "utf-8", errors="replace"
+    )
+
+
 def read_report_json_bytes(reports_root: str, pipeline: str, report_id: str) -> bytes:
     """The JSON of one listed report, as stored (same checks as `read_report_html`)."""
     return storage.read_bytes(_report_file(reports_root, pipeline, report_id, REPORT_JSON))
