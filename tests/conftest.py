@@ -4,7 +4,6 @@ session gets its own Airflow home, lake, ledger and MLflow store under a tempora
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,25 +48,7 @@ for _key in [
 (_SESSION_HOME / "llmops").mkdir(parents=True, exist_ok=True)
 sys.path.insert(0, str(PROJECT / "include"))
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def require_server(name: str, port: int) -> None:
-    """Skip (visibly) when a local server is absent; in CI a missing server is a failure."""
-    if _reachable("127.0.0.1", port):
-        return
-    message = f"{name} is not reachable on 127.0.0.1:{port}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI must provide it)")
-    pytest.skip(message)
+from servers import require_server, run_mlflow_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -100,68 +81,17 @@ def mariadb_url() -> str:
     return os.environ.get("LLMOPS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server process on 127.0.0.1 (SQLite backend, proxied artifacts)."""
-    import time
-    import urllib.request
-
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "MLFLOW_TRACKING_URI": "",
-            # Registry webhooks to receivers on loopback over plain http (test only), seen at once.
-            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    try:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": "",
+        # Registry webhooks to receivers on loopback over plain http (test only), seen at once.
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+    }
+    with run_mlflow_server(root, f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"), env) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from servers import free_port, require_server, run_mlflow_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,24 +33,12 @@ KEY_ID, SECRET, REGION = "llmops-prod-key-id", "llmops-prod-secret", "us-east-1"
 STORES = ("airflow", "ledger", "optuna", "mlflow")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def databases() -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL database per store, dropped afterwards."""
     import sqlalchemy as sa
 
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
-            pass
-    except OSError:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (CI must provide it)")
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    require_server("PostgreSQL", 5432)
 
     suffix = uuid.uuid4().hex[:8]
     names = {store: f"llmops_prod_{store}_{suffix}" for store in STORES}
@@ -129,7 +116,6 @@ def _clean_env(home: Path) -> dict[str, str]:
 def mlflow_on_postgres_and_s3(databases, s3, tmp_path_factory) -> Iterator[str]:
     """An MLflow tracking server: PostgreSQL backend, artifacts proxied to the S3 bucket."""
     root = tmp_path_factory.mktemp("mlflow-prod")
-    port = free_port()
     env = {
         **_clean_env(root),
         "MLFLOW_S3_ENDPOINT_URL": s3["endpoint"],
@@ -137,48 +123,8 @@ def mlflow_on_postgres_and_s3(databases, s3, tmp_path_factory) -> Iterator[str]:
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_DEFAULT_REGION": REGION,
     }
-    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            databases["mlflow"],
-            "--artifacts-destination",
-            f"s3://{s3['bucket']}/mlflow",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"MLflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    with run_mlflow_server(root, databases["mlflow"], f"s3://{s3['bucket']}/mlflow", env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

