@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -229,15 +229,13 @@ def as_conversation(prompt: str, completion: str) -> dict[str, list[dict[str, st
     }
 
 
-def read_prompt_completion_jsonl(path: Path, field: str) -> list[dict[str, str]]:
-    """Rows of ``{"prompt": str, "completion": str}``; errors name the file and line.
-
-    Extra keys are ignored (and dropped) so that curated snapshots can carry ids alongside.
-    """
+def _jsonl_objects(path: Path, field: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a job's JSONL file; errors name the file
+    and line. Raises when the file is missing or holds no row."""
     path = Path(path)
     if not path.is_file():
         raise JobInputError(f"{field}: file not found: {path}")
-    rows: list[dict[str, str]] = []
+    seen = False
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -248,14 +246,25 @@ def read_prompt_completion_jsonl(path: Path, field: str) -> list[dict[str, str]]
                 raise JobInputError(f"{field}: {path}:{number}: invalid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise JobInputError(f"{field}: {path}:{number}: expected a JSON object")
-            for key in ("prompt", "completion"):
-                if not isinstance(record.get(key), str):
-                    raise JobInputError(f"{field}: {path}:{number}: '{key}' must be a string")
-            if not record["completion"]:
-                raise JobInputError(f"{field}: {path}:{number}: 'completion' is empty")
-            rows.append({"prompt": record["prompt"], "completion": record["completion"]})
-    if not rows:
+            seen = True
+            yield number, record
+    if not seen:
         raise JobInputError(f"{field}: {path} has no rows")
+
+
+def read_prompt_completion_jsonl(path: Path, field: str) -> list[dict[str, str]]:
+    """Rows of ``{"prompt": str, "completion": str}``; errors name the file and line.
+
+    Extra keys are ignored (and dropped) so that curated snapshots can carry ids alongside.
+    """
+    rows: list[dict[str, str]] = []
+    for number, record in _jsonl_objects(path, field):
+        for key in ("prompt", "completion"):
+            if not isinstance(record.get(key), str):
+                raise JobInputError(f"{field}: {path}:{number}: '{key}' must be a string")
+        if not record["completion"]:
+            raise JobInputError(f"{field}: {path}:{number}: 'completion' is empty")
+        rows.append({"prompt": record["prompt"], "completion": record["completion"]})
     return rows
 
 
@@ -265,32 +274,18 @@ def read_jsonl_rows(path: Path, field: str, keys: Sequence[str], method: str) ->
     The reader of the continued-pretraining (``text``) and preference (``prompt``/``chosen``/
     ``rejected``) formats; extra keys are dropped, as for prompt/completion rows.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise JobInputError(f"{field}: file not found: {path}")
     expected = ", ".join(f"'{k}'" for k in keys)
     rows: list[dict[str, str]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JobInputError(f"{field}: {path}:{number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise JobInputError(f"{field}: {path}:{number}: expected a JSON object")
-            for key in keys:
-                if not isinstance(record.get(key), str):
-                    raise JobInputError(
-                        f"{field}: {path}:{number}: '{key}' must be a string (method {method!r} reads rows "
-                        f"of {expected})"
-                    )
-                if key != "prompt" and not record[key].strip():
-                    raise JobInputError(f"{field}: {path}:{number}: '{key}' is empty")
-            rows.append({key: record[key] for key in keys})
-    if not rows:
-        raise JobInputError(f"{field}: {path} has no rows")
+    for number, record in _jsonl_objects(path, field):
+        for key in keys:
+            if not isinstance(record.get(key), str):
+                raise JobInputError(
+                    f"{field}: {path}:{number}: '{key}' must be a string (method {method!r} reads rows "
+                    f"of {expected})"
+                )
+            if key != "prompt" and not record[key].strip():
+                raise JobInputError(f"{field}: {path}:{number}: '{key}' is empty")
+        rows.append({key: record[key] for key in keys})
     return rows
 
 
