@@ -76,6 +76,10 @@ def _run_dag(dag_id: str, conf: dict | None = None) -> str:
     return str(run.state)
 
 
+#: Demo pipelines of the methods beyond SFT (their data lives in the same demo database).
+METHOD_DEMOS = ("northwind_kb", "support_replies")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo pipeline end to end: data, API, base model, ingest DAG, finetune DAG."""
     from llmops.demo.sample_data import generate
@@ -93,13 +97,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     server = make_server(records, token, port=port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    conf = {"max_steps": args.max_steps} if args.max_steps else {}
+    method_states: dict[str, str] = {}
     try:
         ingest_state = _run_dag("support_bot__ingest")
         if ingest_state != "success":
             print(f"support_bot__ingest finished in state {ingest_state}", file=sys.stderr)
             return 1
-        conf = {"max_steps": args.max_steps} if args.max_steps else {}
         finetune_state = _run_dag("support_bot__finetune", conf)
+        # The other training methods: continued pre-training, and sft -> preference chained.
+        for pipeline in [] if args.only_sft else METHOD_DEMOS:
+            state = _run_dag(f"{pipeline}__ingest")
+            method_states[pipeline] = (
+                _run_dag(f"{pipeline}__finetune", conf) if state == "success" else f"ingest {state}"
+            )
     finally:
         server.shutdown()
 
@@ -114,9 +125,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"audit report (JSON): {latest['json']}")
     if champion:
         print(f"registered model   : models:/support_bot@champion (version {champion})")
+    for pipeline, state in method_states.items():
+        version = alias_version(pipeline, "champion")
+        print(f"{pipeline:<19}: finetune {state}, models:/{pipeline}@champion (version {version})")
     print(f"MLflow tracking URI: {settings.mlflow_tracking_uri}")
     print(f"wall time          : {time.monotonic() - started:.0f} s")
-    return 0 if finetune_state == "success" and champion else 1
+    methods_ok = all(state == "success" for state in method_states.values())
+    return 0 if finetune_state == "success" and champion and methods_ok else 1
 
 
 def cmd_validate_specs(_: argparse.Namespace) -> int:
@@ -202,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bootstrap-demo", help="sample data + base model").set_defaults(func=cmd_bootstrap_demo)
     p = sub.add_parser("demo", help="run the demo pipeline end to end")
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick runs)")
+    p.add_argument(
+        "--only-sft",
+        action="store_true",
+        help="run only support_bot (sft), not the continued pre-training and sft -> preference demos",
+    )
     p.set_defaults(func=cmd_demo)
     sub.add_parser("validate-specs", help="check every pipeline spec").set_defaults(func=cmd_validate_specs)
     sub.add_parser("ledger-verify", help="verify the governance ledger's hash chain").set_defaults(

@@ -121,3 +121,33 @@ def test_both_launchers_have_the_same_task_graph(launcher: str) -> None:
     edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
     reference = finetune_dag(_spec(launcher="local", search=SEARCH))
     assert edges == {(t.task_id, d) for t in reference.tasks for d in t.downstream_task_ids}
+
+
+REPLIES = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "support_replies.yaml"
+
+
+def _chained_spec(**training: Any) -> Any:
+    raw = yaml.safe_load(REPLIES.read_text())
+    raw["training"].update(training)
+    return parse_spec(raw)
+
+
+@pytest.mark.parametrize("launcher", ["local", "kubernetes"])
+def test_chain_stages_run_in_order_before_the_final_training(launcher: str) -> None:
+    extra = {"kubernetes": KUBERNETES} if launcher == "kubernetes" else {}
+    spec = _chained_spec(launcher=launcher, **extra)
+    dag = finetune_dag(spec)
+    assert dag.get_task("prepare_stage_answer").upstream_task_ids == {"prepare_data"}
+    assert dag.get_task("run_stage_answer").upstream_task_ids == {"prepare_stage_answer"}
+    assert dag.get_task("collect_stage_answer").upstream_task_ids >= {"run_stage_answer"}
+    # The final (preference) training starts from the stage's output.
+    assert dag.get_task("prepare_train").upstream_task_ids == {"collect_stage_answer"}
+    stage = dag.get_task("run_stage_answer")
+    if launcher == "kubernetes":
+        assert type(stage).__name__ == "KubernetesPodOperator"
+        assert [*stage.cmds, *stage.arguments] == job_argv(
+            "llmops.training", _template("prepare_stage_answer"), spec.training.distributed
+        )
+    else:
+        assert type(stage).__name__ != "KubernetesPodOperator"
+    assert stage.retries == 1

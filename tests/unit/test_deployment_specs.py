@@ -72,7 +72,7 @@ BATCH = {"conn_id": "db", "table": "tickets", "key_column": "ticket_id", "target
         ),
         (
             lambda r: r["deployment"]["kubernetes"].update(replicas=3, max_replicas=2),
-            "deployment.kubernetes: Value error, max_replicas cannot be below replicas",
+            "deployment.kubernetes: max_replicas cannot be below replicas",
         ),
         (
             lambda r: r["deployment"].update(mlflow={"max_latency_ms": 0}),
@@ -84,7 +84,7 @@ BATCH = {"conn_id": "db", "table": "tickets", "key_column": "ticket_id", "target
         ),
         (
             lambda r: r.update(integrations={"mlflow_registry_webhook": True}),
-            "integrations: Value error, mlflow_registry_webhook needs webhook_conn_id",
+            "integrations: mlflow_registry_webhook needs webhook_conn_id",
         ),
         (
             lambda r: r.update(integrations={"webhook_conn_id": "hooks", "events": ["promoted", "trained"]}),
@@ -93,11 +93,11 @@ BATCH = {"conn_id": "db", "table": "tickets", "key_column": "ticket_id", "target
         ),
         (
             lambda r: r.update(batch_inference={**BATCH, "query": "SELECT * FROM tickets"}),
-            "batch_inference: Value error, give exactly one of 'table' or 'query'",
+            "batch_inference: give exactly one of 'table' or 'query'",
         ),
         (
             lambda r: r.update(batch_inference={**BATCH, "table": None, "query": "DELETE FROM tickets"}),
-            "batch_inference: Value error, query must be a single SELECT",
+            "batch_inference: query must be a single SELECT",
         ),
         (
             lambda r: r.update(batch_inference={**BATCH, "target_table": "answers; DROP TABLE x"}),
@@ -118,7 +118,7 @@ BATCH = {"conn_id": "db", "table": "tickets", "key_column": "ticket_id", "target
         ),
         (
             lambda r: r["cost"].update(prices_per_hour={"cpu": -1}),
-            "cost.prices_per_hour: Value error, price of 'cpu' must be a number >= 0 (got -1.0)",
+            "cost.prices_per_hour: price of 'cpu' must be a number >= 0 (got -1.0)",
         ),
         (
             lambda r: r["cost"].update(prices_per_hour={"nvidia h100": 4, "NVIDIA-H100": 5}),

@@ -6,13 +6,17 @@ import pytest
 
 from llmops.evaluation.metrics import (
     contains_term,
+    dpo_reward_margins,
     exact_match,
     gold_label,
     label_scores,
     normalize,
     percentile,
     predicted_label,
+    preference_win_rate,
+    reward_scores,
     rouge_l,
+    scoring_windows,
     term_rate,
     term_words,
     token_f1,
@@ -173,3 +177,76 @@ def test_term_rate_any_term_counts_once_per_text() -> None:
     assert term_rate(["anything"], []) == 0.0
     with pytest.raises(ValueError):
         term_rate([], ["x"])
+
+
+# --- preference pairs and scoring windows ---------------------------------------------------------
+
+
+def test_win_rate_compares_mean_per_token_log_likelihoods() -> None:
+    # Pair 1: chosen -1.0/token beats rejected -2.0/token, though its sum is lower (-10 < -4).
+    # Pair 2: chosen -3.0/token loses to -1.0/token. Pair 3: a tie counts half.
+    chosen = [(-10.0, 10), (-6.0, 2), (-4.0, 4)]
+    rejected = [(-4.0, 2), (-3.0, 3), (-2.0, 2)]
+    assert preference_win_rate(chosen, rejected) == pytest.approx(1.5 / 3)
+    # Swapping chosen and rejected gives exactly 1 - win rate (ties stay half).
+    assert preference_win_rate(rejected, chosen) == pytest.approx(1 - 1.5 / 3)
+
+
+@pytest.mark.parametrize(
+    ("chosen", "rejected"),
+    [([], []), ([(-1.0, 1)], []), ([(-1.0, 0)], [(-1.0, 1)])],
+)
+def test_win_rate_refuses_unusable_pairs(
+    chosen: list[tuple[float, int]], rejected: list[tuple[float, int]]
+) -> None:
+    with pytest.raises(ValueError):
+        preference_win_rate(chosen, rejected)
+
+
+def test_dpo_reward_margins_by_hand() -> None:
+    # beta * ((pc - rc) - (pr - rr)): 0.1 * ((-5 + 8) - (-9 + 7)) = 0.5; 0.1 * ((-8 + 8) - (-7 + 7)) = 0
+    margins = dpo_reward_margins([-5.0, -8.0], [-9.0, -7.0], [-8.0, -8.0], [-7.0, -7.0], beta=0.1)
+    assert margins == pytest.approx([0.5, 0.0])
+    # The policy equal to the reference: every margin is 0, whatever the log-probs.
+    assert dpo_reward_margins([-3.0], [-1.0], [-3.0], [-1.0], beta=2.0) == [0.0]
+    # Swapping chosen and rejected flips the sign; beta scales linearly.
+    assert dpo_reward_margins([-9.0], [-5.0], [-7.0], [-8.0], beta=0.2) == pytest.approx([-1.0])
+    with pytest.raises(ValueError):
+        dpo_reward_margins([-1.0], [], [-1.0], [-1.0], beta=0.1)
+
+
+def test_reward_scores_count_only_positive_margins_as_accurate() -> None:
+    assert reward_scores([0.5, 0.0, -0.1, 0.2]) == pytest.approx(
+        {"reward_accuracy": 0.5, "reward_margin": 0.15}
+    )
+    with pytest.raises(ValueError):
+        reward_scores([])
+
+
+@pytest.mark.parametrize(
+    ("length", "max_length", "expected"),
+    [
+        (0, 4, []),
+        (1, 4, []),  # one token: nothing to predict
+        (2, 4, [(0, 2)]),
+        (4, 4, [(0, 4)]),
+        (5, 4, [(0, 4), (3, 5)]),
+        (7, 4, [(0, 4), (3, 7)]),
+        (8, 4, [(0, 4), (3, 7), (6, 8)]),
+        (5, 2, [(0, 2), (1, 3), (2, 4), (3, 5)]),
+    ],
+)
+def test_scoring_windows_score_every_token_after_the_first_once(
+    length: int, max_length: int, expected: list[tuple[int, int]]
+) -> None:
+    windows = scoring_windows(length, max_length)
+    assert windows == expected
+    assert all(end - start <= max_length for start, end in windows)
+    # A window's first token is context only; the targets are the rest, each token once.
+    targets = [i for start, end in windows for i in range(start + 1, end)]
+    assert targets == list(range(1, length))
+
+
+def test_scoring_windows_need_room_for_a_target() -> None:
+    with pytest.raises(ValueError):
+        scoring_windows(10, 1)

@@ -56,3 +56,32 @@ def test_unknown_gate_metric_is_refused():
     with pytest.raises(ValueError, match="unknown metric 'bleu'"):
         Gate(metric="bleu", min=0.1)
     assert Gate(metric="golden.faq.token_f1", min=0.5).metric == "golden.faq.token_f1"
+
+
+def test_base_model_comparison_needs_the_base_scored_and_respects_direction():
+    """Expect 'beat the base model' to compare in the metric's direction and fail when the base was not scored."""
+    gates = [Gate(metric="eval_loss", beat_base_by=2.0), Gate(metric="reward_accuracy", beat_base_by=0.1)]
+    base = {"eval_loss": 11.1, "reward_accuracy": 0.5}
+    good = evaluate_gates(gates, {"eval_loss": 5.1, "reward_accuracy": 0.9}, baseline=base)
+    assert good["passed"] and good["base_compared"]
+    assert good["gates"][0]["base"] == 11.1 and "beats the base model 11.1 by 6" in good["gates"][0]["reason"]
+    weak = evaluate_gates(gates, {"eval_loss": 9.5, "reward_accuracy": 0.55}, baseline=base)
+    assert [g["passed"] for g in weak["gates"]] == [False, False]
+    assert "must be better by 2, is better by 1.6" in weak["gates"][0]["reason"]
+    unscored = evaluate_gates(gates, {"eval_loss": 1.0, "reward_accuracy": 1.0}, baseline=None)
+    assert not unscored["passed"]
+    assert "base model was not scored" in unscored["gates"][0]["reason"]
+
+
+def test_gates_on_metrics_the_final_method_does_not_measure_are_refused():
+    import yaml
+
+    from llmops.settings import get_settings
+    from llmops.specs import SpecError, parse_spec
+
+    raw = yaml.safe_load((get_settings().pipelines_dir / "northwind_kb.yaml").read_text())
+    raw["gates"].append({"metric": "token_f1", "min": 0.5})
+    with pytest.raises(
+        SpecError, match="gates: metric 'token_f1' is not measured for method 'continued_pretraining'"
+    ):
+        parse_spec(raw)

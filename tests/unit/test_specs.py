@@ -65,11 +65,11 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
         ),
         (
             lambda r: r["gates"].append({"metric": "token_f1"}),
-            "gates[5]: Value error, a gate needs 'min', 'max' or 'beat_champion_by'",
+            "gates[5]: a gate needs 'min', 'max', 'beat_champion_by' or 'beat_base_by'",
         ),
         (
             lambda r: r["privacy"]["columns"].update(customer_email={"action": "allow"}),
-            "privacy.columns.customer_email: Value error, action 'allow' needs a justification",
+            "privacy.columns.customer_email: action 'allow' needs a justification",
         ),
         (
             lambda r: r["sources"][1]["governance"].update(purposes=["marketing"]),
@@ -82,7 +82,7 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
         (lambda r: r.update(name="Support Bot"), "name: String should match pattern"),
         (
             lambda r: r["sources"][0]["governance"].update(lawful_basis="consent"),
-            "sources[0].governance: Value error, lawful_basis 'consent' needs a consent_scope",
+            "sources[0].governance: lawful_basis 'consent' needs a consent_scope",
         ),
         (
             lambda r: r["sources"][0]["governance"].update(
@@ -94,6 +94,69 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
         (
             lambda r: r["sources"][0].update(contract={"columns": {"body": {"pattern": "(unclosed"}}}),
             "sources[0].contract.columns.body.pattern: Value error, pattern does not compile",
+        ),
+        (
+            lambda r: r["training"].update(method="preference"),
+            "training.chosen_column: required by method 'preference'",
+        ),
+        (
+            lambda r: r["training"].update(method="continued_pretraining"),
+            "training.text_columns: required by method 'continued_pretraining'",
+        ),
+        (
+            lambda r: r["training"].update(text_columns=["body"]),
+            "training.text_columns: only used by method continued_pretraining, but method is 'sft'",
+        ),
+        (
+            lambda r: r["training"].update(beta=0.2),
+            "training.beta: only used by method 'preference', but method is 'sft'",
+        ),
+        (
+            lambda r: r["training"].update(completion_column="customer_name"),
+            "training: column 'customer_name' is dropped by privacy.columns and cannot be trained on",
+        ),
+        (
+            lambda r: r["training"].update(completion_column="answer"),
+            "training: column 'answer' is not a column of any source",
+        ),
+        (
+            lambda r: r["training"].update(
+                preceding_stages=[
+                    {"name": "domain", "method": "continued_pretraining", "text_columns": ["body"]},
+                    {"name": "domain", "method": "continued_pretraining", "text_columns": ["subject"]},
+                ]
+            ),
+            "preceding_stages: stage names must be unique; repeated: domain",
+        ),
+        (
+            lambda r: r["training"].update(
+                preceding_stages=[
+                    {"name": "train", "method": "continued_pretraining", "text_columns": ["body"]}
+                ]
+            ),
+            "preceding_stages: reserved stage name(s) train",
+        ),
+        (
+            lambda r: r["training"].update(
+                preceding_stages=[
+                    {
+                        "name": "domain",
+                        "method": "continued_pretraining",
+                        "text_columns": ["body"],
+                        "gates": [{"metric": "token_f1", "min": 0.5}],
+                    }
+                ]
+            ),
+            "training.preceding_stages[0].gates[0].metric: Input should be",
+        ),
+        (
+            lambda r: r["training"].update(
+                method="preference",
+                completion_column=None,
+                chosen_column="resolution",
+                rejected_column="resolution",
+            ),
+            "training.rejected_column: must differ from chosen_column",
         ),
     ],
 )
@@ -128,3 +191,15 @@ def test_top_level_must_be_mapping(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         load_spec(path)
+
+
+def test_a_chained_spec_lists_its_methods_in_order(demo_raw):
+    """Expect preceding stages to run first and the training block's own method to come last."""
+    demo_raw["training"]["preceding_stages"] = [
+        {"name": "domain", "method": "continued_pretraining", "text_columns": ["subject", "body"]}
+    ]
+    spec = parse_spec(demo_raw)
+    assert spec.training.methods == ["continued_pretraining", "sft"]
+    stage = spec.training.preceding_stages[0]
+    assert stage.input_columns == ["subject", "body"] and stage.dataset_name == "text_corpus"
+    assert spec.training.prompt_columns == ["category", "subject", "body"]

@@ -184,7 +184,8 @@ def test_plan_lists_registered_versions_and_names_the_bad_param(ledger):
     assert [i["version"] for i in plan_reports(PIPELINE, 2, None, None, ledger=ledger)] == ["2"]
     assert plan_reports("", None, None, "2000-01-01", ledger=ledger) == []  # all registered after the window
     with pytest.raises(
-        ReportRequestError, match=r"Param 'pipeline': no valid pipeline spec named 'nope'.*known: support_bot"
+        ReportRequestError,
+        match=r"Param 'pipeline': no valid pipeline spec named 'nope'.*known: northwind_kb, support_bot, support_replies",
     ):
         plan_reports("nope", None, None, None, ledger=ledger)
     with pytest.raises(

@@ -9,19 +9,27 @@ tasks, the share of answers with blocked terms or refusals, fixed reviewed golde
 current champion measured on the same data in the same run (so numbers are comparable), and a
 probe for personal data memorised from training, run on salted hashes so the job never handles
 the values themselves.
+
+``method`` says what the adapter was trained for, and so what the eval split holds and what is
+measured on it (:data:`llmops.training.config.DATA_FORMATS`): prompt/completion rows (sft), raw
+text (continued_pretraining: perplexity only) or preference pairs (preference: the chosen answers
+as completions, plus win rate and DPO's implicit reward against the base model).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from llmops.evaluation.metrics import term_words
 from llmops.specs.schema import IDENTIFIER
 from llmops.training.config import (
+    DATA_FORMATS,
+    DEFAULT_BETA,
     ConfigError,
     Device,
+    Method,
     StrictConfig,
     check_location,
     config_parent,
@@ -53,7 +61,9 @@ class GoldenSetTarget(StrictConfig):
         pattern=IDENTIFIER.pattern,
         description="Key under 'golden' in the output; gates say golden.<name>.<metric>.",
     )
-    file: Location = Field(description="JSONL of {'prompt': str, 'completion': str}.")
+    file: Location = Field(
+        description="JSONL of {'prompt': str, 'completion': str}, whatever the job's method."
+    )
 
 
 class PiiProbeTarget(StrictConfig):
@@ -77,21 +87,42 @@ class PiiProbeTarget(StrictConfig):
 class EvalJobConfig(StrictConfig):
     """One offline evaluation of an adapter (and, by default, of its base model for the lift)."""
 
+    method: Method = Field(
+        default="sft",
+        description="What the adapter was trained with; sets the eval_file rows and the metrics.",
+    )
     base_model_path: str = Field(
         min_length=1, description="Directory saved with save_pretrained: a local path or an s3:// prefix."
     )
     adapter_path: str = Field(min_length=1, description="The adapter/ directory written by the training job.")
-    eval_file: str = Field(min_length=1, description="JSONL of {'prompt': str, 'completion': str}.")
+    eval_file: str = Field(
+        min_length=1,
+        description="Held-out JSONL; rows per method: sft {'prompt', 'completion'}, continued_pretraining "
+        "{'text'}, preference {'prompt', 'chosen', 'rejected'}.",
+    )
     output_file: str = Field(min_length=1, description="Metrics JSON, written atomically (local or s3://).")
-    max_samples: int = Field(default=64, gt=0, description="Prompts to generate for (loss uses every row).")
+    max_samples: int = Field(
+        default=64,
+        gt=0,
+        description="Prompts to generate for (loss uses every row). continued_pretraining has no "
+        "prompts: only golden sets are generated for.",
+    )
     max_new_tokens: int = Field(default=64, gt=0, le=4096)
-    batch_size: int = Field(default=8, gt=0, le=4096, description="Rows per forward pass for the loss.")
+    batch_size: int = Field(
+        default=8, gt=0, le=4096, description="Rows (or text windows) per forward pass for the loss."
+    )
     seed: int = 42
     device: Device = "auto"
     include_baseline: bool = True
     chat_template: bool = Field(
         default=False,
         description="Score and prompt through the tokenizer's chat template, as a job trained with it.",
+    )
+    beta: float = Field(
+        default=DEFAULT_BETA,
+        gt=0,
+        description="preference only: DPO's beta, the scale of the implicit reward "
+        "(reward_margin); set it to the training job's.",
     )
 
     label_metrics: bool = Field(
@@ -128,6 +159,25 @@ class EvalJobConfig(StrictConfig):
         if duplicates:
             raise ValueError(f"golden set names must be unique; repeated: {', '.join(duplicates)}")
         return value
+
+    @model_validator(mode="after")
+    def _method_rules(self) -> EvalJobConfig:
+        """Settings of one method are errors on another (never silently ignored), as in training."""
+        if self.beta != DEFAULT_BETA and self.method != "preference":
+            raise ValueError(
+                f"beta: only used by method 'preference' (DPO reward margins), but method is {self.method!r}"
+            )
+        if self.method == "continued_pretraining" and self.chat_template:
+            raise ValueError(
+                "chat_template: continued_pretraining scores raw text, which has no conversation to render "
+                "(its training job refuses chat_template too); set chat_template: false"
+            )
+        return self
+
+    @property
+    def data_format(self) -> tuple[str, ...]:
+        """The keys every eval_file row must have."""
+        return DATA_FORMATS[self.method]
 
 
 def parse_eval_config(raw: Any, source: str = "<config>") -> EvalJobConfig:

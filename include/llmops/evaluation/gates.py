@@ -30,6 +30,8 @@ class GateResult:
     reason: str
     champion: float | None = None
     beat_champion_by: float | None = None
+    base: float | None = None
+    beat_base_by: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -41,17 +43,28 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def evaluate_gates(
-    gates: list[Gate], metrics: dict[str, Any], champion: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Check every gate; `champion` holds the current champion's metrics on the same data, if any.
+def _improvement(gate: Gate, observed: float, other: float) -> float:
+    """How much better ``observed`` is than ``other`` in the metric's direction."""
+    return (other - observed) if gate.lower_is_better else (observed - other)
 
-    A champion comparison passes when there is no champion yet (the first model sets the bar).
+
+def evaluate_gates(
+    gates: list[Gate],
+    metrics: dict[str, Any],
+    champion: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check every gate; `champion` and `baseline` hold the metrics of the current champion and of
+    the base model (adapter disabled) on the same data in the same run, if they were scored.
+
+    A champion comparison passes when there is no champion yet (the first model sets the bar); a
+    base comparison fails when the base model was not scored (nothing proves the improvement).
     """
     results: list[GateResult] = []
     for gate in gates:
         observed = _number(metrics.get(gate.metric))
         rival = _number((champion or {}).get(gate.metric))
+        base = _number((baseline or {}).get(gate.metric))
         if observed is None:
             results.append(
                 GateResult(
@@ -63,6 +76,8 @@ def evaluate_gates(
                     "metric was not produced",
                     rival,
                     gate.beat_champion_by,
+                    base,
+                    gate.beat_base_by,
                 )
             )
             continue
@@ -77,7 +92,7 @@ def evaluate_gates(
                 notes.append("no champion to beat yet")
             else:
                 margin = gate.beat_champion_by
-                gain = (rival - observed) if gate.lower_is_better else (observed - rival)
+                gain = _improvement(gate, observed, rival)
                 if gain < margin:
                     problems.append(
                         f"{observed:.4g} vs champion {rival:.4g}: must be better by {margin:.4g}, "
@@ -85,6 +100,18 @@ def evaluate_gates(
                     )
                 else:
                     notes.append(f"beats champion {rival:.4g} by {gain:.4g}")
+        if gate.beat_base_by is not None:
+            if base is None:
+                problems.append("the base model was not scored: no improvement over it to check")
+            else:
+                gain = _improvement(gate, observed, base)
+                if gain < gate.beat_base_by:
+                    problems.append(
+                        f"{observed:.4g} vs base model {base:.4g}: must be better by {gate.beat_base_by:.4g}, "
+                        f"is better by {gain:.4g}"
+                    )
+                else:
+                    notes.append(f"beats the base model {base:.4g} by {gain:.4g}")
         results.append(
             GateResult(
                 gate.metric,
@@ -95,6 +122,8 @@ def evaluate_gates(
                 "; ".join(problems) or "; ".join(notes) or "within bounds",
                 rival,
                 gate.beat_champion_by,
+                base,
+                gate.beat_base_by,
             )
         )
     passed = all(r.passed for r in results)
@@ -102,6 +131,7 @@ def evaluate_gates(
         "passed": passed,
         "gates": [r.to_dict() for r in results],
         "champion_compared": champion is not None,
+        "base_compared": baseline is not None,
     }
 
 

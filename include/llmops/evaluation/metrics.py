@@ -5,8 +5,10 @@ numbers are not at the mercy of a metrics library's changing defaults. Normalisa
 SQuAD convention minus article stripping: lower-case, punctuation removed, whitespace
 collapsed; tokens are whitespace-separated words.
 
-Also here: classification scores for label-style completions (accuracy, macro precision/recall/F1)
-and the share of generations that contain a listed term (toxicity and refusal rates).
+Also here: classification scores for label-style completions (accuracy, macro precision/recall/F1),
+the share of generations that contain a listed term (toxicity and refusal rates), the arithmetic
+of preference metrics (win rate, DPO's implicit reward) on log-likelihoods the runner measured,
+and how a long text is cut into windows the model can score.
 """
 
 from __future__ import annotations
@@ -173,3 +175,76 @@ def term_rate(texts: Sequence[str], terms: Iterable[str]) -> float:
         raise ValueError("term rate of no texts")
     split = [term_words(t) for t in terms]
     return sum(contains_term(text, split) for text in texts) / len(texts)
+
+
+# --- preference pairs ------------------------------------------------------------------------------
+
+
+def preference_win_rate(chosen: Sequence[tuple[float, int]], rejected: Sequence[tuple[float, int]]) -> float:
+    """Share of pairs whose chosen answer has the higher mean per-token log-likelihood.
+
+    Each item is ``(summed log-prob, token count)`` of one answer. The mean, not the sum, so a
+    short answer does not win by being short; no reference model, so any two models compare.
+    Ties count half: swapping chosen and rejected then gives exactly ``1 - win rate``.
+    """
+    if len(chosen) != len(rejected):
+        raise ValueError("chosen and rejected differ in number")
+    if not chosen:
+        raise ValueError("win rate of no pairs")
+    wins = 0.0
+    for (lp_c, n_c), (lp_r, n_r) in zip(chosen, rejected, strict=True):
+        if n_c <= 0 or n_r <= 0:
+            raise ValueError("an answer with no tokens has no mean log-likelihood")
+        mean_c, mean_r = lp_c / n_c, lp_r / n_r
+        wins += 1.0 if mean_c > mean_r else 0.5 if mean_c == mean_r else 0.0
+    return wins / len(chosen)
+
+
+def dpo_reward_margins(
+    policy_chosen: Sequence[float],
+    policy_rejected: Sequence[float],
+    reference_chosen: Sequence[float],
+    reference_rejected: Sequence[float],
+    beta: float,
+) -> list[float]:
+    """DPO's implicit reward margin per pair: ``beta * ((pi_c - ref_c) - (pi_r - ref_r))``.
+
+    Arguments are summed completion log-probs (as DPO's loss uses them). Positive: the model moved
+    towards the chosen answer, relative to the rejected one, away from the reference.
+    """
+    columns = (policy_chosen, policy_rejected, reference_chosen, reference_rejected)
+    if len({len(c) for c in columns}) != 1:
+        raise ValueError("policy and reference log-probs differ in number")
+    return [
+        beta * ((pc - rc) - (pr - rr))
+        for pc, pr, rc, rr in zip(
+            policy_chosen, policy_rejected, reference_chosen, reference_rejected, strict=True
+        )
+    ]
+
+
+def reward_scores(margins: Sequence[float]) -> dict[str, float]:
+    """``reward_accuracy`` (share of margins > 0, as TRL counts it) and ``reward_margin`` (mean)."""
+    if not margins:
+        raise ValueError("reward scores of no pairs")
+    return {
+        "reward_accuracy": sum(1 for m in margins if m > 0) / len(margins),
+        "reward_margin": sum(margins) / len(margins),
+    }
+
+
+# --- long texts --------------------------------------------------------------------------------------
+
+
+def scoring_windows(length: int, max_length: int) -> list[tuple[int, int]]:
+    """``(start, end)`` slices that score every token of a ``length``-token text after the first.
+
+    A causal model predicts each token from the ones before it within a window of at most
+    ``max_length`` tokens; consecutive windows overlap by one token (the next window's first,
+    unscored context token is the previous one's last target), so every token is a target exactly
+    once. A text of fewer than two tokens has nothing to predict.
+    """
+    if max_length < 2:
+        raise ValueError("a scoring window needs at least two tokens")
+    stride = max_length - 1
+    return [(start, min(start + max_length, length)) for start in range(0, max(length - 1, 0), stride)]

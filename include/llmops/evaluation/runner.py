@@ -6,6 +6,19 @@ eval set, greedy-generates for up to ``max_samples`` prompts and scores them aga
 references. With ``include_baseline`` the same numbers are measured with the adapter disabled,
 so reports and gates can show the lift over the base model.
 
+What the eval split holds and what is measured on it follows the training ``method``:
+
+- ``sft``: prompt/completion rows, as above;
+- ``continued_pretraining``: ``{"text"}`` rows; only ``eval_loss`` (mean next-token loss over every
+  token of every held-out text, EOS included) and ``eval_perplexity``: there are no prompts to
+  generate for (golden sets, which have prompts, are still generated for);
+- ``preference``: ``{"prompt", "chosen", "rejected"}`` pairs; everything ``sft`` measures, with the
+  chosen answer as the completion, plus ``preference_win_rate`` (share of pairs where the model
+  finds the chosen answer likelier per token than the rejected one: reference-free, so candidate,
+  baseline and champion compare directly) and DPO's implicit reward against the base model
+  (adapters disabled): ``reward_accuracy`` and ``reward_margin``, for adapters only (the baseline
+  is the reference itself).
+
 Optional evidence for the promotion gates, each off by default:
 
 - ``label_metrics``: for classification-style completions, accuracy and macro precision/recall/F1
@@ -40,17 +53,22 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.evaluation.config import EvalJobConfig, load_eval_config
 from llmops.evaluation.metrics import (
+    dpo_reward_margins,
     exact_match,
     gold_label,
     label_scores,
     percentile,
     predicted_label,
+    preference_win_rate,
+    reward_scores,
     rouge_l,
+    scoring_windows,
     term_rate,
     token_f1,
 )
@@ -66,6 +84,7 @@ from llmops.training.runtime import (
     load_base_model,
     load_tokenizer,
     quiet_libraries,
+    read_jsonl_rows,
     read_prompt_completion_jsonl,
     require_chat_template,
     resolve_device,
@@ -100,28 +119,16 @@ def _max_length(model: Any, tokenizer: Any) -> int:
     return min(usable) if usable else 2048
 
 
-def completion_loss(
-    model: Any,
-    tokenizer: Any,
-    rows: list[dict[str, str]],
-    *,
-    batch_size: int,
-    device: str,
-    chat_template: bool = False,
-) -> tuple[float, int]:
-    """Mean negative log-likelihood per completion token over all rows, and the token count.
+def _sequence_logprobs(
+    model: Any, encoded: list[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int, device: str
+) -> list[tuple[float, int]]:
+    """``(summed log-prob, target count)`` per ``(input_ids, labels)``; labels -100 are not targets.
 
-    Token-weighted (every completion token counts once), prompt tokens excluded, EOS (or the
-    chat template's end of turn) included, with the same tokenisation as training.
+    Right-padded batches of ``batch_size``: the one forward-pass loop behind every loss here.
     """
     import torch
 
-    max_length = _max_length(model, tokenizer)
-    encode = encode_chat_prompt_completion if chat_template else encode_prompt_completion
-    encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
-    total_nll = 0.0
-    total_tokens = 0
-    pad_id = tokenizer.pad_token_id
+    scores: list[tuple[float, int]] = []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         width = max(len(ids) for ids, _ in chunk)
@@ -141,13 +148,125 @@ def completion_loss(
             shift_logits.reshape(-1, shift_logits.size(-1)),
             shift_labels.reshape(-1),
             ignore_index=-100,
-            reduction="sum",
-        )
-        total_nll += float(nll)
-        total_tokens += int((shift_labels != -100).sum())
+            reduction="none",
+        ).view(shift_labels.shape)
+        per_row = nll.sum(dim=1).tolist()
+        counts = (shift_labels != -100).sum(dim=1).tolist()
+        scores.extend((-float(v), int(n)) for v, n in zip(per_row, counts, strict=True))
+    return scores
+
+
+def completion_logprobs(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    *,
+    batch_size: int,
+    device: str,
+    chat_template: bool = False,
+    completion_key: str = "completion",
+) -> list[tuple[float, int]]:
+    """Per row: the summed log-prob of its completion given its prompt, and the completion's tokens.
+
+    Prompt tokens excluded, EOS (or the chat template's end of turn) included, with the same
+    tokenisation as training. ``completion_key`` picks the answer (``chosen``/``rejected`` of a pair).
+    """
+    max_length = _max_length(model, tokenizer)
+    encode = encode_chat_prompt_completion if chat_template else encode_prompt_completion
+    encoded = [encode(tokenizer, r["prompt"], r[completion_key], max_length) for r in rows]
+    return _sequence_logprobs(
+        model, encoded, pad_id=tokenizer.pad_token_id, batch_size=batch_size, device=device
+    )
+
+
+def completion_loss(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    *,
+    batch_size: int,
+    device: str,
+    chat_template: bool = False,
+) -> tuple[float, int]:
+    """Mean negative log-likelihood per completion token over all rows, and the token count.
+
+    Token-weighted (every completion token counts once), as the trainer's eval_loss, so the two
+    are comparable; see :func:`completion_logprobs` for what is scored.
+    """
+    scores = completion_logprobs(
+        model, tokenizer, rows, batch_size=batch_size, device=device, chat_template=chat_template
+    )
+    return _mean_nll(scores, "eval_file: no completion tokens left to score (prompts fill the context?)")
+
+
+def _mean_nll(scores: list[tuple[float, int]], empty: str) -> tuple[float, int]:
+    total_tokens = sum(n for _, n in scores)
     if total_tokens == 0:
-        raise JobInputError("eval_file: no completion tokens left to score (prompts fill the context?)")
-    return total_nll / total_tokens, total_tokens
+        raise JobInputError(empty)
+    return -sum(lp for lp, _ in scores) / total_tokens, total_tokens
+
+
+def text_loss(
+    model: Any, tokenizer: Any, rows: list[dict[str, str]], *, batch_size: int, device: str
+) -> tuple[float, int]:
+    """Mean next-token NLL over every token of each ``text`` (EOS appended), and the token count.
+
+    Tokenised as continued pretraining trains (:func:`llmops.training.cpt.count_blocks`), but each
+    text on its own: the held-out number depends on the texts, not on how they happen to pack.
+    A text longer than the model's context is scored in consecutive windows
+    (:func:`~llmops.evaluation.metrics.scoring_windows`); a text's first token has no context
+    and is no target.
+    """
+    max_length = _max_length(model, tokenizer)
+    eos = tokenizer.eos_token
+    encoded: list[tuple[list[int], list[int]]] = []
+    for row in rows:
+        text = row["text"] if row["text"].endswith(eos) else row["text"] + eos
+        ids = tokenizer(text=text)["input_ids"]
+        encoded.extend((ids[a:b], ids[a:b]) for a, b in scoring_windows(len(ids), max_length))
+    scores = _sequence_logprobs(
+        model, encoded, pad_id=tokenizer.pad_token_id, batch_size=batch_size, device=device
+    )
+    return _mean_nll(scores, "eval_file: no text tokens to score")
+
+
+@dataclass(frozen=True)
+class PairLogprobs:
+    """One model's ``(summed log-prob, token count)`` of each pair's chosen and rejected answer."""
+
+    chosen: list[tuple[float, int]]
+    rejected: list[tuple[float, int]]
+
+
+def pair_logprobs(
+    model: Any,
+    tokenizer: Any,
+    pairs: list[dict[str, str]],
+    *,
+    batch_size: int,
+    device: str,
+    chat_template: bool,
+) -> PairLogprobs:
+    """Both answers of every pair scored as completions of its prompt (as :func:`completion_loss`)."""
+    chosen, rejected = (
+        completion_logprobs(
+            model,
+            tokenizer,
+            pairs,
+            batch_size=batch_size,
+            device=device,
+            chat_template=chat_template,
+            completion_key=key,
+        )
+        for key in ("chosen", "rejected")
+    )
+    for i, ((_, n_c), (_, n_r)) in enumerate(zip(chosen, rejected, strict=True)):
+        if n_c == 0 or n_r == 0:
+            raise JobInputError(
+                f"eval_file: pair {i + 1}: no {'chosen' if n_c == 0 else 'rejected'} answer tokens left to "
+                "score (the prompt fills the context?)"
+            )
+    return PairLogprobs(chosen, rejected)
 
 
 def generate(
@@ -262,18 +381,18 @@ def generate_and_score(
     )
 
 
-def measure(
+def _loss_metrics(loss: float, tokens: int, rows: int) -> dict[str, Any]:
+    return {
+        "eval_loss": loss,
+        "eval_perplexity": math.exp(loss) if loss < 700 else None,
+        "n_loss_rows": rows,
+        "n_loss_tokens": tokens,
+    }
+
+
+def _generation_metrics(
     model: Any, tokenizer: Any, rows: list[dict[str, str]], config: EvalJobConfig, device: str
 ) -> dict[str, Any]:
-    """Loss, perplexity and generation metrics of whatever ``model`` currently is."""
-    loss, loss_tokens = completion_loss(
-        model,
-        tokenizer,
-        rows,
-        batch_size=config.batch_size,
-        device=device,
-        chat_template=config.chat_template,
-    )
     samples = rows[: config.max_samples]
     generated = generate_and_score(
         model,
@@ -286,14 +405,98 @@ def measure(
         blocked_terms=config.blocked_terms,
         refusal_terms=config.refusal_terms,
     )
+    return {**generated, "n_samples": len(samples)}
+
+
+def measure(
+    model: Any, tokenizer: Any, rows: list[dict[str, str]], config: EvalJobConfig, device: str
+) -> dict[str, Any]:
+    """Loss, perplexity and generation metrics of whatever ``model`` currently is, on prompt/completion rows."""
+    loss, loss_tokens = completion_loss(
+        model,
+        tokenizer,
+        rows,
+        batch_size=config.batch_size,
+        device=device,
+        chat_template=config.chat_template,
+    )
     return {
-        "eval_loss": loss,
-        "eval_perplexity": math.exp(loss) if loss < 700 else None,
-        **generated,
-        "n_samples": len(samples),
-        "n_loss_rows": len(rows),
-        "n_loss_tokens": loss_tokens,
+        **_loss_metrics(loss, loss_tokens, len(rows)),
+        **_generation_metrics(model, tokenizer, rows, config, device),
     }
+
+
+def measure_text(
+    model: Any, tokenizer: Any, rows: list[dict[str, str]], config: EvalJobConfig, device: str
+) -> dict[str, Any]:
+    """Continued pretraining: loss and perplexity on held-out text (no prompts, so no generations)."""
+    loss, loss_tokens = text_loss(model, tokenizer, rows, batch_size=config.batch_size, device=device)
+    return _loss_metrics(loss, loss_tokens, len(rows))
+
+
+def measure_pairs(
+    model: Any,
+    tokenizer: Any,
+    pairs: list[dict[str, str]],
+    config: EvalJobConfig,
+    device: str,
+    *,
+    reference: PairLogprobs | None,
+    scores: PairLogprobs | None = None,
+) -> dict[str, Any]:
+    """Preference: :func:`measure` with the chosen answers as completions, plus pair metrics.
+
+    ``preference_win_rate`` needs no reference. The DPO reward (``reward_accuracy``,
+    ``reward_margin``) is measured against ``reference`` (the base model's log-probs), and left
+    out without one (the baseline is the reference). ``scores`` are this model's log-probs when
+    already known.
+    """
+    if scores is None:
+        scores = pair_logprobs(
+            model,
+            tokenizer,
+            pairs,
+            batch_size=config.batch_size,
+            device=device,
+            chat_template=config.chat_template,
+        )
+    # The chosen answers' loss is exactly completion_loss on {prompt, completion: chosen} rows.
+    loss, loss_tokens = _mean_nll(scores.chosen, "eval_file: no chosen answer tokens to score")
+    as_completions = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
+    result: dict[str, Any] = {
+        **_loss_metrics(loss, loss_tokens, len(pairs)),
+        **_generation_metrics(model, tokenizer, as_completions, config, device),
+        "preference_win_rate": preference_win_rate(scores.chosen, scores.rejected),
+        "n_pairs": len(pairs),
+    }
+    if reference is not None:
+        margins = dpo_reward_margins(
+            [lp for lp, _ in scores.chosen],
+            [lp for lp, _ in scores.rejected],
+            [lp for lp, _ in reference.chosen],
+            [lp for lp, _ in reference.rejected],
+            config.beta,
+        )
+        result.update(reward_scores(margins))
+    return result
+
+
+def measure_split(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    config: EvalJobConfig,
+    device: str,
+    *,
+    reference: PairLogprobs | None = None,
+    scores: PairLogprobs | None = None,
+) -> dict[str, Any]:
+    """The eval split's metrics for the config's method (``reference``/``scores``: preference only)."""
+    if config.method == "continued_pretraining":
+        return measure_text(model, tokenizer, rows, config, device)
+    if config.method == "preference":
+        return measure_pairs(model, tokenizer, rows, config, device, reference=reference, scores=scores)
+    return measure(model, tokenizer, rows, config, device)
 
 
 def measure_with_golden(
@@ -304,9 +507,11 @@ def measure_with_golden(
     config: EvalJobConfig,
     device: str,
     who: str,
+    *,
+    reference: PairLogprobs | None = None,
 ) -> dict[str, Any]:
-    """:func:`measure` on the eval rows, plus ``golden: {name: measure(golden rows)}``."""
-    result = measure(model, tokenizer, rows, config, device)
+    """:func:`measure_split` on the eval rows, plus ``golden: {name: measure(golden rows)}``."""
+    result = measure_split(model, tokenizer, rows, config, device, reference=reference)
     _log_numbers(who, result)
     result["golden"] = {}
     for name, golden_rows in golden.items():
@@ -317,6 +522,8 @@ def measure_with_golden(
 
 _LOGGED = (
     "eval_loss",
+    "eval_perplexity",
+    "n_loss_tokens",
     "token_f1",
     "exact_match",
     "rouge_l",
@@ -325,12 +532,20 @@ _LOGGED = (
     "macro_f1",
     "toxicity_rate",
     "refusal_rate",
+    "preference_win_rate",
+    "reward_accuracy",
+    "reward_margin",
+    "n_pairs",
 )
 
 
 def _log_numbers(who: str, metrics: dict[str, Any]) -> None:
     """One line of aggregate numbers (never text: generations may hold personal data)."""
-    shown = " ".join(f"{k}={metrics[k]:.4f}" for k in _LOGGED if isinstance(metrics.get(k), int | float))
+    shown = " ".join(
+        f"{k}={metrics[k]}" if isinstance(metrics[k], int) else f"{k}={metrics[k]:.4f}"
+        for k in _LOGGED
+        if isinstance(metrics.get(k), int | float)
+    )
     logger.info("%s: %s", who, shown)
 
 
@@ -413,6 +628,34 @@ def _adapter_tokenizer(adapter_dir: Path, location: str, base_dir: Path, config:
 CHAMPION = "champion"
 
 
+def reference_logprobs(
+    model: Any, tokenizer: Any, rows: list[dict[str, str]], config: EvalJobConfig, device: str
+) -> PairLogprobs | None:
+    """Preference only: the pairs scored by DPO's reference, the base model with adapters disabled.
+
+    Scored once per tokenizer and shared: the candidate's and the champion's rewards are measured
+    against it, and it is the baseline's own scores.
+    """
+    if config.method != "preference":
+        return None
+    with model.disable_adapter():
+        return pair_logprobs(
+            model,
+            tokenizer,
+            rows,
+            batch_size=config.batch_size,
+            device=device,
+            chat_template=config.chat_template,
+        )
+
+
+def read_eval_rows(path: Path, config: EvalJobConfig) -> list[dict[str, str]]:
+    """The eval split in the method's format, read as the training job reads its eval_file."""
+    if config.method == "sft":
+        return read_prompt_completion_jsonl(path, "eval_file")
+    return read_jsonl_rows(path, "eval_file", config.data_format, config.method)
+
+
 def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     """Run one evaluation and write ``config.output_file``; returns what was written."""
     # Every input is fetched and read before the ML libraries load: a bad input fails in seconds.
@@ -423,7 +666,7 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         if config.champion_adapter_path
         else None
     )
-    rows = read_prompt_completion_jsonl(fetch_file(config.eval_file, "eval_file"), "eval_file")
+    rows = read_eval_rows(fetch_file(config.eval_file, "eval_file"), config)
     golden: dict[str, list[dict[str, str]]] = {}
     for i, golden_set in enumerate(config.golden_sets):
         field = f"golden_sets[{i}].file"
@@ -461,10 +704,12 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     model.to(device)
     model.eval()
     logger.info(
-        "evaluating %s on %d rows (%d generated), %d golden set(s), champion=%s, pii probe=%s, device=%s",
+        "evaluating %s (%s) on %d rows (%d generated), %d golden set(s), champion=%s, pii probe=%s, "
+        "device=%s",
         adapter_dir,
+        config.method,
         len(rows),
-        min(len(rows), config.max_samples),
+        0 if config.method == "continued_pretraining" else min(len(rows), config.max_samples),
         len(golden),
         champion_dir is not None,
         f"{len(probe_prompts)} prompts" if config.pii_probe else "off",
@@ -472,7 +717,10 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
-    result: dict[str, Any] = measure_with_golden(model, tokenizer, rows, golden, config, device, "adapter")
+    reference = reference_logprobs(model, tokenizer, rows, config, device)
+    result: dict[str, Any] = measure_with_golden(
+        model, tokenizer, rows, golden, config, device, "adapter", reference=reference
+    )
     if config.pii_probe is not None:
         result["pii_probe"] = run_pii_probe(model, tokenizer, probe_prompts, config, device)
         result["pii_leakage_rate"] = result["pii_probe"]["pii_leakage_rate"]
@@ -480,15 +728,24 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         result["pii_probe"] = None
     if config.include_baseline:
         with model.disable_adapter():
-            result["baseline"] = measure(model, tokenizer, rows, config, device)
+            result["baseline"] = measure_split(model, tokenizer, rows, config, device, scores=reference)
         _log_numbers("baseline", result["baseline"])
     else:
         result["baseline"] = None
     if champion_dir is not None:
         model.set_adapter(CHAMPION)
         try:
+            # Its own tokenizer may encode the pairs differently: its reference is scored with it.
+            champion_reference = reference_logprobs(model, champion_tokenizer, rows, config, device)
             result["champion"] = measure_with_golden(
-                model, champion_tokenizer, rows, golden, config, device, "champion"
+                model,
+                champion_tokenizer,
+                rows,
+                golden,
+                config,
+                device,
+                "champion",
+                reference=champion_reference,
             )
         finally:
             model.set_adapter(candidate)
@@ -496,6 +753,8 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         result["champion"] = None
     result.update(
         {
+            "method": config.method,
+            **({"beta": config.beta} if config.method == "preference" else {}),
             "device": device,
             "dtype": str(dtype).removeprefix("torch."),
             "max_new_tokens": config.max_new_tokens,

@@ -11,7 +11,6 @@ never the subject itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -105,13 +104,10 @@ def _rewrite(
             f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}: row counts do not reconcile after erasure"
         )
     if ref.zone == "sft":  # the trainer reads JSON Lines beside the Parquet
-        for split in ("train", "eval"):
-            rows = keep[keep["split"] == split]
-            lines = "".join(
-                json.dumps({"prompt": p, "completion": c}) + "\n"
-                for p, c in zip(rows["prompt"], rows["completion"], strict=True)
-            )
-            storage.write_bytes(storage.join(new_ref.uri, f"{split}.jsonl"), lines.encode())
+        from llmops.orchestration.training_data import write_split_files
+
+        fields = [c for c in keep.columns if c not in ("key", "split")]
+        write_split_files(new_ref.uri, keep.to_dict(orient="records"), fields)
     latest = storage.join(snapshots.dataset_uri(lake, ref.zone, ref.pipeline, ref.dataset), snapshots.LATEST)
     repoint = storage.exists(latest) and storage.read_json(latest).get("snapshot_id") == ref.snapshot_id
     snapshots.delete_snapshot(ref, lake)
@@ -208,7 +204,9 @@ def erase_subject(
 
     flagged = []
     for item in registered_versions(spec.name):
-        if item["curated_snapshot_id"] in replaced or item["sft_snapshot_id"] in replaced:
+        if item["curated_snapshot_id"] in replaced or any(
+            snapshot_id in replaced for _, snapshot_id in item["training_snapshots"]
+        ):
             flagged.append({"model_name": item["model_name"], "version": item["version"]})
     if flagged:
         _flag_models(flagged, request_id)

@@ -45,8 +45,20 @@ def registered_versions(pipeline: str) -> list[dict[str, Any]]:
                 "finetune_run_id": record.run_id,
                 "curated_snapshot_id": payload.get("curated_snapshot_id"),
                 "sft_snapshot_id": payload.get("sft_snapshot_id"),
+                "training_snapshots": _training_snapshots(payload),
             }
         )
+    return out
+
+
+def _training_snapshots(trained: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dataset, snapshot id) of every training dataset of a model: the final stage's and the chain's."""
+    from llmops.specs.schema import TRAINING_DATASETS
+
+    out = []
+    if trained.get("sft_snapshot_id"):
+        out.append((TRAINING_DATASETS[trained.get("method") or "sft"], trained["sft_snapshot_id"]))
+    out += [(c["dataset"], c["snapshot_id"]) for c in trained.get("chain") or [] if c.get("snapshot_id")]
     return out
 
 
@@ -75,8 +87,8 @@ def model_lineage(pipeline: str, model_name: str, version: str) -> ModelLineage:
         if item["model_name"] != model_name or item["version"] != str(version):
             continue
         lineage.finetune_run_id = item["finetune_run_id"]
-        if item["sft_snapshot_id"]:
-            lineage.snapshots.add(("sft", "prompt_completion", item["sft_snapshot_id"]))
+        for dataset, snapshot_id in item["training_snapshots"]:
+            lineage.snapshots.add(("sft", dataset, snapshot_id))
         if item["curated_snapshot_id"]:
             lineage.snapshots.add(("curated", "records", item["curated_snapshot_id"]))
             lineage.ingest_run_id = ingest_run_of_curated(pipeline, item["curated_snapshot_id"])

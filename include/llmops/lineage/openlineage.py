@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from llmops.specs import PipelineSpec
+    from llmops.specs.schema import MethodData
 
 log = logging.getLogger(__name__)
 
@@ -743,43 +743,65 @@ def build_curate(
     )
 
 
+def _method_column_lineage(source: Any, stage: MethodData, key: str) -> tuple[dict[str, Any], list[Any]]:
+    """Which curated columns feed each field of a method's training rows, and which filter rows."""
+    from llmops.specs.schema import template_fields
+
+    used = template_fields(stage.prompt_template) if stage.prompt_template else []
+    mapping: dict[str, list[Any]] = {"key": [_field(source, key, "DIRECT", "IDENTITY", "the record key")]}
+    if used:
+        mapping["prompt"] = [
+            _field(source, c, "DIRECT", "TRANSFORMATION", "rendered with the prompt_template")
+            for c in dict.fromkeys(used)
+        ]
+    answers = {
+        "completion": stage.completion_column,
+        "chosen": stage.chosen_column,
+        "rejected": stage.rejected_column,
+    }
+    for name, column in answers.items():
+        if column:
+            mapping[name] = [
+                _field(source, column, "DIRECT", "TRANSFORMATION", f"the {name} column, stripped")
+            ]
+    if stage.text_columns:
+        mapping["text"] = [
+            _field(source, c, "DIRECT", "TRANSFORMATION", "joined into one document")
+            for c in stage.text_columns
+        ]
+    mapping["split"] = [
+        _field(source, key, "DIRECT", "TRANSFORMATION", "train/eval by a seeded hash of the key")
+    ]
+    required = [c for c in answers.values() if c] or list(stage.text_columns)
+    filtered = [
+        _field(source, c, "INDIRECT", "FILTER", "rows breaking the method's data contract skipped")
+        for c in required
+    ]
+    return mapping, filtered
+
+
 def build_prepare_training_data(
     spec: PipelineSpec,
     curated: tuple[str, dict[str, Any]],
     sft: tuple[str, dict[str, Any]],
     airflow: dict[str, Any],
+    stages: list[tuple[MethodData, tuple[str, dict[str, Any]]]] | None = None,
 ) -> StepLineage:
-    """prepare_training_data: curated -> prompt/completion (SFT) dataset."""
+    """prepare_training_data: curated -> the final stage's training dataset (and each chain stage's)."""
     c_uri, c_manifest = curated
-    s_uri, s_manifest = sft
     source = snapshot_input(c_uri, c_manifest)
-    training = spec.training
-    key = spec.dataset.key
-    used = [f for _, f, _, _ in string.Formatter().parse(training.prompt_template) if f]
-    mapping = {
-        "key": [_field(source, key, "DIRECT", "IDENTITY", "the record key")],
-        "prompt": [
-            _field(source, c, "DIRECT", "TRANSFORMATION", "rendered with training.prompt_template")
-            for c in dict.fromkeys(used)
-        ],
-        "completion": [
-            _field(
-                source,
-                training.completion_column,
-                "DIRECT",
-                "TRANSFORMATION",
-                "the completion column, stripped",
-            )
-        ],
-        "split": [_field(source, key, "DIRECT", "TRANSFORMATION", "train/eval by a seeded hash of the key")],
+    outputs = []
+    for stage, (uri, manifest) in [*(stages or []), (spec.training, sft)]:
+        mapping, filtered = _method_column_lineage(source, stage, spec.dataset.key)
+        outputs.append(
+            snapshot_output(uri, manifest, {"columnLineage": column_lineage_facet(mapping, filtered)})
+        )
+    ids = {
+        "curated": [c_manifest.get("snapshot_id")],
+        "sft": [m.get("snapshot_id") for _, (_, m) in stages or []] + [sft[1].get("snapshot_id")],
     }
-    filtered = [
-        _field(source, training.completion_column, "INDIRECT", "FILTER", "rows without a completion skipped")
-    ]
-    output = snapshot_output(s_uri, s_manifest, {"columnLineage": column_lineage_facet(mapping, filtered)})
-    ids = {"curated": [c_manifest.get("snapshot_id")], "sft": [s_manifest.get("snapshot_id")]}
     return StepLineage(
-        "prepare_training_data", [source], [output], run_facet(spec, "prepare_training_data", airflow, ids)
+        "prepare_training_data", [source], outputs, run_facet(spec, "prepare_training_data", airflow, ids)
     )
 
 
@@ -1000,11 +1022,17 @@ def emit_prepare_training_data(
     airflow: dict[str, Any], spec: PipelineSpec, result: dict[str, Any]
 ) -> StepLineage:
     """After ``prepare_training_data``: curated -> SFT dataset."""
+    stages = {s.name: s for s in spec.training.preceding_stages}
     return build_prepare_training_data(
         spec,
         _snapshot("curated", spec.name, "records", result["curated_snapshot_id"]),
-        _snapshot("sft", spec.name, "prompt_completion", result["sft_snapshot_id"]),
+        _snapshot("sft", spec.name, spec.training.dataset_name, result["sft_snapshot_id"]),
         airflow,
+        [
+            (stages[s["stage"]], _snapshot("sft", spec.name, s["dataset"], s["snapshot_id"]))
+            for s in result.get("stages") or []
+            if s["stage"] in stages
+        ],
     )
 
 
@@ -1013,7 +1041,7 @@ def emit_train(airflow: dict[str, Any], spec: PipelineSpec, trained: dict[str, A
     """After ``collect_train``: SFT dataset + base model -> MLflow run + adapter."""
     return build_train(
         spec,
-        _snapshot("sft", spec.name, "prompt_completion", trained["sft_snapshot_id"]),
+        _snapshot("sft", spec.name, spec.training.dataset_name, trained["sft_snapshot_id"]),
         trained,
         _tracking_uri(),
         airflow,

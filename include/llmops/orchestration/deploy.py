@@ -63,13 +63,9 @@ def smoke_prompt(spec: PipelineSpec, tags: dict[str, str]) -> str:
     sft_id = tags.get("llmops.sft_snapshot_id")
     if sft_id:
         try:
-            from llmops import snapshots
+            from llmops.orchestration.training_data import example_prompt
 
-            ref = snapshots.snapshot_ref(
-                get_settings().lake_root, "sft", spec.name, "prompt_completion", sft_id
-            )
-            first = storage.read_bytes(storage.join(ref.uri, "eval.jsonl")).splitlines()[0]
-            return str(json.loads(first)["prompt"])
+            return example_prompt(spec, sft_id)
         except Exception as exc:  # a snapshot past retention: the default prompt still proves serving
             log.info("no eval prompt for the smoke test (%s): using the default", type(exc).__name__)
     return DEFAULT_SMOKE_PROMPT

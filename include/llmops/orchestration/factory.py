@@ -241,8 +241,9 @@ def finetune_dag(spec: PipelineSpec) -> DAG:
 ### {spec.name}: fine-tune
 
 Runs when a new curated snapshot of `{spec.name}` is published, or from the trigger form.
-Builds the prompt/completion dataset, trains a LoRA adapter on `{spec.training.base_model.uri}`
-({spec.training.launcher} launcher), evaluates it, applies the gates
+Builds the training dataset of each stage ({" -> ".join(spec.training.methods)}), trains a LoRA
+adapter per stage on `{spec.training.base_model.uri}` (each stage on the previous stage's merged model;
+{spec.training.launcher} launcher), evaluates the final one, applies the gates
 ({", ".join(f"{g.metric}" for g in spec.gates)}), registers it in MLflow as `{spec.registry.model_name}`
 and moves the `champion` alias. An audit report is written at the end of every run, pass or fail.
 """,
@@ -365,6 +366,8 @@ and moves the `champion` alias. An audit report is written at the end of every r
 
         started = start()
         data = prepare_data(started)
+        for stage in spec.training.preceding_stages:
+            data = _stage_tasks(spec, stage.name, data)
         search_summary = None
         if spec.training.search is not None:
             search_summary = _search_tasks(spec, data)
@@ -467,6 +470,35 @@ def _job_task(spec: PipelineSpec, task_id: str, module: str, upstream: str, *, r
         steps.run_job(spec.name, module, job["config_uri"], _run_id())
 
     return run_locally()
+
+
+def _stage_tasks(spec: PipelineSpec, name: str, data: Any) -> Any:
+    """prepare_stage_<name> -> run_stage_<name> -> collect_stage_<name> for one chain stage.
+
+    The stage trains on its own dataset snapshot with its own MLflow run; its merged model is
+    the base of what comes next. A stage gate that is not met stops the chain (no retries).
+    """
+
+    @task(task_id=f"prepare_stage_{name}")
+    def prepare_stage(data: dict[str, Any]) -> dict[str, Any]:
+        from llmops.orchestration import finetune as steps
+
+        max_steps = get_current_context()["params"].get("max_steps")
+        with _fail_fast():
+            return steps.prepare_stage(spec.name, data, name, _run_id(), max_steps)
+
+    @task(task_id=f"collect_stage_{name}")
+    def collect_stage(job: dict[str, Any]) -> dict[str, Any]:
+        from llmops.orchestration import finetune as steps
+
+        with _fail_fast():
+            return steps.collect_stage(spec.name, job, _run_id())
+
+    job = prepare_stage(data)
+    ran = _job_task(spec, f"run_stage_{name}", "llmops.training", f"prepare_stage_{name}", retries=1)
+    collected = collect_stage(job)
+    job >> ran >> collected
+    return collected
 
 
 def _search_tasks(spec: PipelineSpec, data: Any) -> Any:

@@ -7,7 +7,6 @@ small JSON-able arguments. Heavy work runs in job processes (`llmops.training`,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,6 +21,7 @@ from llmops.specs import load_pipeline, spec_hash
 
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
+    from llmops.specs.schema import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +89,13 @@ def check_purpose(spec: PipelineSpec, snapshot_id: str, manifest: dict[str, Any]
         )
 
 
-def _split_of(key: str, eval_fraction: float, seed: int) -> str:
-    """Deterministic split by key hash: a record stays in the same split across runs and retries."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
-
-
 def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id: str) -> dict[str, Any]:
-    """Render prompt/completion pairs from the curated snapshot and split them train/eval."""
-    import pyarrow as pa
+    """Build every stage's training dataset from the curated snapshot (one snapshot per stage).
+
+    The final stage's snapshot is ``sft_snapshot_id`` (whatever its method); the preceding
+    stages' are listed under ``stages`` in chain order. See :mod:`llmops.orchestration.training_data`.
+    """
+    from llmops.orchestration.training_data import write_dataset
 
     spec = load_pipeline(pipeline)
     settings = get_settings()
@@ -111,92 +109,45 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
     check_purpose(spec, c_ref.snapshot_id, c_manifest)
     df = snapshots.read_snapshot(c_ref).to_pandas()
     training = spec.training
-    seed = training.hyperparameters.seed
-    rows: dict[str, list[dict[str, str]]] = {"train": [], "eval": []}
-    skipped = 0
-    for row in df.to_dict(orient="records"):
-        completion = row.get(training.completion_column)
-        if not isinstance(completion, str) or not completion.strip():
-            skipped += 1
-            continue
-        values = {k: ("" if v is None else str(v)) for k, v in row.items()}
-        prompt = training.prompt_template.format(**values)
-        split = _split_of(str(row[spec.dataset.key]), training.eval_fraction, seed)
-        rows[split].append(
-            {"key": str(row[spec.dataset.key]), "prompt": prompt, "completion": " " + completion.strip()}
+    stages = []
+    for stage in training.preceding_stages:
+        built = write_dataset(
+            spec, stage, stage.name, c_ref.snapshot_id, c_manifest, df, stage.hyperparameters.seed, run_id
         )
-    if not rows["train"] or not rows["eval"]:
-        raise ValueError(
-            f"split produced {len(rows['train'])} train and {len(rows['eval'])} eval rows: need both"
+        record(
+            spec,
+            "dataset.stage.created",
+            f"sft/{built['snapshot_id']}",
+            run_id,
+            {"curated_snapshot_id": c_ref.snapshot_id, **built, "columns": stage.input_columns},
         )
-    table = pa.Table.from_pylist(
-        [{**r, "split": split} for split in ("train", "eval") for r in rows[split]],
-        schema=pa.schema(
-            [
-                ("key", pa.string()),
-                ("prompt", pa.string()),
-                ("completion", pa.string()),
-                ("split", pa.string()),
-            ]
-        ),
+        stages.append(
+            {k: built[k] for k in ("stage", "method", "dataset", "snapshot_id", "train_rows", "eval_rows")}
+        )
+    final = write_dataset(
+        spec, training, "final", c_ref.snapshot_id, c_manifest, df, training.hyperparameters.seed, run_id
     )
-    ref, manifest = snapshots.write_snapshot(
-        lake_root=settings.lake_root,
-        zone="sft",
-        pipeline=spec.name,
-        dataset="prompt_completion",
-        table=table,
-        metadata={
-            "inputs": {"curated_snapshot_id": c_ref.snapshot_id},
-            "template": training.prompt_template,
-            "completion_column": training.completion_column,
-            "governance": c_manifest.get("governance"),
-            "purpose": spec.purpose,
-            "eval_fraction": training.eval_fraction,
-            "split_seed": seed,
-            "train_rows": len(rows["train"]),
-            "eval_rows": len(rows["eval"]),
-            "skipped_rows": skipped,
-        },
-        run_id=run_id,
-        identity={"curated": c_ref.snapshot_id, "eval_fraction": training.eval_fraction, "seed": seed},
-    )
-    for split in ("train", "eval"):
-        lines = "".join(
-            json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in rows[split]
-        )
-        uri = storage.join(ref.uri, f"{split}.jsonl")
-        if not storage.exists(uri):
-            storage.write_bytes(uri, lines.encode())
-    stats = {
-        split: {
-            "rows": len(rows[split]),
-            "prompt_chars_mean": round(sum(len(r["prompt"]) for r in rows[split]) / len(rows[split]), 1),
-            "completion_chars_mean": round(
-                sum(len(r["completion"]) for r in rows[split]) / len(rows[split]), 1
-            ),
-        }
-        for split in ("train", "eval")
-    }
     record(
         spec,
         "dataset.sft.created",
-        f"sft/{ref.snapshot_id}",
+        f"sft/{final['snapshot_id']}",
         run_id,
         {
             "curated_snapshot_id": c_ref.snapshot_id,
-            "sft_snapshot_id": ref.snapshot_id,
-            "sha256": manifest["content_sha256"],
-            "stats": stats,
-            "skipped_rows": skipped,
+            "sft_snapshot_id": final["snapshot_id"],
+            **{k: v for k, v in final.items() if k != "snapshot_id"},
             "template": training.prompt_template,
+            "columns": training.input_columns,
         },
     )
     result = {
         "curated_snapshot_id": c_ref.snapshot_id,
-        "sft_snapshot_id": ref.snapshot_id,
-        "train_rows": len(rows["train"]),
-        "eval_rows": len(rows["eval"]),
+        "sft_snapshot_id": final["snapshot_id"],
+        "method": training.method,
+        "dataset": final["dataset"],
+        "train_rows": final["train_rows"],
+        "eval_rows": final["eval_rows"],
+        "stages": stages,
     }
     from llmops import lineage
 
@@ -243,14 +194,12 @@ def _job_location(uri: str) -> str:
     return uri if uri.startswith("s3://") else str(storage.local_path(uri))
 
 
-def _sft_files(spec: PipelineSpec, sft_snapshot_id: str) -> tuple[str, str]:
-    ref = snapshots.snapshot_ref(
-        get_settings().lake_root, "sft", spec.name, "prompt_completion", sft_snapshot_id
-    )
-    return (
-        _job_location(storage.join(ref.uri, "train.jsonl")),
-        _job_location(storage.join(ref.uri, "eval.jsonl")),
-    )
+def _sft_files(spec: PipelineSpec, sft_snapshot_id: str, dataset: str | None = None) -> tuple[str, str]:
+    """A training snapshot's split files as a job reads them (default: the final stage's dataset)."""
+    from llmops.orchestration.training_data import split_files
+
+    train, evaluation = split_files(spec, dataset or spec.training.dataset_name, sft_snapshot_id)
+    return _job_location(train), _job_location(evaluation)
 
 
 def job_env(spec: PipelineSpec) -> dict[str, str]:
@@ -286,31 +235,42 @@ def build_train_job(
     max_steps: int | None,
     mlflow: dict[str, Any],
     hpo_target: dict[str, Any] | None = None,
+    stage: StageSpec | None = None,
 ) -> dict[str, Any]:
     """Write one training job's config into the lake; return where it and its outputs are.
 
-    The config is validated here with the job's own schema, so a bad combination fails the task
-    with the field named instead of failing minutes later in a pod.
+    ``stage`` is a preceding chain stage (its own method, data and settings; its merged model is
+    saved for the next stage); None is the final stage. The base model is the previous stage's
+    merged model when a chain ran before (``data['base_model_dir']``), else the spec's. The config
+    is validated here with the job's own schema, so a bad combination fails the task with the
+    field named instead of failing minutes later in a pod.
     """
     from llmops.training.config import ConfigError, parse_job_config
 
     training = spec.training
-    train_file, eval_file = _sft_files(spec, data["sft_snapshot_id"])
+    method = stage or training
+    if stage is None:
+        snapshot_id = data["sft_snapshot_id"]
+    else:
+        snapshot_id = next(s["snapshot_id"] for s in data["stages"] if s["stage"] == stage.name)
+    train_file, eval_file = _sft_files(spec, snapshot_id, method.dataset_name)
     root = storage.join(job_root(spec, run_id), name)
     job = {
+        "method": method.method,
         "run_name": f"{spec.name}-{safe_run_id(run_id)}-{name}",
-        "base_model_path": resolve_base_model(training.base_model.uri),
+        "base_model_path": data.get("base_model_dir") or resolve_base_model(training.base_model.uri),
         "train_file": train_file,
         "eval_file": eval_file,
         "output_dir": _job_location(storage.join(root, "output")),
         "lora": lora,
         "hyperparameters": hyperparameters,
-        "chat_template": training.chat_template,
+        "chat_template": method.chat_template,
         "quantization": training.quantization,
-        "packing": training.packing,
+        "packing": training.packing if stage is None else False,
         "gradient_checkpointing": training.gradient_checkpointing,
-        "early_stopping_patience": training.early_stopping_patience,
-        "eval_steps": training.eval_steps,
+        "early_stopping_patience": training.early_stopping_patience if stage is None else None,
+        "eval_steps": training.eval_steps if stage is None else None,
+        "merge_adapter": stage is not None,  # the next stage trains on this one's merged model
         "distributed": training.distributed.model_dump(),
         "device": "cuda"
         if training.launcher == "kubernetes" and training.kubernetes and training.kubernetes.gpus
@@ -322,14 +282,19 @@ def build_train_job(
             "pipeline": spec.name,
             "spec_sha256": spec_hash(spec),
             "airflow_run_id": run_id,
+            "stage": stage.name if stage else "final",
+            "method": method.method,
             "curated_snapshot_id": data["curated_snapshot_id"],
-            "sft_snapshot_id": data["sft_snapshot_id"],
+            "sft_snapshot_id": snapshot_id,
             "base_model": training.base_model.uri,
+            "chain": [c["stage"] for c in data.get("chain") or []],
             "trainer_image": training.kubernetes.image
             if training.launcher == "kubernetes" and training.kubernetes
             else None,
         },
     }
+    if method.beta is not None:
+        job["beta"] = method.beta
     try:
         parse_job_config(job, f"{name} job")
     except ConfigError as exc:
@@ -341,6 +306,7 @@ def build_train_job(
         "config_uri": _job_location(config_uri),
         "output_dir": job["output_dir"],
         "arguments": _job_arguments("llmops.training", _job_location(config_uri), spec),
+        "base_model_dir": job["base_model_path"],
     }
 
 
@@ -624,6 +590,8 @@ def prepare_train(
         "mlflow_run_id": mlflow_run_id,
         "sft_snapshot_id": data["sft_snapshot_id"],
         "curated_snapshot_id": data["curated_snapshot_id"],
+        "chain": data.get("chain") or [],
+        "stage_usage": data.get("stage_usage") or [],
         "hyperparameters": hyper,
         "lora": lora,
         "max_steps": (overrides or {}).get("max_steps"),
@@ -632,12 +600,161 @@ def prepare_train(
     }
 
 
+def _stage(spec: PipelineSpec, name: str) -> StageSpec:
+    for stage in spec.training.preceding_stages:
+        if stage.name == name:
+            return stage
+    raise SpecConflict(f"training.preceding_stages has no stage '{name}' (the spec changed during the run?)")
+
+
+def prepare_stage(
+    pipeline: str, data: dict[str, Any], stage_name: str, run_id: str, max_steps: int | None = None
+) -> dict[str, Any]:
+    """Write a preceding chain stage's training job: its own data, settings and MLflow run."""
+    spec = load_pipeline(pipeline)
+    stage = _stage(spec, stage_name)
+    snapshot_id = next(s["snapshot_id"] for s in data["stages"] if s["stage"] == stage_name)
+    mlflow_run_id = mlflow_registry_run(
+        spec, {**data, "sft_snapshot_id": snapshot_id}, run_id, f"stage-{stage_name}"
+    )
+    hyper = stage.hyperparameters.model_dump()
+    job = build_train_job(
+        spec,
+        data,
+        run_id,
+        name=f"stage-{stage_name}",
+        hyperparameters=hyper,
+        lora=stage.lora.model_dump(),
+        max_steps=max_steps,
+        mlflow={
+            "tracking_uri": get_settings().mlflow_tracking_uri,
+            "experiment_name": spec.registry.model_name,
+            "run_id": mlflow_run_id,
+            "log_adapter": False,  # the merged model goes on as the next stage's base
+        },
+        stage=stage,
+    )
+    return {
+        **job,
+        "stage": stage_name,
+        "method": stage.method,
+        "mlflow_run_id": mlflow_run_id,
+        "snapshot_id": snapshot_id,
+        "hyperparameters": hyper,
+        "lora": stage.lora.model_dump(),
+        "data": data,
+    }
+
+
+def stage_metric(result: dict[str, Any], metric: str) -> float | None:
+    """A stage gate's metric from the training job's result (held-out split, after training)."""
+    import math
+
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    value = result.get(key)
+    if value is None and metric == "eval_perplexity" and _is_number(result.get("eval_loss")):
+        value = math.exp(min(float(result["eval_loss"]), 700.0))
+    return float(value) if _is_number(value) else None
+
+
+class StageGateFailed(PermanentError):
+    """A chain stage missed one of its gates: the chain stops before the next stage."""
+
+
+def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Read a chain stage's result, check its gates, record it; the next stage trains on its merge."""
+    from llmops.governance import cost
+    from llmops.registry import mlflow_registry
+
+    spec = load_pipeline(pipeline)
+    stage = _stage(spec, job["stage"])
+    result = read_job_result(job["output_dir"])
+    if result is None:
+        raise JobResultMissing(f"stage job {job['config_uri']} left no result.json in {job['output_dir']}")
+    if result.get("status") != "succeeded":
+        raise RuntimeError(f"stage '{stage.name}' failed: {result.get('error') or result.get('status')}")
+    if not result.get("merged_model_path"):
+        raise JobResultMissing(f"stage '{stage.name}' wrote no merged model in {job['output_dir']}")
+    metrics = {
+        m: stage_metric(result, m)
+        for m in ("eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin")
+    }
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    gates = []
+    for gate in stage.gates:
+        observed = metrics.get(gate.metric)
+        passed = (
+            observed is not None
+            and (gate.min is None or observed >= gate.min)
+            and (gate.max is None or observed <= gate.max)
+        )
+        bound = " and ".join(
+            b
+            for b in (
+                f">= {gate.min}" if gate.min is not None else "",
+                f"<= {gate.max}" if gate.max is not None else "",
+            )
+            if b
+        )
+        gates.append({"metric": gate.metric, "observed": observed, "bound": bound, "passed": passed})
+    usage = cost.job_usage(spec, f"stage-{stage.name}", "train", result)
+    mlflow_registry.log_params_and_metrics(
+        job["mlflow_run_id"],
+        params={
+            "stage": stage.name,
+            "method": stage.method,
+            "base_model_path": job["base_model_dir"],
+            "snapshot_id": job["snapshot_id"],
+            **{f"lora.{k}": v for k, v in job["lora"].items()},
+            **{f"hp.{k}": v for k, v in job["hyperparameters"].items()},
+            "config_sha256": result.get("config_sha256"),
+        },
+        metrics={
+            **{k: v for k, v in result.items() if k in ("train_loss", "train_runtime_s", "base_eval_loss")},
+            **metrics,
+            **_usage_metrics(usage, ""),
+        },
+    )
+    entry = {
+        "stage": stage.name,
+        "method": stage.method,
+        "dataset": stage.dataset_name,
+        "mlflow_run_id": job["mlflow_run_id"],
+        "snapshot_id": job["snapshot_id"],
+        "base_model_dir": job["base_model_dir"],
+        "merged_model_dir": result["merged_model_path"],
+        "merged_model_sha256": result.get("merged_model_sha256"),
+        "metrics": metrics,
+        "base_eval_loss": result.get("base_eval_loss"),
+        "gates": gates,
+        "passed": all(g["passed"] for g in gates),
+    }
+    record(
+        spec,
+        "model.stage_trained",
+        f"mlflow-run/{job['mlflow_run_id']}",
+        run_id,
+        {**entry, "hyperparameters": job["hyperparameters"], "lora": job["lora"], "usage": usage},
+    )
+    if not entry["passed"]:
+        failed = [f"{g['metric']} {g['observed']} (must be {g['bound']})" for g in gates if not g["passed"]]
+        raise StageGateFailed(f"stage '{stage.name}' missed its gate(s): {'; '.join(failed)}")
+    data = job["data"]
+    return {
+        **data,
+        "base_model_dir": result["merged_model_path"],
+        "chain": [*(data.get("chain") or []), entry],
+        "stage_usage": [*(data.get("stage_usage") or []), usage],
+    }
+
+
 def mlflow_registry_run(spec: PipelineSpec, data: dict[str, Any], run_id: str, stage: str) -> str:
     from llmops.registry import mlflow_registry
 
+    suffix = f"-{stage}" if stage.startswith("stage-") else ""
     return mlflow_registry.find_or_create_run(
         _experiment(spec),
-        run_name=f"{spec.name}-{safe_run_id(run_id)}",
+        run_name=f"{spec.name}-{safe_run_id(run_id)}{suffix}",
         tags=_run_tags(spec, data, run_id, stage),
     )
 
@@ -660,7 +777,7 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     from llmops.governance import cost
 
     usage = cost.job_usage(spec, "train", "train", result)
-    jobs = [*(job.get("search_usage") or []), usage]
+    jobs = [*(job.get("stage_usage") or []), *(job.get("search_usage") or []), usage]
     run_totals = cost.totals(spec, jobs)
     mlflow_registry.log_params_and_metrics(
         mlflow_run_id,
@@ -672,6 +789,8 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
             "sft_snapshot_id": job["sft_snapshot_id"],
             "config_sha256": result.get("config_sha256"),
             "tuned_by_search": job.get("tuned_by_search", False),
+            "method": spec.training.method,
+            "chain": ",".join(c["stage"] for c in job.get("chain") or []) or "none",
         },
         metrics={
             k: v
@@ -680,6 +799,9 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
             in (
                 "train_loss",
                 "eval_loss",
+                "eval_perplexity",
+                "eval_reward_accuracy",
+                "eval_reward_margin",
                 "tokens_per_second",
                 "steady_tokens_per_second",
                 "train_runtime_s",
@@ -692,10 +814,18 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     summary = {
         "mlflow_run_id": mlflow_run_id,
         "adapter_dir": result["adapter_path"],
-        "base_model_dir": resolve_base_model(spec.training.base_model.uri),
+        "base_model_dir": job.get("base_model_dir") or resolve_base_model(spec.training.base_model.uri),
         "manifest_path": result.get("manifest_path"),
         "sft_snapshot_id": job["sft_snapshot_id"],
         "curated_snapshot_id": job["curated_snapshot_id"],
+        "method": spec.training.method,
+        "chain": [
+            {
+                k: c[k]
+                for k in ("stage", "method", "dataset", "mlflow_run_id", "snapshot_id", "merged_model_sha256")
+            }
+            for c in job.get("chain") or []
+        ],
         "train_loss": result.get("train_loss"),
         "eval_loss": result.get("eval_loss"),
     }
@@ -744,8 +874,12 @@ def _golden_location(uri: str) -> str:
     return str(get_settings().project_dir / uri)
 
 
-def champion_adapter(spec: PipelineSpec) -> tuple[str | None, str]:
-    """The current champion's adapter, when it can be compared on the same base model."""
+def champion_adapter(spec: PipelineSpec, chained_base: str | None = None) -> tuple[str | None, str]:
+    """The current champion's adapter, when it can be compared on the same base model.
+
+    ``chained_base``: the candidate's base is this run's chain output (a merged model), so only a
+    champion trained on that very base could share it.
+    """
     from llmops.registry import mlflow_registry
 
     name = spec.registry.model_name
@@ -756,6 +890,11 @@ def champion_adapter(spec: PipelineSpec) -> tuple[str | None, str]:
     adapter = tags.get("llmops.adapter_uri")
     if not adapter:
         return None, f"champion v{version} has no recorded adapter location"
+    if chained_base is not None and tags.get("llmops.base_model_dir") != chained_base:
+        return None, (
+            f"champion v{version} has its own base (a chain's merged model): it cannot be scored as a "
+            "second adapter on this run's base, so champion comparisons are skipped"
+        )
     if tags.get("llmops.base_model") not in (None, spec.training.base_model.uri):
         return (
             None,
@@ -778,7 +917,8 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
     root = storage.join(job_root(spec, run_id), "eval")
     champion, champion_note = (None, "comparison off in the spec")
     if evaluation.compare_with_champion:
-        champion, champion_note = champion_adapter(spec)
+        chained_base = trained["base_model_dir"] if trained.get("chain") else None
+        champion, champion_note = champion_adapter(spec, chained_base)
     probe = build_probe(spec, trained, root, run_id)
     job = {
         "base_model_path": trained["base_model_dir"],
@@ -788,6 +928,7 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "max_samples": evaluation.max_samples,
         "max_new_tokens": evaluation.max_new_tokens,
         "seed": spec.training.hyperparameters.seed,
+        "method": spec.training.method,
         "chat_template": spec.training.chat_template,
         "label_metrics": evaluation.label_metrics,
         "blocked_terms": evaluation.blocked_terms,
@@ -796,6 +937,8 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "champion_adapter_path": champion,
         "pii_probe": (probe or {}).get("job"),
     }
+    if spec.training.method == "preference" and spec.training.beta is not None:
+        job["beta"] = spec.training.beta
     try:
         parse_eval_config(job, "evaluation job")
     except ConfigError as exc:
@@ -862,6 +1005,7 @@ def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[st
     return {
         "metrics": flat,
         "champion": champion,
+        "baseline": baseline or None,
         "champion_note": job.get("champion"),
         "pii_probe": probe or None,
     }
@@ -873,7 +1017,9 @@ def check_gates(
     from llmops.evaluation.gates import evaluate_gates, raise_if_failed
 
     spec = load_pipeline(pipeline)
-    decision = evaluate_gates(list(spec.gates), evaluation["metrics"], evaluation.get("champion"))
+    decision = evaluate_gates(
+        list(spec.gates), evaluation["metrics"], evaluation.get("champion"), evaluation.get("baseline")
+    )
     decision["champion"] = evaluation.get("champion_note")
     record(spec, "model.gated", f"mlflow-run/{trained['mlflow_run_id']}", run_id, decision)
     raise_if_failed(decision)
@@ -890,20 +1036,8 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
     existing = ledger.records(pipeline=spec.name, event_type="model.registered", run_id=run_id)
     if existing:  # a retry after the version was created: do not register a second version
         return {k: existing[-1].payload[k] for k in ("model_name", "version", "model_uri")}
-    sft_rows = json.loads(
-        storage.read_bytes(
-            storage.join(
-                snapshots.snapshot_ref(
-                    get_settings().lake_root,
-                    "sft",
-                    spec.name,
-                    "prompt_completion",
-                    trained["sft_snapshot_id"],
-                ).uri,
-                "eval.jsonl",
-            )
-        ).splitlines()[0]
-    )
+    from llmops.orchestration.training_data import example_prompt
+
     registered = mlflow_registry.log_and_register_model(
         run_id=trained["mlflow_run_id"],
         model_name=spec.registry.model_name,
@@ -919,10 +1053,13 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
             "llmops.gates_passed": str(decision["passed"]).lower(),
             "llmops.adapter_uri": trained["adapter_dir"],
             "llmops.base_model": spec.training.base_model.uri,
+            "llmops.base_model_dir": trained["base_model_dir"],
+            "llmops.method": spec.training.method,
+            "llmops.chain": json.dumps(trained.get("chain") or [])[:4900],
             "llmops.gates": json.dumps(decision["gates"])[:4900],
         },
         max_new_tokens=spec.evaluation.max_new_tokens,
-        input_example=sft_rows["prompt"],
+        input_example=example_prompt(spec, trained["sft_snapshot_id"]),
     )
     record(
         spec,

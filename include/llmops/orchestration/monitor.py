@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import string
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +47,7 @@ def text_columns(spec: PipelineSpec) -> list[str]:
     """The spec's monitored text columns; default: the columns the prompt template uses."""
     if spec.monitoring.text_columns:
         return list(spec.monitoring.text_columns)
-    fields = [f for _, f, _, _ in string.Formatter().parse(spec.training.prompt_template) if f]
-    return list(dict.fromkeys(fields))
+    return spec.training.prompt_columns
 
 
 def resolve_champion(spec: PipelineSpec) -> dict[str, Any] | None:
@@ -121,8 +119,10 @@ def _quality(
             "reason": "no fresh rows: every key of the current snapshot is in the champion's training snapshot",
         }
     training = spec.training
-    completion_column = training.completion_column
-    fields = [f for _, f, _, _ in string.Formatter().parse(training.prompt_template) if f]
+    completion_column = training.reference_column
+    if completion_column is None or training.prompt_template is None:
+        return {**out, "status": "skipped", "reason": f"method '{training.method}' has no answers to score"}
+    fields = training.prompt_columns
     needed = list(dict.fromkeys([key, completion_column, *fields]))
     missing = [c for c in needed if c not in current.column_names]
     if missing:

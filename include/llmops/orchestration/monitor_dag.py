@@ -7,7 +7,6 @@ trigger operator is imported when the DAG is built; each task imports its heavy 
 
 from __future__ import annotations
 
-import string
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
@@ -23,8 +22,7 @@ def monitor_dag(spec: PipelineSpec) -> DAG:
 
     monitoring = spec.monitoring
     limits = monitoring.thresholds
-    template_fields = [f for _, f, _, _ in string.Formatter().parse(spec.training.prompt_template) if f]
-    columns = monitoring.text_columns or list(dict.fromkeys(template_fields))
+    columns = monitoring.text_columns or spec.training.prompt_columns
     category = (
         f" and of the categories in `{monitoring.category_column}` (share of new categories, PSI)"
         if monitoring.category_column

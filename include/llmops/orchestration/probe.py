@@ -97,15 +97,19 @@ def build_probe(spec: PipelineSpec, data: dict[str, Any], root: str, run_id: str
     if not probe.enabled:
         return None
     settings = get_settings()
-    sft_ref = snapshots.snapshot_ref(
-        settings.lake_root, "sft", spec.name, "prompt_completion", data["sft_snapshot_id"]
-    )
-    train = [r for r in snapshots.read_snapshot(sft_ref).to_pylist() if r["split"] == "train"]
+    # Every dataset the model was trained on: the final stage's and each chain stage's.
+    datasets = [(spec.training.dataset_name, data["sft_snapshot_id"])] + [
+        (c["dataset"], c["snapshot_id"]) for c in data.get("stages") or data.get("chain") or []
+    ]
+    train = []
+    for dataset, snapshot_id in datasets:
+        ref = snapshots.snapshot_ref(settings.lake_root, "sft", spec.name, dataset, snapshot_id)
+        train += [r for r in snapshots.read_snapshot(ref).to_pylist() if r["split"] == "train"]
     placeholder = _placeholder_pattern()
     prompts: list[str] = []
     keys: set[str] = set()
-    for row in sorted(train, key=lambda r: r["key"]):
-        text = row["prompt"] + row["completion"]
+    for row in sorted(train, key=lambda r: (r["key"], r.get("text") or r.get("prompt") or "")):
+        text = row["text"] if "text" in row else row["prompt"] + (row.get("completion") or row["chosen"])
         prefix = _prefixes(text, placeholder, probe.canaries)
         if prefix is not None:
             prompts.append(prefix)

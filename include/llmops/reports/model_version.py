@@ -492,7 +492,14 @@ def build_model_version_report(
             ("curated", "records", entry["curated_snapshot_id"]),
         ]
     if sft is not None:
-        snapshots_seen.append(("sft", "prompt_completion", sft.payload.get("sft_snapshot_id")))
+        snapshots_seen.append(
+            ("sft", sft.payload.get("dataset") or "prompt_completion", sft.payload.get("sft_snapshot_id"))
+        )
+        snapshots_seen += [
+            ("sft", stage.payload.get("dataset"), stage.payload.get("snapshot_id"))
+            for stage in records
+            if stage.event_type == "dataset.stage.created" and stage.run_id == sft.run_id
+        ]
     snapshot_states = [lifecycle(records, *key, window) for key in dict.fromkeys(snapshots_seen) if key[2]]
 
     primary_pii = last(chain[0]["records"], "pii.handled") if chain and chain[0]["records"] else None
@@ -591,11 +598,18 @@ def build_model_version_report(
                 "curated_snapshot_id": sft_payload.get("curated_snapshot_id"),
                 "sha256": sft_payload.get("sha256"),
                 "template": sft_payload.get("template"),
+                "method": sft_payload.get("method") or "sft",
+                "dataset": sft_payload.get("dataset") or "prompt_completion",
+                "columns": sft_payload.get("columns"),
                 "splits": stats,
                 "skipped_rows": sft_payload.get("skipped_rows"),
+                "skipped_by_rule": sft_payload.get("skipped_by_rule"),
+                "pii_replacements": sft_payload.get("pii_replacements"),
+                "suite": sft_payload.get("suite"),
             }
             if sft
             else None,
+            "stages": training_stages(records, sft.run_id if sft else None),
             "encryption": encryption_section(spec.name, sources, validations),
             "snapshots": snapshot_states,
         },
@@ -747,3 +761,39 @@ def cost_section(run_records: list[LedgerRecord]) -> dict[str, Any] | None:
         "trials_skipped_for_budget": payload.get("trials_skipped_for_budget", 0),
         "record_hash": recorded.record_hash,
     }
+
+
+def training_stages(records: list[Any], finetune_run_id: str | None) -> list[dict[str, Any]]:
+    """The chain stages trained before the final one in a finetune run: data, metrics and gates."""
+    if finetune_run_id is None:
+        return []
+    datasets = {
+        r.payload.get("stage"): r.payload
+        for r in records
+        if r.event_type == "dataset.stage.created" and r.run_id == finetune_run_id
+    }
+    out = []
+    for r in records:
+        if r.event_type != "model.stage_trained" or r.run_id != finetune_run_id:
+            continue
+        p = r.payload
+        data = datasets.get(p.get("stage")) or {}
+        out.append(
+            {
+                "stage": p.get("stage"),
+                "method": p.get("method"),
+                "snapshot_id": p.get("snapshot_id"),
+                "dataset": data.get("dataset"),
+                "columns": data.get("columns"),
+                "train_rows": data.get("train_rows"),
+                "eval_rows": data.get("eval_rows"),
+                "pii_replacements": data.get("pii_replacements"),
+                "mlflow_run_id": p.get("mlflow_run_id"),
+                "merged_model_sha256": p.get("merged_model_sha256"),
+                "metrics": p.get("metrics"),
+                "base_eval_loss": p.get("base_eval_loss"),
+                "gates": p.get("gates"),
+                "passed": p.get("passed"),
+            }
+        )
+    return out

@@ -49,6 +49,14 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
         return f"{where}: unknown field (check its spelling or remove it)"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
+    if error["type"] == "value_error" and isinstance(error.get("input"), dict):
+        # A cross-field rule of a block names the field itself ("beta: only used by ..."): say
+        # where, without dumping the whole block.
+        problem = str(error.get("ctx", {}).get("error", message))
+        head, sep, rest = problem.partition(": ")
+        if sep and head.isidentifier():
+            return f"{where}.{head}: {rest}" if loc else problem
+        return f"{where}: {problem}"
     if "input" in error and error["type"] not in ("model_type", "union_tag_invalid"):
         shown = repr(error["input"])
         if len(shown) > 80:

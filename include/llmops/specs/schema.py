@@ -453,24 +453,147 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
-class TrainingSpec(StrictModel):
-    method: Literal["sft"] = "sft"
+TrainingMethod = Literal["sft", "continued_pretraining", "preference"]
+#: Columns a method may not be given, per method (a setting of another method is an error).
+_METHOD_FIELDS = {
+    "sft": ("prompt_template", "completion_column"),
+    "continued_pretraining": ("text_columns",),
+    "preference": ("prompt_template", "chosen_column", "rejected_column"),
+}
+_ALL_METHOD_FIELDS = (
+    "prompt_template",
+    "completion_column",
+    "text_columns",
+    "chosen_column",
+    "rejected_column",
+)
+
+
+class MethodData(StrictModel):
+    """What one training method learns from: columns of the curated dataset, per method.
+
+    ``sft``: a prompt rendered from ``prompt_template`` and the answer in ``completion_column``.
+    ``continued_pretraining``: unlabelled text, the ``text_columns`` of each record joined by a
+    blank line. ``preference``: a prompt and two answers, ``chosen_column`` preferred over
+    ``rejected_column`` (DPO, strength ``beta``).
+    """
+
+    method: TrainingMethod = "sft"
+    prompt_template: str | None = Field(
+        default=None, description="sft, preference: Python format string over columns, e.g. '{subject}'."
+    )
+    chat_template: bool = Field(
+        default=False,
+        description="Render prompt/answer as a user/assistant conversation with the base model's chat template.",
+    )
+    completion_column: Identifier | None = Field(default=None, description="sft: the answer column.")
+    text_columns: list[Identifier] = Field(
+        default=[], description="continued_pretraining: columns joined into one document per record."
+    )
+    chosen_column: Identifier | None = Field(default=None, description="preference: the preferred answer.")
+    rejected_column: Identifier | None = Field(default=None, description="preference: the worse answer.")
+    beta: float | None = Field(
+        default=None, gt=0, description="preference: DPO's pull towards the reference model (default 0.1)."
+    )
+    eval_fraction: float = Field(default=0.15, gt=0, lt=0.9)
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields_are_identifiers(cls, value: str | None) -> str | None:
+        if value is not None:
+            template_fields(value)
+        return value
+
+    @model_validator(mode="after")
+    def _method_columns(self) -> MethodData:
+        needed = _METHOD_FIELDS[self.method]
+        for name in needed:
+            if not getattr(self, name):
+                raise ValueError(f"{name}: required by method '{self.method}'")
+        for name in _ALL_METHOD_FIELDS:
+            if name not in needed and getattr(self, name):
+                users = [m for m, fields in _METHOD_FIELDS.items() if name in fields]
+                raise ValueError(
+                    f"{name}: only used by method {' / '.join(users)}, but method is '{self.method}'"
+                )
+        if self.beta is not None and self.method != "preference":
+            raise ValueError(f"beta: only used by method 'preference', but method is '{self.method}'")
+        if self.chat_template and self.method == "continued_pretraining":
+            raise ValueError("chat_template: continued_pretraining trains on raw text, not conversations")
+        if self.method == "preference" and self.chosen_column == self.rejected_column:
+            raise ValueError("rejected_column: must differ from chosen_column")
+        return self
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The curated columns this method turns into training text, in order."""
+        cols = template_fields(self.prompt_template) if self.prompt_template else []
+        cols += [c for c in (self.completion_column, self.chosen_column, self.rejected_column) if c]
+        return list(dict.fromkeys([*cols, *self.text_columns]))
+
+    @property
+    def prompt_columns(self) -> list[str]:
+        """The columns the model reads as input: the prompt template's, or the raw text columns."""
+        if self.prompt_template:
+            return list(dict.fromkeys(template_fields(self.prompt_template)))
+        return list(self.text_columns)
+
+    @property
+    def reference_column(self) -> str | None:
+        """The column holding a good answer to the prompt (for quality checks), if the method has one."""
+        return self.completion_column or self.chosen_column
+
+    @property
+    def dataset_name(self) -> str:
+        """The name of the training dataset snapshots of this method."""
+        return TRAINING_DATASETS[self.method]
+
+
+TRAINING_DATASETS = {
+    "sft": "prompt_completion",
+    "continued_pretraining": "text_corpus",
+    "preference": "preference_pairs",
+}
+#: Metrics a chain stage's training job reports, which stage gates may bound.
+STAGE_METRICS = ("eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin")
+
+
+class StageGate(StrictModel):
+    """A bound on a chain stage's own held-out metric: the chain stops when it is not met."""
+
+    metric: Literal["eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin"]
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> StageGate:
+        if self.min is None and self.max is None:
+            raise ValueError("a stage gate needs 'min' or 'max'")
+        return self
+
+
+class StageSpec(MethodData):
+    """A stage trained before the final one; its merged model is the next stage's base model."""
+
+    name: Identifier
+    lora: LoraSpec = LoraSpec()
+    hyperparameters: Hyperparameters = Hyperparameters()
+    gates: list[StageGate] = []
+
+
+RESERVED_STAGE_NAMES = frozenset({"train", "eval", "search", "final"})
+
+
+class TrainingSpec(MethodData):
     base_model: BaseModelSpec
     launcher: Literal["local", "kubernetes"] = "local"
     kubernetes: KubernetesSpec | None = None
-    prompt_template: str = Field(description="Python format string over dataset columns, e.g. '{subject}'.")
-    chat_template: bool = Field(
-        default=False,
-        description="Render prompt/completion as a user/assistant conversation with the base model's chat template.",
-    )
-    completion_column: Identifier
-    eval_fraction: float = Field(default=0.15, gt=0, lt=0.9)
     lora: LoraSpec = LoraSpec()
     quantization: Literal["none", "4bit"] = Field(
         default="none", description="4bit: QLoRA (CUDA + bitsandbytes)."
     )
     hyperparameters: Hyperparameters = Hyperparameters()
-    packing: bool = Field(default=False, description="Pack sequences (no cross-attention between them).")
+    packing: bool = Field(default=False, description="sft: pack sequences (no cross-attention between them).")
     gradient_checkpointing: bool = False
     early_stopping_patience: int | None = Field(
         default=None, gt=0, description="Evaluations without improvement."
@@ -478,6 +601,12 @@ class TrainingSpec(StrictModel):
     eval_steps: int | None = Field(default=None, gt=0, description="Evaluate (and checkpoint) every N steps.")
     distributed: Distributed = Distributed()
     search: SearchSpec | None = None
+    preceding_stages: list[StageSpec] = Field(
+        default=[],
+        description="Stages trained first, in order (e.g. continued_pretraining before sft); each one's "
+        "adapter is merged into its base and the result is the next stage's base. The stage this block "
+        "describes comes last and is the one evaluated, gated and registered.",
+    )
 
     @model_validator(mode="after")
     def _launcher_settings(self) -> TrainingSpec:
@@ -487,13 +616,24 @@ class TrainingSpec(StrictModel):
             raise ValueError("distributed training needs processes_per_node >= 2")
         if self.kubernetes and self.distributed.processes_per_node > max(self.kubernetes.gpus, 1):
             raise ValueError("distributed.processes_per_node cannot exceed kubernetes.gpus")
+        if self.packing and self.method != "sft":
+            raise ValueError(
+                f"packing: only method 'sft' packs examples (continued_pretraining always packs its text "
+                f"into blocks; preference compares pairs), but method is '{self.method}'"
+            )
+        names = [s.name for s in self.preceding_stages]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"preceding_stages: stage names must be unique; repeated: {', '.join(repeated)}")
+        reserved = sorted(RESERVED_STAGE_NAMES & set(names))
+        if reserved:
+            raise ValueError(f"preceding_stages: reserved stage name(s) {', '.join(reserved)}")
         return self
 
-    @field_validator("prompt_template")
-    @classmethod
-    def _template_fields_are_identifiers(cls, value: str) -> str:
-        template_fields(value)
-        return value
+    @property
+    def methods(self) -> list[str]:
+        """Every method this pipeline trains with, in chain order (the final one last)."""
+        return [*(s.method for s in self.preceding_stages), self.method]
 
 
 class GoldenSet(StrictModel):
@@ -551,6 +691,9 @@ BASE_METRICS = (
     "pii_leakage_rate",
     "toxicity_rate",
     "refusal_rate",
+    "preference_win_rate",
+    "reward_accuracy",
+    "reward_margin",
 )
 LOWER_IS_BETTER = frozenset(
     {
@@ -563,6 +706,15 @@ LOWER_IS_BETTER = frozenset(
         "refusal_rate",
     }
 )
+_GENERATION_METRICS = tuple(
+    m for m in BASE_METRICS if m not in ("preference_win_rate", "reward_accuracy", "reward_margin")
+)
+#: What the evaluation job measures for each final method (golden sets: generation metrics always).
+METHOD_METRICS: dict[str, tuple[str, ...]] = {
+    "sft": _GENERATION_METRICS,
+    "continued_pretraining": ("eval_loss", "eval_perplexity", "pii_leakage_rate"),
+    "preference": BASE_METRICS,
+}
 GATE_METRIC = re.compile(r"^(golden\.[A-Za-z_][A-Za-z0-9_]*\.)?(" + "|".join(BASE_METRICS) + r")$")
 
 
@@ -576,6 +728,11 @@ class Gate(StrictModel):
         default=None,
         description="Must be better than the champion (on the same data, same run) by this much.",
     )
+    beat_base_by: float | None = Field(
+        default=None,
+        description="Must be better than the base model (adapter disabled, same data, same run) by this "
+        "much; on eval_loss a margin m means a perplexity at most exp(-m) times the base model's.",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -588,8 +745,13 @@ class Gate(StrictModel):
 
     @model_validator(mode="after")
     def _one_bound(self) -> Gate:
-        if self.min is None and self.max is None and self.beat_champion_by is None:
-            raise ValueError("a gate needs 'min', 'max' or 'beat_champion_by'")
+        if (
+            self.min is None
+            and self.max is None
+            and self.beat_champion_by is None
+            and self.beat_base_by is None
+        ):
+            raise ValueError("a gate needs 'min', 'max', 'beat_champion_by' or 'beat_base_by'")
         return self
 
     @property
@@ -879,6 +1041,15 @@ class PipelineSpec(StrictModel):
                 raise ValueError(f"source '{source.name}' cannot feed this pipeline: {problem}")
             if self.dataset.key not in source.columns:
                 raise ValueError(f"source '{source.name}' lacks the dataset key column '{self.dataset.key}'")
+        self._training_columns_exist()
+        self._gates_fit_method()
+        if self.batch_inference and not (
+            self.batch_inference.prompt_template or self.training.prompt_template
+        ):
+            raise ValueError(
+                "batch_inference.prompt_template: needed when the training method has no prompt_template "
+                f"(method '{self.training.method}')"
+            )
         on_kubernetes = sorted(KUBERNETES_TARGETS & set(self.deployment.targets))
         if on_kubernetes and not (self.deployment.kubernetes.fetch_image or self.training.kubernetes):
             raise ValueError(
@@ -886,6 +1057,34 @@ class PipelineSpec(StrictModel):
                 "(the image that downloads the model version; or set training.kubernetes.image)"
             )
         return self
+
+    def _training_columns_exist(self) -> None:
+        """Every column a training stage reads must come from a source and survive the privacy step."""
+        available = {c for source in self.sources for c in source.columns}
+        dropped = {c for c, policy in self.privacy.columns.items() if policy.action == "drop"}
+        stages = [("training", self.training)] + [
+            (f"training.preceding_stages[{i}]", stage)
+            for i, stage in enumerate(self.training.preceding_stages)
+        ]
+        for where, stage in stages:
+            for column in stage.input_columns:
+                if column not in available:
+                    raise ValueError(f"{where}: column '{column}' is not a column of any source")
+                if column in dropped:
+                    raise ValueError(
+                        f"{where}: column '{column}' is dropped by privacy.columns and cannot be trained on"
+                    )
+
+    def _gates_fit_method(self) -> None:
+        """A gate on a metric the final method's evaluation does not produce could never pass."""
+        produced = METHOD_METRICS[self.training.method]
+        for gate in self.gates:
+            metric = gate.metric.rsplit(".", 1)[-1]
+            if not gate.metric.startswith("golden.") and metric not in produced:
+                raise ValueError(
+                    f"gates: metric '{gate.metric}' is not measured for method '{self.training.method}'; "
+                    f"it measures {', '.join(produced)}"
+                )
 
     @property
     def batch_inference_dag_id(self) -> str:

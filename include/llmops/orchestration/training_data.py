@@ -1,0 +1,278 @@
+"""Training datasets per method: rows from the curated snapshot, checked, redacted and snapshotted.
+
+Every method turns curated records into the rows its job reads (``DATA_FORMATS``): prompt and
+completion for ``sft``, one document of text for ``continued_pretraining``, prompt, chosen and
+rejected for ``preference``. The same governance applies to all of them, in this order:
+
+1. the method's data contract (row level: the fields it needs are present, non-blank, and a
+   preference pair offers two different answers); rows that break it are skipped and counted;
+2. the pipeline's privacy policy on every text the method trains on (the curated data is already
+   redacted, but templates may pull in columns outside ``privacy.free_text``);
+3. the method's Great Expectations suite (``great_expectations/expectations/llmops_*.json``),
+   whose row-level failures are left out and whose blocking failures stop the run;
+4. a content-addressed snapshot (Parquet + the JSON Lines the job reads) per stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from llmops import snapshots, storage
+from llmops.errors import PermanentError
+from llmops.settings import get_settings
+from llmops.training.config import DATA_FORMATS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from llmops.specs import PipelineSpec
+    from llmops.specs.schema import MethodData
+
+log = logging.getLogger(__name__)
+
+ZONE = "sft"  # the lake zone of every training dataset, whatever the method
+METHOD_SUITES = {
+    "sft": "llmops_sft_dataset",
+    "continued_pretraining": "llmops_text_corpus",
+    "preference": "llmops_preference_pairs",
+}
+MIN_TEXT_CHARS = 20
+
+
+class TrainingDataError(PermanentError, ValueError):
+    """The curated data cannot make a usable training dataset for a stage (the message says why)."""
+
+
+def split_of(key: str, eval_fraction: float, seed: int) -> str:
+    """Deterministic split by key hash: a record stays in the same split across runs and retries."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def render_row(stage: MethodData, row: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
+    """One curated record as the method's training row, or None and the contract rule it breaks."""
+    values = {k: _text(v) for k, v in row.items()}
+    if stage.method == "continued_pretraining":
+        parts = [values.get(c, "").strip() for c in stage.text_columns]
+        text = "\n\n".join(p for p in parts if p)
+        if len(text) < MIN_TEXT_CHARS:
+            return None, f"text shorter than {MIN_TEXT_CHARS} characters"
+        return {"text": text}, None
+    assert stage.prompt_template is not None
+    prompt = stage.prompt_template.format(**values)
+    if stage.method == "sft":
+        assert stage.completion_column is not None
+        completion = values.get(stage.completion_column, "").strip()
+        if not completion:
+            return None, f"no {stage.completion_column}"
+        return {"prompt": prompt, "completion": " " + completion}, None
+    assert stage.chosen_column is not None and stage.rejected_column is not None
+    chosen = values.get(stage.chosen_column, "").strip()
+    rejected = values.get(stage.rejected_column, "").strip()
+    if not chosen:
+        return None, f"no {stage.chosen_column}"
+    if not rejected:
+        return None, f"no {stage.rejected_column}"
+    if chosen == rejected:
+        return None, f"{stage.chosen_column} equals {stage.rejected_column}"
+    return {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}, None
+
+
+def _redactor(spec: PipelineSpec) -> Any:
+    """A function text -> (redacted text, counts per type) under the spec's free-text policy."""
+    from llmops.privacy.pii import redact_text, scan_text
+
+    policy = spec.privacy.free_text
+    if policy is None:
+
+        def refuse(text: str) -> tuple[str, dict[str, int]]:
+            found = scan_text(text)
+            if found:
+                kinds = sorted({s.pii_type for s in found})
+                raise TrainingDataError(
+                    f"training text holds personal data ({', '.join(kinds)}) and the spec has no "
+                    "privacy.free_text policy to handle it"
+                )
+            return text, {}
+
+        return refuse
+    actions = dict(policy.types)
+    pseudonymiser = None
+    if "pseudonymise" in actions.values():
+        from llmops.privacy.keys import get_pseudonymisation_key
+        from llmops.privacy.pii import Pseudonymiser
+
+        pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
+
+    def redact(text: str) -> tuple[str, dict[str, int]]:
+        return redact_text(text, actions, pseudonymiser)
+
+    return redact
+
+
+def build_rows(
+    spec: PipelineSpec, stage: MethodData, df: pd.DataFrame, seed: int
+) -> tuple[list[dict[str, str]], dict[str, int], dict[str, int]]:
+    """Rows (with key and split) of one stage, the skipped-row reasons and PII replacements."""
+    redact = _redactor(spec)
+    key = spec.dataset.key
+    rows: list[dict[str, str]] = []
+    skipped: dict[str, int] = {}
+    replaced: dict[str, int] = {}
+    for record in df.to_dict(orient="records"):
+        row, problem = render_row(stage, record)
+        if row is None:
+            skipped[problem or "?"] = skipped.get(problem or "?", 0) + 1
+            continue
+        for field, text in row.items():
+            row[field], counts = redact(text)
+            for kind, n in counts.items():
+                replaced[kind] = replaced.get(kind, 0) + n
+        record_key = str(record[key])
+        rows.append({"key": record_key, **row, "split": split_of(record_key, stage.eval_fraction, seed)})
+    return rows, skipped, replaced
+
+
+def check_suite(method: str, rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Run the method's GX suite; rows failing a row-level expectation are left out (counted)."""
+    import pandas as pd
+
+    from llmops.quality.expectations import BlockingExpectationFailed, load_suite, validate_dataframe
+
+    fields = ["key", *DATA_FORMATS[method], "split"]
+    frame = pd.DataFrame(rows, columns=fields)
+    suite = load_suite(get_settings().project_dir / "great_expectations", METHOD_SUITES[method])
+    outcome = validate_dataframe(frame, suite, mask=lambda _: "***")
+    summary = outcome.to_dict()
+    summary.pop("results", None)
+    if not outcome.success:
+        raise BlockingExpectationFailed(
+            f"suite {suite['name']} on the {method} dataset: " + "; ".join(outcome.blocking_failures)
+        )
+    kept = [r for i, r in enumerate(rows) if i not in outcome.row_failures]
+    return kept, summary
+
+
+def write_dataset(
+    spec: PipelineSpec,
+    stage: MethodData,
+    stage_name: str,
+    curated_snapshot_id: str,
+    curated_manifest: dict[str, Any],
+    df: pd.DataFrame,
+    seed: int,
+    run_id: str,
+) -> dict[str, Any]:
+    """Build, check and snapshot one stage's training dataset; returns what the ledger records."""
+    import pyarrow as pa
+
+    rows, skipped, replaced = build_rows(spec, stage, df, seed)
+    rows, suite = check_suite(stage.method, rows)
+    split_rows = {s: [r for r in rows if r["split"] == s] for s in ("train", "eval")}
+    if not split_rows["train"] or not split_rows["eval"]:
+        raise TrainingDataError(
+            f"stage '{stage_name}' ({stage.method}): the split produced {len(split_rows['train'])} train "
+            f"and {len(split_rows['eval'])} eval rows from {len(df)} records (skipped: {skipped or 'none'}); "
+            "need both"
+        )
+    fields = DATA_FORMATS[stage.method]
+    table = pa.Table.from_pylist(
+        rows, schema=pa.schema([(name, pa.string()) for name in ("key", *fields, "split")])
+    )
+    ref, manifest = snapshots.write_snapshot(
+        lake_root=get_settings().lake_root,
+        zone=ZONE,
+        pipeline=spec.name,
+        dataset=stage.dataset_name,
+        table=table,
+        metadata={
+            "inputs": {"curated_snapshot_id": curated_snapshot_id},
+            "stage": stage_name,
+            "method": stage.method,
+            "columns": stage.input_columns,
+            "template": stage.prompt_template,
+            "completion_column": stage.completion_column,
+            "governance": curated_manifest.get("governance"),
+            "purpose": spec.purpose,
+            "eval_fraction": stage.eval_fraction,
+            "split_seed": seed,
+            "train_rows": len(split_rows["train"]),
+            "eval_rows": len(split_rows["eval"]),
+            "skipped_rows": sum(skipped.values()),
+        },
+        run_id=run_id,
+        identity={
+            "curated": curated_snapshot_id,
+            "eval_fraction": stage.eval_fraction,
+            "seed": seed,
+            "stage": stage_name,
+            "method": stage.method,
+        },
+    )
+    write_split_files(ref.uri, rows, fields)
+    return {
+        "stage": stage_name,
+        "method": stage.method,
+        "dataset": stage.dataset_name,
+        "snapshot_id": ref.snapshot_id,
+        "sha256": manifest["content_sha256"],
+        "train_rows": len(split_rows["train"]),
+        "eval_rows": len(split_rows["eval"]),
+        "skipped_rows": sum(skipped.values()),
+        "skipped_by_rule": skipped,
+        "pii_replacements": replaced,
+        "suite": suite,
+        "stats": {
+            split: {
+                "rows": len(items),
+                **{
+                    f"{field}_chars_mean": round(sum(len(r[field]) for r in items) / len(items), 1)
+                    for field in fields
+                },
+            }
+            for split, items in split_rows.items()
+        },
+    }
+
+
+def write_split_files(
+    snapshot_uri: str, rows: list[dict[str, str]], fields: tuple[str, ...] | list[str]
+) -> None:
+    """train.jsonl and eval.jsonl beside the Parquet: what the training and evaluation jobs read.
+
+    Written only when missing (a snapshot is immutable; a retry finds the same content).
+    """
+    for split in ("train", "eval"):
+        uri = storage.join(snapshot_uri, f"{split}.jsonl")
+        if storage.exists(uri):
+            continue
+        lines = "".join(json.dumps({f: r[f] for f in fields}) + "\n" for r in rows if r["split"] == split)
+        storage.write_bytes(uri, lines.encode())
+
+
+def split_files(spec: PipelineSpec, dataset: str, snapshot_id: str) -> tuple[str, str]:
+    """The lake URIs of a training snapshot's train.jsonl and eval.jsonl."""
+    ref = snapshots.snapshot_ref(get_settings().lake_root, ZONE, spec.name, dataset, snapshot_id)
+    return storage.join(ref.uri, "train.jsonl"), storage.join(ref.uri, "eval.jsonl")
+
+
+EXAMPLE_PROMPT_CHARS = 200
+
+
+def example_prompt(spec: PipelineSpec, snapshot_id: str) -> str:
+    """The first held-out prompt of a training snapshot (for raw text: its first characters).
+
+    Already redacted: it serves as the registered model's input example and the smoke request.
+    """
+    _, eval_uri = split_files(spec, spec.training.dataset_name, snapshot_id)
+    first = json.loads(storage.read_bytes(eval_uri).splitlines()[0])
+    if "prompt" in first:
+        return str(first["prompt"])
+    return str(first["text"])[:EXAMPLE_PROMPT_CHARS]
