@@ -88,7 +88,7 @@ def test_chained_stages_each_train_on_their_own_snapshot_and_mlflow_run(methods)
     assert final["skipped_by_rule"].get("chosen_reply equals rejected_reply") == 1
     stage = _payload("support_replies", "model.stage_trained", run)
     assert stage["stage"] == "answer" and stage["passed"]
-    assert stage["metrics"]["eval_perplexity"] <= 4.0
+    assert stage["metrics"]["eval_perplexity"] <= 2.0
     trained = _payload("support_replies", "model.trained", run)
     assert trained["base_model_dir"] == stage["merged_model_dir"]  # DPO started from the sft stage
     assert [c["stage"] for c in trained["chain"]] == ["answer"]

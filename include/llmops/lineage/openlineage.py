@@ -817,8 +817,11 @@ def build_train(
     trained: dict[str, Any],
     tracking_uri: str,
     airflow: dict[str, Any],
+    step: str = "train",
 ) -> StepLineage:
     """train (collect_train): SFT dataset + base model -> MLflow run + adapter.
+
+    A chain stage (``step`` "train_stage_<name>") has the merged model as its adapter output.
 
     Recorded by the task that collects the job's result, so training in a Kubernetes pod (which
     reports nothing itself) gets the same lineage as a local run.
@@ -840,10 +843,10 @@ def build_train(
     }
     ids = {"curated": [trained.get("curated_snapshot_id")], "sft": [s_manifest.get("snapshot_id")]}
     return StepLineage(
-        "train",
+        step,
         [snapshot_input(s_uri, s_manifest), base],
         [mlflow_run_dataset(tracking_uri, trained["mlflow_run_id"]), adapter],
-        run_facet(spec, "train", airflow, ids, mlflow=mlflow),
+        run_facet(spec, step, airflow, ids, mlflow=mlflow),
     )
 
 
@@ -1045,6 +1048,26 @@ def emit_train(airflow: dict[str, Any], spec: PipelineSpec, trained: dict[str, A
         trained,
         _tracking_uri(),
         airflow,
+    )
+
+
+@_never_fails
+def emit_stage(
+    airflow: dict[str, Any], spec: PipelineSpec, stage: dict[str, Any], curated_id: str
+) -> StepLineage:
+    """After ``collect_stage_<name>``: the stage's dataset + its base -> MLflow run + merged model."""
+    return build_train(
+        spec,
+        _snapshot("sft", spec.name, stage["dataset"], stage["snapshot_id"]),
+        {
+            "base_model_dir": stage["base_model_dir"],
+            "adapter_dir": stage["merged_model_dir"],
+            "mlflow_run_id": stage["mlflow_run_id"],
+            "curated_snapshot_id": curated_id,
+        },
+        _tracking_uri(),
+        airflow,
+        step=f"train_stage_{stage['stage']}",
     )
 
 

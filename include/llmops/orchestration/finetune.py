@@ -736,8 +736,16 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
         run_id,
         {**entry, "hyperparameters": job["hyperparameters"], "lora": job["lora"], "usage": usage},
     )
+    from llmops import lineage
+
+    lineage.emit_stage(spec, entry, job["data"]["curated_snapshot_id"])  # never raises
     if not entry["passed"]:
-        failed = [f"{g['metric']} {g['observed']} (must be {g['bound']})" for g in gates if not g["passed"]]
+        failed = [
+            f"{g['metric']} {'not reported' if g['observed'] is None else format(g['observed'], '.4g')} "
+            f"(must be {g['bound']})"
+            for g in gates
+            if not g["passed"]
+        ]
         raise StageGateFailed(f"stage '{stage.name}' missed its gate(s): {'; '.join(failed)}")
     data = job["data"]
     return {
