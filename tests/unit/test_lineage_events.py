@@ -560,3 +560,26 @@ def test_provider_is_configured_for_json_lines_without_source_code(tmp_path, mon
         )
     lines = path.read_text().splitlines()
     assert [json.loads(line)["eventType"] for line in lines] == ["START", "FAIL"]
+
+
+def test_chain_stages_have_their_own_datasets_and_the_merged_base_as_version(spec, lake):
+    """Expect a chained final training to name the previous stage's merged model as its base, and
+    prepare_training_data to output one dataset per stage with its own column lineage."""
+    from llmops.lineage import openlineage as ol
+    from llmops.specs.schema import StageSpec
+
+    stage = StageSpec(name="domain", method="continued_pretraining", text_columns=["subject", "body"])
+    uri, manifest = lake["sft"]
+    stage_manifest = {**manifest, "snapshot_id": "stage0000000000000000"}
+    step = ol.build_prepare_training_data(
+        spec, lake["curated"], lake["sft"], AIRFLOW, [(stage, (uri + "-stage", stage_manifest))]
+    )
+    event = _event(step)
+    assert len(event["outputs"]) == 2
+    stage_fields = event["outputs"][0]["facets"]["columnLineage"]["fields"]
+    assert set(stage_fields) == {"key", "text", "split"}
+    assert {f["field"] for f in stage_fields["text"]["inputFields"]} == {"subject", "body"}
+    chained = {**TRAINED, "chain": [{"stage": "domain", "merged_model_sha256": "ab" * 32}]}
+    train = _event(ol.build_train(spec, lake["sft"], chained, TRACKING, AIRFLOW))
+    base = train["inputs"][1]  # [training dataset, base model]
+    assert base["facets"]["version"]["datasetVersion"] == "merged:" + "ab" * 32

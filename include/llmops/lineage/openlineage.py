@@ -811,6 +811,13 @@ def mlflow_run_dataset(tracking_uri: str, run_id: str, output: bool = True) -> A
     return _output_dataset(namespace, name, facets) if output else _input_dataset(namespace, name, facets)
 
 
+def _base_version(spec: PipelineSpec, trained: dict[str, Any]) -> str:
+    """The base a job trained on: the spec's model, or the previous chain stage's merged model."""
+    chain = trained.get("chain") or []
+    merged = chain[-1].get("merged_model_sha256") if chain else None
+    return f"merged:{merged}" if merged else spec.training.base_model.uri
+
+
 def build_train(
     spec: PipelineSpec,
     sft: tuple[str, dict[str, Any]],
@@ -831,7 +838,7 @@ def build_train(
     base = _input_dataset(
         base_ns,
         base_name,
-        {"dataSource": _datasource(base_ns, base_name), "version": _version(spec.training.base_model.uri)},
+        {"dataSource": _datasource(base_ns, base_name), "version": _version(_base_version(spec, trained))},
     )
     adapter_ns, adapter_name = lake_location(trained["adapter_dir"])
     adapter = _output_dataset(adapter_ns, adapter_name, {"dataSource": _datasource(adapter_ns, adapter_name)})
@@ -1053,7 +1060,11 @@ def emit_train(airflow: dict[str, Any], spec: PipelineSpec, trained: dict[str, A
 
 @_never_fails
 def emit_stage(
-    airflow: dict[str, Any], spec: PipelineSpec, stage: dict[str, Any], curated_id: str
+    airflow: dict[str, Any],
+    spec: PipelineSpec,
+    stage: dict[str, Any],
+    curated_id: str,
+    previous: list[dict[str, Any]] | None = None,
 ) -> StepLineage:
     """After ``collect_stage_<name>``: the stage's dataset + its base -> MLflow run + merged model."""
     return build_train(
@@ -1064,6 +1075,7 @@ def emit_stage(
             "adapter_dir": stage["merged_model_dir"],
             "mlflow_run_id": stage["mlflow_run_id"],
             "curated_snapshot_id": curated_id,
+            "chain": previous or [],
         },
         _tracking_uri(),
         airflow,

@@ -738,7 +738,9 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     )
     from llmops import lineage
 
-    lineage.emit_stage(spec, entry, job["data"]["curated_snapshot_id"])  # never raises
+    lineage.emit_stage(
+        spec, entry, job["data"]["curated_snapshot_id"], job["data"].get("chain")
+    )  # never raises
     if not entry["passed"]:
         failed = [
             f"{g['metric']} {'not reported' if g['observed'] is None else format(g['observed'], '.4g')} "
