@@ -29,6 +29,8 @@ def methods(demo):
     for pipeline in ("northwind_kb", "support_replies"):
         runs[f"{pipeline}_ingest"] = bag.dags[f"{pipeline}__ingest"].test()
         runs[pipeline] = bag.dags[f"{pipeline}__finetune"].test()
+    # A second chained run: the champion (v1) is scored on its own merged base for the comparison.
+    runs["again"] = bag.dags["support_replies__finetune"].test()
     # The stage gate stops the chain when the first stage cannot learn in one step.
     runs["stopped"] = bag.dags["support_replies__finetune"].test(run_conf={"max_steps": 1})
     return {**runs, "planted": demo["planted"]}
@@ -100,7 +102,7 @@ def test_chained_stages_each_train_on_their_own_snapshot_and_mlflow_run(methods)
 
 
 def test_preference_model_is_evaluated_on_held_out_pairs_gated_and_registered(methods) -> None:
-    from llmops.registry.mlflow_registry import alias_version, model_version_info
+    from llmops.registry.mlflow_registry import model_version_info
 
     run = methods["support_replies"]
     metrics = _payload("support_replies", "model.evaluated", run)["metrics"]
@@ -114,8 +116,8 @@ def test_preference_model_is_evaluated_on_held_out_pairs_gated_and_registered(me
     assert {"preference_win_rate", "reward_accuracy", "reward_margin"} <= {
         g["metric"] for g in gated["gates"]
     }
-    version = alias_version("support_replies", "champion")
-    tags = model_version_info("support_replies", version)["tags"]
+    version = _payload("support_replies", "model.registered", run)["version"]
+    tags = model_version_info("support_replies", str(version))["tags"]
     assert tags["llmops.method"] == "preference"
     assert [c["stage"] for c in json.loads(tags["llmops.chain"])] == ["answer"]
 
@@ -129,8 +131,29 @@ def test_a_failed_stage_gate_stops_the_chain_and_keeps_the_champion(methods) -> 
     assert not stage["passed"] and stage["gates"][0]["metric"] == "eval_perplexity"
     assert not _records("support_replies", "model.trained", stopped.run_id)  # the final stage never ran
     assert not _records("support_replies", "model.registered", stopped.run_id)
-    champion = _payload("support_replies", "model.registered", methods["support_replies"])["version"]
+    champion = _payload("support_replies", "model.registered", methods["again"])["version"]
     assert alias_version("support_replies", "champion") == str(champion)
+
+
+def test_a_chained_champion_is_compared_on_its_own_base(methods) -> None:
+    """The second chained run scores the v1 champion on v1's merged base, not on its own."""
+    again = methods["again"]
+    assert again.state == "success"
+    first = _payload("support_replies", "model.trained", methods["support_replies"])
+    second = _payload("support_replies", "model.trained", again)
+    assert first["base_model_dir"] != second["base_model_dir"]
+    evaluated = _payload("support_replies", "model.evaluated", again)
+    metrics = evaluated["metrics"]
+    assert metrics["champion_base_model_uri"] == first["base_model_dir"]
+    assert "on its own chained base" in evaluated["champion"]
+    # Same data, same seed, same settings: the champion scores what the candidate scores.
+    assert metrics["champion"]["reward_accuracy"] == pytest.approx(metrics["reward_accuracy"], abs=0.05)
+    gate = next(
+        g
+        for g in _payload("support_replies", "model.gated", again)["gates"]
+        if g["beat_champion_by"] is not None
+    )
+    assert gate["passed"] and gate["champion"] is not None
 
 
 def test_reports_cover_each_method_and_hold_no_pii(methods) -> None:

@@ -153,7 +153,23 @@ def dpo(workspace: dict[str, Any]) -> dict[str, Any]:
         **evaluate("dpo-eval", "pairs_eval", champion_adapter_path=str(champion)),
         "mixed": evaluate("dpo-mixed", "pairs_mixed")["metrics"],
         "swapped": evaluate("dpo-swapped", "pairs_swapped", beta=2 * TRAIN_BETA)["metrics"],
+        # The candidate itself as a champion on its own (copied) base: a chained version's case.
+        "own_base": evaluate(
+            "dpo-own-base",
+            "pairs_eval",
+            champion_adapter_path=str(adapter),
+            champion_base_model_path=str(_copy_base(workspace)),
+        )["metrics"],
     }
+
+
+def _copy_base(ws: dict[str, Any]) -> Path:
+    import shutil
+
+    target = ws["root"] / "champion-own-base"
+    if not target.exists():
+        shutil.copytree(ws["base"], target)
+    return target
 
 
 def test_cpt_adapter_lowers_held_out_perplexity(cpt: dict[str, Any]) -> None:
@@ -312,3 +328,28 @@ def test_beta_with_sft_exits_2_through_the_cli(tmp_path: Path, caplog: pytest.Lo
     )
     assert runner.main(["--config", str(path)]) == 2
     assert "beta: only used by method 'preference'" in caplog.text
+
+
+def test_a_champion_on_its_own_base_is_loaded_after_the_candidate_and_scored_alike(
+    dpo: dict[str, Any],
+) -> None:
+    """A chained champion has its own base: scored as a second model, with its own reference."""
+    metrics = dpo["own_base"]
+    champion = metrics["champion"]
+    assert metrics["champion_base_model_uri"].endswith("champion-own-base")
+    assert metrics["champion_base_model_sha256"] == metrics["base_model_sha256"]
+    for key in ("eval_loss", "preference_win_rate", "reward_accuracy", "reward_margin", "token_f1"):
+        assert champion[key] == pytest.approx(metrics[key], rel=1e-6, abs=1e-9), key
+
+
+def test_champion_base_needs_a_champion_adapter() -> None:
+    with pytest.raises(ConfigError, match="champion_base_model_path: only used with champion_adapter_path"):
+        parse_eval_config(
+            {
+                "base_model_path": "/m",
+                "adapter_path": "/a",
+                "eval_file": "/e.jsonl",
+                "output_file": "/o.json",
+                "champion_base_model_path": "/b",
+            }
+        )

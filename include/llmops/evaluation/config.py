@@ -144,6 +144,12 @@ class EvalJobConfig(StrictConfig):
         description="The current champion's adapter on the same base model, measured on the same "
         "data in the same run, so that 'beats the champion' compares like with like.",
     )
+    champion_base_model_path: Location | None = Field(
+        default=None,
+        description="The champion's own base model when it is not base_model_path (a chained pipeline "
+        "trains each version on that run's merged model): loaded as a second model once the candidate "
+        "is measured and released, so both are still scored on the same data in the same run.",
+    )
     pii_probe: PiiProbeTarget | None = None
 
     @field_validator("base_model_path", "adapter_path", "eval_file", "output_file")
@@ -167,6 +173,8 @@ class EvalJobConfig(StrictConfig):
             raise ValueError(
                 f"beta: only used by method 'preference' (DPO reward margins), but method is {self.method!r}"
             )
+        if self.champion_base_model_path and not self.champion_adapter_path:
+            raise ValueError("champion_base_model_path: only used with champion_adapter_path")
         if self.method == "continued_pretraining" and self.chat_template:
             raise ValueError(
                 "chat_template: continued_pretraining scores raw text, which has no conversation to render "
@@ -197,7 +205,14 @@ def load_eval_config(path: Path | str) -> EvalJobConfig:
     raw = resolve_relative_paths(
         raw,
         parent,
-        ("base_model_path", "adapter_path", "eval_file", "output_file", "champion_adapter_path"),
+        (
+            "base_model_path",
+            "adapter_path",
+            "eval_file",
+            "output_file",
+            "champion_adapter_path",
+            "champion_base_model_path",
+        ),
     )
     if isinstance(raw.get("golden_sets"), list):
         raw["golden_sets"] = [

@@ -678,9 +678,14 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         if config.pii_probe
         else []
     )
+    champion_base_dir = (
+        fetch_model_dir(config.champion_base_model_path, "champion_base_model_path")
+        if config.champion_base_model_path
+        else None
+    )
     _warn_on_base_mismatch(adapter_dir, base_dir)
     if champion_dir is not None:
-        _warn_on_base_mismatch(champion_dir, base_dir)
+        _warn_on_base_mismatch(champion_dir, champion_base_dir or base_dir)
 
     import transformers
     from peft import PeftModel
@@ -694,11 +699,13 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     candidate = model.active_adapter
     champion_tokenizer: Any = None
+    shares_base = champion_dir is not None and champion_base_dir is None
     if champion_dir is not None:
-        # A second adapter on the same base weights: no second copy of the base model.
         champion_tokenizer = _adapter_tokenizer(
-            champion_dir, str(config.champion_adapter_path), base_dir, config
+            champion_dir, str(config.champion_adapter_path), champion_base_dir or base_dir, config
         )
+    if shares_base:
+        # A second adapter on the same base weights: no second copy of the base model.
         model.load_adapter(str(champion_dir), adapter_name=CHAMPION)
         model.set_adapter(candidate)
     model.to(device)
@@ -732,23 +739,25 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         _log_numbers("baseline", result["baseline"])
     else:
         result["baseline"] = None
-    if champion_dir is not None:
+    if shares_base:
         model.set_adapter(CHAMPION)
         try:
-            # Its own tokenizer may encode the pairs differently: its reference is scored with it.
-            champion_reference = reference_logprobs(model, champion_tokenizer, rows, config, device)
-            result["champion"] = measure_with_golden(
-                model,
-                champion_tokenizer,
-                rows,
-                golden,
-                config,
-                device,
-                "champion",
-                reference=champion_reference,
-            )
+            result["champion"] = _measure_champion(model, champion_tokenizer, rows, golden, config, device)
         finally:
             model.set_adapter(candidate)
+    elif champion_dir is not None:
+        # Its own base (a chain's merged model): one model in memory at a time.
+        assert champion_base_dir is not None
+        del model, base
+        _release_memory(device)
+        champion_model = PeftModel.from_pretrained(
+            load_base_model(champion_base_dir, device), str(champion_dir)
+        )
+        champion_model.to(device)
+        champion_model.eval()
+        result["champion"] = _measure_champion(
+            champion_model, champion_tokenizer, rows, golden, config, device
+        )
     else:
         result["champion"] = None
     result.update(
@@ -768,6 +777,10 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
             "adapter_sha256": weights_sha256(adapter_dir),
             "champion_adapter_uri": config.champion_adapter_path,
             "champion_adapter_sha256": weights_sha256(champion_dir) if champion_dir is not None else None,
+            "champion_base_model_uri": config.champion_base_model_path,
+            "champion_base_model_sha256": model_weights_sha256(champion_base_dir)
+            if champion_base_dir is not None
+            else None,
             "eval_runtime_s": round(time.perf_counter() - started, 3),
             "library_versions": library_versions(),
         }
@@ -775,6 +788,32 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     write_output(config.output_file, result)
     logger.info("metrics written to %s", config.output_file)
     return result
+
+
+def _measure_champion(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    golden: dict[str, list[dict[str, str]]],
+    config: EvalJobConfig,
+    device: str,
+) -> dict[str, Any]:
+    """The champion's numbers; its own tokenizer may encode pairs differently, so its reference
+    (its base with adapters disabled) is scored with it."""
+    reference = reference_logprobs(model, tokenizer, rows, config, device)
+    return measure_with_golden(
+        model, tokenizer, rows, golden, config, device, "champion", reference=reference
+    )
+
+
+def _release_memory(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def write_output(location: str, data: dict[str, Any]) -> None:

@@ -884,35 +884,49 @@ def _golden_location(uri: str) -> str:
     return str(get_settings().project_dir / uri)
 
 
-def champion_adapter(spec: PipelineSpec, chained_base: str | None = None) -> tuple[str | None, str]:
-    """The current champion's adapter, when it can be compared on the same base model.
+def _exists(location: str) -> bool:
+    return location.startswith("s3://") or Path(location).is_dir()
 
-    ``chained_base``: the candidate's base is this run's chain output (a merged model), so only a
-    champion trained on that very base could share it.
+
+def champion_adapter(
+    spec: PipelineSpec, base_model_dir: str | None = None
+) -> tuple[str | None, str, str | None]:
+    """The current champion's adapter, a note, and its own base when it is not the candidate's.
+
+    A champion trained on the spec's base model shares the candidate's base (one model, two
+    adapters). A chained pipeline's versions each have their own base, that run's merged model
+    (tag ``llmops.base_model_dir``): the champion is then scored on its own base, which must
+    still exist. ``base_model_dir`` is the candidate's base.
     """
     from llmops.registry import mlflow_registry
 
     name = spec.registry.model_name
     version = mlflow_registry.alias_version(name, mlflow_registry.CHAMPION)
     if version is None:
-        return None, "no champion yet: the first model sets the bar"
+        return None, "no champion yet: the first model sets the bar", None
     tags = mlflow_registry.model_version_info(name, version)["tags"]
     adapter = tags.get("llmops.adapter_uri")
     if not adapter:
-        return None, f"champion v{version} has no recorded adapter location"
-    if chained_base is not None and tags.get("llmops.base_model_dir") != chained_base:
-        return None, (
-            f"champion v{version} has its own base (a chain's merged model): it cannot be scored as a "
-            "second adapter on this run's base, so champion comparisons are skipped"
-        )
+        return None, f"champion v{version} has no recorded adapter location", None
     if tags.get("llmops.base_model") not in (None, spec.training.base_model.uri):
         return (
             None,
             f"champion v{version} was trained on another base model ({tags.get('llmops.base_model')})",
+            None,
         )
-    if not adapter.startswith("s3://") and not Path(adapter).is_dir():
-        return None, f"champion v{version}'s adapter is no longer at {adapter}"
-    return adapter, f"champion v{version}"
+    if not _exists(adapter):
+        return None, f"champion v{version}'s adapter is no longer at {adapter}", None
+    own_base = tags.get("llmops.base_model_dir")
+    chained = bool(json.loads(tags.get("llmops.chain") or "[]"))
+    if chained and own_base and own_base != base_model_dir:
+        if not _exists(own_base):
+            return (
+                None,
+                f"champion v{version}'s own base (a chain's merged model) is no longer at {own_base}",
+                None,
+            )
+        return adapter, f"champion v{version} (on its own chained base)", own_base
+    return adapter, f"champion v{version}", None
 
 
 def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -925,10 +939,9 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
     evaluation = spec.evaluation
     _, eval_file = _sft_files(spec, trained["sft_snapshot_id"])
     root = storage.join(job_root(spec, run_id), "eval")
-    champion, champion_note = (None, "comparison off in the spec")
+    champion, champion_note, champion_base = (None, "comparison off in the spec", None)
     if evaluation.compare_with_champion:
-        chained_base = trained["base_model_dir"] if trained.get("chain") else None
-        champion, champion_note = champion_adapter(spec, chained_base)
+        champion, champion_note, champion_base = champion_adapter(spec, trained["base_model_dir"])
     probe = build_probe(spec, trained, root, run_id)
     job = {
         "base_model_path": trained["base_model_dir"],
@@ -945,6 +958,7 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "refusal_terms": evaluation.refusal_terms,
         "golden_sets": [{"name": g.name, "file": _golden_location(g.uri)} for g in evaluation.golden_sets],
         "champion_adapter_path": champion,
+        "champion_base_model_path": champion_base,
         "pii_probe": (probe or {}).get("job"),
     }
     if spec.training.method == "preference" and spec.training.beta is not None:
