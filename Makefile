@@ -14,7 +14,7 @@ ENV := export PATH="$(abspath $(BIN)):$$PATH" && source scripts/env.sh &&
 .PHONY: help venv airflow-db demo test test-fast lint airflow-ui serve constraints clean
 
 help:
-	@echo "make demo        run the demo pipeline end to end (sets everything up on first run)"
+	@echo "make demo        run the demo pipelines end to end (sets everything up on first run)"
 	@echo "make test        run the whole test suite"
 	@echo "make airflow-ui  start Airflow (UI on http://127.0.0.1:8080) with this project's DAGs"
 	@echo "make serve       serve the demo champion on http://127.0.0.1:5001/invocations (after make demo)"

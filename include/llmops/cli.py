@@ -81,7 +81,7 @@ METHOD_DEMOS = ("northwind_kb", "support_replies")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo pipeline end to end: data, API, base model, ingest DAG, finetune DAG."""
+    """Run the demo pipelines end to end: data, API, base model, then each ingest and finetune DAG."""
     from llmops.demo.sample_data import generate
     from llmops.demo.tickets_api import make_server
     from llmops.settings import get_settings
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_build_demo_model)
     sub.add_parser("bootstrap-demo", help="sample data + base model").set_defaults(func=cmd_bootstrap_demo)
-    p = sub.add_parser("demo", help="run the demo pipeline end to end")
+    p = sub.add_parser("demo", help="run the demo pipelines end to end")
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick runs)")
     p.add_argument(
         "--only-sft",
