@@ -193,6 +193,6 @@ def test_bad_params_fail_naming_the_param(bag, capfd):
     assert run.state == "failed"
     out, err = capfd.readouterr()
     assert "Param 'pipeline': no valid pipeline spec named 'no_such_pipeline'" in out + err
-    assert "known: support_bot" in out + err
+    assert "known: northwind_kb, support_bot, support_replies" in out + err
     with pytest.raises(ParamValidationError, match="date_to"):
         dag.test(run_conf={"pipeline": PIPELINE, "date_to": "31/12/2026"})

@@ -189,7 +189,8 @@ def test_every_sql_store_is_on_postgres(production_demo, databases):
         databases["airflow"],
         "SELECT string_agg(dag_id || '=' || state, ',' ORDER BY dag_id) FROM dag_run",
     )
-    assert states == "support_bot__finetune=success,support_bot__ingest=success"
+    pipelines = ("northwind_kb", "support_bot", "support_replies")  # what `make demo` runs
+    assert states == ",".join(f"{p}__{dag}=success" for p in pipelines for dag in ("finetune", "ingest"))
     assert _scalar(databases["ledger"], "SELECT count(*) FROM llmops_ledger_events") >= 10
     events = _scalar(
         databases["ledger"], "SELECT string_agg(DISTINCT event_type, ',') FROM llmops_ledger_events"
@@ -212,6 +213,13 @@ def test_lake_and_mlflow_artifacts_are_in_the_bucket(production_demo, s3):
     for zone in ("raw/support_bot/", "curated/support_bot/", "sft/support_bot/", "jobs/support_bot/"):
         assert any(key.startswith(f"lake/{zone}") for key in lake), zone
     assert any(key.endswith("audit_report.html") for key in lake)
+    # The chained pipeline's stage wrote its merged model to the bucket, and the final stage read it.
+    merged = [
+        k for k in lake if k.startswith("lake/jobs/support_replies/") and "/stage-answer/output/merged/" in k
+    ]
+    assert any(k.endswith(".safetensors") for k in merged), "no merged stage model in the bucket"
+    for dataset in ("text_corpus", "preference_pairs", "prompt_completion"):
+        assert any(f"/{dataset}/" in k and k.startswith("lake/sft/") for k in lake), dataset
     artifacts = _keys(s3, "mlflow/")
     assert any(key.endswith("MLmodel") for key in artifacts)
     assert any("adapter" in key and key.endswith(".safetensors") for key in artifacts)
