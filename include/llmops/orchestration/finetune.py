@@ -252,7 +252,7 @@ def build_train_job(
     if stage is None:
         snapshot_id = data["sft_snapshot_id"]
     else:
-        snapshot_id = next(s["snapshot_id"] for s in data["stages"] if s["stage"] == stage.name)
+        snapshot_id = _stage_snapshot(data, stage.name)
     train_file, eval_file = _sft_files(spec, snapshot_id, method.dataset_name)
     root = storage.join(job_root(spec, run_id), name)
     job = {
@@ -600,6 +600,11 @@ def prepare_train(
     }
 
 
+def _stage_snapshot(data: dict[str, Any], name: str) -> str:
+    """The dataset snapshot prepare_data built for chain stage ``name``."""
+    return next(s["snapshot_id"] for s in data["stages"] if s["stage"] == name)
+
+
 def _stage(spec: PipelineSpec, name: str) -> StageSpec:
     for stage in spec.training.preceding_stages:
         if stage.name == name:
@@ -613,7 +618,7 @@ def prepare_stage(
     """Write a preceding chain stage's training job: its own data, settings and MLflow run."""
     spec = load_pipeline(pipeline)
     stage = _stage(spec, stage_name)
-    snapshot_id = next(s["snapshot_id"] for s in data["stages"] if s["stage"] == stage_name)
+    snapshot_id = _stage_snapshot(data, stage_name)
     mlflow_run_id = mlflow_registry_run(
         spec, {**data, "sft_snapshot_id": snapshot_id}, run_id, f"stage-{stage_name}"
     )
@@ -663,8 +668,10 @@ class StageGateFailed(PermanentError):
 
 def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Read a chain stage's result, check its gates, record it; the next stage trains on its merge."""
+    from llmops.evaluation.gates import evaluate_gates
     from llmops.governance import cost
     from llmops.registry import mlflow_registry
+    from llmops.specs.schema import STAGE_METRICS
 
     spec = load_pipeline(pipeline)
     stage = _stage(spec, job["stage"])
@@ -675,28 +682,9 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
         raise RuntimeError(f"stage '{stage.name}' failed: {result.get('error') or result.get('status')}")
     if not result.get("merged_model_path"):
         raise JobResultMissing(f"stage '{stage.name}' wrote no merged model in {job['output_dir']}")
-    metrics = {
-        m: stage_metric(result, m)
-        for m in ("eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin")
-    }
+    metrics = {m: stage_metric(result, m) for m in STAGE_METRICS}
     metrics = {k: v for k, v in metrics.items() if v is not None}
-    gates = []
-    for gate in stage.gates:
-        observed = metrics.get(gate.metric)
-        passed = (
-            observed is not None
-            and (gate.min is None or observed >= gate.min)
-            and (gate.max is None or observed <= gate.max)
-        )
-        bound = " and ".join(
-            b
-            for b in (
-                f">= {gate.min}" if gate.min is not None else "",
-                f"<= {gate.max}" if gate.max is not None else "",
-            )
-            if b
-        )
-        gates.append({"metric": gate.metric, "observed": observed, "bound": bound, "passed": passed})
+    decision = evaluate_gates([g.as_gate() for g in stage.gates], metrics)
     usage = cost.job_usage(spec, f"stage-{stage.name}", "train", result)
     mlflow_registry.log_params_and_metrics(
         job["mlflow_run_id"],
@@ -726,8 +714,8 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
         "merged_model_sha256": result.get("merged_model_sha256"),
         "metrics": metrics,
         "base_eval_loss": result.get("base_eval_loss"),
-        "gates": gates,
-        "passed": all(g["passed"] for g in gates),
+        "gates": decision["gates"],
+        "passed": decision["passed"],
     }
     record(
         spec,
@@ -741,13 +729,8 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     lineage.emit_stage(
         spec, entry, job["data"]["curated_snapshot_id"], job["data"].get("chain")
     )  # never raises
-    if not entry["passed"]:
-        failed = [
-            f"{g['metric']} {'not reported' if g['observed'] is None else format(g['observed'], '.4g')} "
-            f"(must be {g['bound']})"
-            for g in gates
-            if not g["passed"]
-        ]
+    if not decision["passed"]:
+        failed = [f"{g['metric']}: {g['reason']}" for g in decision["gates"] if not g["passed"]]
         raise StageGateFailed(f"stage '{stage.name}' missed its gate(s): {'; '.join(failed)}")
     data = job["data"]
     return {

@@ -7,7 +7,7 @@ than a silently ignored setting.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -460,13 +460,7 @@ _METHOD_FIELDS = {
     "continued_pretraining": ("text_columns",),
     "preference": ("prompt_template", "chosen_column", "rejected_column"),
 }
-_ALL_METHOD_FIELDS = (
-    "prompt_template",
-    "completion_column",
-    "text_columns",
-    "chosen_column",
-    "rejected_column",
-)
+_ALL_METHOD_FIELDS = tuple(dict.fromkeys(f for fields in _METHOD_FIELDS.values() for f in fields))
 
 
 class MethodData(StrictModel):
@@ -555,13 +549,14 @@ TRAINING_DATASETS = {
     "preference": "preference_pairs",
 }
 #: Metrics a chain stage's training job reports, which stage gates may bound.
-STAGE_METRICS = ("eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin")
+StageMetric = Literal["eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin"]
+STAGE_METRICS: tuple[str, ...] = get_args(StageMetric)
 
 
 class StageGate(StrictModel):
     """A bound on a chain stage's own held-out metric: the chain stops when it is not met."""
 
-    metric: Literal["eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin"]
+    metric: StageMetric
     min: float | None = None
     max: float | None = None
 
@@ -570,6 +565,10 @@ class StageGate(StrictModel):
         if self.min is None and self.max is None:
             raise ValueError("a stage gate needs 'min' or 'max'")
         return self
+
+    def as_gate(self) -> Gate:
+        """The same bound as a promotion gate, so one mechanism checks both."""
+        return Gate(metric=self.metric, min=self.min, max=self.max)
 
 
 class StageSpec(MethodData):
