@@ -11,11 +11,12 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 ENV := export PATH="$(abspath $(BIN)):$$PATH" && source scripts/env.sh &&
 
-.PHONY: help venv airflow-db demo test test-fast lint airflow-ui serve constraints clean
+.PHONY: help venv airflow-db demo test test-fast test-shuffled lint airflow-ui serve constraints clean
 
 help:
 	@echo "make demo        run the demo pipelines end to end (sets everything up on first run)"
 	@echo "make test        run the whole test suite"
+	@echo "make test-shuffled  the suite in a random order (SEED=<n> to replay one)"
 	@echo "make airflow-ui  start Airflow (UI on http://127.0.0.1:8080) with this project's DAGs"
 	@echo "make serve       serve the demo champion on http://127.0.0.1:5001/invocations (after make demo)"
 	@echo "make lint        ruff"
@@ -43,6 +44,10 @@ test: airflow-db
 
 test-fast: airflow-db
 	$(ENV) $(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+# The whole suite in a random order (tests shuffled within modules, modules shuffled); SEED=<n> replays one.
+test-shuffled: airflow-db
+	$(ENV) $(BIN)/python -m pytest --random-order-bucket=module $(if $(SEED),--random-order-seed=$(SEED)) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -50,6 +50,8 @@ sys.path.insert(0, str(PROJECT / "include"))
 
 from servers import require_server, run_mlflow_server  # noqa: E402
 
+pytest_plugins = ("process_state", "pytester")
+
 
 @pytest.fixture(scope="session")
 def session_home() -> Path:

@@ -11,6 +11,7 @@ import pytest
 TOKEN = "e2e-api-token-5d1e"
 
 
+@pytest.hookimpl(trylast=True)  # after a shuffle (make test-shuffled), so the order holds there too
 def pytest_collection_modifyitems(config, items):
     """Run the tests that rewrite the shared demo lake (erasure, retention) after every other e2e
     test, whatever the file order, so readers of the demo never see a lake they emptied."""

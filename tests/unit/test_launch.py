@@ -10,12 +10,16 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from llmops.launch.command import job_argv
 from llmops.launch.local import JobFailed, job_command, run_local
 from llmops.specs.schema import Distributed
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 
@@ -211,41 +215,89 @@ def test_run_local_runs_torchrun_from_the_interpreters_environment(
 
 
 _DRIVER = """
-import logging, sys
+import logging, signal, sys
 sys.path.insert(0, {include!r})
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+
+
+class TaskStopped(BaseException):
+    # A BaseException, as Airflow's AirflowTaskTimeout and AirflowTaskTerminated are: logging would
+    # swallow an Exception raised inside a log call of the reading loop.
+    pass
+
+
+def stop(signum, frame):
+    raise TaskStopped(signum)
+
+
+# The scenario says how the task process hears that it must stop, rather than depend on the
+# dispositions this process inherited: SIGINT as KeyboardInterrupt, or (like a task killed or
+# timed out by Airflow) another signal raising an exception while SIGINT stays ignored.
+if {sigint_ignored!r}:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+else:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 from llmops.launch.local import run_local
 try:
     run_local({module!r}, "job.json", cwd={cwd!r}, kill_grace_seconds={grace})
-except KeyboardInterrupt:
+except (KeyboardInterrupt, TaskStopped):
     print("DRIVER INTERRUPTED", flush=True)
     sys.exit(130)
 """
 
 
-@pytest.mark.parametrize("job_ignores_signals", [False, True], ids=["interruptible-job", "stubborn-job"])
-def test_interrupting_run_local_stops_the_job(tmp_path: Path, job_ignores_signals: bool) -> None:
-    """Expect that an interrupt delivered to the process running run_local (only to it, not to
-    its process group) stops the job process too: an interruptible job gets SIGINT and can clean
-    up; one that ignores SIGINT and SIGTERM is killed after the grace period. No job survives."""
+@pytest.fixture(params=["sigint-default", "sigint-ignored"])
+def inherited_sigint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The SIGINT disposition the test's processes inherit from pytest: as usual, or ignored (as
+    under `make test &` in a non-interactive shell, or after a test that leaked SIG_IGN)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if request.param == "sigint-ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield request.param
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_a_running_job(
+    tmp_path: Path, *, job_ignores_signals: bool, stop_with: signal.Signals, task_ignores_sigint: bool
+) -> tuple[str, int, int]:
+    """Run a sleeping job under run_local in a driver process, send `stop_with` to the driver only
+    (not to its process group) once the job runs; return the driver's log, exit code, the job's pid."""
     module = _job(
         tmp_path,
         "sleeping_job",
         f"""
-        import os, signal, time
-        if {job_ignores_signals!r}:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("JOB PID", os.getpid(), flush=True)
-        try:
-            time.sleep(120)
-        except KeyboardInterrupt:
-            open({str(tmp_path / "cleaned-up")!r}, "w").close()
-            raise
+        import os, signal, sys, time
+        sys.path.insert(0, {str(INCLUDE)!r})
+        from llmops.jobs.entry import run_job
+
+        def main():
+            if {job_ignores_signals!r}:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                # Inside the try: the interrupt can arrive as soon as this line is written.
+                print("JOB PID", os.getpid(), flush=True)
+                time.sleep(120)
+            except KeyboardInterrupt:
+                open({str(tmp_path / "cleaned-up")!r}, "w").close()
+                raise
+
+        sys.exit(run_job(main))
         """,
     )
     driver = tmp_path / "driver.py"
-    driver.write_text(_DRIVER.format(include=str(INCLUDE), module=module, cwd=str(tmp_path), grace=1.0))
+    driver.write_text(
+        _DRIVER.format(
+            include=str(INCLUDE),
+            module=module,
+            cwd=str(tmp_path),
+            grace=1.0,
+            sigint_ignored=task_ignores_sigint,
+        )
+    )
     proc = subprocess.Popen(
         [sys.executable, str(driver)],
         stdout=subprocess.PIPE,
@@ -264,17 +316,43 @@ def test_interrupting_run_local_stops_the_job(tmp_path: Path, job_ignores_signal
                 break
         assert job_pid is not None, "".join(output)
         started = time.monotonic()
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, stop_with)
         rest, _ = proc.communicate(timeout=30)
         output.append(rest)
+        assert time.monotonic() - started < 30
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    log = "".join(output)
-    assert proc.returncode == 130, log
+    return "".join(output), proc.returncode, job_pid
+
+
+@pytest.mark.parametrize("job_ignores_signals", [False, True], ids=["interruptible-job", "stubborn-job"])
+def test_interrupting_run_local_stops_the_job(
+    tmp_path: Path, job_ignores_signals: bool, inherited_sigint: str
+) -> None:
+    """Expect that an interrupt delivered to the process running run_local (only to it, not to
+    its process group) stops the job process too: an interruptible job gets SIGINT and can clean
+    up; one that ignores SIGINT and SIGTERM is killed after the grace period. No job survives,
+    and neither outcome depends on the SIGINT disposition the processes inherited."""
+    log, returncode, job_pid = _stop_a_running_job(
+        tmp_path, job_ignores_signals=job_ignores_signals, stop_with=signal.SIGINT, task_ignores_sigint=False
+    )
+    assert returncode == 130, log
     assert "DRIVER INTERRUPTED" in log
-    assert time.monotonic() - started < 30
-    assert (tmp_path / "cleaned-up").exists() is not job_ignores_signals
+    assert (tmp_path / "cleaned-up").exists() is not job_ignores_signals, log
+    with pytest.raises(ProcessLookupError):
+        os.kill(job_pid, 0)
+
+
+def test_a_job_hears_the_interrupt_when_its_task_process_ignores_sigint(tmp_path: Path) -> None:
+    """Expect that a job started from a task process that ignores SIGINT (which the job inherits
+    through fork and exec) still turns run_local's SIGINT into KeyboardInterrupt and cleans up,
+    when the task is stopped some other way (here SIGTERM raising in the task)."""
+    log, returncode, job_pid = _stop_a_running_job(
+        tmp_path, job_ignores_signals=False, stop_with=signal.SIGTERM, task_ignores_sigint=True
+    )
+    assert returncode == 130, log
+    assert (tmp_path / "cleaned-up").exists(), log
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)

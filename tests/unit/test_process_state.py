@@ -1,0 +1,51 @@
+"""The test suite's own isolation: a test that changes process state does not leak it onward."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def test_signal_and_cwd_changes_are_restored_and_reported(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expect that a test leaving SIGINT ignored, the working directory moved and a root log
+    handler added does not hand them to the next test, and that the run names the leaking test."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    )
+    pytester.makeconftest('pytest_plugins = ("process_state",)')
+    pytester.makepyfile(
+        test_leaks="""
+        import logging, os, signal
+
+        class LeakedHandler(logging.NullHandler):
+            pass
+
+        def test_a_leaks():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            os.chdir("/")
+            logging.getLogger().addHandler(LeakedHandler())
+            os.environ["LLMOPS_LEAKED_SETTING"] = "x"
+
+        def test_b_inherits_nothing():
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert os.getcwd() != "/"
+            assert not any(isinstance(h, LeakedHandler) for h in logging.getLogger().handlers)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*process state changed by tests*",
+            "test_leaks.py::test_a_leaks: SIGINT: default_int_handler -> SIG_IGN; working directory changed;"
+            " environment: LLMOPS_LEAKED_SETTING; root logging configuration",
+        ]
+    )
