@@ -43,6 +43,9 @@ MANIFEST = "manifest.json"
 LATEST = "LATEST.json"
 ROW_GROUP_ROWS = 100_000
 COMPRESSION = "zstd"
+CURATED_DATASET = "records"  # the one dataset of a pipeline's curated zone
+TRAINING_ZONE = "sft"  # the zone of every training dataset, whatever the method
+SPLIT_FILES = ("train.jsonl", "eval.jsonl")  # beside a training snapshot's Parquet: what jobs read
 
 
 class SnapshotError(RuntimeError):
@@ -451,3 +454,25 @@ def delete_snapshot(ref: SnapshotRef, lake_root: str) -> None:
     latest = storage.join(dataset_uri(lake_root, ref.zone, ref.pipeline, ref.dataset), LATEST)
     if storage.exists(latest) and storage.read_json(latest).get("snapshot_id") == ref.snapshot_id:
         storage.delete(latest)
+
+
+def write_split_files(
+    snapshot_uri: str, rows: list[dict[str, str]], fields: tuple[str, ...] | list[str]
+) -> None:
+    """train.jsonl and eval.jsonl beside the Parquet: what the training and evaluation jobs read.
+
+    Written only when missing (a snapshot is immutable; a retry finds the same content).
+    """
+    for split, name in zip(("train", "eval"), SPLIT_FILES, strict=True):
+        uri = storage.join(snapshot_uri, name)
+        if storage.exists(uri):
+            continue
+        lines = "".join(json.dumps({f: r[f] for f in fields}) + "\n" for r in rows if r["split"] == split)
+        storage.write_bytes(uri, lines.encode())
+
+
+def split_file_uris(lake_root: str, pipeline: str, dataset: str, snapshot_id: str) -> tuple[str, str]:
+    """The lake URIs of a training snapshot's train.jsonl and eval.jsonl."""
+    ref = snapshot_ref(lake_root, TRAINING_ZONE, pipeline, dataset, snapshot_id)
+    train, evaluation = (storage.join(ref.uri, name) for name in SPLIT_FILES)
+    return train, evaluation

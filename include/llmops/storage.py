@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -268,3 +269,8 @@ def local_path(uri: str) -> Path:
     if not isinstance(fs, LocalFileSystem):
         raise ValueError(f"{uri} is not on the local filesystem")
     return Path(path)
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id usable as a path segment (Airflow run ids contain ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)

@@ -51,6 +51,6 @@ def test_an_unknown_access_level_names_the_field():
 
 
 def test_no_access_block_means_no_per_dag_rules():
-    from llmops.orchestration.factory import access_control
+    from llmops.orchestration.dag_support import access_control
 
     assert access_control({}) is None

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from llmops.orchestration.factory import build_pipeline_dags, finetune_dag
+from llmops.orchestration.factory import build_pipeline_dags
+from llmops.orchestration.finetune.dag import finetune_dag
 from llmops.specs import parse_spec
 
 PIPELINE = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "support_bot.yaml"
@@ -49,7 +50,7 @@ def test_notify_is_a_teardown_after_the_report() -> None:
 
 
 def test_rollback_dag_deploys_then_notifies() -> None:
-    from llmops.orchestration.governance_dags import rollback_dag
+    from llmops.orchestration.rollback import rollback_dag
 
     dag = rollback_dag()
     assert dag.get_task("deploy").upstream_task_ids == {"rollback"}
@@ -68,7 +69,7 @@ def test_batch_inference_dag_only_with_the_spec_block() -> None:
 
 
 def test_trial_pods_get_a_budget_guard_only_with_a_budget() -> None:
-    search = {
+    search_spec = {
         "trials": 2,
         "space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.01, "log": True}},
     }
@@ -76,7 +77,7 @@ def test_trial_pods_get_a_budget_guard_only_with_a_budget() -> None:
     raw["training"].update(
         launcher="kubernetes",
         kubernetes={"image": "registry.example/trainer@sha256:" + "a" * 64},
-        search=search,
+        search=search_spec,
     )
     dag = finetune_dag(parse_spec(raw))
     assert callable(dag.get_task("run_trial").partial_kwargs.get("pre_execute"))
@@ -94,14 +95,14 @@ def test_the_budget_guard_skips_a_pod_trial_once_the_budget_is_spent(tmp_path, m
     from airflow.sdk.exceptions import AirflowSkipException
 
     from llmops.ledger import get_ledger
-    from llmops.orchestration import finetune as steps
-    from llmops.orchestration.factory import _trial_budget_guard
+    from llmops.orchestration.finetune import search
+    from llmops.orchestration.finetune.dag import _trial_budget_guard
 
     monkeypatch.setenv("LLMOPS_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     raw = yaml.safe_load(PIPELINE.read_text())
     raw["cost"]["budget"] = 0.001
     spec = parse_spec(raw)
-    monkeypatch.setattr(steps, "load_pipeline", lambda name: spec)
+    monkeypatch.setattr(search, "load_pipeline", lambda name: spec)
     trials = []
     for n in range(2):
         (tmp_path / f"t{n}").mkdir()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from llmops.launch.command import job_argv
-from llmops.orchestration.factory import finetune_dag
+from llmops.orchestration.finetune.dag import finetune_dag
 from llmops.specs import parse_spec
 
 PIPELINE = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "support_bot.yaml"

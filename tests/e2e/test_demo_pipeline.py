@@ -125,7 +125,7 @@ def test_probes_run_and_the_weak_model_is_compared_with_the_champion(demo):
     rates to be measured, and the weak run's gates to compare it with champion v1 on the same data."""
     from llmops import storage
     from llmops.ledger import get_ledger
-    from llmops.orchestration.finetune import job_root
+    from llmops.orchestration.finetune.jobs import job_root
     from llmops.specs import load_pipeline
 
     ledger = get_ledger()
@@ -187,7 +187,7 @@ def test_failed_gates_leave_champion_untouched_and_still_report(demo):
 def test_audit_report_contents_and_no_pii(demo):
     """Expect an HTML and JSON report naming sources, counts, hashes, PII handling, metrics and the version."""
     from llmops import storage
-    from llmops.orchestration.common import safe_run_id
+    from llmops.storage import safe_run_id
 
     folder = storage.join(_settings().reports_root, "support_bot", safe_run_id(demo["finetune"].run_id))
     report = storage.read_json(storage.join(folder, "audit_report.json"))
@@ -227,7 +227,7 @@ def test_ledger_verifies(demo):
 def test_retried_extract_is_idempotent(demo):
     """Expect re-running extraction and commit of a finished run to find its own snapshot, recording nothing new."""
     from llmops.ledger import get_ledger
-    from llmops.orchestration import ingest
+    from llmops.orchestration.ingest import extract as ingest
 
     ledger = get_ledger()
     before = len(ledger.records())

@@ -43,9 +43,9 @@ def test_each_job_of_the_demo_run_has_its_usage_and_cost(demo):
     from mlflow import MlflowClient
 
     from llmops import storage
-    from llmops.orchestration.common import safe_run_id
     from llmops.registry.mlflow_registry import configure
     from llmops.settings import get_settings
+    from llmops.storage import safe_run_id
 
     run_id = demo["finetune"].run_id
     [recorded] = _records("cost.recorded", run_id)

@@ -69,7 +69,7 @@ def _records(event_type: str) -> list:
 
 
 def test_approved_version_is_promoted_and_the_approver_recorded(approval_pipeline):
-    from llmops.orchestration.finetune import promote
+    from llmops.orchestration.finetune.release import promote
 
     registered = {"model_name": approval_pipeline, "version": "1"}
     result = promote("approval_check", registered, "run-1", approval=_answer("Approve", "alice"))
@@ -93,7 +93,7 @@ def test_approved_version_is_promoted_and_the_approver_recorded(approval_pipelin
     ],
 )
 def test_no_approval_leaves_the_champion_untouched(approval_pipeline, answer, outcome):
-    from llmops.orchestration.finetune import promote
+    from llmops.orchestration.finetune.release import promote
 
     registry.promote(approval_pipeline, "1")
     registered = {"model_name": approval_pipeline, "version": "2"}
@@ -141,8 +141,8 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
     from airflow.sdk import DAG, get_current_context, task
     from airflow_api_server import run_api_server
 
-    from llmops.orchestration import finetune as steps
-    from llmops.orchestration.factory import _approval_task
+    from llmops.orchestration.finetune import release
+    from llmops.orchestration.finetune.dag import _approval_task
     from llmops.specs import load_pipeline
 
     spec = load_pipeline("approval_check")
@@ -176,7 +176,7 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
         def promote(registered: dict) -> dict:
             context = get_current_context()
             approval = context["ti"].xcom_pull(task_ids="approve")
-            return steps.promote("approval_check", registered, context["dag_run"].run_id, approval=approval)
+            return release.promote("approval_check", registered, context["dag_run"].run_id, approval=approval)
 
         registered = register()
         [collect_train(), check_gates()] >> registered
@@ -240,7 +240,7 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
 
 
 def test_finetune_dag_waits_for_approval_between_register_and_promote(approval_pipeline):
-    from llmops.orchestration.factory import finetune_dag
+    from llmops.orchestration.finetune.dag import finetune_dag
     from llmops.specs import load_pipeline
 
     dag = finetune_dag(load_pipeline("approval_check"))

@@ -108,13 +108,13 @@ def test_promotion_deploys_the_champion_and_a_rollback_redeploys_the_previous(
     from llmops import storage
     from llmops.deployment import manifests
     from llmops.orchestration import deploy as deploy_steps
-    from llmops.orchestration import finetune as steps
+    from llmops.orchestration.finetune import release
 
     model = serving_pipeline
     with WebhookReceiver(SECRET) as receiver:
         monkeypatch.setenv("AIRFLOW_CONN_SERVING_CHECK_HOOKS", receiver.connection())
 
-        steps.promote("serving_check", {"model_name": model, "version": "1"}, "finetune-run-1")
+        release.promote("serving_check", {"model_name": model, "version": "1"}, "finetune-run-1")
         summary = deploy_steps.deploy("serving_check", "finetune-run-1")
         assert summary["deployed"] and summary["version"] == "1"
         deployed = _deployed("finetune-run-1")
@@ -145,7 +145,7 @@ def test_promotion_deploys_the_champion_and_a_rollback_redeploys_the_previous(
         deploy_steps.notify_finetune("serving_check", "finetune-run-1")  # a retried task: not sent twice
         assert len(receiver.llmops) == 1
 
-        steps.promote("serving_check", {"model_name": model, "version": "2"}, "finetune-run-2")
+        release.promote("serving_check", {"model_name": model, "version": "2"}, "finetune-run-2")
         deploy_steps.deploy("serving_check", "finetune-run-2")
         assert _deployed("finetune-run-2")["vllm"]["lora_rank"] == 16  # from the run's params
 

@@ -63,7 +63,7 @@ def receiver(monkeypatch):
 
 
 def _evaluated(run_id: str, token_f1: float) -> None:
-    from llmops.orchestration.common import record
+    from llmops.ledger import record
     from llmops.specs import load_pipeline
 
     metrics = {"eval_loss": 0.4, "eval_perplexity": 1.5, "token_f1": token_f1, "pii_leakage_rate": 0.0}
@@ -78,15 +78,15 @@ def test_promotion_is_sent_signed_with_metrics_once(hooks_pipeline, receiver):
     from llmops import storage
     from llmops.ledger import get_ledger
     from llmops.orchestration import deploy as deploy_steps
-    from llmops.orchestration import finetune as steps
-    from llmops.orchestration.common import safe_run_id
+    from llmops.orchestration.finetune import release
     from llmops.settings import get_settings
+    from llmops.storage import safe_run_id
 
     model = hooks_pipeline
     registry.promote(model, "1")
     run_id = "manual__2026-12-01T10:00:00+00:00"
     _evaluated(run_id, 0.81)
-    steps.promote("hooks_check", {"model_name": model, "version": "2"}, run_id)
+    release.promote("hooks_check", {"model_name": model, "version": "2"}, run_id)
     report = storage.join(
         get_settings().reports_root, "hooks_check", safe_run_id(run_id), "audit_report.html"
     )
@@ -119,7 +119,7 @@ def test_gate_failure_is_sent_with_the_failed_gates(hooks_pipeline, receiver):
     """Expect a run whose gates failed to send `gate_failed` naming each failed gate, champion unchanged."""
     from llmops.evaluation.gates import GateFailed
     from llmops.orchestration import deploy as deploy_steps
-    from llmops.orchestration import finetune as steps
+    from llmops.orchestration.finetune import evaluate
 
     model = hooks_pipeline
     registry.promote(model, "1")
@@ -127,7 +127,7 @@ def test_gate_failure_is_sent_with_the_failed_gates(hooks_pipeline, receiver):
     _evaluated(run_id, 0.2)
     metrics = {"eval_perplexity": 1.5, "token_f1": 0.2, "pii_leakage_rate": 0.0, "toxicity_rate": 0.0}
     with pytest.raises(GateFailed):
-        steps.check_gates(
+        evaluate.check_gates(
             "hooks_check", {"metrics": metrics, "champion": None}, {"mlflow_run_id": "r-weak"}, run_id
         )
 
@@ -141,13 +141,13 @@ def test_gate_failure_is_sent_with_the_failed_gates(hooks_pipeline, receiver):
 
 def test_an_unreachable_then_recovering_receiver_gets_the_event_after_retries(hooks_pipeline, monkeypatch):
     """Expect 503s to be retried with backoff and the event delivered once the receiver recovers."""
-    from llmops.deployment import hooks
+    from llmops.deployment import webhooks
     from llmops.ledger import get_ledger
     from llmops.specs import load_pipeline
 
     with WebhookReceiver(SECRET, fail_first=2) as flaky:
         monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", flaky.connection())
-        result = hooks.send(
+        result = webhooks.send(
             load_pipeline("hooks_check"),
             "rolled_back",
             f"model/{hooks_pipeline}/1",
@@ -165,20 +165,20 @@ def test_mlflow_registry_webhooks_fire_on_alias_moves_of_a_tracking_server(hooks
     `model_version_alias.created` events when a promotion moves `champion` and `previous`."""
     from mlflow import MlflowClient
 
-    from llmops.deployment import hooks
-    from llmops.orchestration import finetune as steps
+    from llmops.deployment import webhooks
+    from llmops.orchestration.finetune import release
     from llmops.specs import load_pipeline
 
     model = hooks_pipeline
     spec = load_pipeline("hooks_check")
-    first = hooks.ensure_mlflow_webhook(spec)
+    first = webhooks.ensure_mlflow_webhook(spec)
     assert first["registered"] and first["action"] in ("created", "updated")
-    assert hooks.ensure_mlflow_webhook(spec)["action"] == "updated"  # idempotent: one webhook
+    assert webhooks.ensure_mlflow_webhook(spec)["action"] == "updated"  # idempotent: one webhook
     names = [w.name for w in MlflowClient().list_webhooks(max_results=100)]
-    assert names.count(hooks.mlflow_webhook_name(CONN)) == 1
+    assert names.count(webhooks.mlflow_webhook_name(CONN)) == 1
 
     registry.promote(model, "1")
-    steps.promote("hooks_check", {"model_name": model, "version": "2"}, "mlflow-hooks-run")
+    release.promote("hooks_check", {"model_name": model, "version": "2"}, "mlflow-hooks-run")
 
     def alias_event(alias: str, version: str):
         return lambda m: (
@@ -193,9 +193,9 @@ def test_mlflow_registry_webhooks_fire_on_alias_moves_of_a_tracking_server(hooks
 
 def test_mlflow_registry_webhooks_need_a_tracking_server(hooks_pipeline, monkeypatch, tmp_path):
     """Expect an embedded (database) registry to be reported as not covered, not silently accepted."""
-    from llmops.deployment import hooks
+    from llmops.deployment import webhooks
     from llmops.specs import load_pipeline
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    outcome = hooks.ensure_mlflow_webhook(load_pipeline("hooks_check"))
+    outcome = webhooks.ensure_mlflow_webhook(load_pipeline("hooks_check"))
     assert outcome["registered"] is False and "tracking server" in outcome["reason"]

@@ -34,7 +34,8 @@ def three_versions(mlflow_server, monkeypatch, tmp_path):
 
     from llmops.governance.erasure import REVIEW_TAG
     from llmops.ledger import get_ledger
-    from llmops.orchestration import finetune
+    from llmops.orchestration.finetune import release
+    from llmops.orchestration.rollback import rollback_champion
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("LLMOPS_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
@@ -71,8 +72,8 @@ def three_versions(mlflow_server, monkeypatch, tmp_path):
             label=f"{model}:f{n}",
         )
         if n < 3:
-            finetune.promote(PIPELINE, {"model_name": model, "version": version}, f"ft-{n}")
-    finetune.rollback(model, "INC-4711 wrong refunds", "rollback-1", "oncall-anna")
+            release.promote(PIPELINE, {"model_name": model, "version": version}, f"ft-{n}")
+    rollback_champion(model, "INC-4711 wrong refunds", "rollback-1", "oncall-anna")
     # What an erasure request does to a version trained on the subject's data (see governance.erasure).
     client.set_model_version_tag(model, "1", REVIEW_TAG, "DSR-9")
     for event_type, subject in (

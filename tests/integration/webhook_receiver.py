@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from llmops.deployment.hooks import verify_mlflow_signature
+from llmops.deployment.webhooks import verify_mlflow_signature
 from llmops.monitoring.alerts import SIGNATURE_HEADER, verify
 
 

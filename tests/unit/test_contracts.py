@@ -347,7 +347,7 @@ def test_record_carries_no_raw_values_without_a_mask():
 
 def test_record_carries_only_masked_samples_with_a_mask():
     """Expect samples of failing values, masked by the PII masker and truncated, and never the raw email."""
-    from llmops.orchestration.ingest import pii_masker
+    from llmops.orchestration.ingest.validate import pii_masker
 
     df, contract = _leaky_frame()
     record = _check(df, contract, mask=pii_masker()).to_dict()

@@ -116,21 +116,21 @@ def test_trial_budget_check_skips_and_records(tmp_path, monkeypatch):
     import json
 
     from llmops.ledger import get_ledger
-    from llmops.orchestration import finetune as steps
+    from llmops.orchestration.finetune import search
 
     monkeypatch.setenv("LLMOPS_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     spec = _spec(budget=3.0)
-    monkeypatch.setattr(steps, "load_pipeline", lambda name: spec)
+    monkeypatch.setattr(search, "load_pipeline", lambda name: spec)
     trials = []
     for n in range(3):
         out = tmp_path / f"trial-{n}" / "output"
         out.mkdir(parents=True)
         trials.append({"number": n, "output_dir": str(out), "params": {"lora_r": 16}, "study": "s"})
     (tmp_path / "trial-0" / "output" / "result.json").write_text(json.dumps(_gpu_result(wall=1800)))
-    assert steps.check_trial_budget("support_bot", trials[1], trials, "run-1")["spent"] == 2.0
+    assert search.check_trial_budget("support_bot", trials[1], trials, "run-1")["spent"] == 2.0
     (tmp_path / "trial-1" / "output" / "result.json").write_text(json.dumps(_gpu_result(wall=900)))
-    with pytest.raises(steps.BudgetExceeded, match=r"trial 2 not started: .* cost 3\.0000 EUR, the budget"):
-        steps.check_trial_budget("support_bot", trials[2], trials, "run-1")
+    with pytest.raises(search.BudgetExceeded, match=r"trial 2 not started: .* cost 3\.0000 EUR, the budget"):
+        search.check_trial_budget("support_bot", trials[2], trials, "run-1")
     skipped = json.loads((tmp_path / "trial-2" / "output" / "result.json").read_text())
     assert skipped["status"] == "skipped" and skipped["reason"] == "budget"
     [event] = get_ledger().records(pipeline="support_bot", event_type="hpo.trial_skipped")

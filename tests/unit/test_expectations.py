@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llmops.orchestration.ingest import pii_masker
+from llmops.orchestration.ingest.validate import pii_masker
 from llmops.quality.expectations import SuiteNotFound, load_suite, validate_dataframe
 
 GX_DIR = Path(__file__).resolve().parents[2] / "great_expectations"

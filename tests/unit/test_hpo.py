@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmops.orchestration import hpo
+from llmops.orchestration.finetune import study as hpo
 from llmops.specs import parse_spec
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "support_bot.yaml"

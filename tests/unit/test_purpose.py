@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.orchestration.finetune import PurposeNotAllowed, check_purpose
+from llmops.governance.purpose import PurposeNotAllowed, check_purpose
 from llmops.specs import load_spec
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "include" / "pipelines" / "support_bot.yaml")

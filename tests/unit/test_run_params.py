@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from llmops.errors import PermanentError
-from llmops.orchestration import finetune as steps
-from llmops.orchestration.factory import FINETUNE_PARAMS
+from llmops.orchestration.finetune import data
+from llmops.orchestration.params import FINETUNE_PARAMS
 
 DEFAULTS = {name: param.value for name, param in FINETUNE_PARAMS.items()}
 
 
 def test_unknown_parameter_is_named_with_the_known_ones() -> None:
     with pytest.raises(PermanentError) as raised:
-        steps.start_finetune("support_bot", "latest", {**DEFAULTS, "learning_rat": 0.1}, "manual__x")
+        data.start_finetune("support_bot", "latest", {**DEFAULTS, "learning_rat": 0.1}, "manual__x")
     message = str(raised.value)
     assert "'learning_rat'" in message
     assert "learning_rate" in message and "max_steps" in message
@@ -25,6 +25,6 @@ def test_known_parameters_pass_the_check(monkeypatch: pytest.MonkeyPatch) -> Non
     def reached(name: str) -> None:
         raise LookupError(f"spec {name} reached")
 
-    monkeypatch.setattr(steps, "load_pipeline", reached)
+    monkeypatch.setattr(data, "load_pipeline", reached)
     with pytest.raises(LookupError, match="spec support_bot reached"):
-        steps.start_finetune("support_bot", "latest", dict(DEFAULTS), "manual__x")
+        data.start_finetune("support_bot", "latest", dict(DEFAULTS), "manual__x")

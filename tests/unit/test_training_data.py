@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from llmops.orchestration.training_data import (
+from llmops.orchestration.finetune.data import (
     TrainingDataError,
     build_rows,
     check_suite,

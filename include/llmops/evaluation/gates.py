@@ -141,3 +141,20 @@ def raise_if_failed(decision: dict[str, Any]) -> None:
     failed = [g for g in decision["gates"] if not g["passed"]]
     lines = [f"{g['metric']}: {g['reason']}" for g in failed]
     raise GateFailed(f"{len(failed)} of {len(decision['gates'])} gate(s) failed: " + "; ".join(lines))
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Gate-able numbers of one model's metrics (as an evaluation job reports them): base metrics
+    and golden.<set>.<metric>."""
+    from llmops.specs.schema import BASE_METRICS
+
+    flat = {k: float(metrics[k]) for k in BASE_METRICS if is_number(metrics.get(k))}
+    for name, golden in (metrics.get("golden") or {}).items():
+        flat.update(
+            {f"golden.{name}.{k}": float(golden[k]) for k in BASE_METRICS if is_number(golden.get(k))}
+        )
+    return flat
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

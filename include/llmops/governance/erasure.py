@@ -16,7 +16,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
-from llmops.orchestration.common import record
+from llmops.ledger import record
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -103,11 +103,9 @@ def _rewrite(
         raise ErasureError(
             f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}: row counts do not reconcile after erasure"
         )
-    if ref.zone == "sft":  # the trainer reads JSON Lines beside the Parquet
-        from llmops.orchestration.training_data import write_split_files
-
+    if ref.zone == snapshots.TRAINING_ZONE:  # the trainer reads JSON Lines beside the Parquet
         fields = [c for c in keep.columns if c not in ("key", "split")]
-        write_split_files(new_ref.uri, keep.to_dict(orient="records"), fields)
+        snapshots.write_split_files(new_ref.uri, keep.to_dict(orient="records"), fields)
     latest = storage.join(snapshots.dataset_uri(lake, ref.zone, ref.pipeline, ref.dataset), snapshots.LATEST)
     repoint = storage.exists(latest) and storage.read_json(latest).get("snapshot_id") == ref.snapshot_id
     snapshots.delete_snapshot(ref, lake)
@@ -133,7 +131,7 @@ def erase_subject(
     spec: PipelineSpec, subject: str, request_id: str, run_id: str, requested_by: str = "unknown"
 ) -> dict[str, Any]:
     """Erase one data subject from one pipeline's lake; return counts (no personal data)."""
-    from llmops.governance.lineage import registered_versions
+    from llmops.governance.provenance import registered_versions
     from llmops.privacy.keys import get_key_ring, get_pseudonymisation_key
     from llmops.privacy.pii import Pseudonymiser
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
-from llmops.orchestration.common import record
+from llmops.ledger import record
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def protected_snapshots(spec: PipelineSpec) -> dict[tuple[str, str, str], str]:
     """Snapshots in the lineage of the champion and previous model versions, with the reason."""
     if not spec.retention.keep_model_lineage:
         return {}
-    from llmops.governance.lineage import model_lineage
+    from llmops.governance.provenance import model_lineage
     from llmops.registry.mlflow_registry import CHAMPION, PREVIOUS, alias_version
 
     protected: dict[tuple[str, str, str], str] = {}

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_COLUMN = "_source"  # bookkeeping column of validated/curated snapshots (llmops.orchestration.ingest)
+SOURCE_COLUMN = "_source"  # bookkeeping column of validated/curated snapshots (llmops.orchestration.ingest.validate)
 
 
 # ---------------------------------------------------------------------------------------- naming

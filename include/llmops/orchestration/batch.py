@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from llmops.orchestration.common import record
+from llmops.ledger import record
 from llmops.specs import load_pipeline
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, task
 
-from llmops.orchestration.factory import (
+from llmops.orchestration.dag_support import (
     START_DATE,
-    _default_args,
-    _fail_fast,
-    _reference_time,
-    _run_id,
     access_control,
+    current_run_id,
+    default_args,
+    fail_fast,
+    reference_time,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ same rows, never duplicates. Ledger: `batch.scored`.
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=_default_args(spec),
+        default_args=default_args(spec),
         tags=["llmops", "batch-inference", *spec.tags],
         access_control=access_control(spec.access.batch_inference),
     )
@@ -58,8 +58,8 @@ same rows, never duplicates. Ledger: `batch.scored`.
             from llmops.orchestration import batch as steps
 
             try:
-                with _fail_fast():
-                    return steps.batch_score(spec.name, _run_id(), scored_at=_reference_time())
+                with fail_fast():
+                    return steps.batch_score(spec.name, current_run_id(), scored_at=reference_time())
             except steps.NoChampionToScoreWith as exc:  # not yet a model to score with
                 raise AirflowSkipException(str(exc)) from None
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from llmops.ledger import get_ledger
-from llmops.orchestration.common import record
+from llmops.ledger import get_ledger, record
 from llmops.specs import load_pipeline
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import storage
 from llmops.errors import PermanentError
-from llmops.ledger import get_ledger
-from llmops.orchestration.common import record, safe_run_id
+from llmops.ledger import get_ledger, record
 from llmops.settings import get_settings
 from llmops.specs import load_pipeline
+from llmops.storage import safe_run_id
 
 if TYPE_CHECKING:
     from llmops.ledger import LedgerRecord
@@ -63,7 +63,7 @@ def smoke_prompt(spec: PipelineSpec, tags: dict[str, str]) -> str:
     sft_id = tags.get("llmops.sft_snapshot_id")
     if sft_id:
         try:
-            from llmops.orchestration.training_data import example_prompt
+            from llmops.orchestration.finetune.data import example_prompt
 
             return example_prompt(spec, sft_id)
         except Exception as exc:  # a snapshot past retention: the default prompt still proves serving
@@ -243,7 +243,7 @@ def deploy(pipeline: str, run_id: str, trigger: str = "promotion") -> dict[str, 
 
 
 def deploy_after_rollback(model_name: str, run_id: str) -> dict[str, Any]:
-    from llmops.orchestration.finetune import pipeline_of_model
+    from llmops.specs.loader import pipeline_of_model
 
     return deploy(pipeline_of_model(model_name).name, run_id, trigger="rollback")
 
@@ -262,7 +262,7 @@ def _report_link(spec: PipelineSpec, run_id: str | None) -> str | None:
 
 
 def _metrics_of_run(spec: PipelineSpec, run_id: str | None) -> dict[str, float]:
-    from llmops.orchestration.finetune import flat_metrics
+    from llmops.evaluation.gates import flat_metrics
 
     if not run_id:
         return {}
@@ -285,7 +285,7 @@ def _deployments(records: list[LedgerRecord]) -> list[dict[str, Any]]:
 
 def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> dict[str, Any]:
     """After a finetune run: promoted, gate_failed and deployment_failed events, as they happened."""
-    from llmops.deployment import hooks
+    from llmops.deployment import webhooks
     from llmops.registry import mlflow_registry
 
     spec = load_pipeline(pipeline)
@@ -303,7 +303,7 @@ def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> di
     if promoted is not None:
         p = promoted.payload
         sent.append(
-            hooks.send(
+            webhooks.send(
                 spec,
                 "promoted",
                 f"model/{p['model_name']}/{p['version']}",
@@ -327,7 +327,7 @@ def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> di
         except Exception:  # the event matters more than this detail
             log.warning("champion of %s unknown while notifying a gate failure", name)
         sent.append(
-            hooks.send(
+            webhooks.send(
                 spec,
                 "gate_failed",
                 gated.subject,
@@ -348,7 +348,7 @@ def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> di
     if failed:
         version = failed[-1].payload.get("version")
         sent.append(
-            hooks.send(
+            webhooks.send(
                 spec,
                 "deployment_failed",
                 f"model/{name}/{version}",
@@ -368,9 +368,9 @@ def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> di
 
 def notify_rollback(model_name: str, run_id: str, dag_id: str | None = None) -> dict[str, Any]:
     """After a rollback: the rolled_back event with the restored version's metrics and report."""
-    from llmops.deployment import hooks
-    from llmops.orchestration.finetune import pipeline_of_model
+    from llmops.deployment import webhooks
     from llmops.registry import mlflow_registry
+    from llmops.specs.loader import pipeline_of_model
 
     spec = pipeline_of_model(model_name)
     ledger = get_ledger()
@@ -397,11 +397,11 @@ def notify_rollback(model_name: str, run_id: str, dag_id: str | None = None) -> 
         "trained_in_run": trained_in,
         "deployments": _deployments(records),
     }
-    sent = [hooks.send(spec, "rolled_back", rolled.subject, run_id, fields)]
+    sent = [webhooks.send(spec, "rolled_back", rolled.subject, run_id, fields)]
     failed = [r for r in records if r.event_type == "model.deployment_failed"]
     if failed:
         sent.append(
-            hooks.send(
+            webhooks.send(
                 spec,
                 "deployment_failed",
                 f"model/{model_name}/{version}",
@@ -421,7 +421,7 @@ def ensure_registry_webhook(spec: PipelineSpec) -> None:
     if not spec.integrations.mlflow_registry_webhook:
         return
     try:
-        from llmops.deployment.hooks import ensure_mlflow_webhook
+        from llmops.deployment.webhooks import ensure_mlflow_webhook
 
         outcome = ensure_mlflow_webhook(spec)
         if not outcome.get("registered"):

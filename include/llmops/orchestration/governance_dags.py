@@ -1,24 +1,18 @@
 """DAGs that govern data and models over time, across every pipeline: retention, erasure requests,
 rollback, and the weekly compliance report of every model version.
 
-Imported by dags/governance.py; only the standard library, pendulum and `airflow.sdk` at module
-level. Pipelines are read when the tasks run, so a new spec needs no change here.
+Imported by dags/governance.py; only the standard library, `airflow.sdk` and light llmops modules
+at module level. Pipelines are read when the tasks run, so a new spec needs no change here.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pendulum
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
-DEFAULT_ARGS = {"owner": "data-governance", "retries": 1, "retry_delay": timedelta(minutes=1)}
+from llmops.orchestration.dag_support import GOVERNANCE_DEFAULT_ARGS, START_DATE, fail_fast
+from llmops.orchestration.rollback import rollback_dag
 
 
 def _pipelines(selected: str) -> list[str]:
@@ -55,7 +49,7 @@ that never committed are cleared too. Trigger with `dry_run` to see what would g
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=GOVERNANCE_DEFAULT_ARGS,
         tags=["llmops", "governance"],
         params={
             "pipeline": Param(
@@ -110,7 +104,7 @@ who can trigger and read this DAG (see the production guide).
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,  # erasure is idempotent: a retry finishes what remains
+        default_args=GOVERNANCE_DEFAULT_ARGS,  # erasure is idempotent: a retry finishes what remains
         tags=["llmops", "governance", "privacy"],
         params={
             "subject_id": Param(
@@ -169,95 +163,6 @@ who can trigger and read this DAG (see the production guide).
     return data_erasure_request()
 
 
-def rollback_dag() -> DAG:
-    @dag(
-        dag_id="model_rollback",
-        description="Make a model's previous champion the champion again, in one step.",
-        doc_md="""
-### Model rollback
-
-Trigger with the registered model's name and a reason. The version that was champion before the
-last promotion (alias `previous`) becomes `champion` again; the version being replaced keeps the
-alias `rolled_back`. The rollback, its reason and who triggered it are recorded in the governance
-ledger. Fails with a clear message when the model has no previous version. Then `deploy` serves the
-restored version on the pipeline's `deployment.targets` (`model.deployed`), and `notify` sends
-`rolled_back` to its `integrations.webhook_conn_id`.
-""",
-        schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args={**DEFAULT_ARGS, "retries": 0},
-        tags=["llmops", "governance", "registry"],
-        params={
-            "model_name": Param(
-                "", type="string", minLength=1, title="Model", description="Registered model name in MLflow."
-            ),
-            "reason": Param(
-                "",
-                type="string",
-                minLength=3,
-                title="Reason",
-                description="Why (incident, ticket id): kept in the ledger and the audit report.",
-            ),
-        },
-    )
-    def model_rollback() -> None:
-        @task(pool="default_pool")
-        def rollback() -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from llmops.errors import PermanentError
-            from llmops.orchestration import finetune as steps
-            from llmops.registry.mlflow_registry import PromotionError
-
-            context = get_current_context()
-            params = context["params"]
-            run = context["dag_run"]
-            requested_by = getattr(run, "triggering_user_name", None)
-            try:
-                return steps.rollback(params["model_name"], params["reason"], run.run_id, requested_by)
-            except (PermanentError, PromotionError) as exc:
-                raise AirflowFailException(str(exc)) from exc
-
-        @task(retries=1)
-        def deploy(moved: dict[str, Any]) -> dict[str, Any]:
-            """Deploy the restored champion to the model's `deployment.targets` (none: nothing to do)."""
-            from llmops.orchestration import deploy as steps
-
-            context = get_current_context()
-            return steps.deploy_after_rollback(context["params"]["model_name"], context["dag_run"].run_id)
-
-        @task(retries=2)
-        def notify() -> dict[str, Any]:
-            """Send `rolled_back` (and `deployment_failed`) to the model's integrations webhook."""
-            from llmops.orchestration import deploy as steps
-
-            context = get_current_context()
-            return steps.notify_rollback(
-                context["params"]["model_name"], context["dag_run"].run_id, dag_id="model_rollback"
-            )
-
-        # A teardown without setups: it runs after deploy whatever happened, and never decides the
-        # run's state (a failed rollback or deployment still fails the run).
-        deploy(rollback()) >> notify().as_teardown()
-
-    return model_rollback()
-
-
-@contextmanager
-def _fail_on_bad_request() -> Iterator[None]:
-    """A PermanentError (a bad Param, an unregistered version) fails the task at once, without retries."""
-    from llmops.errors import PermanentError
-
-    try:
-        yield
-    except PermanentError as exc:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-
-
 def compliance_report_dag() -> DAG:
     @dag(
         dag_id="compliance_audit_report",
@@ -282,7 +187,7 @@ period). The schema is described in docs/audit_reports.md.
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=GOVERNANCE_DEFAULT_ARGS,
         tags=["llmops", "governance", "compliance"],
         params={
             "pipeline": Param(
@@ -322,7 +227,7 @@ period). The schema is described in docs/audit_reports.md.
             from llmops.orchestration import compliance
 
             params = get_current_context()["params"]
-            with _fail_on_bad_request():
+            with fail_fast():
                 return compliance.plan(
                     params.get("pipeline"),
                     params.get("model_version"),
@@ -335,7 +240,7 @@ period). The schema is described in docs/audit_reports.md.
             """One version's report: four files written, `report.generated` recorded with their hashes."""
             from llmops.orchestration import compliance
 
-            with _fail_on_bad_request():
+            with fail_fast():
                 return compliance.report_version(item, get_current_context()["dag_run"].run_id)
 
         report.expand(item=plan())

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
-from llmops.orchestration.common import record
+from llmops.ledger import record
 from llmops.settings import get_settings
 from llmops.specs import PipelineSpec, load_pipeline
 
@@ -166,9 +166,9 @@ def measure(pipeline: str | PipelineSpec, run_id: str) -> dict[str, Any]:
     summary: ids, numbers, breach names and the retraining decision. Without a champion there is
     nothing to monitor: the summary says so (``skipped``) and nothing is recorded.
     """
+    from llmops.governance.purpose import check_purpose
     from llmops.monitoring.drift import Thresholds, category_drift, text_drift
     from llmops.monitoring.store import Measurement, get_store
-    from llmops.orchestration.finetune import check_purpose
 
     spec = _spec(pipeline)
     monitoring = spec.monitoring

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
 
-from llmops.orchestration.factory import START_DATE, _default_args, _fail_fast, _run_id, access_control
+from llmops.orchestration.dag_support import (
+    START_DATE,
+    access_control,
+    current_run_id,
+    default_args,
+    fail_fast,
+)
 
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
@@ -66,7 +72,7 @@ Steps that do not apply show as skipped.
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=_default_args(spec),
+        default_args=default_args(spec),
         tags=["llmops", "monitoring", *spec.tags],
         access_control=access_control(spec.access.monitor),
     )
@@ -78,8 +84,8 @@ Steps that do not apply show as skipped.
 
             from llmops.orchestration import monitor as steps
 
-            with _fail_fast():
-                summary = steps.measure(spec.name, _run_id())
+            with fail_fast():
+                summary = steps.measure(spec.name, current_run_id())
             if summary.get("skipped"):
                 raise AirflowSkipException(summary["reason"])
             return summary
@@ -104,8 +110,8 @@ Steps that do not apply show as skipped.
                 log_url = ti.log_url
             except Exception:
                 log_url = None
-            with _fail_fast():
-                return steps.alert(spec.name, summary, _run_id(), dag_id=ti.dag_id, log_url=log_url)
+            with fail_fast():
+                return steps.alert(spec.name, summary, current_run_id(), dag_id=ti.dag_id, log_url=log_url)
 
         trigger = TriggerDagRunOperator(
             task_id="trigger_retrain",
@@ -124,7 +130,7 @@ Steps that do not apply show as skipped.
             triggered = get_current_context()["ti"].xcom_pull(
                 task_ids="trigger_retrain", key="trigger_run_id"
             )
-            return steps.record_retrain(spec.name, summary, _run_id(), triggered)
+            return steps.record_retrain(spec.name, summary, current_run_id(), triggered)
 
         summary = measure()
         decision = decide(summary)

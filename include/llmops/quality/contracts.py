@@ -8,7 +8,7 @@ A source's `DataContract` (see `llmops.specs.schema`) makes two kinds of promise
   one means the source itself is broken, so `enforce` fails the run (no retry can fix it).
 
 Semantics, chosen to match the raw zone (every value is text, exactly as extracted) and the casts
-that normalisation applies later (`llmops.orchestration.ingest.cast_column`):
+that normalisation applies later (`llmops.orchestration.ingest.validate.cast_column`):
 
 - null is None/NaN/NA only; an empty string is a value, so it fails ``nullable: false`` never but
   fails a type, a pattern or allowed values that it does not satisfy;

@@ -170,7 +170,7 @@ def render_html(report: dict[str, Any]) -> str:
 
 
 def write_audit_report(spec: PipelineSpec, run_id: str) -> dict[str, str]:
-    from llmops.orchestration.common import safe_run_id
+    from llmops.storage import safe_run_id
 
     report = build_report(spec, run_id)
     folder = storage.join(get_settings().reports_root, spec.name, safe_run_id(run_id))

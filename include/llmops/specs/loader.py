@@ -112,3 +112,25 @@ def spec_hash(spec: PipelineSpec) -> str:
     """Stable content hash of the resolved spec, recorded with every artifact it produced."""
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class UnknownModel(PermanentError, LookupError):
+    """No pipeline spec registers a model of that name."""
+
+
+def pipeline_of_model(model_name: str) -> PipelineSpec:
+    """The spec of the pipeline that registers `model_name` (broken specs are passed over)."""
+    from llmops.settings import get_settings
+
+    known = []
+    for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError:
+            continue
+        if spec.registry.model_name == model_name:
+            return spec
+        known.append(spec.registry.model_name)
+    raise UnknownModel(
+        f"no pipeline registers a model named {model_name!r}; known: {', '.join(known) or 'none'}"
+    )

@@ -1100,3 +1100,10 @@ class PipelineSpec(StrictModel):
     @property
     def curated_asset_uri(self) -> str:
         return f"llmops://{self.name}/curated"
+
+    def source(self, name: str) -> SqlSource | RestSource | FileSource:
+        """The source called `name` (a plan or snapshot names it; the spec must still have it)."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ValueError(f"pipeline '{self.name}' has no source '{name}'")

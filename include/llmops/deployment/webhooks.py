@@ -66,9 +66,8 @@ def send(spec: PipelineSpec, event: str, subject: str, run_id: str, fields: dict
     receiver cannot be reached after the notifier's retries (the task's retries try again; the
     ``event_id`` lets the receiver drop duplicates).
     """
-    from llmops.ledger import get_ledger
+    from llmops.ledger import get_ledger, record
     from llmops.monitoring.alerts import WebhookNotifier
-    from llmops.orchestration.common import record
 
     integrations = spec.integrations
     if not integrations.webhook_conn_id:

@@ -23,7 +23,7 @@ from llmops.settings import get_settings
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
 
-CURATED_DATASET = "records"
+snapshots.CURATED_DATASET = "records"
 MIN_PREFIX_CHARS = 12  # shorter prefixes say nothing about the record
 MIN_VALUE_CHARS = 4  # a value this short would match ordinary words
 
@@ -51,7 +51,7 @@ def raw_values(spec: PipelineSpec, curated_snapshot_id: str, keys: set[str]) -> 
 
     settings = get_settings()
     c_ref = snapshots.snapshot_ref(
-        settings.lake_root, "curated", spec.name, CURATED_DATASET, curated_snapshot_id
+        settings.lake_root, "curated", spec.name, snapshots.CURATED_DATASET, curated_snapshot_id
     )
     validated_id = (snapshots.read_manifest(c_ref).get("inputs") or {}).get("validated_snapshot_id")
     if not validated_id:

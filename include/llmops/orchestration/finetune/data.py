@@ -1,4 +1,4 @@
-"""Training datasets per method: rows from the curated snapshot, checked, redacted and snapshotted.
+"""Training data of a finetune run: resolve the curated snapshot, build every stage's dataset.
 
 Every method turns curated records into the rows its job reads (``DATA_FORMATS``): prompt and
 completion for ``sft``, one document of text for ``continued_pretraining``, prompt, chosen and
@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
+from llmops.governance.purpose import check_purpose
+from llmops.ledger import record
 from llmops.settings import get_settings
+from llmops.specs import load_pipeline
 from llmops.training.config import DATA_FORMATS
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ZONE = "sft"  # the lake zone of every training dataset, whatever the method
+
 METHOD_SUITES = {
     "sft": "llmops_sft_dataset",
     "continued_pretraining": "llmops_text_corpus",
@@ -126,8 +129,8 @@ def build_rows(
     rows: list[dict[str, str]] = []
     skipped: dict[str, int] = {}
     replaced: dict[str, int] = {}
-    for record in df.to_dict(orient="records"):
-        row, problem = render_row(stage, record)
+    for curated in df.to_dict(orient="records"):
+        row, problem = render_row(stage, curated)
         if row is None:
             skipped[problem or "?"] = skipped.get(problem or "?", 0) + 1
             continue
@@ -135,7 +138,7 @@ def build_rows(
             row[field], counts = redact(text)
             for kind, n in counts.items():
                 replaced[kind] = replaced.get(kind, 0) + n
-        record_key = str(record[key])
+        record_key = str(curated[key])
         rows.append({"key": record_key, **row, "split": split_of(record_key, stage.eval_fraction, seed)})
     return rows, skipped, replaced
 
@@ -188,7 +191,7 @@ def write_dataset(
     )
     ref, manifest = snapshots.write_snapshot(
         lake_root=get_settings().lake_root,
-        zone=ZONE,
+        zone=snapshots.TRAINING_ZONE,
         pipeline=spec.name,
         dataset=stage.dataset_name,
         table=table,
@@ -216,7 +219,7 @@ def write_dataset(
             "method": stage.method,
         },
     )
-    write_split_files(ref.uri, rows, fields)
+    snapshots.write_split_files(ref.uri, rows, fields)
     return {
         "stage": stage_name,
         "method": stage.method,
@@ -242,27 +245,6 @@ def write_dataset(
     }
 
 
-def write_split_files(
-    snapshot_uri: str, rows: list[dict[str, str]], fields: tuple[str, ...] | list[str]
-) -> None:
-    """train.jsonl and eval.jsonl beside the Parquet: what the training and evaluation jobs read.
-
-    Written only when missing (a snapshot is immutable; a retry finds the same content).
-    """
-    for split in ("train", "eval"):
-        uri = storage.join(snapshot_uri, f"{split}.jsonl")
-        if storage.exists(uri):
-            continue
-        lines = "".join(json.dumps({f: r[f] for f in fields}) + "\n" for r in rows if r["split"] == split)
-        storage.write_bytes(uri, lines.encode())
-
-
-def split_files(spec: PipelineSpec, dataset: str, snapshot_id: str) -> tuple[str, str]:
-    """The lake URIs of a training snapshot's train.jsonl and eval.jsonl."""
-    ref = snapshots.snapshot_ref(get_settings().lake_root, ZONE, spec.name, dataset, snapshot_id)
-    return storage.join(ref.uri, "train.jsonl"), storage.join(ref.uri, "eval.jsonl")
-
-
 EXAMPLE_PROMPT_CHARS = 200
 
 
@@ -271,8 +253,106 @@ def example_prompt(spec: PipelineSpec, snapshot_id: str) -> str:
 
     Already redacted: it serves as the registered model's input example and the smoke request.
     """
-    _, eval_uri = split_files(spec, spec.training.dataset_name, snapshot_id)
+    _, eval_uri = snapshots.split_file_uris(
+        get_settings().lake_root, spec.name, spec.training.dataset_name, snapshot_id
+    )
     first = json.loads(storage.read_bytes(eval_uri).splitlines()[0])
     if "prompt" in first:
         return str(first["prompt"])
     return str(first["text"])[:EXAMPLE_PROMPT_CHARS]
+
+
+def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, Any], run_id: str) -> str:
+    """Record the run's parameters and resolve 'latest' to a concrete snapshot id.
+
+    Airflow validates the declared run parameters at trigger time but lets unknown keys through;
+    a misspelt override (``learning_rat``) would silently train with the spec's value, so it
+    stops the run here instead.
+    """
+    from llmops.orchestration.params import FINETUNE_PARAMS
+
+    unknown = sorted(set(params) - set(FINETUNE_PARAMS))
+    if unknown:
+        raise PermanentError(
+            f"unknown run parameter(s) {', '.join(map(repr, unknown))}: "
+            f"this DAG takes {', '.join(sorted(FINETUNE_PARAMS))}"
+        )
+    spec = load_pipeline(pipeline)
+    if not curated_snapshot_id or curated_snapshot_id == "latest":
+        curated_snapshot_id = snapshots.get_latest(
+            get_settings().lake_root, "curated", spec.name, snapshots.CURATED_DATASET
+        ).snapshot_id
+    record(
+        spec,
+        "finetune.started",
+        f"curated/{curated_snapshot_id}",
+        run_id,
+        {"curated_snapshot_id": curated_snapshot_id, "params": params},
+    )
+    return curated_snapshot_id
+
+
+def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id: str) -> dict[str, Any]:
+    """Build every stage's training dataset from the curated snapshot (one snapshot per stage).
+
+    The final stage's snapshot is ``sft_snapshot_id`` (whatever its method); the preceding
+    stages' are listed under ``stages`` in chain order. The rules are this module's docstring.
+    """
+    from llmops.orchestration.finetune.data import write_dataset
+
+    spec = load_pipeline(pipeline)
+    settings = get_settings()
+    if not curated_snapshot_id or curated_snapshot_id == "latest":
+        c_ref = snapshots.get_latest(settings.lake_root, "curated", spec.name, snapshots.CURATED_DATASET)
+    else:
+        c_ref = snapshots.snapshot_ref(
+            settings.lake_root, "curated", spec.name, snapshots.CURATED_DATASET, curated_snapshot_id
+        )
+    c_manifest = snapshots.read_manifest(c_ref)
+    check_purpose(spec, c_ref.snapshot_id, c_manifest)
+    df = snapshots.read_snapshot(c_ref).to_pandas()
+    training = spec.training
+    stages = []
+    for stage in training.preceding_stages:
+        built = write_dataset(
+            spec, stage, stage.name, c_ref.snapshot_id, c_manifest, df, stage.hyperparameters.seed, run_id
+        )
+        record(
+            spec,
+            "dataset.stage.created",
+            f"sft/{built['snapshot_id']}",
+            run_id,
+            {"curated_snapshot_id": c_ref.snapshot_id, **built, "columns": stage.input_columns},
+        )
+        stages.append(
+            {k: built[k] for k in ("stage", "method", "dataset", "snapshot_id", "train_rows", "eval_rows")}
+        )
+    final = write_dataset(
+        spec, training, "final", c_ref.snapshot_id, c_manifest, df, training.hyperparameters.seed, run_id
+    )
+    record(
+        spec,
+        "dataset.sft.created",
+        f"sft/{final['snapshot_id']}",
+        run_id,
+        {
+            "curated_snapshot_id": c_ref.snapshot_id,
+            "sft_snapshot_id": final["snapshot_id"],
+            **{k: v for k, v in final.items() if k != "snapshot_id"},
+            "template": training.prompt_template,
+            "columns": training.input_columns,
+        },
+    )
+    result = {
+        "curated_snapshot_id": c_ref.snapshot_id,
+        "sft_snapshot_id": final["snapshot_id"],
+        "method": training.method,
+        "dataset": final["dataset"],
+        "train_rows": final["train_rows"],
+        "eval_rows": final["eval_rows"],
+        "stages": stages,
+    }
+    from llmops import lineage
+
+    lineage.emit_prepare_training_data(spec, result)  # OpenLineage: curated -> SFT; never raises
+    return result

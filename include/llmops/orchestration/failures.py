@@ -1,33 +1,13 @@
-"""Shared by the task steps: run ids as path segments, ledger records, failure records."""
+"""Failed tasks in the governance ledger: the audit trail shows failures as well as successes."""
 
 from __future__ import annotations
 
 import logging
-import re
-from typing import TYPE_CHECKING, Any
 
 from llmops.ledger import get_ledger
-from llmops.specs import load_pipeline, spec_hash
-
-if TYPE_CHECKING:
-    from llmops.specs import PipelineSpec
+from llmops.specs import load_pipeline
 
 log = logging.getLogger(__name__)
-
-
-def safe_run_id(run_id: str) -> str:
-    """A run id usable as a path segment (Airflow run ids contain ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
-
-
-def record(spec: PipelineSpec, event_type: str, subject: str, run_id: str, payload: dict[str, Any]) -> None:
-    get_ledger().append(
-        pipeline=spec.name,
-        event_type=event_type,
-        subject=subject,
-        run_id=run_id,
-        payload={"spec_hash": spec_hash(spec), **payload},
-    )
 
 
 def record_task_failure(

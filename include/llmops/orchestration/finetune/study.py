@@ -16,7 +16,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from llmops.orchestration.common import record
+from llmops.ledger import record
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:

@@ -1,0 +1,105 @@
+"""What every DAG of a pipeline shares: defaults, failure handling, run context, access, assets.
+
+Imported by DAG files (through the DAG builders), so only the standard library, pendulum,
+``airflow.sdk`` and the spec schema at module level.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+from airflow.sdk import Asset, get_current_context
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from llmops.specs import PipelineSpec
+
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+# The DAGs that govern every pipeline (retention, erasure, rollback, reports) belong to no pipeline owner.
+GOVERNANCE_DEFAULT_ARGS = {"owner": "data-governance", "retries": 1, "retry_delay": timedelta(minutes=1)}
+
+
+def record_failure(pipeline: str) -> Any:
+    """A task failure callback that writes the failure into the governance ledger."""
+
+    def callback(context: Any) -> None:
+        from llmops.orchestration.failures import record_task_failure
+
+        ti = context["ti"]
+        record_task_failure(
+            pipeline,
+            run_id=context["dag_run"].run_id,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            map_index=getattr(ti, "map_index", -1),
+            try_number=getattr(ti, "try_number", None),
+            error=context.get("exception"),
+        )
+
+    return callback
+
+
+def default_args(spec: PipelineSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": record_failure(spec.name),
+    }
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Fail a task at once, without retries, when retrying cannot help (bad data, spec, gate)."""
+    from llmops.errors import PermanentError
+
+    try:
+        yield
+    except PermanentError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def reference_time() -> str:
+    """The run's point in time (data interval end, else when it was due): stable across re-runs."""
+    context = get_current_context()
+    moment = context.get("data_interval_end") or context["dag_run"].run_after
+    return moment.isoformat()
+
+
+def current_run_id() -> str:
+    return get_current_context()["dag_run"].run_id
+
+
+_ACCESS_LEVELS = {
+    "read": {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}},
+    "trigger": {"DAGs": {"can_read"}, "DAG Runs": {"can_read", "can_create"}},
+    "edit": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create", "can_edit"}},
+}
+
+
+def access_control(roles: dict[str, str]) -> dict[str, dict[str, set[str]]] | None:
+    """A DAG's ``access_control`` from the spec's role levels (None: no per-DAG rules)."""
+    return {
+        role: {k: set(v) for k, v in _ACCESS_LEVELS[level].items()} for role, level in roles.items()
+    } or None
+
+
+def curated_asset(spec: PipelineSpec) -> Asset:
+    return Asset(name=f"{spec.name}.curated", uri=spec.curated_asset_uri, group="llmops")
+
+
+def raw_assets(spec: PipelineSpec) -> dict[str, Asset]:
+    return {
+        s.name: Asset(
+            name=f"{spec.name}.raw.{s.name}", uri=f"llmops://{spec.name}/raw/{s.name}", group="llmops"
+        )
+        for s in spec.sources
+    }

@@ -1,0 +1,389 @@
+"""The `<pipeline>__finetune` DAG: data -> (chain stages) -> (search) -> train -> evaluate -> gates ->
+register -> (approve) -> promote -> (deploy), with an audit report and notification at the end.
+
+Imported when DAG files are parsed: only the standard library, ``airflow.sdk`` and light llmops
+modules at module level; each task imports its step module when it runs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, dag, get_current_context, task
+
+from llmops.orchestration.dag_support import (
+    START_DATE,
+    access_control,
+    curated_asset,
+    current_run_id,
+    default_args,
+    fail_fast,
+)
+from llmops.orchestration.params import FINETUNE_PARAMS
+
+if TYPE_CHECKING:
+    from llmops.specs import PipelineSpec
+
+
+def finetune_dag(spec: PipelineSpec) -> DAG:
+    asset = curated_asset(spec)
+
+    @dag(
+        dag_id=spec.finetune_dag_id,
+        description=f"Fine-tune, evaluate, gate, register and promote '{spec.registry.model_name}'.",
+        doc_md=f"""
+### {spec.name}: fine-tune
+
+Runs when a new curated snapshot of `{spec.name}` is published, or from the trigger form.
+Builds the training dataset of each stage ({" -> ".join(spec.training.methods)}), trains a LoRA
+adapter per stage on `{spec.training.base_model.uri}` (each stage on the previous stage's merged model;
+{spec.training.launcher} launcher), evaluates the final one, applies the gates
+({", ".join(f"{g.metric}" for g in spec.gates)}), registers it in MLflow as `{spec.registry.model_name}`
+and moves the `champion` alias. An audit report is written at the end of every run, pass or fail.
+""",
+        schedule=[asset],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(spec),
+        params=FINETUNE_PARAMS,
+        tags=["llmops", "finetune", *spec.tags],
+        access_control=access_control(spec.access.finetune),
+    )
+    def finetune() -> None:
+        @task
+        def start() -> str:
+            """Resolve which curated snapshot this run trains on and record the run's parameters."""
+            from llmops.orchestration.finetune import data as steps
+
+            context = get_current_context()
+            snapshot_id = context["params"]["curated_snapshot_id"]
+            if snapshot_id == "latest":
+                events = context.get("triggering_asset_events") or {}
+                for asset_events in events.values():
+                    for event in asset_events:
+                        snapshot_id = (event.extra or {}).get("curated_snapshot_id", snapshot_id)
+            with fail_fast():
+                return steps.start_finetune(spec.name, snapshot_id, dict(context["params"]), current_run_id())
+
+        @task
+        def prepare_data(snapshot_id: str) -> dict[str, Any]:
+            from llmops.orchestration.finetune import data as steps
+
+            with fail_fast():
+                return steps.prepare_training_data(spec.name, snapshot_id, current_run_id())
+
+        @task
+        def prepare_train(data: dict[str, Any], search: dict[str, Any] | None = None) -> dict[str, Any]:
+            """Write the training job's config (the search's best parameters, then Params, win)."""
+            from llmops.orchestration.finetune import train as steps
+
+            params = get_current_context()["params"]
+            overrides = {k: params.get(k) for k in ("learning_rate", "epochs", "max_steps")}
+            with fail_fast():
+                return steps.prepare_train(spec.name, data, current_run_id(), overrides, search)
+
+        @task
+        def collect_train(job: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration.finetune import train as steps
+
+            with fail_fast():
+                return steps.collect_train(spec.name, job, current_run_id())
+
+        @task
+        def prepare_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration.finetune import evaluate as steps
+
+            with fail_fast():
+                return steps.prepare_evaluate(spec.name, trained, current_run_id())
+
+        @task
+        def collect_evaluate(job: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration.finetune import evaluate as steps
+
+            with fail_fast():
+                return steps.collect_evaluate(spec.name, job, current_run_id())
+
+        @task(retries=0)
+        def check_gates(evaluation: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration.finetune import evaluate as steps
+
+            with fail_fast():
+                return steps.check_gates(spec.name, evaluation, trained, current_run_id())
+
+        @task
+        def register(trained: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+            from llmops.orchestration.finetune import release as steps
+
+            with fail_fast():
+                return steps.register(spec.name, trained, decision, current_run_id())
+
+        @task(pool="default_pool", max_active_tis_per_dag=1)
+        def promote(registered: dict[str, Any]) -> dict[str, Any]:
+            """Move `champion` (one promotion per model at a time; the alias is checked after)."""
+            from llmops.orchestration.finetune import release as steps
+
+            context = get_current_context()
+            enabled = bool(context["params"]["promote"])
+            approval = None
+            if spec.registry.approval.required:
+                approval = context["ti"].xcom_pull(task_ids="approve")
+            with fail_fast():
+                return steps.promote(
+                    spec.name, registered, current_run_id(), enabled=enabled, approval=approval
+                )
+
+        @task
+        def audit_report() -> dict[str, Any]:
+            from llmops.orchestration.finetune import release as steps
+
+            with fail_fast():
+                return steps.audit_report(spec.name, current_run_id())
+
+        @task(retries=1)
+        def deploy(promoted: dict[str, Any]) -> dict[str, Any]:
+            """Serve the new champion on each `deployment.targets` entry (smoke test, manifests)."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from llmops.orchestration import deploy as steps
+
+            if not promoted.get("promoted"):
+                raise AirflowSkipException("the champion did not change in this run: nothing to deploy")
+            with fail_fast():
+                return steps.deploy(spec.name, current_run_id(), trigger="promotion")
+
+        @task
+        def notify() -> dict[str, Any]:
+            """Tell downstream systems what happened (promoted, gate_failed, deployment_failed)."""
+            from llmops.orchestration import deploy as steps
+
+            with fail_fast():
+                return steps.notify_finetune(spec.name, current_run_id(), dag_id=spec.finetune_dag_id)
+
+        started = start()
+        data = prepare_data(started)
+        for stage in spec.training.preceding_stages:
+            data = _stage_tasks(spec, stage.name, data)
+        search_summary = None
+        if spec.training.search is not None:
+            search_summary = _search_tasks(spec, data)
+        train_job = prepare_train(data, search_summary)
+        ran_train = _job_task(spec, "run_train", "llmops.training", "prepare_train", retries=1)
+        trained = collect_train(train_job)
+        train_job >> ran_train >> trained
+        eval_job = prepare_evaluate(trained)
+        ran_eval = _job_task(spec, "run_evaluate", "llmops.evaluation", "prepare_evaluate", retries=1)
+        evaluation = collect_evaluate(eval_job)
+        eval_job >> ran_eval >> evaluation
+        decision = check_gates(evaluation, trained)
+        registered = register(trained, decision)
+        promoted = promote(registered)
+        if spec.registry.approval.required:
+            registered >> _approval_task(spec) >> promoted
+        last = deploy(promoted) if spec.deployment.targets else promoted
+        # A teardown runs whatever happened after `start`, and does not decide the run's state:
+        # a run whose gates failed is still marked failed, and still gets its audit report.
+        report = audit_report().as_teardown(setups=started)
+        last >> report
+        if spec.integrations.webhook_conn_id:
+            # After the report (its link works when the receiver follows it); as a teardown, it
+            # runs on gate failures too, and a receiver that is down never changes the run's state.
+            report >> notify().as_teardown(setups=started)
+
+    return finetune()
+
+
+APPROVAL_BODY = """\
+**{{ ti.xcom_pull(task_ids='register')['model_name'] }} version
+{{ ti.xcom_pull(task_ids='register')['version'] }}** passed its gates and waits for approval to
+become `champion`.
+
+| Gate | Observed | Bound | Champion | Passed |
+|---|---|---|---|---|
+{% for g in ti.xcom_pull(task_ids='check_gates')['gates'] -%}
+| {{ g.metric }} | {{ g.observed }} | {{ g.reason }} | {{ g.champion if g.champion is not none else '' }} \
+| {{ 'yes' if g.passed else 'NO' }} |
+{% endfor %}
+Training data: curated snapshot `{{ ti.xcom_pull(task_ids='collect_train')['curated_snapshot_id'] }}`,
+SFT snapshot `{{ ti.xcom_pull(task_ids='collect_train')['sft_snapshot_id'] }}`. The run's audit report
+(Compliance reports) holds the full evidence. No answer within the deadline counts as **Reject**.
+"""
+
+
+def _approval_task(spec: PipelineSpec) -> Any:
+    """A human decision in the Airflow UI (Required actions) before the champion alias moves.
+
+    The options are Approve and Reject; no answer before ``registry.approval.timeout_hours``
+    resolves to Reject. The task itself never skips or fails on Reject: `promote` reads the
+    decision, records it with the responder's identity, and leaves the champion alone.
+    """
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    approval = spec.registry.approval
+    return HITLOperator(
+        task_id="approve",
+        subject=f"Promote {spec.registry.model_name} to champion?",
+        body=APPROVAL_BODY,
+        options=["Approve", "Reject"],
+        defaults=["Reject"],
+        multiple=False,
+        response_timeout=timedelta(hours=approval.timeout_hours),
+        assigned_users=[{"id": user, "name": user} for user in approval.approvers] or None,
+        retries=0,
+    )
+
+
+def _job_template(upstream: str, key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='" + upstream + "')['" + key + "'] }}"
+
+
+def _job_task(spec: PipelineSpec, task_id: str, module: str, upstream: str, *, retries: int) -> Any:
+    """The task that runs the job `upstream` wrote: a local subprocess, or a pod on a GPU node.
+
+    Either way the job reads its config from the lake and writes its result there, and the next
+    task reads it from there; a retry of a training job resumes from its last checkpoint.
+    """
+    if spec.training.launcher == "kubernetes":
+        from llmops.launch.kubernetes import pod_labels, training_pod_operator
+
+        assert spec.training.kubernetes is not None
+        return training_pod_operator(
+            task_id=task_id,
+            spec=spec.training.kubernetes,
+            module=module,
+            config_uri=_job_template(upstream, "config_uri"),
+            distributed=spec.training.distributed if module == "llmops.training" else None,
+            name=f"{spec.name}-{task_id}",
+            labels=pod_labels(spec.name, task_id.removeprefix("run_")),
+            retries=retries,
+        )
+
+    @task(task_id=task_id, retries=retries)
+    def run_locally() -> None:
+        from llmops.orchestration.finetune import jobs as steps
+
+        job = get_current_context()["ti"].xcom_pull(task_ids=upstream)
+        steps.run_job(spec.name, module, job["config_uri"], current_run_id())
+
+    return run_locally()
+
+
+def _stage_tasks(spec: PipelineSpec, name: str, data: Any) -> Any:
+    """prepare_stage_<name> -> run_stage_<name> -> collect_stage_<name> for one chain stage.
+
+    The stage trains on its own dataset snapshot with its own MLflow run; its merged model is
+    the base of what comes next. A stage gate that is not met stops the chain (no retries).
+    """
+
+    @task(task_id=f"prepare_stage_{name}")
+    def prepare_stage(data: dict[str, Any]) -> dict[str, Any]:
+        from llmops.orchestration.finetune import train as steps
+
+        max_steps = get_current_context()["params"].get("max_steps")
+        with fail_fast():
+            return steps.prepare_stage(spec.name, data, name, current_run_id(), max_steps)
+
+    @task(task_id=f"collect_stage_{name}")
+    def collect_stage(job: dict[str, Any]) -> dict[str, Any]:
+        from llmops.orchestration.finetune import train as steps
+
+        with fail_fast():
+            return steps.collect_stage(spec.name, job, current_run_id())
+
+    job = prepare_stage(data)
+    ran = _job_task(spec, f"run_stage_{name}", "llmops.training", f"prepare_stage_{name}", retries=1)
+    collected = collect_stage(job)
+    job >> ran >> collected
+    return collected
+
+
+def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
+    """plan_search -> run_trial (mapped, one per trial) -> finish_search; returns the summary.
+
+    A failed trial fails only its own mapped task: finish_search runs once every trial is done,
+    records the failure in the study, and the final training goes on with the best parameters.
+    """
+    search = spec.training.search
+    assert search is not None
+
+    @task
+    def plan_search(data: dict[str, Any]) -> list[dict[str, Any]]:
+        from llmops.orchestration.finetune import search as steps
+
+        with fail_fast():
+            return steps.plan_search(spec.name, data, current_run_id(), dict(get_current_context()["params"]))
+
+    @task(trigger_rule="all_done")
+    def finish_search(data: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
+        from llmops.orchestration.finetune import search as steps
+
+        with fail_fast():
+            return steps.finish_search(spec.name, data, trials, current_run_id())
+
+    trials = plan_search(data)
+    if spec.training.launcher == "kubernetes":
+        from llmops.launch.kubernetes import mapped_training_pods, pod_labels
+
+        assert spec.training.kubernetes is not None
+        ran = mapped_training_pods(
+            arguments=trials.map(lambda trial: trial["arguments"]),
+            task_id="run_trial",
+            spec=spec.training.kubernetes,
+            config_uri="{{ ti.xcom_pull(task_ids='plan_search')[ti.map_index]['config_uri'] }}",
+            distributed=spec.training.distributed,
+            name=f"{spec.name}-trial",
+            labels=pod_labels(spec.name, "trial"),
+            retries=0,
+            max_active_tis_per_dag=search.parallelism,
+            pre_execute=_trial_budget_guard(spec),
+        )
+    else:
+
+        @task(
+            retries=0,
+            max_active_tis_per_dag=search.parallelism,
+            map_index_template="trial {{ trial['number'] }}",
+        )
+        def run_trial(trial: dict[str, Any]) -> None:
+            """One search trial; pruned by the study's median pruner, failure recorded, not fatal."""
+            from llmops.orchestration.finetune import jobs as steps
+
+            _skip_over_budget(spec, trial, get_current_context())
+            steps.run_job(spec.name, "llmops.training", trial["config_uri"])
+
+        ran = run_trial.expand(trial=trials)
+    summary = finish_search(data, trials)
+    ran >> summary
+    return summary
+
+
+def _skip_over_budget(spec: PipelineSpec, trial: dict[str, Any] | None, context: Any) -> None:
+    """Skip a search trial (recorded) when this run's trials have spent `cost.budget`."""
+    if spec.cost is None or spec.cost.budget is None:
+        return
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from llmops.orchestration.finetune import search as steps
+
+    trials = list(context["ti"].xcom_pull(task_ids="plan_search") or [])
+    if trial is None:  # a pod: its trial is the plan's entry at its map index
+        index = context["ti"].map_index
+        if not 0 <= index < len(trials):
+            return
+        trial = trials[index]
+    try:
+        steps.check_trial_budget(spec.name, trial, trials, context["dag_run"].run_id)
+    except steps.BudgetExceeded as exc:
+        raise AirflowSkipException(str(exc)) from None
+
+
+def _trial_budget_guard(spec: PipelineSpec) -> Any:
+    """The budget check as a pod operator's pre_execute hook: no pod starts over budget."""
+    if spec.cost is None or spec.cost.budget is None:
+        return None
+
+    def guard(context: Any) -> None:
+        _skip_over_budget(spec, None, context)
+
+    return guard

@@ -1,0 +1,159 @@
+"""Release of a finetune run: register the version, read the approval, move the champion alias."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from llmops.ledger import get_ledger, record
+from llmops.specs import load_pipeline, spec_hash
+from llmops.storage import safe_run_id
+
+if TYPE_CHECKING:
+    from llmops.specs import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+
+def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from llmops import __version__
+    from llmops.registry import mlflow_registry
+    from llmops.training.staging import fetch_model_dir
+
+    spec = load_pipeline(pipeline)
+    ledger = get_ledger()
+    existing = ledger.records(pipeline=spec.name, event_type="model.registered", run_id=run_id)
+    if existing:  # a retry after the version was created: do not register a second version
+        return {k: existing[-1].payload[k] for k in ("model_name", "version", "model_uri")}
+    from llmops.orchestration.finetune.data import example_prompt
+
+    registered = mlflow_registry.log_and_register_model(
+        run_id=trained["mlflow_run_id"],
+        model_name=spec.registry.model_name,
+        base_model_dir=fetch_model_dir(trained["base_model_dir"]),
+        adapter_dir=fetch_model_dir(trained["adapter_dir"], "adapter_path"),
+        tags={
+            "llmops.pipeline": spec.name,
+            "llmops.spec_hash": spec_hash(spec),
+            "llmops.code_version": __version__,
+            "llmops.curated_snapshot_id": trained["curated_snapshot_id"],
+            "llmops.sft_snapshot_id": trained["sft_snapshot_id"],
+            "llmops.airflow_run_id": run_id,
+            "llmops.gates_passed": str(decision["passed"]).lower(),
+            "llmops.adapter_uri": trained["adapter_dir"],
+            "llmops.base_model": spec.training.base_model.uri,
+            "llmops.base_model_dir": trained["base_model_dir"],
+            "llmops.method": spec.training.method,
+            "llmops.chain": json.dumps(trained.get("chain") or [])[:4900],
+            "llmops.gates": json.dumps(decision["gates"])[:4900],
+        },
+        max_new_tokens=spec.evaluation.max_new_tokens,
+        input_example=example_prompt(spec, trained["sft_snapshot_id"]),
+    )
+    record(
+        spec,
+        "model.registered",
+        f"model/{registered['model_name']}/{registered['version']}",
+        run_id,
+        {**registered, "mlflow_run_id": trained["mlflow_run_id"], "alias": mlflow_registry.CHALLENGER},
+    )
+    from llmops import lineage
+
+    lineage.emit_register(spec, trained, {**registered, "alias": mlflow_registry.CHALLENGER})  # never raises
+    return registered
+
+
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def approval_outcome(spec: PipelineSpec, response: dict[str, Any] | None) -> dict[str, Any]:
+    """Read the human decision (the approval task's XCom) into what the ledger records.
+
+    No answer before the deadline comes back as the default, "Reject", with no responder: that
+    is a timeout. A responder outside ``registry.approval.approvers`` does not count.
+    """
+    if not response or not response.get("chosen_options"):
+        return {"approved": False, "outcome": "no_decision", "approver": None, "responded_at": None}
+    chosen = response["chosen_options"][0]
+    user = response.get("responded_by_user") or None
+    responded_at = response.get("responded_at")
+    outcome: dict[str, Any] = {
+        "approved": chosen == APPROVE,
+        "outcome": "approved" if chosen == APPROVE else "rejected",
+        "approver": {"id": str(user.get("id")), "name": str(user.get("name"))} if user else None,
+        "responded_at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+    }
+    if user is None:
+        outcome.update(approved=False, outcome="timed_out")
+    approvers = spec.registry.approval.approvers
+    if outcome["approved"] and approvers and outcome["approver"]["id"] not in approvers:
+        outcome.update(approved=False, outcome="approver_not_allowed")
+    return outcome
+
+
+def promote(
+    pipeline: str,
+    registered: dict[str, Any],
+    run_id: str,
+    enabled: bool = True,
+    approval: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Move the champion alias, unless promotion is off or the required approval was not given."""
+    from llmops.registry import mlflow_registry
+
+    spec = load_pipeline(pipeline)
+    subject = f"model/{registered['model_name']}/{registered['version']}"
+    if not enabled:
+        record(
+            spec,
+            "model.promotion_skipped",
+            subject,
+            run_id,
+            {"reason": "promotion disabled for this run (Param promote=false)"},
+        )
+        return {
+            "promoted": False,
+            "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
+        }
+    if spec.registry.approval.required:
+        outcome = approval_outcome(spec, approval)
+        event = "model.approved" if outcome["approved"] else "model.rejected"
+        record(
+            spec,
+            event,
+            subject,
+            run_id,
+            {"model_name": registered["model_name"], "version": registered["version"], **outcome},
+        )
+        if not outcome["approved"]:
+            return {
+                "promoted": False,
+                "reason": outcome["outcome"],
+                "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
+            }
+    from llmops.orchestration.deploy import ensure_registry_webhook
+
+    ensure_registry_webhook(spec)  # before the alias moves, so MLflow's own event reaches it too
+    moved = mlflow_registry.promote(registered["model_name"], registered["version"])
+    record(
+        spec,
+        "model.promoted",
+        subject,
+        run_id,
+        {
+            "model_name": registered["model_name"],
+            "version": registered["version"],
+            **moved,
+        },
+    )
+    return {"promoted": True, **moved}
+
+
+def audit_report(pipeline: str, run_id: str) -> dict[str, Any]:
+    from llmops.reports.audit import write_audit_report
+
+    spec = load_pipeline(pipeline)
+    paths = write_audit_report(spec, run_id)
+    record(spec, "report.generated", f"report/{safe_run_id(run_id)}", run_id, paths)
+    return paths

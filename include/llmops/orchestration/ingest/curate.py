@@ -1,0 +1,133 @@
+"""The last ingest step: apply the privacy policy and publish the curated snapshot."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from llmops import snapshots
+from llmops.errors import PermanentError
+from llmops.ledger import record
+from llmops.orchestration.ingest.validate import SOURCE_COLUMN
+from llmops.settings import get_settings
+from llmops.specs import load_pipeline
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from llmops.specs import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+
+class PiiResidualFound(PermanentError, RuntimeError):
+    """PII of a handled type is still detectable after the privacy policy ran."""
+
+
+def _carry_forward(spec: PipelineSpec, curated: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Rows of incremental sources stay curated until a newer version of the same key arrives."""
+    import pandas as pd
+
+    incremental = [s.name for s in spec.sources if getattr(s, "incremental", None)]
+    if not incremental:
+        return curated, 0
+    try:
+        previous_ref = snapshots.get_latest(
+            get_settings().lake_root, "curated", spec.name, snapshots.CURATED_DATASET
+        )
+    except snapshots.SnapshotError:
+        return curated, 0
+    previous = snapshots.read_snapshot(previous_ref).to_pandas()
+    key = spec.dataset.key
+    keep = previous[previous[SOURCE_COLUMN].isin(incremental) & ~previous[key].isin(curated[key])]
+    merged = pd.concat([curated, keep.reindex(columns=curated.columns)], ignore_index=True)
+    return merged.sort_values(key, kind="stable").reset_index(drop=True), len(keep)
+
+
+def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Apply the PII policy, publish the curated snapshot, and only then advance watermarks."""
+    import pyarrow as pa
+
+    from llmops.ingest.state import set_watermark
+    from llmops.privacy.keys import get_key_ring, get_pseudonymisation_key
+    from llmops.privacy.pii import Pseudonymiser, apply_privacy_policy, find_residual_pii
+
+    spec = load_pipeline(pipeline)
+    settings = get_settings()
+    v_ref = snapshots.snapshot_ref(
+        settings.lake_root, "raw", spec.name, "validated", validated["validated_snapshot_id"]
+    )
+    v_manifest = snapshots.read_manifest(v_ref)
+    df = snapshots.read_snapshot(v_ref, get_key_ring()).to_pandas()
+    pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
+    curated, report = apply_privacy_policy(df, spec.privacy, pseudonymiser)
+    residual: dict[str, int] = {}
+    if spec.privacy.free_text is not None:
+        residual = {
+            t: n
+            for t, n in find_residual_pii(curated, list(spec.privacy.free_text.columns)).items()
+            if n and t in spec.privacy.free_text.types
+        }
+    curated, carried = _carry_forward(spec, curated)
+    governance = {s.name: s.governance.model_dump() for s in spec.sources}
+    ref, manifest = snapshots.write_snapshot(
+        lake_root=settings.lake_root,
+        zone="curated",
+        pipeline=spec.name,
+        dataset=snapshots.CURATED_DATASET,
+        table=pa.Table.from_pandas(curated, preserve_index=False),
+        metadata={
+            "inputs": {"validated_snapshot_id": v_ref.snapshot_id, "carried_forward_rows": carried},
+            "privacy": report.to_dict(),
+            "governance": governance,
+            "purpose": spec.purpose,
+        },
+        run_id=run_id,
+        identity={"validated": v_ref.snapshot_id, "privacy_policy": spec.privacy.model_dump(mode="json")},
+    )
+    payload = {
+        "validated_snapshot_id": v_ref.snapshot_id,
+        "curated_snapshot_id": ref.snapshot_id,
+        "uri": ref.uri,
+        "row_count": manifest["row_count"],
+        "carried_forward_rows": carried,
+        "sha256": manifest["content_sha256"],
+        "files": [{k: f[k] for k in ("name", "rows", "sha256")} for f in manifest["files"]],
+        "columns": [c["name"] for c in manifest["schema"]],
+        "privacy": report.to_dict(),
+        "residual_pii": residual,
+        "governance": governance,
+    }
+    record(spec, "pii.handled", f"curated/{ref.snapshot_id}", run_id, payload)
+    if residual:
+        raise PiiResidualFound(f"PII still detectable after redaction: {residual}")
+    snapshots.set_latest(ref, settings.lake_root)
+    record(
+        spec,
+        "snapshot.curated.published",
+        f"curated/{ref.snapshot_id}",
+        run_id,
+        {"asset": spec.curated_asset_uri},
+    )
+    for source_name, item in (v_manifest.get("inputs_by_source") or {}).items():
+        watermark = item.get("watermark")
+        if watermark and watermark.get("high") is not None and not watermark.get("empty"):
+            set_watermark(
+                spec.name, source_name, watermark["column"], watermark["high"], item["snapshot_id"], run_id
+            )
+            record(
+                spec,
+                "watermark.advanced",
+                f"watermark/{source_name}",
+                run_id,
+                {
+                    "source": source_name,
+                    "column": watermark["column"],
+                    "from": watermark.get("low"),
+                    "to": watermark["high"],
+                },
+            )
+    from llmops import lineage
+
+    lineage.emit_curate(spec, payload)  # OpenLineage: PII facet, masking column lineage; never raises
+    return {"curated_snapshot_id": ref.snapshot_id, "row_count": manifest["row_count"], "uri": ref.uri}
