@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmops import snapshots
 from llmops.ledger import get_ledger
 
 
@@ -88,9 +89,9 @@ def model_lineage(pipeline: str, model_name: str, version: str) -> ModelLineage:
             continue
         lineage.finetune_run_id = item["finetune_run_id"]
         for dataset, snapshot_id in item["training_snapshots"]:
-            lineage.snapshots.add(("sft", dataset, snapshot_id))
+            lineage.snapshots.add((snapshots.TRAINING_ZONE, dataset, snapshot_id))
         if item["curated_snapshot_id"]:
-            lineage.snapshots.add(("curated", "records", item["curated_snapshot_id"]))
+            lineage.snapshots.add(("curated", snapshots.CURATED_DATASET, item["curated_snapshot_id"]))
             lineage.ingest_run_id = ingest_run_of_curated(pipeline, item["curated_snapshot_id"])
             if lineage.ingest_run_id:
                 lineage.snapshots |= ingest_snapshots(pipeline, lineage.ingest_run_id)

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from llmops.snapshots import CURATED_DATASET, SOURCE_COLUMN
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -48,8 +50,6 @@ if TYPE_CHECKING:
     from llmops.specs.schema import MethodData
 
 log = logging.getLogger(__name__)
-
-SOURCE_COLUMN = "_source"  # bookkeeping column of validated/curated snapshots (llmops.orchestration.ingest.validate)
 
 
 # ---------------------------------------------------------------------------------------- naming
@@ -1021,7 +1021,7 @@ def emit_curate(airflow: dict[str, Any], spec: PipelineSpec, payload: dict[str, 
     return build_curate(
         spec,
         _snapshot("raw", spec.name, "validated", payload["validated_snapshot_id"]),
-        _snapshot("curated", spec.name, "records", payload["curated_snapshot_id"]),
+        _snapshot("curated", spec.name, CURATED_DATASET, payload["curated_snapshot_id"]),
         payload,
         airflow,
     )
@@ -1035,7 +1035,7 @@ def emit_prepare_training_data(
     stages = {s.name: s for s in spec.training.preceding_stages}
     return build_prepare_training_data(
         spec,
-        _snapshot("curated", spec.name, "records", result["curated_snapshot_id"]),
+        _snapshot("curated", spec.name, CURATED_DATASET, result["curated_snapshot_id"]),
         _snapshot("sft", spec.name, spec.training.dataset_name, result["sft_snapshot_id"]),
         airflow,
         [

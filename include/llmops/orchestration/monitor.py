@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CURATED_DATASET = "records"
 CHAMPION = "champion"
 MAX_BREACHES_IN_TEXT = 8
 
@@ -75,7 +74,7 @@ def resolve_champion(spec: PipelineSpec) -> dict[str, Any] | None:
 
 def _read(spec: PipelineSpec, snapshot_id: str, role: str) -> tuple[Any, dict[str, Any]]:
     lake = get_settings().lake_root
-    ref = snapshots.snapshot_ref(lake, "curated", spec.name, CURATED_DATASET, snapshot_id)
+    ref = snapshots.snapshot_ref(lake, "curated", spec.name, snapshots.CURATED_DATASET, snapshot_id)
     try:
         manifest = snapshots.read_manifest(ref)
     except snapshots.SnapshotError:
@@ -179,7 +178,7 @@ def measure(pipeline: str | PipelineSpec, run_id: str) -> dict[str, Any]:
         return {"pipeline": spec.name, "skipped": True, "reason": reason}
     lake = get_settings().lake_root
     reference_id = champion["curated_snapshot_id"]
-    current_id = snapshots.get_latest(lake, "curated", spec.name, CURATED_DATASET).snapshot_id
+    current_id = snapshots.get_latest(lake, "curated", spec.name, snapshots.CURATED_DATASET).snapshot_id
     same = current_id == reference_id
     if same:
         log.info(

@@ -23,7 +23,6 @@ from llmops.settings import get_settings
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
 
-snapshots.CURATED_DATASET = "records"
 MIN_PREFIX_CHARS = 12  # shorter prefixes say nothing about the record
 MIN_VALUE_CHARS = 4  # a value this short would match ordinary words
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from llmops import snapshots
 from llmops.errors import PermanentError
 from llmops.ledger import record
-from llmops.orchestration.ingest.validate import SOURCE_COLUMN
 from llmops.settings import get_settings
+from llmops.snapshots import SOURCE_COLUMN
 from llmops.specs import load_pipeline
 
 if TYPE_CHECKING:

@@ -11,6 +11,7 @@ from llmops import snapshots, storage
 from llmops.errors import PermanentError
 from llmops.ledger import get_ledger, record
 from llmops.settings import get_settings
+from llmops.snapshots import QUARANTINE_REASON, SOURCE_COLUMN, SOURCE_ROW
 from llmops.specs import load_pipeline
 
 if TYPE_CHECKING:
@@ -20,9 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_COLUMN = "_source"
-SOURCE_ROW = "_source_row"
-QUARANTINE_REASON = "_quarantine_reason"
 PII_TYPES = ("email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name")
 
 
