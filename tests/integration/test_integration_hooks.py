@@ -64,12 +64,12 @@ def receiver(monkeypatch):
 
 def _evaluated(run_id: str, token_f1: float) -> None:
     from llmops.ledger import record
+    from llmops.ledger.events import ModelEvaluated
     from llmops.specs import load_pipeline
 
     metrics = {"eval_loss": 0.4, "eval_perplexity": 1.5, "token_f1": token_f1, "pii_leakage_rate": 0.0}
-    record(
-        load_pipeline("hooks_check"), "model.evaluated", f"mlflow-run/{run_id}", run_id, {"metrics": metrics}
-    )
+    event = ModelEvaluated(metrics=metrics, champion=None, pii_probe=None)
+    record(load_pipeline("hooks_check"), event, f"mlflow-run/{run_id}", run_id)
 
 
 def test_promotion_is_sent_signed_with_metrics_once(hooks_pipeline, receiver):

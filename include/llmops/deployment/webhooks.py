@@ -67,6 +67,7 @@ def send(spec: PipelineSpec, event: str, subject: str, run_id: str, fields: dict
     ``event_id`` lets the receiver drop duplicates).
     """
     from llmops.ledger import get_ledger, record
+    from llmops.ledger.events import IntegrationNotified
     from llmops.monitoring.alerts import WebhookNotifier
 
     integrations = spec.integrations
@@ -76,7 +77,7 @@ def send(spec: PipelineSpec, event: str, subject: str, run_id: str, fields: dict
         return {"event": event, "sent": False, "reason": "event not in integrations.events"}
     eid = event_id(spec.name, event, subject, run_id)
     for previous in get_ledger().records(
-        pipeline=spec.name, event_type="integration.notified", run_id=run_id
+        pipeline=spec.name, event_type=IntegrationNotified.name, run_id=run_id
     ):
         if previous.payload.get("event_id") == eid:
             return {"event": event, "sent": False, "reason": "already delivered", "event_id": eid}
@@ -87,19 +88,18 @@ def send(spec: PipelineSpec, event: str, subject: str, run_id: str, fields: dict
     delivery = notifier.send(notifier.build_payload())
     record(
         spec,
-        "integration.notified",
+        IntegrationNotified(
+            event=event,
+            event_id=eid,
+            conn_id=integrations.webhook_conn_id,
+            origin=delivery.get("origin"),
+            http_status=delivery.get("status"),
+            attempts=delivery.get("attempts"),
+            model=fields.get("model"),
+            version=fields.get("version"),
+        ),
         f"{subject}/{event}",
         run_id,
-        {
-            "event": event,
-            "event_id": eid,
-            "conn_id": integrations.webhook_conn_id,
-            "origin": delivery.get("origin"),
-            "http_status": delivery.get("status"),
-            "attempts": delivery.get("attempts"),
-            "model": fields.get("model"),
-            "version": fields.get("version"),
-        },
     )
     return {"event": event, "sent": True, "event_id": eid, **delivery}
 

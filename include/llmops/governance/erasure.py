@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.ledger import record
+from llmops.ledger.events import (
+    ErasureCompleted,
+    ErasureModelFlagged,
+    ErasureRequested,
+    ErasureSnapshotRewritten,
+)
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -113,16 +119,15 @@ def _rewrite(
         snapshots.set_latest(new_ref, lake)
     record(
         spec,
-        "erasure.snapshot_rewritten",
+        ErasureSnapshotRewritten(
+            request_id=request_id,
+            old_snapshot_id=ref.snapshot_id,
+            new_snapshot_id=new_ref.snapshot_id,
+            rows_removed=removed,
+            rows_kept=new_manifest["row_count"],
+        ),
         f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}",
         run_id,
-        {
-            "request_id": request_id,
-            "old_snapshot_id": ref.snapshot_id,
-            "new_snapshot_id": new_ref.snapshot_id,
-            "rows_removed": removed,
-            "rows_kept": new_manifest["row_count"],
-        },
     )
     return new_ref.snapshot_id
 
@@ -149,10 +154,9 @@ def erase_subject(
     subject_ref = pseudonymiser.token(value, "subject")
     record(
         spec,
-        "erasure.requested",
+        ErasureRequested(request_id=request_id, subject_ref=subject_ref, requested_by=requested_by),
         f"erasure/{request_id}",
         run_id,
-        {"request_id": request_id, "subject_ref": subject_ref, "requested_by": requested_by},
     )
 
     key = spec.dataset.key
@@ -211,15 +215,15 @@ def erase_subject(
         for model in flagged:
             record(
                 spec,
-                "erasure.model_flagged",
+                ErasureModelFlagged(
+                    request_id=request_id,
+                    subject_ref=subject_ref,
+                    model_name=model["model_name"],
+                    version=model["version"],
+                    action=f"registry tag {REVIEW_TAG} set; retrain without the subject and retire this version",
+                ),
                 f"model/{model['model_name']}/{model['version']}",
                 run_id,
-                {
-                    "request_id": request_id,
-                    "subject_ref": subject_ref,
-                    **model,
-                    "action": f"registry tag {REVIEW_TAG} set; retrain without the subject and retire this version",
-                },
             )
     summary = {
         "pipeline": spec.name,
@@ -230,7 +234,7 @@ def erase_subject(
         "snapshots_rewritten": len(replaced),
         "models_flagged": flagged,
     }
-    record(spec, "erasure.completed", f"erasure/{request_id}", run_id, summary)
+    record(spec, ErasureCompleted(**summary), f"erasure/{request_id}", run_id)
     log.info(
         "erasure %s on %s: %d rows in %d snapshots; %d model version(s) flagged",
         request_id,

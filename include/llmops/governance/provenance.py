@@ -12,6 +12,13 @@ from typing import Any
 
 from llmops import snapshots
 from llmops.ledger import get_ledger
+from llmops.ledger.events import (
+    DatasetValidated,
+    ModelRegistered,
+    ModelTrained,
+    PiiHandled,
+    RawSnapshotCreated,
+)
 
 
 @dataclass
@@ -36,8 +43,8 @@ def registered_versions(pipeline: str) -> list[dict[str, Any]]:
     """Every model version the pipeline registered: name, version, run ids and snapshot ids."""
     ledger = get_ledger()
     out = []
-    for record in ledger.records(pipeline=pipeline, event_type="model.registered"):
-        trained = ledger.records(pipeline=pipeline, event_type="model.trained", run_id=record.run_id)
+    for record in ledger.records(pipeline=pipeline, event_type=ModelRegistered.name):
+        trained = ledger.records(pipeline=pipeline, event_type=ModelTrained.name, run_id=record.run_id)
         payload = trained[-1].payload if trained else {}
         out.append(
             {
@@ -65,7 +72,7 @@ def _training_snapshots(trained: dict[str, Any]) -> list[tuple[str, str]]:
 
 def ingest_run_of_curated(pipeline: str, curated_snapshot_id: str) -> str | None:
     handled = get_ledger().records(
-        pipeline=pipeline, subject=f"curated/{curated_snapshot_id}", event_type="pii.handled"
+        pipeline=pipeline, subject=f"curated/{curated_snapshot_id}", event_type=PiiHandled.name
     )
     return handled[-1].run_id if handled else None
 
@@ -74,9 +81,9 @@ def ingest_snapshots(pipeline: str, ingest_run_id: str) -> set[tuple[str, str, s
     """The raw, validated and quarantine snapshots one ingest run wrote."""
     found: set[tuple[str, str, str]] = set()
     for record in get_ledger().records(pipeline=pipeline, run_id=ingest_run_id):
-        if record.event_type == "snapshot.raw.created":
+        if record.event_type == RawSnapshotCreated.name:
             found.add(("raw", record.payload["source"], record.payload["snapshot_id"]))
-        elif record.event_type == "dataset.validated":
+        elif record.event_type == DatasetValidated.name:
             found.add(("raw", "validated", record.payload["validated_snapshot_id"]))
             found.add(("quarantine", "rows", record.payload["quarantine_snapshot_id"]))
     return found

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.ledger import record
+from llmops.ledger.events import RetentionApplied, RetentionDeleted, RetentionKept
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -90,31 +91,29 @@ def apply_retention(spec: PipelineSpec, now: datetime, run_id: str, dry_run: boo
                 summary["kept"].append({**item, "reason": reason})
                 record(
                     spec,
-                    "retention.kept",
+                    RetentionKept(**item, reason=reason),
                     f"{zone}/{ref.dataset}/{ref.snapshot_id}",
                     run_id,
-                    {**item, "reason": reason},
                 )
                 continue
             if not dry_run:
                 snapshots.delete_snapshot(ref, lake)
                 if zone == "raw" and ref.dataset == "validated":
                     storage.delete(storage.join(lake, "validation", spec.name, f"{ref.snapshot_id}.json"))
-                record(spec, "retention.deleted", f"{zone}/{ref.dataset}/{ref.snapshot_id}", run_id, item)
+                record(spec, RetentionDeleted(**item), f"{zone}/{ref.dataset}/{ref.snapshot_id}", run_id)
             summary["deleted"].append(item)
     summary["staging_cleared"] = [] if dry_run else _clear_stale_staging(spec, now)
     record(
         spec,
-        "retention.applied",
+        RetentionApplied(
+            examined=summary["examined"],
+            deleted=len(summary["deleted"]),
+            kept=len(summary["kept"]),
+            dry_run=dry_run,
+            now=now.isoformat(),
+        ),
         "retention",
         run_id,
-        {
-            "examined": summary["examined"],
-            "deleted": len(summary["deleted"]),
-            "kept": len(summary["kept"]),
-            "dry_run": dry_run,
-            "now": now.isoformat(),
-        },
     )
     log.info(
         "retention %s: %d snapshots examined, %d deleted, %d kept for model lineage",

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from llmops.ledger import record
+from llmops.ledger.events import BatchScored
 from llmops.specs import load_pipeline
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def batch_score(pipeline: str, run_id: str, scored_at: str) -> dict[str, Any]:
         "target_conn_id": batch.target_conn_id or batch.conn_id,
         **summary,
     }
-    record(spec, "batch.scored", f"table/{summary['target_table']}/{name}/{version}", run_id, payload)
+    record(spec, BatchScored(**payload), f"table/{summary['target_table']}/{name}/{version}", run_id)
     log.info(
         "%s v%s: %d rows read, %d scored, %d unchanged -> %s",
         name,

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from llmops.ledger import get_ledger, record
+from llmops.ledger.events import ReportGenerated
 from llmops.specs import load_pipeline
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def report_version(item: dict[str, Any], run_id: str) -> dict[str, Any]:
     spec = load_pipeline(item["pipeline"])
     subject = f"report/{folder_name(item['model_name'], item['version'])}"
     done = get_ledger().records(
-        pipeline=spec.name, event_type="report.generated", subject=subject, run_id=run_id
+        pipeline=spec.name, event_type=ReportGenerated.name, subject=subject, run_id=run_id
     )
     if done:
         log.info("%s was already written by this run: nothing to do", subject)
@@ -50,5 +51,5 @@ def report_version(item: dict[str, Any], run_id: str) -> dict[str, Any]:
         window=parse_window(item.get("date_from"), item.get("date_to")),
         generated_by=run_id,
     )
-    record(spec, "report.generated", subject, run_id, written)
+    record(spec, ReportGenerated(**written), subject, run_id)
     return written

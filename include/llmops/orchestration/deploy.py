@@ -26,6 +26,15 @@ from typing import TYPE_CHECKING, Any
 from llmops import storage
 from llmops.errors import PermanentError
 from llmops.ledger import get_ledger, record
+from llmops.ledger.events import (
+    ModelDeployed,
+    ModelDeploymentFailed,
+    ModelEvaluated,
+    ModelGated,
+    ModelPromoted,
+    ModelRegistered,
+    ModelRolledBack,
+)
 from llmops.settings import get_settings
 from llmops.specs import load_pipeline
 from llmops.storage import safe_run_id
@@ -187,7 +196,7 @@ def deploy(pipeline: str, run_id: str, trigger: str = "promotion") -> dict[str, 
     info = mlflow_registry.model_version_info(name, version)
     done = {
         r.payload.get("target"): r.payload
-        for r in get_ledger().records(pipeline=spec.name, event_type="model.deployed", run_id=run_id)
+        for r in get_ledger().records(pipeline=spec.name, event_type=ModelDeployed.name, run_id=run_id)
         if r.payload.get("version") == version
     }
     outcomes: dict[str, dict[str, Any]] = {}
@@ -211,8 +220,8 @@ def deploy(pipeline: str, run_id: str, trigger: str = "promotion") -> dict[str, 
             "trigger": trigger,
             **outcome,
         }
-        event = "model.deployed" if outcome["passed"] else "model.deployment_failed"
-        record(spec, event, f"model/{name}/{version}/{target}", run_id, payload)
+        event = ModelDeployed if outcome["passed"] else ModelDeploymentFailed
+        record(spec, event(**payload), f"model/{name}/{version}/{target}", run_id)
         outcomes[target] = payload
         if not outcome["passed"]:
             failed.append(target)
@@ -267,8 +276,8 @@ def _metrics_of_run(spec: PipelineSpec, run_id: str | None) -> dict[str, float]:
     if not run_id:
         return {}
     evaluated = _last(
-        get_ledger().records(pipeline=spec.name, event_type="model.evaluated", run_id=run_id),
-        "model.evaluated",
+        get_ledger().records(pipeline=spec.name, event_type=ModelEvaluated.name, run_id=run_id),
+        ModelEvaluated.name,
     )
     return flat_metrics((evaluated.payload.get("metrics") or {}) if evaluated else {})
 
@@ -277,9 +286,9 @@ def _deployments(records: list[LedgerRecord]) -> list[dict[str, Any]]:
     keep = ("target", "version", "manifest_uri", "endpoint", "smoke_test", "error")
     return [
         {k: r.payload.get(k) for k in keep if r.payload.get(k) is not None}
-        | {"passed": r.event_type == "model.deployed"}
+        | {"passed": r.event_type == ModelDeployed.name}
         for r in records
-        if r.event_type in ("model.deployed", "model.deployment_failed")
+        if r.event_type in (ModelDeployed.name, ModelDeploymentFailed.name)
     ]
 
 
@@ -298,8 +307,8 @@ def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> di
     }
     metrics = _metrics_of_run(spec, run_id)
     sent = []
-    promoted = _last(records, "model.promoted")
-    gated = _last(records, "model.gated")
+    promoted = _last(records, ModelPromoted.name)
+    gated = _last(records, ModelGated.name)
     if promoted is not None:
         p = promoted.payload
         sent.append(
@@ -344,7 +353,7 @@ def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> di
                 },
             )
         )
-    failed = [r for r in records if r.event_type == "model.deployment_failed"]
+    failed = [r for r in records if r.event_type == ModelDeploymentFailed.name]
     if failed:
         version = failed[-1].payload.get("version")
         sent.append(
@@ -375,12 +384,12 @@ def notify_rollback(model_name: str, run_id: str, dag_id: str | None = None) -> 
     spec = pipeline_of_model(model_name)
     ledger = get_ledger()
     records = ledger.records(pipeline=spec.name, run_id=run_id)
-    rolled = _last(records, "model.rolled_back")
+    rolled = _last(records, ModelRolledBack.name)
     if rolled is None:
         return {"events": [], "reason": "no rollback recorded in this run"}
     version = rolled.payload.get("champion")
     registered = ledger.records(
-        pipeline=spec.name, event_type="model.registered", subject=f"model/{model_name}/{version}"
+        pipeline=spec.name, event_type=ModelRegistered.name, subject=f"model/{model_name}/{version}"
     )
     trained_in = registered[-1].run_id if registered else None
     fields = {
@@ -398,7 +407,7 @@ def notify_rollback(model_name: str, run_id: str, dag_id: str | None = None) -> 
         "deployments": _deployments(records),
     }
     sent = [webhooks.send(spec, "rolled_back", rolled.subject, run_id, fields)]
-    failed = [r for r in records if r.event_type == "model.deployment_failed"]
+    failed = [r for r in records if r.event_type == ModelDeploymentFailed.name]
     if failed:
         sent.append(
             webhooks.send(

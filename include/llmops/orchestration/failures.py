@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from llmops.ledger import get_ledger
+from llmops.ledger import record
+from llmops.ledger.events import TaskFailed
 from llmops.specs import load_pipeline
 
 log = logging.getLogger(__name__)
@@ -34,19 +35,18 @@ def record_task_failure(
         subject = f"task/{dag_id}/{task_id}" + (
             f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
         )
-        get_ledger().append(
-            pipeline=spec.name,
-            event_type="task.failed",
-            subject=f"{subject}/try-{try_number}",
-            run_id=run_id,
-            payload={
-                "dag_id": dag_id,
-                "task_id": task_id,
-                "map_index": map_index,
-                "try_number": try_number,
-                "error_type": kind,
-                "error": message,
-            },
+        record(
+            spec,
+            TaskFailed(
+                dag_id=dag_id,
+                task_id=task_id,
+                map_index=map_index,
+                try_number=try_number,
+                error_type=kind,
+                error=message,
+            ),
+            f"{subject}/try-{try_number}",
+            run_id,
         )
     except Exception:  # pragma: no cover - the callback must never mask the real failure
         log.exception("could not record the task failure in the ledger")

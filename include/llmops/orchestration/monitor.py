@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
 from llmops.ledger import record
+from llmops.ledger.events import MonitoringAlerted, MonitoringMeasured, RetrainTriggered
 from llmops.settings import get_settings
 from llmops.specs import PipelineSpec, load_pipeline
 
@@ -283,10 +284,9 @@ def measure(pipeline: str | PipelineSpec, run_id: str) -> dict[str, Any]:
     }
     record(
         spec,
-        "monitoring.measured",
+        MonitoringMeasured(**{k: v for k, v in summary.items() if k not in ("pipeline", "skipped")}),
         f"model/{champion['model_name']}/{champion['version']}",
         run_id,
-        {k: v for k, v in summary.items() if k not in ("pipeline", "skipped")},
     )
     if breaches:
         log.warning("%s: %d threshold(s) crossed: %s", spec.name, len(breaches), ", ".join(breaches))
@@ -368,16 +368,15 @@ def alert(
         log.warning("ALERT %s (no spec.monitoring.alert_conn_id: logged only)", text)
     record(
         spec,
-        "monitoring.alerted",
+        MonitoringAlerted(
+            breaches=breaches,
+            channels=channels,
+            http_status=(delivery or {}).get("status"),
+            attempts=(delivery or {}).get("attempts"),
+            current_snapshot_id=summary["current_snapshot_id"],
+        ),
         f"model/{summary['model_name']}/{summary['model_version']}",
         run_id,
-        {
-            "breaches": breaches,
-            "channels": channels,
-            "http_status": (delivery or {}).get("status"),
-            "attempts": (delivery or {}).get("attempts"),
-            "current_snapshot_id": summary["current_snapshot_id"],
-        },
     )
     return {"alerted": True, "channels": channels, "breaches": breaches}
 
@@ -396,5 +395,5 @@ def record_retrain(
         "model_name": summary.get("model_name"),
         "model_version": summary.get("model_version"),
     }
-    record(spec, "monitoring.retrain_triggered", f"dag/{payload['dag_id']}", run_id, payload)
+    record(spec, RetrainTriggered(**payload), f"dag/{payload['dag_id']}", run_id)
     return payload

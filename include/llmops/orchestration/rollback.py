@@ -91,6 +91,7 @@ restored version on the pipeline's `deployment.targets` (`model.deployed`), and 
 def rollback_champion(model_name: str, reason: str, run_id: str, requested_by: str | None) -> dict[str, Any]:
     """Restore the previous champion of `model_name` and record who asked and why."""
     from llmops.ledger import record
+    from llmops.ledger.events import ModelRolledBack
     from llmops.orchestration.deploy import ensure_registry_webhook
     from llmops.registry import mlflow_registry
     from llmops.specs.loader import pipeline_of_model
@@ -100,9 +101,8 @@ def rollback_champion(model_name: str, reason: str, run_id: str, requested_by: s
     moved = mlflow_registry.rollback(model_name)
     record(
         spec,
-        "model.rolled_back",
+        ModelRolledBack(model_name=model_name, **moved, reason=reason, requested_by=requested_by),
         f"model/{model_name}/{moved['champion']}",
         run_id,
-        {"model_name": model_name, **moved, "reason": reason, "requested_by": requested_by},
     )
     return moved

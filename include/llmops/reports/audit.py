@@ -15,6 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import storage
 from llmops.ledger import LedgerRecord, get_ledger
+from llmops.ledger.events import (
+    CostRecorded,
+    DatasetValidated,
+    FinalDatasetCreated,
+    ModelEvaluated,
+    ModelGated,
+    ModelPromoted,
+    ModelRegistered,
+    ModelTrained,
+    PiiHandled,
+    PromotionSkipped,
+    RawSnapshotCreated,
+    TaskFailed,
+)
 from llmops.reports import evidence
 from llmops.reports.evidence import last as _last
 from llmops.settings import get_settings
@@ -59,23 +73,23 @@ def monitoring_section(spec: PipelineSpec) -> dict[str, Any]:
 def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     ledger = get_ledger()
     run_records = ledger.records(pipeline=spec.name, run_id=run_id)
-    sft = _last(run_records, "dataset.sft.created")
+    sft = _last(run_records, FinalDatasetCreated.name)
     ingest_records: list[LedgerRecord] = []
     if sft is not None:
         ingest_records = evidence.ingest_run_records(ledger, spec.name, sft.payload["curated_snapshot_id"])
 
-    raw = [r.payload for r in ingest_records if r.event_type == "snapshot.raw.created"]
-    validated = _last(ingest_records, "dataset.validated")
-    pii = _last(ingest_records, "pii.handled")
-    trained = _last(run_records, "model.trained")
-    evaluated = _last(run_records, "model.evaluated")
-    gated = _last(run_records, "model.gated")
-    registered = _last(run_records, "model.registered")
-    promoted = _last(run_records, "model.promoted")
-    skipped = _last(run_records, "model.promotion_skipped")
-    cost = _last(run_records, "cost.recorded")  # wall time, GPU-hours, estimated cost per job and in total
+    raw = [r.payload for r in ingest_records if r.event_type == RawSnapshotCreated.name]
+    validated = _last(ingest_records, DatasetValidated.name)
+    pii = _last(ingest_records, PiiHandled.name)
+    trained = _last(run_records, ModelTrained.name)
+    evaluated = _last(run_records, ModelEvaluated.name)
+    gated = _last(run_records, ModelGated.name)
+    registered = _last(run_records, ModelRegistered.name)
+    promoted = _last(run_records, ModelPromoted.name)
+    skipped = _last(run_records, PromotionSkipped.name)
+    cost = _last(run_records, CostRecorded.name)  # wall time, GPU-hours, estimated cost per job and in total
 
-    failures = [r.payload for r in run_records if r.event_type == "task.failed"]
+    failures = [r.payload for r in run_records if r.event_type == TaskFailed.name]
     if promoted is not None:
         decision = "promoted"
     elif registered is not None:

@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from llmops.ledger.events import (
+    ErasureCompleted,
+    ErasureModelFlagged,
+    ErasureRequested,
+    ModelApproved,
+    ModelDeployed,
+    ModelDeploymentFailed,
+    ModelPromoted,
+    ModelRegistered,
+    ModelRejected,
+    ModelRolledBack,
+    MonitoringAlerted,
+    MonitoringMeasured,
+    PromotionSkipped,
+    RetrainTriggered,
+)
 from llmops.reports.evidence import record_ref
 
 if TYPE_CHECKING:
@@ -18,7 +34,7 @@ if TYPE_CHECKING:
 
 MANAGED_ALIASES = ("challenger", "champion", "previous", "rolled_back")  # the aliases llmops moves
 MONITORING_RUNS_SHOWN = 30
-SERVING_EVENTS = ("model.deployed", "model.deployment_failed")  # subject model/<name>/<version>/<target>
+SERVING_EVENTS = (ModelDeployed.name, ModelDeploymentFailed.name)  # subject model/<name>/<version>/<target>
 
 
 def replay_aliases(
@@ -38,13 +54,13 @@ def replay_aliases(
         if payload.get("model_name") != model_name:
             continue
         before = dict(aliases)
-        if record.event_type == "model.registered":
+        if record.event_type == ModelRegistered.name:
             aliases["challenger"] = str(payload["version"])
-        elif record.event_type == "model.promoted":
+        elif record.event_type == ModelPromoted.name:
             if payload.get("previous") is not None:
                 aliases["previous"] = str(payload["previous"])
             aliases["champion"] = str(payload.get("champion") or payload["version"])
-        elif record.event_type == "model.rolled_back":
+        elif record.event_type == ModelRolledBack.name:
             if payload.get("rolled_back") is not None:
                 aliases["rolled_back"] = str(payload["rolled_back"])
             aliases["champion"] = str(payload["champion"])
@@ -80,17 +96,17 @@ def deployment_history(records: list[LedgerRecord], model_name: str, version: st
         if record.seq in moves:
             before, after = moves[record.seq]
             mine_before, mine_after = held(before, version), held(after, version)
-            if record.event_type == "model.registered" and record.subject == subject:
+            if record.event_type == ModelRegistered.name and record.subject == subject:
                 kind, description = (
                     "registered",
                     f"registered from fine-tune run {record.run_id}; alias challenger",
                 )
-            elif record.event_type == "model.promoted" and str(payload.get("version")) == version:
+            elif record.event_type == ModelPromoted.name and str(payload.get("version")) == version:
                 kind = "promoted"
                 description = "promoted: alias champion" + (
                     f"; v{payload['previous']} kept as previous" if payload.get("previous") else ""
                 )
-            elif record.event_type == "model.rolled_back":
+            elif record.event_type == ModelRolledBack.name:
                 reason = f" Reason: {payload.get('reason')}" if payload.get("reason") else ""
                 actor = str(payload.get("requested_by") or "unknown")
                 if str(payload.get("rolled_back")) == version:
@@ -118,8 +134,8 @@ def deployment_history(records: list[LedgerRecord], model_name: str, version: st
                 else:
                     kind, description = "alias moved", f"aliases now: {', '.join(mine_after) or 'none'}"
             aliases_after = mine_after
-        elif record.subject == subject and record.event_type in ("model.approved", "model.rejected"):
-            approved = record.event_type == "model.approved"
+        elif record.subject == subject and record.event_type in (ModelApproved.name, ModelRejected.name):
+            approved = record.event_type == ModelApproved.name
             kind = "approved" if approved else "not approved"
             actor = approver_label(payload)
             outcome = str(payload.get("outcome") or "")
@@ -129,12 +145,12 @@ def deployment_history(records: list[LedgerRecord], model_name: str, version: st
                 else f"not approved ({outcome.replace('_', ' ')})"
             )
             aliases_after = []
-        elif record.subject == subject and record.event_type == "model.promotion_skipped":
+        elif record.subject == subject and record.event_type == PromotionSkipped.name:
             kind, description, aliases_after = "promotion skipped", str(payload.get("reason") or ""), []
         elif record.event_type in SERVING_EVENTS and record.subject.startswith(f"{subject}/"):
             # A serving target (`model/<name>/<version>/<target>`): which target, why, smoke test outcome.
             target = payload.get("target") or record.subject.rsplit("/", 1)[-1]
-            passed = record.event_type == "model.deployed"
+            passed = record.event_type == ModelDeployed.name
             kind = "deployed" if passed else "deployment failed"
             description = (
                 f"{'deployed to' if passed else 'deployment to'} {target}"
@@ -142,7 +158,7 @@ def deployment_history(records: list[LedgerRecord], model_name: str, version: st
                 + ("" if passed else ": failed")
             )
             aliases_after = []
-        elif record.subject == subject and record.event_type == "erasure.model_flagged":
+        elif record.subject == subject and record.event_type == ErasureModelFlagged.name:
             kind = "flagged for erasure review"
             description = f"erasure request {payload.get('request_id')}: {payload.get('action')}"
             aliases_after = []
@@ -193,7 +209,9 @@ def approval_section(
     promoted: bool,
 ) -> dict[str, Any]:
     decided = [
-        r for r in records if r.subject == subject and r.event_type in ("model.approved", "model.rejected")
+        r
+        for r in records
+        if r.subject == subject and r.event_type in (ModelApproved.name, ModelRejected.name)
     ]
     decision = decided[-1] if decided else None
     evidence_shown = {
@@ -253,17 +271,17 @@ def monitoring_for_version(
             "retrain_requested": bool(r.payload.get("retrain")),
         }
         for r in records
-        if r.event_type == "monitoring.measured" and r.subject == subject and window.contains(r.recorded_at)
+        if r.event_type == MonitoringMeasured.name and r.subject == subject and window.contains(r.recorded_at)
     ]
     alerts = [
         {"run_id": r.run_id, "at": r.recorded_at, "breaches": r.payload.get("breaches") or []}
         for r in records
-        if r.event_type == "monitoring.alerted" and r.subject == subject and window.contains(r.recorded_at)
+        if r.event_type == MonitoringAlerted.name and r.subject == subject and window.contains(r.recorded_at)
     ]
     retrains = [
         {"run_id": r.run_id, "at": r.recorded_at, "triggered_run_id": r.payload.get("triggered_run_id")}
         for r in records
-        if r.event_type == "monitoring.retrain_triggered"
+        if r.event_type == RetrainTriggered.name
         and str(r.payload.get("model_version")) == version
         and window.contains(r.recorded_at)
     ]
@@ -281,9 +299,9 @@ def erasure_section(
     records: list[LedgerRecord], subject: str, open_requests: list[str] | None, error: str | None
 ) -> dict[str, Any]:
     """Erasure requests that flagged this version, with whether each is still open in the registry."""
-    requested = {r.payload.get("request_id"): r for r in records if r.event_type == "erasure.requested"}
-    completed = {r.payload.get("request_id"): r for r in records if r.event_type == "erasure.completed"}
-    flagged = [r for r in records if r.event_type == "erasure.model_flagged" and r.subject == subject]
+    requested = {r.payload.get("request_id"): r for r in records if r.event_type == ErasureRequested.name}
+    completed = {r.payload.get("request_id"): r for r in records if r.event_type == ErasureCompleted.name}
+    flagged = [r for r in records if r.event_type == ErasureModelFlagged.name and r.subject == subject]
     ids = sorted({str(r.payload.get("request_id")) for r in flagged} | set(open_requests or []))
     out = []
     for request_id in ids:

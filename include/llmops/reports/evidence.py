@@ -12,6 +12,8 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmops.ledger.events import PiiHandled
+
 if TYPE_CHECKING:
     from llmops.ledger import Ledger, LedgerRecord, VerifyResult
 
@@ -54,7 +56,7 @@ def parse_time(value: Any) -> datetime | None:
 def ingest_run_records(ledger: Ledger, pipeline: str, curated_snapshot_id: str) -> list[LedgerRecord]:
     """Every record of the ingest run that produced a curated snapshot (found by its `pii.handled`)."""
     handled = ledger.records(
-        pipeline=pipeline, subject=f"curated/{curated_snapshot_id}", event_type="pii.handled"
+        pipeline=pipeline, subject=f"curated/{curated_snapshot_id}", event_type=PiiHandled.name
     )
     if not handled:
         return []

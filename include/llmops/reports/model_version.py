@@ -28,6 +28,20 @@ from typing import TYPE_CHECKING, Any
 from llmops import storage
 from llmops.errors import PermanentError
 from llmops.ledger import get_ledger
+from llmops.ledger.events import (
+    CostRecorded,
+    DatasetValidated,
+    FinalDatasetCreated,
+    ModelEvaluated,
+    ModelGated,
+    ModelRegistered,
+    ModelTrained,
+    PiiHandled,
+    RawSnapshotCreated,
+    ReportGenerated,
+    StageDatasetCreated,
+    StageTrained,
+)
 from llmops.reports import evidence, lineage_graph
 from llmops.reports.deployment import (
     MANAGED_ALIASES,
@@ -117,7 +131,7 @@ def registrations(records: list[LedgerRecord], model_name: str) -> dict[str, Led
     """Version -> its `model.registered` record (the first, should a retry have recorded twice)."""
     found: dict[str, LedgerRecord] = {}
     for record in records:
-        if record.event_type == "model.registered" and record.payload.get("model_name") == model_name:
+        if record.event_type == ModelRegistered.name and record.payload.get("model_name") == model_name:
             found.setdefault(str(record.payload["version"]), record)
     return found
 
@@ -164,7 +178,7 @@ def plan_reports(
     for name in [selected] if selected else sorted(specs):
         spec = specs[name]
         model = spec.registry.model_name
-        registered = registrations(ledger.records(pipeline=name, event_type="model.registered"), model)
+        registered = registrations(ledger.records(pipeline=name, event_type=ModelRegistered.name), model)
         if wanted is not None:
             if wanted not in registered:
                 raise ReportRequestError(
@@ -431,15 +445,15 @@ def build_model_version_report(
             f"pipeline {spec.name!r} has no ledger record of registering {model_name} v{version}"
         )
     run_records = [r for r in records if r.run_id == registered.run_id]
-    sft, trained = last(run_records, "dataset.sft.created"), last(run_records, "model.trained")
-    evaluated, gated = last(run_records, "model.evaluated"), last(run_records, "model.gated")
+    sft, trained = last(run_records, FinalDatasetCreated.name), last(run_records, ModelTrained.name)
+    evaluated, gated = last(run_records, ModelEvaluated.name), last(run_records, ModelGated.name)
     curated_id = (trained or sft).payload.get("curated_snapshot_id") if (trained or sft) else None
     chain = ingest_chain(records, curated_id) if curated_id else []
 
     sources, validations, privacy = [], [], []
     for entry in chain:
         for record in entry["records"]:
-            if record.event_type == "snapshot.raw.created":
+            if record.event_type == RawSnapshotCreated.name:
                 sources.append(
                     {
                         **evidence.source_entry(record.payload),
@@ -447,10 +461,10 @@ def build_model_version_report(
                         "ingested_at": record.recorded_at,
                     }
                 )
-        validated = last(entry["records"], "dataset.validated")
+        validated = last(entry["records"], DatasetValidated.name)
         if validated is not None:
             validations.append(validation_section(spec.name, validated))
-        handled = last(entry["records"], "pii.handled")
+        handled = last(entry["records"], PiiHandled.name)
         if handled is not None:
             privacy.append(privacy_section(spec, handled))
     period = collection_period(sources)
@@ -465,7 +479,7 @@ def build_model_version_report(
     status, decision = deployment_status(aliases, history_all)
     promoted = any(e["event"] == "promoted" for e in history_all)
     run_report = next(
-        (r for r in run_records if r.event_type == "report.generated" and r.subject.startswith("report/")),
+        (r for r in run_records if r.event_type == ReportGenerated.name and r.subject.startswith("report/")),
         None,
     )
     open_requests: list[str] | None
@@ -498,11 +512,11 @@ def build_model_version_report(
         snapshots_seen += [
             ("sft", stage.payload.get("dataset"), stage.payload.get("snapshot_id"))
             for stage in records
-            if stage.event_type == "dataset.stage.created" and stage.run_id == sft.run_id
+            if stage.event_type == StageDatasetCreated.name and stage.run_id == sft.run_id
         ]
     snapshot_states = [lifecycle(records, *key, window) for key in dict.fromkeys(snapshots_seen) if key[2]]
 
-    primary_pii = last(chain[0]["records"], "pii.handled") if chain and chain[0]["records"] else None
+    primary_pii = last(chain[0]["records"], PiiHandled.name) if chain and chain[0]["records"] else None
     sft_payload = sft.payload if sft else {}
     stats = sft_payload.get("stats") or {}
     training = training_section(trained, tags, spec_hash(spec)) if trained else None
@@ -744,7 +758,7 @@ def cost_section(run_records: list[LedgerRecord]) -> dict[str, Any] | None:
     Wall time, device hours and the estimate from the spec's prices at training time; None when
     the run predates cost accounting.
     """
-    recorded = last(run_records, "cost.recorded")
+    recorded = last(run_records, CostRecorded.name)
     if recorded is None:
         return None
     payload = recorded.payload
@@ -770,11 +784,11 @@ def training_stages(records: list[Any], finetune_run_id: str | None) -> list[dic
     datasets = {
         r.payload.get("stage"): r.payload
         for r in records
-        if r.event_type == "dataset.stage.created" and r.run_id == finetune_run_id
+        if r.event_type == StageDatasetCreated.name and r.run_id == finetune_run_id
     }
     out = []
     for r in records:
-        if r.event_type != "model.stage_trained" or r.run_id != finetune_run_id:
+        if r.event_type != StageTrained.name or r.run_id != finetune_run_id:
             continue
         p = r.payload
         data = datasets.get(p.get("stage")) or {}

@@ -14,6 +14,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from llmops import storage
+from llmops.ledger.events import (
+    CuratedSnapshotPublished,
+    ErasureSnapshotRewritten,
+    PiiHandled,
+    RetentionDeleted,
+    RetentionKept,
+    SearchCompleted,
+    SearchPlanned,
+)
 from llmops.reports import evidence
 from llmops.reports.evidence import is_number, last, record_ref
 from llmops.settings import get_settings
@@ -25,14 +34,14 @@ if TYPE_CHECKING:
 
 IN_LAKE = "in the lake (no retention or erasure event)"
 KEPT = "kept past its retention"
-LIFECYCLE_EVENTS = ("retention.deleted", "retention.kept", "erasure.snapshot_rewritten")
+LIFECYCLE_EVENTS = (RetentionDeleted.name, RetentionKept.name, ErasureSnapshotRewritten.name)
 
 
 def _rewrites_into(records: list[LedgerRecord]) -> dict[tuple[str, str], LedgerRecord]:
     """(zone/dataset, new snapshot id) -> the erasure record that wrote it by rewriting an older one."""
     out = {}
     for record in records:
-        if record.event_type == "erasure.snapshot_rewritten":
+        if record.event_type == ErasureSnapshotRewritten.name:
             prefix = record.subject.rsplit("/", 1)[0]
             out[(prefix, str(record.payload.get("new_snapshot_id")))] = record
     return out
@@ -82,7 +91,7 @@ def ingest_chain(records: list[LedgerRecord], curated_snapshot_id: str) -> list[
     while current and current not in seen:
         seen.add(current)
         origin, rewrites = original_snapshot(records, "curated/records", current)
-        handled = [r for r in records if r.event_type == "pii.handled" and r.subject == f"curated/{origin}"]
+        handled = [r for r in records if r.event_type == PiiHandled.name and r.subject == f"curated/{origin}"]
         entry: dict[str, Any] = {
             "curated_snapshot_id": current,
             "written_as": origin,
@@ -101,7 +110,7 @@ def ingest_chain(records: list[LedgerRecord], curated_snapshot_id: str) -> list[
         entry["carried_forward_rows"] = int(pii.payload.get("carried_forward_rows") or 0)
         if entry["carried_forward_rows"]:
             published = [
-                r for r in records if r.event_type == "snapshot.curated.published" and r.seq < pii.seq
+                r for r in records if r.event_type == CuratedSnapshotPublished.name and r.seq < pii.seq
             ]
             previous = published[-1].subject.removeprefix("curated/") if published else None
             # An erasure may have rewritten that snapshot before this run read it as the latest.
@@ -111,7 +120,7 @@ def ingest_chain(records: list[LedgerRecord], curated_snapshot_id: str) -> list[
                 rewritten = [
                     r
                     for r in records
-                    if r.event_type == "erasure.snapshot_rewritten"
+                    if r.event_type == ErasureSnapshotRewritten.name
                     and r.seq < pii.seq
                     and r.subject == f"curated/records/{previous}"
                 ]
@@ -336,10 +345,10 @@ def lifecycle(
             if record.event_type not in LIFECYCLE_EVENTS or record.subject != subject:
                 continue
             payload = record.payload
-            if record.event_type == "retention.deleted":
+            if record.event_type == RetentionDeleted.name:
                 states.append("deleted by retention")
                 detail = f"past {payload.get('retention_days')} days"
-            elif record.event_type == "retention.kept":
+            elif record.event_type == RetentionKept.name:
                 states.append(KEPT)
                 detail = str(payload.get("reason") or "")
             else:
@@ -428,7 +437,7 @@ def training_section(trained: LedgerRecord, tags: dict[str, str], current_spec_h
 
 def hpo_section(run_records: list[LedgerRecord], tuned: bool) -> dict[str, Any] | None:
     """The hyperparameter search of the fine-tune run, trial by trial; None when none ran."""
-    planned, completed = last(run_records, "hpo.planned"), last(run_records, "hpo.completed")
+    planned, completed = last(run_records, SearchPlanned.name), last(run_records, SearchCompleted.name)
     if planned is None and completed is None:
         return None
     if completed is not None:

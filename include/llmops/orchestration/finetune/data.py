@@ -24,6 +24,7 @@ from llmops import snapshots, storage
 from llmops.errors import PermanentError
 from llmops.governance.purpose import check_purpose
 from llmops.ledger import record
+from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, StageDatasetCreated
 from llmops.settings import get_settings
 from llmops.specs import load_pipeline
 from llmops.training.config import DATA_FORMATS
@@ -284,10 +285,9 @@ def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, An
         ).snapshot_id
     record(
         spec,
-        "finetune.started",
+        FinetuneStarted(curated_snapshot_id=curated_snapshot_id, params=params),
         f"curated/{curated_snapshot_id}",
         run_id,
-        {"curated_snapshot_id": curated_snapshot_id, "params": params},
     )
     return curated_snapshot_id
 
@@ -319,10 +319,9 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         )
         record(
             spec,
-            "dataset.stage.created",
+            StageDatasetCreated(curated_snapshot_id=c_ref.snapshot_id, **built, columns=stage.input_columns),
             f"sft/{built['snapshot_id']}",
             run_id,
-            {"curated_snapshot_id": c_ref.snapshot_id, **built, "columns": stage.input_columns},
         )
         stages.append(
             {k: built[k] for k in ("stage", "method", "dataset", "snapshot_id", "train_rows", "eval_rows")}
@@ -332,16 +331,15 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
     )
     record(
         spec,
-        "dataset.sft.created",
+        FinalDatasetCreated(
+            curated_snapshot_id=c_ref.snapshot_id,
+            sft_snapshot_id=final["snapshot_id"],
+            **{k: v for k, v in final.items() if k != "snapshot_id"},
+            template=training.prompt_template,
+            columns=training.input_columns,
+        ),
         f"sft/{final['snapshot_id']}",
         run_id,
-        {
-            "curated_snapshot_id": c_ref.snapshot_id,
-            "sft_snapshot_id": final["snapshot_id"],
-            **{k: v for k, v in final.items() if k != "snapshot_id"},
-            "template": training.prompt_template,
-            "columns": training.input_columns,
-        },
     )
     result = {
         "curated_snapshot_id": c_ref.snapshot_id,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from llmops import storage
 from llmops.evaluation.gates import flat_metrics
 from llmops.ledger import record
+from llmops.ledger.events import ModelEvaluated, ModelGated
 from llmops.orchestration.finetune.jobs import (
     JobResultMissing,
     SpecConflict,
@@ -154,10 +155,9 @@ def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[st
     }
     record(
         spec,
-        "model.evaluated",
+        ModelEvaluated(metrics=metrics, champion=job.get("champion"), pii_probe=probe or None),
         f"mlflow-run/{job['mlflow_run_id']}",
         run_id,
-        {"metrics": metrics, "champion": job.get("champion"), "pii_probe": probe or None},
     )
     return {
         "metrics": flat,
@@ -178,6 +178,6 @@ def check_gates(
         list(spec.gates), evaluation["metrics"], evaluation.get("champion"), evaluation.get("baseline")
     )
     decision["champion"] = evaluation.get("champion_note")
-    record(spec, "model.gated", f"mlflow-run/{trained['mlflow_run_id']}", run_id, decision)
+    record(spec, ModelGated(**decision), f"mlflow-run/{trained['mlflow_run_id']}", run_id)
     raise_if_failed(decision)
     return decision

@@ -7,6 +7,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from llmops.ledger import get_ledger, record
+from llmops.ledger.events import (
+    ModelApproved,
+    ModelPromoted,
+    ModelRegistered,
+    ModelRejected,
+    PromotionSkipped,
+    ReportGenerated,
+)
 from llmops.specs import load_pipeline, spec_hash
 from llmops.storage import safe_run_id
 
@@ -23,7 +31,7 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
 
     spec = load_pipeline(pipeline)
     ledger = get_ledger()
-    existing = ledger.records(pipeline=spec.name, event_type="model.registered", run_id=run_id)
+    existing = ledger.records(pipeline=spec.name, event_type=ModelRegistered.name, run_id=run_id)
     if existing:  # a retry after the version was created: do not register a second version
         return {k: existing[-1].payload[k] for k in ("model_name", "version", "model_uri")}
     from llmops.orchestration.finetune.data import example_prompt
@@ -53,10 +61,11 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
     )
     record(
         spec,
-        "model.registered",
+        ModelRegistered(
+            **registered, mlflow_run_id=trained["mlflow_run_id"], alias=mlflow_registry.CHALLENGER
+        ),
         f"model/{registered['model_name']}/{registered['version']}",
         run_id,
-        {**registered, "mlflow_run_id": trained["mlflow_run_id"], "alias": mlflow_registry.CHALLENGER},
     )
     from llmops import lineage
 
@@ -107,10 +116,9 @@ def promote(
     if not enabled:
         record(
             spec,
-            "model.promotion_skipped",
+            PromotionSkipped(reason="promotion disabled for this run (Param promote=false)"),
             subject,
             run_id,
-            {"reason": "promotion disabled for this run (Param promote=false)"},
         )
         return {
             "promoted": False,
@@ -118,13 +126,12 @@ def promote(
         }
     if spec.registry.approval.required:
         outcome = approval_outcome(spec, approval)
-        event = "model.approved" if outcome["approved"] else "model.rejected"
+        event = ModelApproved if outcome["approved"] else ModelRejected
         record(
             spec,
-            event,
+            event(model_name=registered["model_name"], version=registered["version"], **outcome),
             subject,
             run_id,
-            {"model_name": registered["model_name"], "version": registered["version"], **outcome},
         )
         if not outcome["approved"]:
             return {
@@ -138,14 +145,9 @@ def promote(
     moved = mlflow_registry.promote(registered["model_name"], registered["version"])
     record(
         spec,
-        "model.promoted",
+        ModelPromoted(model_name=registered["model_name"], version=registered["version"], **moved),
         subject,
         run_id,
-        {
-            "model_name": registered["model_name"],
-            "version": registered["version"],
-            **moved,
-        },
     )
     return {"promoted": True, **moved}
 
@@ -155,5 +157,5 @@ def audit_report(pipeline: str, run_id: str) -> dict[str, Any]:
 
     spec = load_pipeline(pipeline)
     paths = write_audit_report(spec, run_id)
-    record(spec, "report.generated", f"report/{safe_run_id(run_id)}", run_id, paths)
+    record(spec, ReportGenerated(**paths), f"report/{safe_run_id(run_id)}", run_id)
     return paths

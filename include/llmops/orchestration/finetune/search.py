@@ -12,6 +12,7 @@ from typing import Any
 from llmops import storage
 from llmops.errors import PermanentError
 from llmops.ledger import record
+from llmops.ledger.events import TrialSkipped
 from llmops.orchestration.finetune.jobs import (
     build_train_job,
     experiment_id,
@@ -194,10 +195,9 @@ def check_trial_budget(
     storage.write_json(storage.join(trial["output_dir"], "result.json"), skipped)
     record(
         spec,
-        "hpo.trial_skipped",
+        TrialSkipped(trial=trial["number"], params=trial.get("params"), **check, reason="budget"),
         f"study/{trial.get('study')}/trial-{trial['number']}",
         run_id,
-        {"trial": trial["number"], "params": trial.get("params"), **check, "reason": "budget"},
     )
     raise BudgetExceeded(
         f"trial {trial['number']} not started: this run's trials cost {spent:.4f} {spec.cost.currency}, "

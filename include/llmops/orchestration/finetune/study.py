@@ -17,6 +17,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from llmops.ledger import record
+from llmops.ledger.events import SearchCompleted, SearchPlanned
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -105,10 +106,11 @@ def plan_trials(spec: PipelineSpec, sft_snapshot_id: str, run_id: str) -> list[d
     trials.sort(key=lambda t: t["number"])
     record(
         spec,
-        "hpo.planned",
+        SearchPlanned(
+            study=name, storage=_redacted(storage_url()), trials=trials, direction=search.direction
+        ),
         f"study/{name}",
         run_id,
-        {"study": name, "storage": _redacted(storage_url()), "trials": trials, "direction": search.direction},
     )
     return trials
 
@@ -149,7 +151,7 @@ def tell_results(
     if completed:
         best = study.best_trial
         summary["best"] = {"number": best.number, "value": best.value, "params": dict(best.params)}
-    record(spec, "hpo.completed", f"study/{name}", run_id, summary)
+    record(spec, SearchCompleted(**summary), f"study/{name}", run_id)
     if summary["best"] is None:
         log.warning("no trial of study %s completed: training with the spec's hyperparameters", name)
     return summary

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from llmops.errors import PermanentError
 from llmops.evaluation.gates import is_number
 from llmops.ledger import record
+from llmops.ledger.events import CostRecorded, ModelTrained, StageTrained
 from llmops.orchestration.finetune.jobs import (
     JobResultMissing,
     SpecConflict,
@@ -190,10 +191,9 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     }
     record(
         spec,
-        "model.stage_trained",
+        StageTrained(**entry, hyperparameters=job["hyperparameters"], lora=job["lora"], usage=usage),
         f"mlflow-run/{job['mlflow_run_id']}",
         run_id,
-        {**entry, "hyperparameters": job["hyperparameters"], "lora": job["lora"], "usage": usage},
     )
     from llmops import lineage
 
@@ -280,36 +280,33 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     }
     record(
         spec,
-        "model.trained",
+        ModelTrained(
+            **summary,
+            base_model=spec.training.base_model.uri,
+            launcher=spec.training.launcher,
+            lora=job["lora"],
+            hyperparameters=job["hyperparameters"],
+            tuned_by_search=job.get("tuned_by_search", False),
+            max_steps=job.get("max_steps"),
+            result=result,
+            usage=usage,
+        ),
         f"mlflow-run/{mlflow_run_id}",
         run_id,
-        {
-            **summary,
-            "base_model": spec.training.base_model.uri,
-            "method": spec.training.method,
-            "launcher": spec.training.launcher,
-            "lora": job["lora"],
-            "hyperparameters": job["hyperparameters"],
-            "tuned_by_search": job.get("tuned_by_search", False),
-            "max_steps": job.get("max_steps"),
-            "result": result,
-            "usage": usage,
-        },
     )
     record(
         spec,
-        "cost.recorded",
-        f"cost/{safe_run_id(run_id)}",
-        run_id,
-        {
-            "mlflow_run_id": mlflow_run_id,
-            "currency": run_totals["currency"],
-            "totals": run_totals,
-            "jobs": jobs,
-            "trials_skipped_for_budget": sum(
+        CostRecorded(
+            mlflow_run_id=mlflow_run_id,
+            currency=run_totals["currency"],
+            totals=run_totals,
+            jobs=jobs,
+            trials_skipped_for_budget=sum(
                 1 for j in jobs if j["kind"] == "trial" and j.get("status") == "skipped"
             ),
-        },
+        ),
+        f"cost/{safe_run_id(run_id)}",
+        run_id,
     )
     from llmops import lineage
 

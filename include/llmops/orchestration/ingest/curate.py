@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from llmops import snapshots
 from llmops.errors import PermanentError
 from llmops.ledger import record
+from llmops.ledger.events import CuratedSnapshotPublished, PiiHandled, WatermarkAdvanced
 from llmops.settings import get_settings
 from llmops.snapshots import SOURCE_COLUMN
 from llmops.specs import load_pipeline
@@ -98,17 +99,11 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
         "residual_pii": residual,
         "governance": governance,
     }
-    record(spec, "pii.handled", f"curated/{ref.snapshot_id}", run_id, payload)
+    record(spec, PiiHandled(**payload), f"curated/{ref.snapshot_id}", run_id)
     if residual:
         raise PiiResidualFound(f"PII still detectable after redaction: {residual}")
     snapshots.set_latest(ref, settings.lake_root)
-    record(
-        spec,
-        "snapshot.curated.published",
-        f"curated/{ref.snapshot_id}",
-        run_id,
-        {"asset": spec.curated_asset_uri},
-    )
+    record(spec, CuratedSnapshotPublished(asset=spec.curated_asset_uri), f"curated/{ref.snapshot_id}", run_id)
     for source_name, item in (v_manifest.get("inputs_by_source") or {}).items():
         watermark = item.get("watermark")
         if watermark and watermark.get("high") is not None and not watermark.get("empty"):
@@ -117,15 +112,14 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
             )
             record(
                 spec,
-                "watermark.advanced",
+                WatermarkAdvanced(
+                    source=source_name,
+                    column=watermark["column"],
+                    low=watermark.get("low"),
+                    high=watermark["high"],
+                ),
                 f"watermark/{source_name}",
                 run_id,
-                {
-                    "source": source_name,
-                    "column": watermark["column"],
-                    "from": watermark.get("low"),
-                    "to": watermark["high"],
-                },
             )
     from llmops import lineage
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots
 from llmops.ledger import record
+from llmops.ledger.events import IngestPlanned, RawSnapshotCreated
 from llmops.settings import get_settings
 from llmops.specs import load_pipeline
 
@@ -37,19 +38,18 @@ def plan(pipeline: str, run_id: str) -> list[dict[str, Any]]:
             items.append({"source": source.name, "partition": 0, "partitions": 1, "sample": sample})
     record(
         spec,
-        "ingest.planned",
-        "plan",
-        run_id,
-        {
-            "items": len(items),
-            "sources": {
+        IngestPlanned(
+            items=len(items),
+            sources={
                 s.name: {
                     "partitions": sum(1 for i in items if i["source"] == s.name),
                     "watermark": next((i.get("watermark") for i in items if i["source"] == s.name), None),
                 }
                 for s in spec.sources
             },
-        },
+        ),
+        "plan",
+        run_id,
     )
     return items
 
@@ -157,26 +157,25 @@ def commit_raw(
         )
         record(
             spec,
-            "snapshot.raw.created",
+            RawSnapshotCreated(
+                source=source.name,
+                kind=source.kind,
+                conn_id=source.conn_id,
+                location=meta.get("table") or meta.get("url") or meta.get("uri") or "query",
+                query=meta.get("query"),
+                snapshot_id=ref.snapshot_id,
+                uri=ref.uri,
+                row_count=manifest["row_count"],
+                files=[{k: f[k] for k in ("name", "rows", "sha256")} for f in manifest["files"]],
+                sha256=manifest["content_sha256"],
+                encryption=manifest["encryption"],
+                watermark=item.get("watermark"),
+                partitions=len(mine),
+                schema_drift=meta.get("schema_drift"),
+                governance=manifest["governance"],
+            ),
             f"raw/{source.name}/{ref.snapshot_id}",
             run_id,
-            {
-                "source": source.name,
-                "kind": source.kind,
-                "conn_id": source.conn_id,
-                "location": meta.get("table") or meta.get("url") or meta.get("uri") or "query",
-                "query": meta.get("query"),
-                "snapshot_id": ref.snapshot_id,
-                "uri": ref.uri,
-                "row_count": manifest["row_count"],
-                "files": [{k: f[k] for k in ("name", "rows", "sha256")} for f in manifest["files"]],
-                "sha256": manifest["content_sha256"],
-                "encryption": manifest["encryption"],
-                "watermark": item.get("watermark"),
-                "partitions": len(mine),
-                "schema_drift": meta.get("schema_drift"),
-                "governance": manifest["governance"],
-            },
         )
         out.append(
             {

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
 from llmops.ledger import get_ledger, record
+from llmops.ledger.events import ContractViolated, DatasetValidated, NoNewData
 from llmops.settings import get_settings
 from llmops.snapshots import QUARANTINE_REASON, SOURCE_COLUMN, SOURCE_ROW
 from llmops.specs import load_pipeline
@@ -182,16 +183,15 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         violations = [v for c in broken for v in c.table_violations]
         record(
             spec,
-            "dataset.contract_violated",
+            ContractViolated(inputs=raw, contracts=[c.to_dict() for c in contracts], violations=violations),
             "contract",
             run_id,
-            {"inputs": raw, "contracts": [c.to_dict() for c in contracts], "violations": violations},
         )
         raise ContractViolation(
             f"data contract violated ({len(violations)} violation(s)): " + "; ".join(violations)
         )
     if sum(len(f) for f in frames) == 0:
-        record(spec, "ingest.no_new_data", "validate", run_id, {"inputs": raw})
+        record(spec, NoNewData(inputs=raw), "validate", run_id)
         return {"no_new_data": True}
     columns = list(dict.fromkeys(c for s in spec.sources for c in s.columns))
     df = pd.concat(
@@ -262,7 +262,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     )
     history = [
         r.payload["quality"]
-        for r in get_ledger().records(pipeline=spec.name, event_type="dataset.validated")
+        for r in get_ledger().records(pipeline=spec.name, event_type=DatasetValidated.name)
         if r.run_id != run_id and r.payload.get("quality")
     ]
     payload = {
@@ -284,7 +284,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     storage.write_json(
         storage.join(settings.lake_root, "validation", spec.name, f"{v_ref.snapshot_id}.json"), payload
     )
-    record(spec, "dataset.validated", f"validated/{v_ref.snapshot_id}", run_id, payload)
+    record(spec, DatasetValidated(**payload), f"validated/{v_ref.snapshot_id}", run_id)
     from llmops import lineage
 
     lineage.emit_validate(spec, raw, payload)  # OpenLineage, failing checks included; never raises
