@@ -51,6 +51,35 @@ def _name(handler: Any) -> str:
     return getattr(handler, "__qualname__", repr(handler))
 
 
+def _kernel_signal_state() -> dict[str, set[int]]:
+    """The signals this thread blocks and ignores, as the kernel sees them (what a child inherits).
+
+    A C library can ignore or block a signal behind Python's back: signal.getsignal() would still
+    show the Python handler. /proc says what fork and exec will pass on.
+    """
+    state: dict[str, set[int]] = {}
+    try:
+        with open("/proc/thread-self/status", encoding="ascii") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("SigBlk", "SigIgn"):
+                    mask = int(value.strip(), 16)
+                    state[key] = {n for n in range(1, 65) if mask >> (n - 1) & 1}
+    except OSError:  # not Linux: Python's view is all there is
+        pass
+    return state
+
+
+def _signal_names(numbers: set[int]) -> str:
+    names = []
+    for n in sorted(numbers):
+        try:
+            names.append(signal.Signals(n).name)
+        except ValueError:
+            names.append(str(n))
+    return ",".join(names) or "none"
+
+
 def _logging_state() -> tuple[int, tuple[logging.Handler, ...], int]:
     root = logging.getLogger()
     return root.level, tuple(root.handlers), logging.root.manager.disable
@@ -65,17 +94,36 @@ def isolated_process_state(request: pytest.FixtureRequest) -> Iterator[None]:
     """Snapshot signals, working directory, environment and root logging; restore and report changes."""
     main_thread = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.getsignal(sig) for sig in WATCHED_SIGNALS}
+    kernel = _kernel_signal_state()
     cwd = os.getcwd()
     environ = dict(os.environ)
     level, root_handlers, disabled = _logging_state()
     yield
     changes: list[str] = []
+    kernel_after = _kernel_signal_state()
+    python_changed = set()
     for sig, before in handlers.items():
         after = signal.getsignal(sig)
         if after != before:
+            python_changed.add(int(sig))
             changes.append(f"{signal.Signals(sig).name}: {_name(before)} -> {_name(after)}")
             if main_thread and before is not None:
                 signal.signal(sig, before)
+    for key, what in (("SigBlk", "blocked"), ("SigIgn", "ignored")):
+        if key not in kernel:
+            continue
+        # Only what Python's own view did not already show (a C library, a sigmask).
+        added = kernel_after.get(key, set()) - kernel[key] - python_changed
+        removed = kernel[key] - kernel_after.get(key, set()) - python_changed
+        if added or removed:
+            changes.append(f"{what} signals (kernel): +{_signal_names(added)} -{_signal_names(removed)}")
+    if main_thread and "SigBlk" in kernel and kernel_after.get("SigBlk") != kernel["SigBlk"]:
+        signal.pthread_sigmask(signal.SIG_SETMASK, kernel["SigBlk"])
+    if main_thread and "SigIgn" in kernel:
+        # Reinstalling Python's own handler also resets what a C library set behind its back.
+        for sig in (kernel_after.get("SigIgn", set()) - kernel["SigIgn"]) & set(handlers):
+            if handlers[sig] is not None:
+                signal.signal(sig, handlers[sig])
     if os.getcwd() != cwd:
         changes.append("working directory changed")
         os.chdir(cwd)
