@@ -102,7 +102,7 @@ def test_the_budget_guard_skips_a_pod_trial_once_the_budget_is_spent(tmp_path, m
     raw = yaml.safe_load(PIPELINE.read_text())
     raw["cost"]["budget"] = 0.001
     spec = parse_spec(raw)
-    monkeypatch.setattr(search, "load_pipeline", lambda name: spec)
+    monkeypatch.setattr(search, "run_spec", lambda name, run_id: spec)
     trials = []
     for n in range(2):
         (tmp_path / f"t{n}").mkdir()

@@ -120,7 +120,7 @@ def test_trial_budget_check_skips_and_records(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LLMOPS_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     spec = _spec(budget=3.0)
-    monkeypatch.setattr(search, "load_pipeline", lambda name: spec)
+    monkeypatch.setattr(search, "run_spec", lambda name, run_id: spec)
     trials = []
     for n in range(3):
         out = tmp_path / f"trial-{n}" / "output"

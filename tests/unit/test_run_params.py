@@ -22,9 +22,9 @@ def test_unknown_parameter_is_named_with_the_known_ones() -> None:
 def test_known_parameters_pass_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """Expect the check to let the declared parameters through (the spec loader is reached next)."""
 
-    def reached(name: str) -> None:
+    def reached(name: str, run_id: str) -> None:
         raise LookupError(f"spec {name} reached")
 
-    monkeypatch.setattr(data, "load_pipeline", reached)
+    monkeypatch.setattr(data, "pin_spec", reached)
     with pytest.raises(LookupError, match="spec support_bot reached"):
         data.start_finetune("support_bot", "latest", dict(DEFAULTS), "manual__x")

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmops.ledger import record
 from llmops.ledger.events import BatchScored
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def batch_score(pipeline: str, run_id: str, scored_at: str) -> dict[str, Any]:
     from llmops.deployment.batch import score_table
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     batch = spec.batch_inference
     if batch is None:
         return {"scored": False, "reason": "no batch_inference in the spec"}

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmops.ledger import get_ledger, record
 from llmops.ledger.events import ReportGenerated
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def report_version(item: dict[str, Any], run_id: str) -> dict[str, Any]:
     """
     from llmops.reports.model_version import folder_name, parse_window, write_model_version_report
 
-    spec = load_pipeline(item["pipeline"])
+    spec = run_spec(item["pipeline"], run_id)
     subject = f"report/{folder_name(item['model_name'], item['version'])}"
     done = get_ledger().records(
         pipeline=spec.name, event_type=ReportGenerated.name, subject=subject, run_id=run_id

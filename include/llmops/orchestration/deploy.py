@@ -36,7 +36,7 @@ from llmops.ledger.events import (
     ModelRolledBack,
 )
 from llmops.settings import get_settings
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 from llmops.storage import safe_run_id
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def deploy(pipeline: str, run_id: str, trigger: str = "promotion") -> dict[str, 
     """Deploy the current champion to every target of the spec; record each outcome."""
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     targets = list(spec.deployment.targets)
     if not targets:
         return {"deployed": False, "reason": "no deployment.targets in the spec"}
@@ -297,7 +297,7 @@ def notify_finetune(pipeline: str, run_id: str, dag_id: str | None = None) -> di
     from llmops.deployment import webhooks
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     records = get_ledger().records(pipeline=spec.name, run_id=run_id)
     name = spec.registry.model_name
     common = {

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from llmops import storage
 from llmops.ledger import record
 from llmops.ledger.events import TaskFailed
 from llmops.specs import load_pipeline
+from llmops.specs.pinned import pinned_spec_uri, run_spec
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,10 @@ def record_task_failure(
     still cut short, and a failure to record must not hide the task's own error.
     """
     try:
-        spec = load_pipeline(pipeline)
+        # The spec the run started with when it was pinned; a failure before that (or of a spec
+        # that no longer loads) is recorded under the current one.
+        pinned = pinned_spec_uri(pipeline, run_id)
+        spec = run_spec(pipeline, run_id) if storage.exists(pinned) else load_pipeline(pipeline)
         # A fail-fast wrapper keeps the domain error as its cause: report the cause.
         root = error.__cause__ if isinstance(error, BaseException) and error.__cause__ is not None else error
         message = str(root)[:500] if root is not None else ""

@@ -66,12 +66,12 @@ that never committed are cleared too. Trigger with `dry_run` to see what would g
         @task(map_index_template="{{ pipeline }}")
         def apply(pipeline: str) -> dict[str, Any]:
             from llmops.governance.retention import apply_retention
-            from llmops.specs import load_pipeline
+            from llmops.specs.pinned import run_spec
 
             context = get_current_context()
             now = context.get("data_interval_end") or context["dag_run"].run_after
             summary = apply_retention(
-                load_pipeline(pipeline),
+                run_spec(pipeline, context["dag_run"].run_id),
                 now,
                 context["dag_run"].run_id,
                 dry_run=bool(context["params"]["dry_run"]),
@@ -143,11 +143,11 @@ who can trigger and read this DAG (see the production guide).
         @task(map_index_template="{{ pipeline }}")
         def erase(pipeline: str) -> dict[str, Any]:
             from llmops.governance.erasure import erase_subject
-            from llmops.specs import load_pipeline
+            from llmops.specs.pinned import run_spec
 
             context = get_current_context()
             params = context["params"]
-            spec = load_pipeline(pipeline)
+            spec = run_spec(pipeline, context["dag_run"].run_id)
             if not spec.dataset.subject_column:
                 return {"pipeline": pipeline, "skipped": "no dataset.subject_column"}
             return erase_subject(

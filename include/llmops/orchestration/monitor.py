@@ -20,7 +20,8 @@ from llmops.errors import PermanentError
 from llmops.ledger import record
 from llmops.ledger.events import MonitoringAlerted, MonitoringMeasured, RetrainTriggered
 from llmops.settings import get_settings
-from llmops.specs import PipelineSpec, load_pipeline
+from llmops.specs import PipelineSpec
+from llmops.specs.pinned import run_spec
 
 if TYPE_CHECKING:
     from llmops.monitoring.store import Measurement
@@ -39,8 +40,9 @@ class ChampionMoved(RuntimeError):
     """The champion alias moved while it was being scored: a retry measures the new one."""
 
 
-def _spec(pipeline: str | PipelineSpec) -> PipelineSpec:
-    return pipeline if isinstance(pipeline, PipelineSpec) else load_pipeline(pipeline)
+def _spec(pipeline: str | PipelineSpec, run_id: str) -> PipelineSpec:
+    """The run's pinned spec (or a spec object given directly)."""
+    return pipeline if isinstance(pipeline, PipelineSpec) else run_spec(pipeline, run_id)
 
 
 def text_columns(spec: PipelineSpec) -> list[str]:
@@ -170,7 +172,7 @@ def measure(pipeline: str | PipelineSpec, run_id: str) -> dict[str, Any]:
     from llmops.monitoring.drift import Thresholds, category_drift, text_drift
     from llmops.monitoring.store import Measurement, get_store
 
-    spec = _spec(pipeline)
+    spec = _spec(pipeline, run_id)
     monitoring = spec.monitoring
     champion = resolve_champion(spec)
     if champion is None:
@@ -333,7 +335,7 @@ def alert(
     """
     from llmops.monitoring.alerts import WebhookNotifier
 
-    spec = _spec(pipeline)
+    spec = _spec(pipeline, run_id)
     breaches = list(summary.get("breaches") or [])
     if not breaches:
         return {"alerted": False, "channels": []}
@@ -385,7 +387,7 @@ def record_retrain(
     pipeline: str | PipelineSpec, summary: dict[str, Any], run_id: str, triggered_run_id: str | None
 ) -> dict[str, Any]:
     """Record that the fine-tune DAG was triggered on the current snapshot (`monitoring.retrain_triggered`)."""
-    spec = _spec(pipeline)
+    spec = _spec(pipeline, run_id)
     retrain = summary.get("retrain") or {}
     payload = {
         "dag_id": retrain.get("dag_id", spec.finetune_dag_id),

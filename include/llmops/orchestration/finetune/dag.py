@@ -350,7 +350,7 @@ def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
             from llmops.orchestration.finetune import jobs as steps
 
             _skip_over_budget(spec, trial, get_current_context())
-            steps.run_job(spec.name, "llmops.training", trial["config_uri"])
+            steps.run_job(spec.name, "llmops.training", trial["config_uri"], current_run_id())
 
         ran = run_trial.expand(trial=trials)
     summary = finish_search(data, trials)

@@ -26,7 +26,7 @@ from llmops.governance.purpose import check_purpose
 from llmops.ledger import record
 from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, StageDatasetCreated
 from llmops.settings import get_settings
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import pin_spec, run_spec
 from llmops.training.config import DATA_FORMATS
 
 if TYPE_CHECKING:
@@ -278,7 +278,7 @@ def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, An
             f"unknown run parameter(s) {', '.join(map(repr, unknown))}: "
             f"this DAG takes {', '.join(sorted(FINETUNE_PARAMS))}"
         )
-    spec = load_pipeline(pipeline)
+    spec = pin_spec(pipeline, run_id)
     if not curated_snapshot_id or curated_snapshot_id == "latest":
         curated_snapshot_id = snapshots.get_latest(
             get_settings().lake_root, "curated", spec.name, snapshots.CURATED_DATASET
@@ -300,7 +300,7 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
     """
     from llmops.orchestration.finetune.data import write_dataset
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     settings = get_settings()
     if not curated_snapshot_id or curated_snapshot_id == "latest":
         c_ref = snapshots.get_latest(settings.lake_root, "curated", spec.name, snapshots.CURATED_DATASET)

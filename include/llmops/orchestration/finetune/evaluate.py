@@ -20,7 +20,7 @@ from llmops.orchestration.finetune.jobs import (
     sft_files,
 )
 from llmops.settings import get_settings
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
@@ -85,7 +85,7 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
     from llmops.orchestration.finetune.leakage_probe import build_probe
     from llmops.training.config import ConfigError
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     evaluation = spec.evaluation
     _, eval_file = sft_files(spec, trained["sft_snapshot_id"])
     root = storage.join(job_root(spec, run_id), "eval")
@@ -136,7 +136,7 @@ def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[st
     """Read the evaluation metrics from the lake, log them to MLflow and the ledger."""
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     if not storage.exists(job["output_file"]):
         raise JobResultMissing(f"evaluation job {job['config_uri']} wrote no {job['output_file']}")
     metrics = json.loads(storage.read_bytes(job["output_file"]))
@@ -173,7 +173,7 @@ def check_gates(
 ) -> dict[str, Any]:
     from llmops.evaluation.gates import evaluate_gates, raise_if_failed
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     decision = evaluate_gates(
         list(spec.gates), evaluation["metrics"], evaluation.get("champion"), evaluation.get("baseline")
     )

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
 from llmops.settings import get_settings
-from llmops.specs import load_pipeline, spec_hash
+from llmops.specs import spec_hash
+from llmops.specs.pinned import run_spec
 from llmops.storage import safe_run_id
 
 if TYPE_CHECKING:
@@ -215,14 +216,14 @@ def run_tags(spec: PipelineSpec, data: dict[str, Any], run_id: str, stage: str) 
     }
 
 
-def run_job(pipeline: str, module: str, config_uri: str, run_id: str | None = None) -> None:
+def run_job(pipeline: str, module: str, config_uri: str, run_id: str) -> None:
     """Run one job with the local launcher (the kubernetes launcher is a pod operator instead)."""
     from llmops.launch.local import run_local
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     distributed = spec.training.distributed if module == "llmops.training" else None
     env = job_env(spec)
-    if module == "llmops.evaluation" and run_id and spec.evaluation.pii_probe.enabled:
+    if module == "llmops.evaluation" and spec.evaluation.pii_probe.enabled:
         from llmops.orchestration.finetune.leakage_probe import SALT_ENV, probe_salt
 
         env[SALT_ENV] = probe_salt(spec, run_id)

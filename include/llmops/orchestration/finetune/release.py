@@ -15,7 +15,8 @@ from llmops.ledger.events import (
     PromotionSkipped,
     ReportGenerated,
 )
-from llmops.specs import load_pipeline, spec_hash
+from llmops.specs import spec_hash
+from llmops.specs.pinned import run_spec
 from llmops.storage import safe_run_id
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
     from llmops.registry import mlflow_registry
     from llmops.training.staging import fetch_model_dir
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     ledger = get_ledger()
     existing = ledger.records(pipeline=spec.name, event_type=ModelRegistered.name, run_id=run_id)
     if existing:  # a retry after the version was created: do not register a second version
@@ -111,7 +112,7 @@ def promote(
     """Move the champion alias, unless promotion is off or the required approval was not given."""
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     subject = f"model/{registered['model_name']}/{registered['version']}"
     if not enabled:
         record(
@@ -155,7 +156,7 @@ def promote(
 def audit_report(pipeline: str, run_id: str) -> dict[str, Any]:
     from llmops.reports.audit import write_audit_report
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     paths = write_audit_report(spec, run_id)
     record(spec, ReportGenerated(**paths), f"report/{safe_run_id(run_id)}", run_id)
     return paths

@@ -23,7 +23,7 @@ from llmops.orchestration.finetune.jobs import (
     usage_metrics,
 )
 from llmops.settings import get_settings
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 from llmops.storage import safe_run_id
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def plan_search(
     from llmops.orchestration.finetune import study
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     search = spec.training.search
     if search is None:
         return []
@@ -98,7 +98,7 @@ def finish_search(
     from llmops.orchestration.finetune import study
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     search = spec.training.search
     if search is None or not trials:
         return {"searched": False}
@@ -177,7 +177,7 @@ def check_trial_budget(
     """
     from llmops.governance import cost
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     if spec.cost is None or spec.cost.budget is None:
         return {"budget": None}
     usages = []

@@ -22,7 +22,7 @@ from llmops.orchestration.finetune.jobs import (
     usage_metrics,
 )
 from llmops.settings import get_settings
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 from llmops.storage import safe_run_id
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def prepare_train(
     """Write the final training job: spec hyperparameters, then the search's best, then Params."""
     from llmops.orchestration.finetune import study
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     best = (search or {}).get("best") or {}
     tuned = study.overrides_for(best.get("params", {})) if best else {"hyperparameters": {}, "lora": {}}
     hyper = hyperparameters_with(spec, tuned["hyperparameters"], overrides)
@@ -88,7 +88,7 @@ def prepare_stage(
     pipeline: str, data: dict[str, Any], stage_name: str, run_id: str, max_steps: int | None = None
 ) -> dict[str, Any]:
     """Write a preceding chain stage's training job: its own data, settings and MLflow run."""
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     stage = stage_spec(spec, stage_name)
     snapshot_id = stage_snapshot_id(data, stage_name)
     mlflow_run_id = mlflow_registry_run(
@@ -145,7 +145,7 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     from llmops.registry import mlflow_registry
     from llmops.specs.schema import STAGE_METRICS
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     stage = stage_spec(spec, job["stage"])
     result = read_job_result(job["output_dir"])
     if result is None:
@@ -216,7 +216,7 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     """Read the training job's result from the lake, log it to MLflow and the ledger."""
     from llmops.registry import mlflow_registry
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     result = read_job_result(job["output_dir"])
     if result is None:
         raise JobResultMissing(f"training job {job['config_uri']} left no result.json in {job['output_dir']}")

@@ -11,7 +11,7 @@ from llmops.ledger import record
 from llmops.ledger.events import CuratedSnapshotPublished, PiiHandled, WatermarkAdvanced
 from llmops.settings import get_settings
 from llmops.snapshots import SOURCE_COLUMN
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +53,7 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
     from llmops.privacy.keys import get_key_ring, get_pseudonymisation_key
     from llmops.privacy.pii import Pseudonymiser, apply_privacy_policy, find_residual_pii
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     settings = get_settings()
     v_ref = snapshots.snapshot_ref(
         settings.lake_root, "raw", spec.name, "validated", validated["validated_snapshot_id"]

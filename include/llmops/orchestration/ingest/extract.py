@@ -9,7 +9,7 @@ from llmops import snapshots
 from llmops.ledger import record
 from llmops.ledger.events import IngestPlanned, RawSnapshotCreated
 from llmops.settings import get_settings
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import pin_spec, run_spec
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,7 +27,7 @@ def plan(pipeline: str, run_id: str) -> list[dict[str, Any]]:
     from llmops.ingest.sql import plan_sql
     from llmops.ingest.state import get_watermark
 
-    spec = load_pipeline(pipeline)
+    spec = pin_spec(pipeline, run_id)
     items: list[dict[str, Any]] = []
     for source in spec.sources:
         if source.kind == "sql":
@@ -74,7 +74,7 @@ def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[
 
     from llmops.privacy.keys import get_key_ring
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     source = spec.source(item["source"])
     key = spec.dataset.key
     schema = pa.schema([(c, pa.string()) for c in source.columns])
@@ -122,7 +122,7 @@ def commit_raw(
     pipeline: str, parts: list[dict[str, Any]], run_id: str, sources: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """Commit each source's staged parts as one immutable raw snapshot (all sources unless named)."""
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     settings = get_settings()
     out = []
     for source in spec.sources:

@@ -13,7 +13,7 @@ from llmops.ledger import get_ledger, record
 from llmops.ledger.events import ContractViolated, DatasetValidated, NoNewData
 from llmops.settings import get_settings
 from llmops.snapshots import QUARANTINE_REASON, SOURCE_COLUMN, SOURCE_ROW
-from llmops.specs import load_pipeline
+from llmops.specs.pinned import run_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -150,7 +150,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     from llmops.quality.expectations import BlockingExpectationFailed, load_suite, validate_dataframe
     from llmops.quality.metrics import metrics_trend, quality_metrics
 
-    spec = load_pipeline(pipeline)
+    spec = run_spec(pipeline, run_id)
     settings = get_settings()
     reference = datetime.fromisoformat(now) if now else datetime.now(UTC)
     kek = get_key_ring()
