@@ -146,13 +146,12 @@ def raise_if_failed(decision: dict[str, Any]) -> None:
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Gate-able numbers of one model's metrics (as an evaluation job reports them): base metrics
     and golden.<set>.<metric>."""
-    from llmops.specs.schema import BASE_METRICS
+    from llmops import metrics as catalogue
 
-    flat = {k: float(metrics[k]) for k in BASE_METRICS if is_number(metrics.get(k))}
+    known = catalogue.names()
+    flat = {k: float(metrics[k]) for k in known if is_number(metrics.get(k))}
     for name, golden in (metrics.get("golden") or {}).items():
-        flat.update(
-            {f"golden.{name}.{k}": float(golden[k]) for k in BASE_METRICS if is_number(golden.get(k))}
-        )
+        flat.update({f"golden.{name}.{k}": float(golden[k]) for k in known if is_number(golden.get(k))})
     return flat
 
 

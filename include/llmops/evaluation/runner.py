@@ -57,20 +57,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmops import metrics as catalogue
 from llmops.evaluation.config import EvalJobConfig, load_eval_config
 from llmops.evaluation.metrics import (
     dpo_reward_margins,
-    exact_match,
     gold_label,
     label_scores,
     percentile,
     predicted_label,
     preference_win_rate,
     reward_scores,
-    rouge_l,
     scoring_windows,
     term_rate,
-    token_f1,
 )
 from llmops.evaluation.probes import score_leakage
 from llmops.training.artifacts import json_safe, weights_sha256, write_json_atomic
@@ -334,9 +332,10 @@ def score_generations(
     Label and term metrics appear only when asked for, so an absent key means "not measured".
     """
     result: dict[str, float] = {}
-    for name, score in (("token_f1", token_f1), ("exact_match", exact_match), ("rouge_l", rouge_l)):
-        values = [score(p, r.strip()) for p, r in zip(predictions, references, strict=True)]
-        result[name] = sum(values) / len(values)
+    for metric in catalogue.scored_per_answer():
+        assert metric.scorer is not None
+        values = [metric.scorer(p, r.strip()) for p, r in zip(predictions, references, strict=True)]
+        result[metric.name] = sum(values) / len(values)
     result["latency_ms_mean"] = sum(latencies) / len(latencies)
     result["latency_ms_p95"] = percentile(list(latencies), 95)
     if label_metrics:
@@ -520,30 +519,14 @@ def measure_with_golden(
     return result
 
 
-_LOGGED = (
-    "eval_loss",
-    "eval_perplexity",
-    "n_loss_tokens",
-    "token_f1",
-    "exact_match",
-    "rouge_l",
-    "latency_ms_p95",
-    "accuracy",
-    "macro_f1",
-    "toxicity_rate",
-    "refusal_rate",
-    "preference_win_rate",
-    "reward_accuracy",
-    "reward_margin",
-    "n_pairs",
-)
+_COUNTS = ("n_loss_tokens", "n_pairs")  # logged beside the catalogue's metrics
 
 
 def _log_numbers(who: str, metrics: dict[str, Any]) -> None:
     """One line of aggregate numbers (never text: generations may hold personal data)."""
     shown = " ".join(
         f"{k}={metrics[k]}" if isinstance(metrics[k], int) else f"{k}={metrics[k]:.4f}"
-        for k in _LOGGED
+        for k in (*catalogue.names(), *_COUNTS)
         if isinstance(metrics.get(k), int | float)
     )
     logger.info("%s: %s", who, shown)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmops import metrics as catalogue
 from llmops import storage
 from llmops.ledger import LedgerRecord, get_ledger
 from llmops.ledger.events import (
@@ -139,9 +140,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
             "model": f"{registry['model_name']} v{registry['version']}" if registry else None,
             "champion": bool(promoted),
             "gates_passed": gated.payload["passed"] if gated else None,
-            "headline_metrics": {
-                k: metrics.get(k) for k in ("eval_perplexity", "token_f1", "exact_match", "rouge_l")
-            },
+            "headline_metrics": {k: metrics.get(k) for k in catalogue.headline()},
             "ledger_verified": verification.ok,
         },
         "data": {
@@ -176,6 +175,9 @@ def template_environment(*, autoescape: bool = True) -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+    from llmops import metrics
+
+    env.globals["table_metrics"] = metrics.table()  # the metric rows of evaluation tables
     return env
 
 

@@ -25,6 +25,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmops import metrics as catalogue
 from llmops import storage
 from llmops.errors import PermanentError
 from llmops.ledger import get_ledger
@@ -85,7 +86,6 @@ REPORT_FILES = {
     "model_card": "model_card.md",
     "data_card": "data_card.md",
 }
-HEADLINE_METRICS = ("eval_perplexity", "token_f1", "exact_match", "rouge_l")
 NOT_CONSULTED = "not consulted"
 SMALL_EVAL_SET = 100  # fewer generated samples than this: say so among the limitations
 
@@ -567,7 +567,7 @@ def build_model_version_report(
             if approval.get("approved")
             else None,
             "gates_passed": (evaluation["gates"] or {}).get("passed"),
-            "headline_metrics": {k: evaluation["metrics"].get(k) for k in HEADLINE_METRICS},
+            "headline_metrics": {k: evaluation["metrics"].get(k) for k in catalogue.headline()},
             "sources": sorted({s["name"] for s in sources}),
             "rows_ingested": sum(s["row_count"] for s in sources),
             "rows_quarantined": sum(v.get("rows_quarantined") or 0 for v in validations),

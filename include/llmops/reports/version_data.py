@@ -133,9 +133,9 @@ def ingest_chain(records: list[LedgerRecord], curated_snapshot_id: str) -> list[
 
 
 def _numbers(metrics: dict[str, Any] | None) -> dict[str, float]:
-    from llmops.specs.schema import BASE_METRICS
+    from llmops import metrics as catalogue
 
-    return {k: metrics[k] for k in BASE_METRICS if is_number((metrics or {}).get(k))}
+    return {k: metrics[k] for k in catalogue.names() if is_number((metrics or {}).get(k))}
 
 
 def _canonical(value: Any) -> str:

@@ -7,9 +7,12 @@ than a silently ignored setting.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from llmops import metrics
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
@@ -549,16 +552,28 @@ TRAINING_DATASETS = {
     "preference": "preference_pairs",
 }
 #: Metrics a chain stage's training job reports, which stage gates may bound.
-StageMetric = Literal["eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin"]
-STAGE_METRICS: tuple[str, ...] = get_args(StageMetric)
+
+
+def _one_of(value: str, allowed: tuple[str, ...]) -> str:
+    """Refuse a name outside `allowed` the way pydantic words a Literal (the list is the catalogue's)."""
+    if value not in allowed:
+        quoted = [repr(a) for a in allowed]
+        expected = ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return value
 
 
 class StageGate(StrictModel):
     """A bound on a chain stage's own held-out metric: the chain stops when it is not met."""
 
-    metric: StageMetric
+    metric: str = Field(description="A metric the stage's training job reports (llmops.metrics, stage=True).")
     min: float | None = None
     max: float | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _stage_metric(cls, value: str) -> str:
+        return _one_of(value, metrics.stage_metrics())
 
     @model_validator(mode="after")
     def _one_bound(self) -> StageGate:
@@ -675,48 +690,6 @@ class EvaluationSpec(StrictModel):
     )
 
 
-BASE_METRICS = (
-    "eval_loss",
-    "eval_perplexity",
-    "token_f1",
-    "exact_match",
-    "rouge_l",
-    "latency_ms_mean",
-    "latency_ms_p95",
-    "accuracy",
-    "macro_precision",
-    "macro_recall",
-    "macro_f1",
-    "pii_leakage_rate",
-    "toxicity_rate",
-    "refusal_rate",
-    "preference_win_rate",
-    "reward_accuracy",
-    "reward_margin",
-)
-LOWER_IS_BETTER = frozenset(
-    {
-        "eval_loss",
-        "eval_perplexity",
-        "latency_ms_mean",
-        "latency_ms_p95",
-        "pii_leakage_rate",
-        "toxicity_rate",
-        "refusal_rate",
-    }
-)
-_GENERATION_METRICS = tuple(
-    m for m in BASE_METRICS if m not in ("preference_win_rate", "reward_accuracy", "reward_margin")
-)
-#: What the evaluation job measures for each final method (golden sets: generation metrics always).
-METHOD_METRICS: dict[str, tuple[str, ...]] = {
-    "sft": _GENERATION_METRICS,
-    "continued_pretraining": ("eval_loss", "eval_perplexity", "pii_leakage_rate"),
-    "preference": BASE_METRICS,
-}
-GATE_METRIC = re.compile(r"^(golden\.[A-Za-z_][A-Za-z0-9_]*\.)?(" + "|".join(BASE_METRICS) + r")$")
-
-
 class Gate(StrictModel):
     """A condition for promotion: an absolute bound, or beating the current champion by a margin."""
 
@@ -736,9 +709,9 @@ class Gate(StrictModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        if not GATE_METRIC.match(value):
+        if not metrics.gate_metric_pattern().match(value):
             raise ValueError(
-                f"unknown metric {value!r}; known: {', '.join(BASE_METRICS)} (or golden.<set>.<metric>)"
+                f"unknown metric {value!r}; known: {', '.join(metrics.names())} (or golden.<set>.<metric>)"
             )
         return value
 
@@ -755,7 +728,7 @@ class Gate(StrictModel):
 
     @property
     def lower_is_better(self) -> bool:
-        return self.metric.rsplit(".", 1)[-1] in LOWER_IS_BETTER
+        return metrics.get(self.metric).lower_is_better
 
 
 class Approval(StrictModel):
@@ -1076,7 +1049,7 @@ class PipelineSpec(StrictModel):
 
     def _gates_fit_method(self) -> None:
         """A gate on a metric the final method's evaluation does not produce could never pass."""
-        produced = METHOD_METRICS[self.training.method]
+        produced = metrics.produced_by(self.training.method)
         for gate in self.gates:
             metric = gate.metric.rsplit(".", 1)[-1]
             if not gate.metric.startswith("golden.") and metric not in produced:

@@ -140,10 +140,10 @@ class StageGateFailed(PermanentError):
 
 def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Read a chain stage's result, check its gates, record it; the next stage trains on its merge."""
+    from llmops import metrics as catalogue
     from llmops.evaluation.gates import evaluate_gates
     from llmops.governance import cost
     from llmops.registry import mlflow_registry
-    from llmops.specs.schema import STAGE_METRICS
 
     spec = run_spec(pipeline, run_id)
     stage = stage_spec(spec, job["stage"])
@@ -154,7 +154,7 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
         raise RuntimeError(f"stage '{stage.name}' failed: {result.get('error') or result.get('status')}")
     if not result.get("merged_model_path"):
         raise JobResultMissing(f"stage '{stage.name}' wrote no merged model in {job['output_dir']}")
-    metrics = {m: stage_metric(result, m) for m in STAGE_METRICS}
+    metrics = {m: stage_metric(result, m) for m in catalogue.stage_metrics()}
     metrics = {k: v for k, v in metrics.items() if v is not None}
     decision = evaluate_gates([g.as_gate() for g in stage.gates], metrics)
     usage = cost.job_usage(spec, f"stage-{stage.name}", "train", result)
