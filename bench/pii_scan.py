@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmops.demo import sample_data
-from llmops.privacy import pii
+from llmops.privacy import pii, pii_types
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -174,7 +174,7 @@ def baseline_redact(
         taken.sort()
         pieces, pos = [], 0
         for s, e, pii_type in taken:
-            pieces += [text[pos:s], pii.MASKS[pii_type]]
+            pieces += [text[pos:s], pii_types.get(pii_type).mask_text]
             counts[pii_type] += 1
             pos = e
         pieces.append(text[pos:])

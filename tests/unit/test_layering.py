@@ -23,7 +23,6 @@ STILL_TOO_LONG = {
     "demo/sample_data.py",
     "evaluation/runner.py",
     "lineage/openlineage.py",
-    "privacy/pii.py",
     "reports/model_version.py",
     "specs/schema.py",
     "training/sft.py",

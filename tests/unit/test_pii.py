@@ -9,15 +9,14 @@ import re
 import pandas as pd
 import pytest
 
-from llmops.privacy import pii
+from llmops.privacy import pii, pii_types
+from llmops.privacy.detectors import load_first_names
 from llmops.privacy.pii import (
-    PII_TYPES,
     Pseudonymiser,
     Span,
     apply_privacy_policy,
     detect_column_type,
     find_residual_pii,
-    load_first_names,
     redact_text,
     scan_many,
     scan_text,
@@ -379,7 +378,7 @@ def test_scan_many_batches(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_redact_text_mask() -> None:
     text = "Mail anna@example.com or call +49 30 1234567, card 4111 1111 1111 1111. Thanks, Anna"
-    actions = {t: "mask" for t in PII_TYPES}
+    actions = dict.fromkeys(pii_types.names(), "mask")
     new, counts = redact_text(text, actions)
     assert new == "Mail [EMAIL] or call [PHONE], card [PAYMENT_CARD]. Thanks, [PERSON_NAME]"
     assert counts == {"email": 1, "phone": 1, "payment_card": 1, "person_name": 1}
@@ -429,7 +428,9 @@ def test_pseudonymiser_rejects_weak_keys() -> None:
 
 def test_masks_and_tokens_are_not_detected_again() -> None:
     p = Pseudonymiser(KEY)
-    text = " ".join([*pii.MASKS.values(), pii.REDACTED, *(p.token("0301234567", t) for t in PII_TYPES)])
+    text = " ".join(
+        [*pii_types.masks().values(), pii.REDACTED, *(p.token("0301234567", t) for t in pii_types.names())]
+    )
     assert scan_text(text) == []
 
 

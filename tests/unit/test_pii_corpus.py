@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from llmops.privacy.pii import PII_TYPES, scan_text
+from llmops.privacy.pii import scan_text
+from llmops.privacy.pii_types import names as pii_type_names
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS = DATA / "pii_corpus.jsonl"
@@ -57,7 +58,7 @@ def _load() -> list[dict]:
 
 
 def score_corpus(records: list[dict]) -> dict[str, Score]:
-    scores = {t: Score() for t in PII_TYPES}
+    scores = {t: Score() for t in pii_type_names()}
     for record in records:
         gold = [(s["start"], s["end"], s["type"]) for s in record["spans"]]
         predicted = scan_text(record["text"])
@@ -108,12 +109,12 @@ def test_corpus_shape() -> None:
     assert len(negatives) >= 50
     for record in records:
         for span in record["spans"]:
-            assert span["type"] in PII_TYPES
+            assert span["type"] in pii_type_names()
             assert 0 <= span["start"] < span["end"] <= len(record["text"])
             value = record["text"][span["start"] : span["end"]]
             assert value == value.strip()
     seen = {s["type"] for r in records for s in r["spans"]}
-    assert seen == set(PII_TYPES)
+    assert seen == set(pii_type_names())
 
 
 @pytest.mark.parametrize("pii_type", sorted(MIN_RECALL))

@@ -1,30 +1,6 @@
-"""Privacy controls: PII detection and redaction (``pii``) and envelope encryption (``crypto``).
+"""Privacy controls: the table of personal-data types (``pii_types``), their detectors
+(``detectors``), scanning, redaction, pseudonymisation and dataset policies (``pii``), envelope
+encryption (``crypto``), keys (``keys``) and key rotation (``rotation``).
 
-Only the PII API is re-exported here; it needs nothing beyond the standard library at import time
-(pandas is imported inside the functions that take DataFrames). Import ``llmops.privacy.crypto``
-explicitly where encryption is needed.
+Nothing is imported here, so the spec loader can read the type table without the rest.
 """
-
-from llmops.privacy.pii import (
-    PII_TYPES,
-    PrivacyReport,
-    Pseudonymiser,
-    Span,
-    apply_privacy_policy,
-    find_residual_pii,
-    redact_text,
-    scan_many,
-    scan_text,
-)
-
-__all__ = [
-    "PII_TYPES",
-    "PrivacyReport",
-    "Pseudonymiser",
-    "Span",
-    "apply_privacy_policy",
-    "find_residual_pii",
-    "redact_text",
-    "scan_many",
-    "scan_text",
-]

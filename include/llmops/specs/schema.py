@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from llmops import metrics
+from llmops.privacy import pii_types
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
@@ -282,7 +283,6 @@ class Validation(StrictModel):
     max_quarantine_fraction: float = Field(default=0.2, ge=0, le=1)
 
 
-PiiType = Literal["email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name"]
 PiiAction = Literal["mask", "pseudonymise", "drop", "allow"]
 
 
@@ -299,7 +299,20 @@ class ColumnPolicy(StrictModel):
 
 class FreeTextPolicy(StrictModel):
     columns: list[Identifier] = Field(min_length=1)
-    types: dict[PiiType, Literal["mask", "pseudonymise"]]
+    types: dict[str, Literal["mask", "pseudonymise"]] = Field(
+        description="Each PII type to find in the free text (llmops.privacy.pii_types) and what to do with it."
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
+        known = pii_types.names()
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown PII type(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+            )
+        return value
 
 
 class PrivacySpec(StrictModel):

@@ -28,9 +28,9 @@ MIN_VALUE_CHARS = 4  # a value this short would match ordinary words
 
 
 def _placeholder_pattern() -> re.Pattern[str]:
-    from llmops.privacy.pii import MASKS
+    from llmops.privacy import pii_types
 
-    return re.compile("|".join(re.escape(m) for m in sorted(set(MASKS.values()))))
+    return re.compile("|".join(re.escape(m) for m in sorted(set(pii_types.masks().values()))))
 
 
 def _prefixes(text: str, placeholder: re.Pattern[str], canaries: list[str]) -> str | None:

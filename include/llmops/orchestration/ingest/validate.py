@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PII_TYPES = ("email", "phone", "payment_card", "iban", "us_ssn", "ip_address", "person_name")
-
 
 class QuarantineLimitExceeded(PermanentError, RuntimeError):
     """More rows failed validation than the spec tolerates; the source is probably broken."""
@@ -124,9 +122,10 @@ def _apply_casts(df: pd.DataFrame, casts: dict[str, str]) -> tuple[pd.DataFrame,
 
 def pii_masker() -> Any:
     """A function that masks every PII type in a string: used on validation samples."""
+    from llmops.privacy import pii_types
     from llmops.privacy.pii import redact_text
 
-    actions = dict.fromkeys(PII_TYPES, "mask")
+    actions = dict.fromkeys(pii_types.names(), "mask")
 
     def mask(value: str) -> str:
         return redact_text(value, actions, None)[0]

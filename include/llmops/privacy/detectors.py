@@ -1,0 +1,497 @@
+"""Detectors of personal data in text, one function per type of llmops.privacy.pii_types.
+
+Structured identifiers are found with candidate patterns plus validation (Luhn for cards, ISO 13616
+mod-97 for IBANs, SSA rules for SSNs, octet ranges for IPs), which keeps precision high; names are
+found with a first-name gazetteer plus conversational cues ("my name is", "Regards,"), because no
+model hub is available in the pipeline.
+
+Every pattern is compiled once, when this module is first imported (by the first scan, not by the
+spec loader). Python code runs per candidate match, never per character.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from llmops.privacy.pii_types import Span
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+# --------------------------------------------------------------------------------------------------
+# Structured detectors
+# --------------------------------------------------------------------------------------------------
+
+# Every pattern below starts by consuming one character from a small class, so the regex engine can
+# skip ahead in C to the next possible start; the context checks that would naturally come first are
+# look-behinds placed after that character (hence their two-character width).
+
+
+def _num_start(first: str) -> str:
+    """A number must not be glued to a preceding token: "#48213", "ID-5551234", "$1 234 567", "1.555"."""
+    return rf"{first}(?<![\w+#@&=/\\$€£¥]{first})(?<!\d[.,:\-]{first})(?<![^\W\d_]-{first})"
+
+
+# ...nor continue into one: "555-123-4567x", "4111...1111.5", "10:30".
+_NUM_END = r"(?![\w@]|[.,:/\-]\d)"
+
+# Emails are anchored on "@" (rare) instead of on every word start: see detect_email.
+_EMAIL_LOCAL = re.compile(r"(?<![\w.%+\-])[\w%+\-](?:[\w.%+\-]{0,62}[\w%+\-])?\Z")
+_EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w\-])")
+
+# Phone candidates: optional "+", digit groups separated by one space, dash, dot or slash, optional
+# parenthesised area code. The look-ahead demands about 7 digits before any Python code runs.
+_PHONE_GROUP = r"(?:\(\d{1,5}\)[ ]?)?\d{1,15}"
+_PHONE_RX = re.compile(
+    _num_start(r"[+(\d]")
+    + r"(?=[ ()]{0,2}(?:[ ().\-/]{0,3}\d){6})"
+    + rf"(?:(?<=\+)[ ]?{_PHONE_GROUP}|(?<=\()\d{{1,5}}\)[ ]?\d{{1,15}}|(?<=\d)\d{{0,14}})"
+    + rf"(?:(?:[ ]?[\-./][ ]?|[ ]){_PHONE_GROUP}){{0,7}}"
+    + _NUM_END
+)
+_PHONE_ITEM = re.compile(r"\(\d+\)|\d+")
+_DIGITS = re.compile(r"\d+")
+_SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}(?!\d)")
+_DATE_PREFIX = re.compile(r"(?:\d{4}([\-./])\d{1,2}\1\d{1,2}|\d{1,2}([\-./])\d{1,2}\2\d{2,4})(?![\-./]?\d)")
+
+_CARD_RX = re.compile(_num_start(r"\d") + r"(?:[ \-]?\d){12,18}" + _NUM_END)
+_CARD_FIRST_DIGITS = frozenset("23456")  # Mastercard 2/5, Amex/Diners 3, Visa 4, Discover/UnionPay 6
+
+# The start of an IBAN-shaped token right before a candidate: the digits of an IBAN whose checksum
+# failed are not a card or a phone number either.
+_IBAN_HEAD = re.compile(r"(?<![^\W_])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){0,7}[ ]?\Z")
+_IBAN_RX = re.compile(r"[A-Z](?<![^\W_][A-Z])[A-Z]\d{2}(?:[ ]?[A-Z0-9]){11,30}")
+# ISO 13616 registry lengths; countries not listed fall back to trying every length 15..34.
+_IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
+    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
+    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
+    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TL": 23, "TN": 24, "TR": 26, "UA": 29,
+    "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+_SSN_RX = re.compile(_num_start(r"\d") + r"\d\d-\d\d-\d{4}" + _NUM_END)
+_SSN_NEVER_ISSUED = frozenset({"078051120", "219099999"})  # SSA-voided numbers once seen in ads
+
+_IPV4_RX = re.compile(r"\d(?<![\w.\-]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w\-]|\.\d)")
+_IPV6_RX = re.compile(
+    r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])"
+    r"(?:(?<=:):(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){0,6}"
+    r"|(?<!:)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{0,4}){2,7})"
+    r"(?:\.\d{1,3}){0,3}(?![\w:])"
+)
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(compact: str) -> bool:
+    rearranged = compact[4:] + compact[:4]
+    numeric = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(numeric) % 97 == 1
+
+
+def _scan_with(
+    rx: re.Pattern[str], text: str, validate: Callable[[str, re.Match[str]], tuple[int, int] | None]
+) -> list[tuple[int, int]]:
+    """Search loop that lets a validator shorten or reject a candidate; rejection retries one char on."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    search = rx.search
+    while True:
+        m = search(text, pos)
+        if m is None:
+            return out
+        hit = validate(text, m)
+        if hit is None:
+            pos = m.start() + 1
+        else:
+            out.append(hit)
+            pos = hit[1]
+
+
+def _phone_digits_ok(cand: str) -> bool:
+    """Plausibility rules: precision over recall for bare or unusual groupings (see module tests)."""
+    runs = _DIGITS.findall(cand)
+    digits = "".join(runs)
+    n = len(digits)
+    if not 7 <= n <= 15:
+        return False
+    if cand.startswith("+"):
+        return digits[0] != "0"
+    if _DATE_PREFIX.match(cand):
+        return False
+    if _SSN_SHAPE.match(cand) or digits.startswith("000"):
+        return False
+    lens = [len(r) for r in runs]
+    if runs[0].startswith("0"):  # national trunk prefix or 00 international prefix
+        return n >= 9 and (len(runs) > 1 or n in (10, 11))
+    if lens in ([3, 3, 4], [3, 7]) and runs[0][0] in "23456789":  # NANP
+        return True
+    if lens == [1, 3, 3, 4] and runs[0] == "1" and runs[1][0] in "23456789":  # 1-800-555-0199
+        return True
+    return lens == [5, 5] and runs[0][0] in "6789"  # Indian mobile 98765 43210
+
+
+def _inside_iban(text: str, start: int) -> bool:
+    return _IBAN_HEAD.search(text, max(0, start - 42), start) is not None
+
+
+def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    if _inside_iban(text, m.start()):
+        return None
+    cand = m.group()
+    ends = [it.end() for it in _PHONE_ITEM.finditer(cand)]
+    for end in reversed(ends):  # try dropping trailing groups: "+49 30 1234567 2026"
+        sub = cand[:end]
+        if _phone_digits_ok(sub):
+            return m.start(), m.start() + end
+    return None
+
+
+def _card_grouping_ok(lens: list[int]) -> bool:
+    """Printed card groupings: 4-4-4-4(-3), 4-4-4-1, 4-6-5 (Amex), 4-6-4 (Diners) or one run."""
+    if len(lens) == 1:
+        return True
+    if lens[:2] == [4, 6]:
+        return len(lens) == 3 and lens[2] in (4, 5)
+    return all(n == 4 for n in lens[:-1]) and 1 <= lens[-1] <= 4
+
+
+def _validate_card(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    if _inside_iban(text, m.start()):
+        return None
+    cand = m.group()
+    runs = list(_DIGITS.finditer(cand))
+    seps = {cand[a.end() : b.start()] for a, b in zip(runs, runs[1:], strict=False)}
+    if len(seps) > 1:
+        return None
+    for k in range(len(runs), 0, -1):  # longest group-aligned prefix first: "4111 ... 1111 12/27"
+        digits = "".join(r.group() for r in runs[:k])
+        if len(digits) < 13:
+            break
+        if (
+            len(digits) <= 19
+            and digits[0] in _CARD_FIRST_DIGITS
+            and _card_grouping_ok([len(r.group()) for r in runs[:k]])
+            and _luhn_ok(digits)
+        ):
+            return m.start(), m.start() + runs[k - 1].end()
+    return None
+
+
+def _validate_iban(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    cand = m.group()
+    positions = [i for i, ch in enumerate(cand) if ch != " "]
+    compact = cand.replace(" ", "")
+    country = compact[:2]
+    lengths: Iterable[int] = (
+        (_IBAN_LENGTHS[country],) if country in _IBAN_LENGTHS else range(min(34, len(compact)), 14, -1)
+    )
+    for length in lengths:
+        if length > len(compact):
+            continue
+        end = m.start() + positions[length - 1] + 1
+        if end < len(text) and (text[end].isalnum() or text[end] == "_"):
+            continue
+        if _iban_ok(compact[:length]):
+            return m.start(), end
+    return None
+
+
+def _validate_ipv6(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    cand = m.group()
+    while cand:
+        if any(ch in _HEX for ch in cand):
+            try:
+                ipaddress.IPv6Address(cand)
+            except ValueError:
+                pass
+            else:
+                return m.start(), m.start() + len(cand)
+        if cand[-1] not in ":.":
+            return None
+        cand = cand[:-1]
+    return None
+
+
+def detect_email(text: str) -> list[Span]:
+    """Email addresses (Unicode local parts and internationalised domains included)."""
+    out: list[Span] = []
+    pos = 0
+    while (at := text.find("@", pos)) >= 0:
+        pos = at + 1
+        local = _EMAIL_LOCAL.search(text, max(0, at - 64), at)
+        domain = _EMAIL_DOMAIN.match(text, at + 1) if local else None
+        if local and domain:
+            out.append(Span(local.start(), domain.end(), "email"))
+            pos = domain.end()
+    return out
+
+
+def detect_phone(text: str) -> list[Span]:
+    """Phone numbers with 7-15 digits in international or common national formats.
+
+    Accepted: anything starting with "+" (country code); numbers with a leading 0 trunk prefix
+    (020 7946 0958, 06 12 34 56 78, 030/1234567); NANP 3-3-4 / (3) 3-4 / 1-3-3-4; Indian 5-5 mobiles.
+    Rejected on purpose: dates, times, short and 5-digit numbers, #order numbers, and bare digit runs
+    that do not start with 0 (5551234567 is as likely an account number as a phone).
+    """
+    return [Span(s, e, "phone") for s, e in _scan_with(_PHONE_RX, text, _validate_phone)]
+
+
+def detect_payment_card(text: str) -> list[Span]:
+    """Card numbers: 13-19 digits, optional consistent space/dash grouping, valid IIN start and Luhn."""
+    return [Span(s, e, "payment_card") for s, e in _scan_with(_CARD_RX, text, _validate_card)]
+
+
+def detect_iban(text: str) -> list[Span]:
+    """IBANs, compact or in groups, checked against the registry length and the mod-97 checksum."""
+    return [Span(s, e, "iban") for s, e in _scan_with(_IBAN_RX, text, _validate_iban)]
+
+
+def _ssn_ok(ssn: str) -> bool:
+    area, group, serial = ssn.split("-")
+    return (
+        area not in ("000", "666")
+        and area[0] != "9"
+        and group != "00"
+        and serial != "0000"
+        and area + group + serial not in _SSN_NEVER_ISSUED
+    )
+
+
+def _ipv4_ok(candidate: str) -> bool:
+    return all(int(o) <= 255 and (o == "0" or o[0] != "0") for o in candidate.split("."))
+
+
+def detect_us_ssn(text: str) -> list[Span]:
+    """US SSNs written AAA-GG-SSSS, excluding areas 000/666/900-999, group 00 and serial 0000."""
+    return [Span(m.start(), m.end(), "us_ssn") for m in _SSN_RX.finditer(text) if _ssn_ok(m.group())]
+
+
+def detect_ip_address(text: str) -> list[Span]:
+    """IPv4 (octets 0-255, no leading zeros) and IPv6 (validated by the stdlib ipaddress module)."""
+    spans = [Span(m.start(), m.end(), "ip_address") for m in _IPV4_RX.finditer(text) if _ipv4_ok(m.group())]
+    spans += [Span(s, e, "ip_address") for s, e in _scan_with(_IPV6_RX, text, _validate_ipv6)]
+    return spans
+
+
+# --------------------------------------------------------------------------------------------------
+# Person names
+# --------------------------------------------------------------------------------------------------
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regex alternation shaped as a trie: matching cost depends on name length, not list size."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        terminal = "" in node
+        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        if len(alts) == 1 and not terminal:
+            return alts[0]
+        return "(?:" + "|".join(alts) + ")" + ("?" if terminal else "")
+
+    return build(trie)
+
+
+_LATIN = [chr(c) for c in range(0x41, 0x250)]
+_UPPER = "[" + "".join(re.escape(c) for c in _LATIN if c.isalpha() and c.isupper()) + "]"
+_LOWER = "[" + "".join(re.escape(c) for c in _LATIN if c.isalpha() and c.islower()) + "]"
+# Smith, O'Brien, McDonald, D'Angelo, Müller, Al-Farsi, Okonkwo-Bello
+_NAME_TOKEN = (
+    rf"{_UPPER}(?:['’]{_UPPER})?{_LOWER}+(?:{_UPPER}{_LOWER}+)?"
+    rf"(?:-{_UPPER}(?:['’]{_UPPER})?{_LOWER}+(?:{_UPPER}{_LOWER}+)?)?(?![^\W_])"
+)
+_PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|dos|das|le|la|bin|ibn|al|el|ter|ten)"
+_SURNAMES = rf"(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{0,2}}"
+_PARTICLES = frozenset(_PARTICLE[3:-1].split("|"))
+
+# Conversational cues that introduce a name even when it is not in the gazetteer.
+_CUE_PHRASES = (
+    "my name is", "my name's", "i'm", "i’m", "i am", "this is", "hi", "hello", "hey", "dear",
+    "regards", "thanks", "thank you", "cheers", "best", "sincerely", "yours", "signed",
+)  # fmt: skip
+_TITLES = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Herr", "Frau", "Mme", "Mlle", "Sr", "Sra")
+
+
+def _case_variants(phrase: str) -> set[str]:
+    words = phrase.split(" ")
+    return {phrase, phrase[:1].upper() + phrase[1:], " ".join(w[:1].upper() + w[1:] for w in words)}
+
+
+# Literal tries (not (?i:...)) so the engine can jump to candidate first letters; the word boundary
+# before a cue is checked in Python.
+_CUE_TRIE = _trie_pattern(v for p in _CUE_PHRASES for v in _case_variants(p)).replace("\\ ", r"[ \t]+")
+_CUE_SEP = r"(?:[ \t]*[,:][ \t]*(?:\r?\n[ \t]*){0,2}|[ \t]*(?:\r?\n[ \t]*){1,2}|[ \t]+)"
+_CUE_RX = re.compile(rf"{_CUE_TRIE}{_CUE_SEP}(?P<name>{_NAME_TOKEN}{_SURNAMES})")
+_TITLE_RX = re.compile(
+    rf"{_trie_pattern(_TITLES)}\.?[ \t]+(?P<name>(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}{_SURNAMES})"
+)
+
+
+# Capitalised words that follow a cue or a first name without being a name. Kept deliberately broad:
+# a missed surname costs recall on one token, a false surname swallows the next sentence's first word.
+_STOP_WORDS = frozenset(
+    """
+    A About Account Accounts Admin After Again Agent All Already Also Am An And Any Anyone Are As At
+    Back Bad Bank Be Because Before Being Best Billing Both Broken But By Can Card Care Cheers Could
+    Critical Customer Customers Dear Department Desk Did Do Does Done During Each Email Every Everyone
+    Folks For From Fwd Glad Good Great Guys Had Happy Has Have He Hello Help Her Here Hey Hi His Hope
+    Hoping How However I If Important In Inc Invoice Is It Its Just Kind Kindly Last Let Ltd GmbH
+    Manager Many May Me Might More Most Much Must My Need New No Not Now Ok Okay On Once One Only Or
+    Order Other Our Out Please Regarding Regards Reply Re Sales Same Sent Service Services She Should
+    Since Sir Madam So Some Sorry Still Subject Support Sure Team Thank Thanks That The Their Them
+    Then There These They This Those Ticket To Today Tomorrow Too Under Unfortunately Until Up Urgent
+    Valued Very Was We Were What When Where Which While Who Why Will With World Would Yes Yesterday
+    You Your Yours Writing Calling Reaching Contacting Following Looking Trying Having Getting Going
+    Checking Wondering Waiting Emailing Unable Sincerely Warm
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April June July
+    August September October November December
+    Mr Mrs Ms Miss Mx Dr Prof Herr Frau Mme Mlle Sr Sra Street Road Avenue Office Phone Mobile
+    """.split()
+)
+
+
+def _fold(name: str) -> str:
+    """ASCII-fold a name so that "Jose" matches a gazetteer "José" (and "Lukasz" matches "Łukasz")."""
+    name = name.translate(str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D"}))
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@dataclass(frozen=True)
+class _Gazetteer:
+    names: frozenset[str]
+    ambiguous: frozenset[str]
+    first_name_rx: re.Pattern[str]
+
+
+def load_first_names() -> tuple[frozenset[str], frozenset[str]]:
+    """The shipped gazetteer: (unambiguous names, ambiguous names), each with ASCII-folded variants."""
+    return _gazetteer().names, _gazetteer().ambiguous
+
+
+@lru_cache(maxsize=1)
+def _gazetteer() -> _Gazetteer:
+    source = resources.files("llmops.privacy").joinpath("data", "first_names.txt")
+    try:
+        raw = source.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:  # a wheel built without package data
+        raise RuntimeError(f"first-name gazetteer missing from the llmops package: {source}") from exc
+    names: set[str] = set()
+    ambiguous: set[str] = set()
+    for line in raw.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        target = ambiguous if entry.endswith("*") else names
+        entry = unicodedata.normalize("NFC", entry.rstrip("*").strip())
+        target.update({entry, _fold(entry)})
+    names -= ambiguous
+    # The trie is the first thing in the pattern, so the regex engine can skip to capital letters in C;
+    # the word boundary before a name is checked in Python per candidate.
+    rx = re.compile(
+        rf"(?P<first>{_trie_pattern(names | ambiguous)})(?![^\W_])"
+        rf"(?P<compound>-{_NAME_TOKEN})?(?P<rest>{_SURNAMES})"
+    )
+    return _Gazetteer(frozenset(names), frozenset(ambiguous), rx)
+
+
+_TOKEN_SPLIT = re.compile(r"\S+")
+
+
+def _trim_surnames(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Token spans of ``text[start:end]`` up to (not including) the first stop word; particles kept
+    only when a name token follows them."""
+    kept: list[tuple[int, int]] = []
+    if start == end:
+        return kept
+    pending: list[tuple[int, int]] = []
+    for tok in _TOKEN_SPLIT.finditer(text, start, end):
+        word = tok.group()
+        if word in _PARTICLES:
+            pending.append(tok.span())
+            continue
+        if word in _STOP_WORDS:
+            break
+        kept.extend(pending)
+        pending.clear()
+        kept.append(tok.span())
+    return kept
+
+
+def _boundary_before(text: str, start: int) -> bool:
+    return start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "_'’-")
+
+
+def _gazetteer_names(text: str) -> list[tuple[int, int]]:
+    gaz = _gazetteer()
+    out: list[tuple[int, int]] = []
+    pos = 0
+    search = gaz.first_name_rx.search
+    while True:
+        m = search(text, pos)
+        if m is None:
+            return out
+        pos = m.start() + 1
+        if not _boundary_before(text, m.start()):
+            continue
+        head_end = m.end("compound") if m.group("compound") else m.end("first")
+        surnames = _trim_surnames(text, m.start("rest"), m.end("rest"))
+        if m.group("first") in gaz.ambiguous and not (surnames or m.group("compound")):
+            # "Will you ...", "May I ...": an ambiguous first name needs a capitalised name after it.
+            # "Will Anna call?" is accepted as one name on purpose: rejecting it would also reject
+            # "Jack Thomas" or "Grace Kelly" and leak the first name; over-redacting "Will" is cheaper.
+            continue
+        end = surnames[-1][1] if surnames else head_end
+        out.append((m.start(), end))
+        pos = end
+
+
+def _cued_names(text: str) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for rx in (_CUE_RX, _TITLE_RX):
+        pos = 0
+        while (m := rx.search(text, pos)) is not None:
+            pos = m.start() + 1
+            if not _boundary_before(text, m.start()):
+                continue
+            tokens = _trim_surnames(text, m.start("name"), m.end("name"))
+            if tokens and tokens[0][0] == m.start("name"):
+                out.append((tokens[0][0], tokens[-1][1]))
+                pos = tokens[-1][1]
+    return out
+
+
+def detect_person_name(text: str) -> list[Span]:
+    """Gazetteer first names (plus a following capitalised surname) and names introduced by a cue."""
+    spans = [Span(s, e, "person_name") for s, e in _gazetteer_names(text)]
+    spans += [Span(s, e, "person_name") for s, e in _cued_names(text)]
+    return spans
