@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from llmops import storage
+from llmops.lake import CURATED_DATASET as CURATED_DATASET
+from llmops.lake import QUARANTINE_REASON as QUARANTINE_REASON
+from llmops.lake import SOURCE_COLUMN as SOURCE_COLUMN
+from llmops.lake import SOURCE_ROW as SOURCE_ROW
+from llmops.lake import SPLIT_FILES, TRAINING_ZONE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -43,14 +48,6 @@ MANIFEST = "manifest.json"
 LATEST = "LATEST.json"
 ROW_GROUP_ROWS = 100_000
 COMPRESSION = "zstd"
-CURATED_DATASET = "records"  # the one dataset of a pipeline's curated zone
-TRAINING_ZONE = "sft"  # the zone of every training dataset, whatever the method
-SPLIT_FILES = ("train.jsonl", "eval.jsonl")  # beside a training snapshot's Parquet: what jobs read
-# Bookkeeping columns of validated, quarantined and curated rows: where each row came from, and why
-# a quarantined one was set aside.
-SOURCE_COLUMN = "_source"
-SOURCE_ROW = "_source_row"
-QUARANTINE_REASON = "_quarantine_reason"
 
 
 class SnapshotError(RuntimeError):

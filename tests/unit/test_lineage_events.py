@@ -199,27 +199,31 @@ TRACKING = "http://user:secret@mlflow.internal:5000"
 
 
 def _steps(spec, lake) -> dict[str, Any]:
-    from llmops.lineage import openlineage as ol
+    from llmops.lineage import steps
 
     sources = {s.name: s for s in spec.sources}
     sqlite_url = "sqlite:////srv/demo/tickets.db"
     raw = [(sources[n], *lake[n]) for n in ("helpdesk_db", "webform_api")]
     return {
-        "extract": ol.build_extract(
+        "extract": steps.build_extract(
             spec,
             sources["helpdesk_db"],
             {"query": "SELECT ticket_id FROM tickets", "dialect": "sqlite"},
             AIRFLOW,
             sqlite_url,
         ),
-        "commit": ol.build_commit(spec, raw, AIRFLOW, urls={"helpdesk_db": sqlite_url}),
-        "validate": ol.build_validate(
+        "commit": steps.build_commit(spec, raw, AIRFLOW, urls={"helpdesk_db": sqlite_url}),
+        "validate": steps.build_validate(
             spec, raw, lake["validated"], lake["quarantine"], _validate_payload(lake), AIRFLOW
         ),
-        "curate": ol.build_curate(spec, lake["validated"], lake["curated"], _curate_payload(lake), AIRFLOW),
-        "prepare_training_data": ol.build_prepare_training_data(spec, lake["curated"], lake["sft"], AIRFLOW),
-        "train": ol.build_train(spec, lake["sft"], TRAINED, TRACKING, AIRFLOW),
-        "register": ol.build_register(spec, TRAINED, REGISTERED, TRACKING, AIRFLOW),
+        "curate": steps.build_curate(
+            spec, lake["validated"], lake["curated"], _curate_payload(lake), AIRFLOW
+        ),
+        "prepare_training_data": steps.build_prepare_training_data(
+            spec, lake["curated"], lake["sft"], AIRFLOW
+        ),
+        "train": steps.build_train(spec, lake["sft"], TRAINED, TRACKING, AIRFLOW),
+        "register": steps.build_register(spec, TRAINED, REGISTERED, TRACKING, AIRFLOW),
     }
 
 
@@ -259,7 +263,7 @@ def test_every_step_event_is_valid_openlineage(events):
 
 def test_dataset_names_follow_the_naming_conventions(events, lake):
     """Expect SQL, REST, lake, base-model and MLflow datasets named as the OpenLineage spec says."""
-    from llmops.lineage.openlineage import http_location, lake_location, mlflow_namespace, sql_location
+    from llmops.lineage.naming import http_location, lake_location, mlflow_namespace, sql_location
 
     commit = events["commit"]
     assert set(_datasets(commit, "inputs")) == {
@@ -370,7 +374,7 @@ def test_curate_marks_pii_and_masked_columns(events):
 
 def test_allowed_pii_carries_its_justification(spec, lake):
     """Expect an 'allow' column policy to show up with its justification (and no replacement count)."""
-    from llmops.lineage.openlineage import build_curate
+    from llmops.lineage.steps import build_curate
 
     payload = _curate_payload(lake)
     payload["privacy"]["column_actions"]["customer_phone"] = "allow"
@@ -512,11 +516,12 @@ def test_emit_goes_through_the_providers_api_for_the_task_run(spec, monkeypatch)
     import airflow.providers.openlineage.api as api
 
     from llmops.lineage import openlineage as ol
+    from llmops.lineage import steps
 
     calls = []
     monkeypatch.setattr(api, "emit_dataset_lineage", lambda **kwargs: calls.append(kwargs))
     ti = _TI()
-    lineage = ol.build_register(spec, TRAINED, REGISTERED, TRACKING, AIRFLOW)
+    lineage = steps.build_register(spec, TRAINED, REGISTERED, TRACKING, AIRFLOW)
     ol.emit(lineage, ti)
     [call] = calls
     assert call["task_instance"] is ti
@@ -565,13 +570,13 @@ def test_provider_is_configured_for_json_lines_without_source_code(tmp_path, mon
 def test_chain_stages_have_their_own_datasets_and_the_merged_base_as_version(spec, lake):
     """Expect a chained final training to name the previous stage's merged model as its base, and
     prepare_training_data to output one dataset per stage with its own column lineage."""
-    from llmops.lineage import openlineage as ol
+    from llmops.lineage import steps
     from llmops.specs.schema import StageSpec
 
     stage = StageSpec(name="domain", method="continued_pretraining", text_columns=["subject", "body"])
     uri, manifest = lake["sft"]
     stage_manifest = {**manifest, "snapshot_id": "stage0000000000000000"}
-    step = ol.build_prepare_training_data(
+    step = steps.build_prepare_training_data(
         spec, lake["curated"], lake["sft"], AIRFLOW, [(stage, (uri + "-stage", stage_manifest))]
     )
     event = _event(step)
@@ -580,6 +585,6 @@ def test_chain_stages_have_their_own_datasets_and_the_merged_base_as_version(spe
     assert set(stage_fields) == {"key", "text", "split"}
     assert {f["field"] for f in stage_fields["text"]["inputFields"]} == {"subject", "body"}
     chained = {**TRAINED, "chain": [{"stage": "domain", "merged_model_sha256": "ab" * 32}]}
-    train = _event(ol.build_train(spec, lake["sft"], chained, TRACKING, AIRFLOW))
+    train = _event(steps.build_train(spec, lake["sft"], chained, TRACKING, AIRFLOW))
     base = train["inputs"][1]  # [training dataset, base model]
     assert base["facets"]["version"]["datasetVersion"] == "merged:" + "ab" * 32

@@ -12,8 +12,7 @@ from pydantic import ValidationError
 
 from llmops.errors import PermanentError
 from llmops.specs.schema import PipelineSpec
-
-SOURCE_KINDS = ("sql", "rest", "files")
+from llmops.specs.sources import SOURCE_KINDS, ensure_plugins
 
 
 class SpecError(PermanentError, ValueError):
@@ -37,7 +36,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 def _describe(error: dict[str, Any], raw: Any) -> str:
     raw_loc = error["loc"]
-    # A tagged union adds the tag ("sql", "rest", "files") after the list index: not a field name.
+    # A tagged union adds the tag (a source kind) after the list index: not a field name.
     loc = tuple(
         part
         for i, part in enumerate(raw_loc)
@@ -69,6 +68,7 @@ def parse_spec(raw: Any, path: Path | str = "<spec>") -> PipelineSpec:
     """Validate already-parsed YAML content."""
     if not isinstance(raw, dict):
         raise SpecError(path, [f"(top level): expected a mapping of fields, got {type(raw).__name__}"])
+    ensure_plugins()
     try:
         return PipelineSpec.model_validate(raw)
     except ValidationError as exc:

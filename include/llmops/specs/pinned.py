@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from llmops import storage
 from llmops.specs.loader import SpecError, load_pipeline, spec_hash
 from llmops.specs.schema import PipelineSpec
+from llmops.specs.sources import ensure_plugins
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,6 +36,7 @@ def pinned_spec_uri(pipeline: str, run_id: str, lake_root: str | None = None) ->
 def _read_pinned(uri: str) -> PipelineSpec:
     try:
         document = json.loads(storage.read_bytes(uri))
+        ensure_plugins()
         spec = PipelineSpec.model_validate(document["spec"])
     except (ValueError, KeyError, TypeError) as exc:
         raise SpecError(uri, [f"pinned spec cannot be read: {type(exc).__name__}"]) from None

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmops import snapshots
 from llmops.ledger import record
 from llmops.ledger.events import IngestPlanned, RawSnapshotCreated
 from llmops.settings import get_settings
 from llmops.specs.pinned import pin_spec, run_spec
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +20,12 @@ def raw_asset_uri(pipeline: str, source: str) -> str:
 
 def plan(pipeline: str, run_id: str) -> list[dict[str, Any]]:
     """What this run extracts: one item per source partition, with fixed watermark ranges and bounds."""
-    from llmops.ingest.sql import plan_sql
-    from llmops.ingest.state import get_watermark
+    from llmops.ingest.kinds import behaviour_of
 
     spec = pin_spec(pipeline, run_id)
     items: list[dict[str, Any]] = []
     for source in spec.sources:
-        if source.kind == "sql":
-            low = get_watermark(spec.name, source.name) if source.incremental else None
-            items.extend(plan_sql(source, spec.dataset.key, low))
-        else:
-            sample = source.sample.model_dump() if source.sample else None
-            items.append({"source": source.name, "partition": 0, "partitions": 1, "sample": sample})
+        items.extend(behaviour_of(source).plan(spec, source))
     record(
         spec,
         IngestPlanned(
@@ -54,54 +44,18 @@ def plan(pipeline: str, run_id: str) -> list[dict[str, Any]]:
     return items
 
 
-def _table_sample(table: pa.Table, key: str, sample: dict[str, Any] | None) -> pa.Table:
-    import pyarrow as pa
-
-    from llmops.ingest.common import sample_batch
-
-    if not sample:
-        return table
-    fraction = sample.get("fraction")
-    if fraction is None and sample.get("rows"):
-        fraction = min(1.0, sample["rows"] / table.num_rows) if table.num_rows else 1.0
-    batches = [sample_batch(b, key, fraction, sample.get("seed", 0)) for b in table.to_batches()]
-    return pa.Table.from_batches(batches, schema=table.schema)
-
-
 def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Extract one planned item into a staged, encrypted part; return its description."""
     import pyarrow as pa
 
+    from llmops.ingest.kinds import behaviour_of
     from llmops.privacy.keys import get_key_ring
 
     spec = run_spec(pipeline, run_id)
     source = spec.source(item["source"])
     key = spec.dataset.key
     schema = pa.schema([(c, pa.string()) for c in source.columns])
-    meta: dict[str, Any]
-    if source.kind == "sql":
-        from llmops.ingest.sql import describe_query, iter_sql_batches, sa_dialect, source_url
-
-        url = source_url(source)
-        batches: Any = iter_sql_batches(source, item, key, url)
-        meta = {
-            "kind": "sql",
-            "dialect": sa_dialect(url),
-            "table": source.table,
-            "query": describe_query(source, item, key, url),
-            "columns": list(source.columns),
-        }
-    else:
-        if source.kind == "rest":
-            from llmops.ingest.rest import extract_rest
-
-            table, meta = extract_rest(source, order_by=key)
-        else:
-            from llmops.ingest.files import extract_files
-
-            table, meta = extract_files(source, order_by=key)
-        table = _table_sample(table, key, item.get("sample"))
-        batches = table.cast(schema).to_batches()
+    batches, meta = behaviour_of(source).extract(source, item, key, schema)
     part = snapshots.stage_part(
         lake_root=get_settings().lake_root,
         pipeline=spec.name,
@@ -143,8 +97,7 @@ def commit_raw(
             "watermark": item.get("watermark"),
             "sample": item.get("sample"),
         }
-        if source.kind == "rest" or source.kind == "files":
-            meta["row_count"] = sum(p["rows"] for p in mine)
+        meta["row_count"] = sum(p["rows"] for p in mine)  # what was committed, after any sampling
         ref, manifest = snapshots.commit_parts(
             lake_root=settings.lake_root,
             zone="raw",
@@ -160,7 +113,7 @@ def commit_raw(
             RawSnapshotCreated(
                 source=source.name,
                 kind=source.kind,
-                conn_id=source.conn_id,
+                conn_id=getattr(source, "conn_id", None),
                 location=meta.get("table") or meta.get("url") or meta.get("uri") or "query",
                 query=meta.get("query"),
                 snapshot_id=ref.snapshot_id,
