@@ -173,7 +173,7 @@ def run_baseline(config_path: Path) -> int:
         TrainingArguments,
     )
 
-    from llmops.training.sft import _peak_memory_gib, _throughput_callback
+    from llmops.training.trainer_parts import peak_memory_gib, throughput_callback
 
     job = json.loads(config_path.read_text())
     hp, lora = job["hyperparameters"], job["lora"]
@@ -210,7 +210,7 @@ def run_baseline(config_path: Path) -> int:
         include_num_input_tokens_seen="non_padding",
         use_cpu=device == "cpu",
     )
-    throughput = _throughput_callback(device)
+    throughput = throughput_callback(device)
     trainer = Trainer(
         model=model,
         args=args,
@@ -229,7 +229,7 @@ def run_baseline(config_path: Path) -> int:
         "tokens_per_second": tokens / runtime if runtime else None,
         "steady_tokens_per_second": throughput.steady_tokens_per_second(),
         "steady_step_seconds": throughput.steady_step_seconds(),
-        "peak_memory_gib": _peak_memory_gib(device),
+        "peak_memory_gib": peak_memory_gib(device),
         "device": device,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-GENERATING_METHODS = frozenset({"sft", "preference"})
-ALL_METHODS = frozenset({"sft", "continued_pretraining", "preference"})
 ENTRY_POINT_GROUP = "llmops.metrics"
+ANSWERS = "answers"  # measured for every method whose evaluation generates answers
+EVERY_METHOD = "every"
+PAIRS = "pairs"  # measured for every method evaluated on preference pairs
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class Metric:
     name: str
     title: str
     lower_is_better: bool = False
-    methods: frozenset[str] = GENERATING_METHODS
+    # Which final training methods' evaluations produce it: ANSWERS, PAIRS, EVERY_METHOD, or names.
+    methods: frozenset[str] | str = ANSWERS
     stage: bool = False  # a chain stage's training job reports it as eval_<name>
     headline: bool = False  # shown first in reports
     table: bool = False  # a row of the per-run report's evaluation table
@@ -67,11 +69,12 @@ def register(metric: Metric) -> Metric:
     """Add a metric to the catalogue (a name already taken is refused unless it is the same entry)."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", metric.name):
         raise ValueError(f"metric name {metric.name!r}: lowercase letters, digits and '_' only")
-    unknown = metric.methods - ALL_METHODS
-    if unknown:
-        raise ValueError(f"metric {metric.name!r}: unknown method(s) {', '.join(sorted(unknown))}")
-    if metric.scorer is not None and metric.methods - GENERATING_METHODS:
-        raise ValueError(f"metric {metric.name!r}: a scorer needs generated answers (sft, preference)")
+    if isinstance(metric.methods, str) and metric.methods not in (ANSWERS, PAIRS, EVERY_METHOD):
+        raise ValueError(
+            f"metric {metric.name!r}: methods must be {ANSWERS!r}, {PAIRS!r}, {EVERY_METHOD!r} or method names"
+        )
+    if metric.scorer is not None and metric.methods != ANSWERS:
+        raise ValueError(f"metric {metric.name!r}: a scorer needs generated answers (methods={ANSWERS!r})")
     existing = CATALOGUE.get(metric.name)
     if existing is not None and existing != metric:
         raise ValueError(f"metric {metric.name!r} is already in the catalogue")
@@ -95,7 +98,20 @@ def names() -> tuple[str, ...]:
 
 def produced_by(method: str) -> tuple[str, ...]:
     """What the evaluation job measures for a final training method."""
-    return tuple(m.name for m in _catalogue().values() if method in m.methods)
+    from llmops.training.methods import get_method
+
+    definition = get_method(method)
+
+    def applies(metric: Metric) -> bool:
+        if metric.methods == EVERY_METHOD:
+            return True
+        if metric.methods == ANSWERS:
+            return definition.generates_answers
+        if metric.methods == PAIRS:
+            return definition.evaluation == "pairs"
+        return method in metric.methods
+
+    return tuple(m.name for m in _catalogue().values() if applies(m))
 
 
 def stage_metrics() -> tuple[str, ...]:
@@ -156,12 +172,12 @@ def _scorer(name: str) -> Callable[[str, str], float]:
 
 
 for _metric in (
-    Metric("eval_loss", "Eval loss", lower_is_better=True, methods=ALL_METHODS, stage=True, table=True),
+    Metric("eval_loss", "Eval loss", lower_is_better=True, methods=EVERY_METHOD, stage=True, table=True),
     Metric(
         "eval_perplexity",
         "Perplexity",
         lower_is_better=True,
-        methods=ALL_METHODS,
+        methods=EVERY_METHOD,
         stage=True,
         headline=True,
         table=True,
@@ -177,13 +193,11 @@ for _metric in (
     Metric("macro_precision", "Label precision (macro)"),
     Metric("macro_recall", "Label recall (macro)"),
     Metric("macro_f1", "Label F1 (macro)"),
-    Metric("pii_leakage_rate", "PII leakage rate", lower_is_better=True, methods=ALL_METHODS, percent=True),
+    Metric("pii_leakage_rate", "PII leakage rate", lower_is_better=True, methods=EVERY_METHOD, percent=True),
     Metric("toxicity_rate", "Toxicity rate", lower_is_better=True, percent=True),
     Metric("refusal_rate", "Refusal rate", lower_is_better=True, percent=True),
-    Metric("preference_win_rate", "Preference win rate", methods=frozenset({"preference"}), percent=True),
-    Metric(
-        "reward_accuracy", "DPO reward accuracy", methods=frozenset({"preference"}), stage=True, percent=True
-    ),
-    Metric("reward_margin", "DPO reward margin", methods=frozenset({"preference"}), stage=True),
+    Metric("preference_win_rate", "Preference win rate", methods=PAIRS, percent=True),
+    Metric("reward_accuracy", "DPO reward accuracy", methods=PAIRS, stage=True, percent=True),
+    Metric("reward_margin", "DPO reward margin", methods=PAIRS, stage=True),
 ):
     register(_metric)

@@ -11,7 +11,7 @@ probe for personal data memorised from training, run on salted hashes so the job
 the values themselves.
 
 ``method`` says what the adapter was trained for, and so what the eval split holds and what is
-measured on it (:data:`llmops.training.config.DATA_FORMATS`): prompt/completion rows (sft), raw
+measured on it (:mod:`llmops.training.methods`, its ``evaluation``): prompt/completion rows (sft), raw
 text (continued_pretraining: perplexity only) or preference pairs (preference: the chosen answers
 as completions, plus win rate and DPO's implicit reward against the base model).
 """
@@ -25,11 +25,9 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 from llmops.evaluation.metrics import term_words
 from llmops.specs.schema import IDENTIFIER
 from llmops.training.config import (
-    DATA_FORMATS,
     DEFAULT_BETA,
     ConfigError,
     Device,
-    Method,
     StrictConfig,
     check_location,
     config_parent,
@@ -37,6 +35,7 @@ from llmops.training.config import (
     read_json_config,
     resolve_relative_paths,
 )
+from llmops.training.methods import get_method, method_names
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,9 +86,10 @@ class PiiProbeTarget(StrictConfig):
 class EvalJobConfig(StrictConfig):
     """One offline evaluation of an adapter (and, by default, of its base model for the lift)."""
 
-    method: Method = Field(
+    method: str = Field(
         default="sft",
-        description="What the adapter was trained with; sets the eval_file rows and the metrics.",
+        description="What the adapter was trained with (llmops.training.methods); sets the eval_file rows "
+        "and the metrics.",
     )
     base_model_path: str = Field(
         min_length=1, description="Directory saved with save_pretrained: a local path or an s3:// prefix."
@@ -166,26 +166,36 @@ class EvalJobConfig(StrictConfig):
             raise ValueError(f"golden set names must be unique; repeated: {', '.join(duplicates)}")
         return value
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        from llmops.specs.base import one_of
+
+        return one_of(value, method_names())
+
     @model_validator(mode="after")
     def _method_rules(self) -> EvalJobConfig:
         """Settings of one method are errors on another (never silently ignored), as in training."""
-        if self.beta != DEFAULT_BETA and self.method != "preference":
-            raise ValueError(
-                f"beta: only used by method 'preference' (DPO reward margins), but method is {self.method!r}"
-            )
+        problems = get_method(self.method).setting_problems(
+            packing=False,
+            chat_template=self.chat_template,
+            beta=None if self.beta == DEFAULT_BETA else self.beta,
+        )
+        if problems:
+            raise ValueError(problems[0])
         if self.champion_base_model_path and not self.champion_adapter_path:
             raise ValueError("champion_base_model_path: only used with champion_adapter_path")
-        if self.method == "continued_pretraining" and self.chat_template:
-            raise ValueError(
-                "chat_template: continued_pretraining scores raw text, which has no conversation to render "
-                "(its training job refuses chat_template too); set chat_template: false"
-            )
         return self
+
+    @property
+    def evaluation(self) -> str:
+        """How the method's model is measured: completion, text or pairs."""
+        return get_method(self.method).evaluation
 
     @property
     def data_format(self) -> tuple[str, ...]:
         """The keys every eval_file row must have."""
-        return DATA_FORMATS[self.method]
+        return get_method(self.method).row_fields
 
 
 def parse_eval_config(raw: Any, source: str = "<config>") -> EvalJobConfig:

@@ -73,6 +73,7 @@ from llmops.evaluation.metrics import (
 from llmops.evaluation.probes import score_leakage
 from llmops.training.artifacts import json_safe, weights_sha256, write_json_atomic
 from llmops.training.config import ConfigError
+from llmops.training.methods import get_method
 from llmops.training.runtime import (
     JobInputError,
     chat_prompt_ids,
@@ -491,9 +492,9 @@ def measure_split(
     scores: PairLogprobs | None = None,
 ) -> dict[str, Any]:
     """The eval split's metrics for the config's method (``reference``/``scores``: preference only)."""
-    if config.method == "continued_pretraining":
+    if config.evaluation == "text":
         return measure_text(model, tokenizer, rows, config, device)
-    if config.method == "preference":
+    if config.evaluation == "pairs":
         return measure_pairs(model, tokenizer, rows, config, device, reference=reference, scores=scores)
     return measure(model, tokenizer, rows, config, device)
 
@@ -634,7 +635,7 @@ def reference_logprobs(
 
 def read_eval_rows(path: Path, config: EvalJobConfig) -> list[dict[str, str]]:
     """The eval split in the method's format, read as the training job reads its eval_file."""
-    if config.method == "sft":
+    if config.data_format == ("prompt", "completion"):
         return read_prompt_completion_jsonl(path, "eval_file")
     return read_jsonl_rows(path, "eval_file", config.data_format, config.method)
 
@@ -699,7 +700,7 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         adapter_dir,
         config.method,
         len(rows),
-        0 if config.method == "continued_pretraining" else min(len(rows), config.max_samples),
+        0 if config.evaluation == "text" else min(len(rows), config.max_samples),
         len(golden),
         champion_dir is not None,
         f"{len(probe_prompts)} prompts" if config.pii_probe else "off",
@@ -746,7 +747,7 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     result.update(
         {
             "method": config.method,
-            **({"beta": config.beta} if config.method == "preference" else {}),
+            **({"beta": config.beta} if get_method(config.method).uses_beta else {}),
             "device": device,
             "dtype": str(dtype).removeprefix("torch."),
             "max_new_tokens": config.max_new_tokens,

@@ -132,11 +132,93 @@ def _rewrite(
     return new_ref.snapshot_id
 
 
+class _Erasure:
+    """One subject's erasure from one pipeline's lake: rewrites snapshots, collects keys and counts."""
+
+    def __init__(self, spec: PipelineSpec, request_id: str, run_id: str, kek: Any, lake: str) -> None:
+        self.spec, self.request_id, self.run_id, self.kek, self.lake = spec, request_id, run_id, kek, lake
+        self.key = spec.dataset.key
+        self.affected_keys: set[str] = set()
+        self.replaced: dict[str, str] = {}
+        self.rows_removed = 0
+
+    def _drop(self, ref: Any, manifest: dict[str, Any], df: Any, hit: Any, kek: Any) -> None:
+        self.replaced[ref.snapshot_id] = _rewrite(
+            self.spec, ref, manifest, df[~hit], int(hit.sum()), self.request_id, kek, self.run_id
+        )
+        self.rows_removed += int(hit.sum())
+
+    def raw_zones(self, column: str, value: str) -> None:
+        """Raw and quarantine: rows whose subject column holds the value (after normalisation)."""
+        for zone in ("raw", "quarantine"):
+            for ref, manifest in snapshots.list_snapshots(self.lake, zone, self.spec.name):
+                df = snapshots.read_snapshot(ref, self.kek).to_pandas()
+                if column not in df.columns:
+                    continue
+                hit = _normalised_column(self.spec, df[column]) == value
+                if not hit.any():
+                    continue
+                self.affected_keys |= {str(k) for k in df.loc[hit, self.key] if k is not None}
+                self._drop(ref, manifest, df, hit, self.kek)
+
+    def curated(self, column: str, value: str, pseudonymiser: Any) -> None:
+        """Curated: by pseudonymisation token (or plain value when the column is kept), and by key."""
+        key = self.key
+        for ref, manifest in snapshots.list_snapshots(self.lake, "curated", self.spec.name):
+            df = snapshots.read_snapshot(ref).to_pandas()
+            hit = df[key].astype(str).isin(self.affected_keys) if key in df.columns else None
+            if column in df.columns:
+                column_type = (manifest.get("privacy") or {}).get("column_types", {}).get(column) or "value"
+                by_subject = df[column].isin({pseudonymiser.token(value, column_type), value})
+                hit = by_subject if hit is None else (hit | by_subject)
+                if key in df.columns:
+                    self.affected_keys |= {str(k) for k in df.loc[by_subject, key]}
+            if hit is not None and hit.any():
+                self._drop(ref, manifest, df, hit, None)
+
+    def training_sets(self) -> None:
+        """Training datasets: by record key."""
+        for ref, manifest in snapshots.list_snapshots(self.lake, snapshots.TRAINING_ZONE, self.spec.name):
+            df = snapshots.read_snapshot(ref).to_pandas()
+            hit = df["key"].astype(str).isin(self.affected_keys)
+            if hit.any():
+                self._drop(ref, manifest, df, hit, None)
+
+
+def _flag_versions(
+    spec: PipelineSpec, replaced: dict[str, str], request_id: str, subject_ref: str, run_id: str
+) -> list[dict[str, Any]]:
+    """Tag (and record) every registered version trained on a rewritten snapshot for review."""
+    from llmops.governance.provenance import registered_versions
+
+    flagged = [
+        {"model_name": item["model_name"], "version": item["version"]}
+        for item in registered_versions(spec.name)
+        if item["curated_snapshot_id"] in replaced
+        or any(snapshot_id in replaced for _, snapshot_id in item["training_snapshots"])
+    ]
+    if flagged:
+        _flag_models(flagged, request_id)
+    for model in flagged:
+        record(
+            spec,
+            ErasureModelFlagged(
+                request_id=request_id,
+                subject_ref=subject_ref,
+                model_name=model["model_name"],
+                version=model["version"],
+                action=f"registry tag {REVIEW_TAG} set; retrain without the subject and retire this version",
+            ),
+            f"model/{model['model_name']}/{model['version']}",
+            run_id,
+        )
+    return flagged
+
+
 def erase_subject(
     spec: PipelineSpec, subject: str, request_id: str, run_id: str, requested_by: str = "unknown"
 ) -> dict[str, Any]:
     """Erase one data subject from one pipeline's lake; return counts (no personal data)."""
-    from llmops.governance.provenance import registered_versions
     from llmops.privacy.keys import get_key_ring, get_pseudonymisation_key
     from llmops.privacy.pii import Pseudonymiser
 
@@ -159,72 +241,12 @@ def erase_subject(
         run_id,
     )
 
-    key = spec.dataset.key
-    affected_keys: set[str] = set()
-    replaced: dict[str, str] = {}
-    rows_removed = 0
-    # Raw side first: it holds the subject's plain value and yields the record keys.
-    for zone in ("raw", "quarantine"):
-        for ref, manifest in snapshots.list_snapshots(lake, zone, spec.name):
-            df = snapshots.read_snapshot(ref, kek).to_pandas()
-            if column not in df.columns:
-                continue
-            hit = _normalised_column(spec, df[column]) == value
-            if not hit.any():
-                continue
-            affected_keys |= {str(k) for k in df.loc[hit, key] if k is not None}
-            replaced[ref.snapshot_id] = _rewrite(
-                spec, ref, manifest, df[~hit], int(hit.sum()), request_id, kek, run_id
-            )
-            rows_removed += int(hit.sum())
-    # Curated: by pseudonymisation token (or plain value when the column is kept), and by key.
-    for ref, manifest in snapshots.list_snapshots(lake, "curated", spec.name):
-        df = snapshots.read_snapshot(ref).to_pandas()
-        hit = df[key].astype(str).isin(affected_keys) if key in df.columns else None
-        if column in df.columns:
-            column_type = (manifest.get("privacy") or {}).get("column_types", {}).get(column) or "value"
-            tokens = {pseudonymiser.token(value, column_type), value}
-            by_subject = df[column].isin(tokens)
-            hit = by_subject if hit is None else (hit | by_subject)
-            affected_keys |= {str(k) for k in df.loc[by_subject, key]} if key in df.columns else set()
-        if hit is None or not hit.any():
-            continue
-        replaced[ref.snapshot_id] = _rewrite(
-            spec, ref, manifest, df[~hit], int(hit.sum()), request_id, None, run_id
-        )
-        rows_removed += int(hit.sum())
-    # Training datasets: by record key.
-    for ref, manifest in snapshots.list_snapshots(lake, "sft", spec.name):
-        df = snapshots.read_snapshot(ref).to_pandas()
-        hit = df["key"].astype(str).isin(affected_keys)
-        if not hit.any():
-            continue
-        replaced[ref.snapshot_id] = _rewrite(
-            spec, ref, manifest, df[~hit], int(hit.sum()), request_id, None, run_id
-        )
-        rows_removed += int(hit.sum())
-
-    flagged = []
-    for item in registered_versions(spec.name):
-        if item["curated_snapshot_id"] in replaced or any(
-            snapshot_id in replaced for _, snapshot_id in item["training_snapshots"]
-        ):
-            flagged.append({"model_name": item["model_name"], "version": item["version"]})
-    if flagged:
-        _flag_models(flagged, request_id)
-        for model in flagged:
-            record(
-                spec,
-                ErasureModelFlagged(
-                    request_id=request_id,
-                    subject_ref=subject_ref,
-                    model_name=model["model_name"],
-                    version=model["version"],
-                    action=f"registry tag {REVIEW_TAG} set; retrain without the subject and retire this version",
-                ),
-                f"model/{model['model_name']}/{model['version']}",
-                run_id,
-            )
+    erasure = _Erasure(spec, request_id, run_id, kek, lake)
+    erasure.raw_zones(column, value)  # first: the plain value is there, and it yields the record keys
+    erasure.curated(column, value, pseudonymiser)
+    erasure.training_sets()
+    replaced, affected_keys, rows_removed = erasure.replaced, erasure.affected_keys, erasure.rows_removed
+    flagged = _flag_versions(spec, replaced, request_id, subject_ref, run_id)
     summary = {
         "pipeline": spec.name,
         "request_id": request_id,

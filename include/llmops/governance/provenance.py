@@ -61,11 +61,11 @@ def registered_versions(pipeline: str) -> list[dict[str, Any]]:
 
 def _training_snapshots(trained: dict[str, Any]) -> list[tuple[str, str]]:
     """(dataset, snapshot id) of every training dataset of a model: the final stage's and the chain's."""
-    from llmops.specs.schema import TRAINING_DATASETS
+    from llmops.training.methods import get_method
 
     out = []
     if trained.get("sft_snapshot_id"):
-        out.append((TRAINING_DATASETS[trained.get("method") or "sft"], trained["sft_snapshot_id"]))
+        out.append((get_method(trained.get("method") or "sft").dataset, trained["sft_snapshot_id"]))
     out += [(c["dataset"], c["snapshot_id"]) for c in trained.get("chain") or [] if c.get("snapshot_id")]
     return out
 

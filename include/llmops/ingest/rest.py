@@ -318,78 +318,102 @@ def _check_param_names(source: RestSource) -> None:
             )
 
 
+class _Pager:
+    """Where the next page of a source is, in its pagination style, and whether the last one came."""
+
+    def __init__(self, client: _Client, url: str) -> None:
+        self.client, self.url = client, url
+        self.source = client.source
+        self.pag = self.source.pagination
+        self.fixed = {k: _param_text(v) for k, v in self.source.params.items()}
+        self.cursor: str | None = None
+        self.next_url: str | None = None
+        self.seen_urls: set[str] = set()
+        self.seen_cursors: set[str] = set()
+
+    def request_url(self, index: int) -> str:
+        pag, fixed = self.pag, self.fixed
+        size = {pag.size_param: pag.page_size}
+        if pag.type == "page":
+            request_url = _with_query(self.url, {**fixed, pag.page_param: pag.start_page + index, **size})
+        elif pag.type == "offset":
+            request_url = _with_query(self.url, {**fixed, pag.offset_param: index * pag.page_size, **size})
+        elif pag.type == "cursor":
+            at = {pag.cursor_param: self.cursor} if self.cursor is not None else {}
+            request_url = _with_query(self.url, {**fixed, **size, **at})
+        elif pag.type == "link":
+            request_url = self.next_url or _with_query(self.url, {**fixed, **size})
+        else:
+            request_url = _with_query(self.url, fixed)
+        self.seen_urls.add(request_url)
+        return request_url
+
+    def last_page(self, payload: Any, response: Any, answered: str, batch: list[dict[str, Any]]) -> bool:
+        """Whether this page was the last; otherwise remember where the next one is."""
+        pag = self.pag
+        if pag.type in ("page", "offset"):
+            return len(batch) < pag.page_size  # a short or empty page is the last one
+        if pag.type == "cursor":
+            return self._follow_cursor(payload, _redact(answered), batch)
+        if pag.type == "link":
+            return self._follow_link(response, answered)
+        return True
+
+    def _follow_cursor(self, payload: Any, shown: str, batch: list[dict[str, Any]]) -> bool:
+        pag, name = self.pag, self.source.name
+        following = _cursor_at(payload, pag.cursor_path, shown, name)
+        if following is None:
+            if len(batch) >= pag.page_size and not _has_path(payload, pag.cursor_path):
+                log.warning(
+                    "source %s: a full page from %s has no '%s'; taking it as the last page "
+                    "(check pagination.cursor_path)",
+                    name,
+                    shown,
+                    pag.cursor_path,
+                )
+            return True
+        if following in self.seen_cursors:
+            raise SourceError(
+                f"source '{name}': cursor {following[:80]!r} from '{pag.cursor_path}' of {shown} "
+                f"was already used; the API is paginating in a loop"
+            )
+        self.seen_cursors.add(following)
+        self.cursor = following
+        return False
+
+    def _follow_link(self, response: Any, answered: str) -> bool:
+        shown = _redact(answered)
+        following = _next_link(response, answered)
+        if following is None:
+            return True
+        self.client.check_origin(following, f"the next link of {shown} points")
+        if following in self.seen_urls:
+            raise SourceError(
+                f"source '{self.source.name}': the next link of {shown} repeats {_redact(following)}; "
+                f"the API is paginating in a loop"
+            )
+        self.next_url = following
+        return False
+
+
 def _fetch_all(client: _Client, url: str) -> list[dict[str, Any]]:
     """Request pages in the source's pagination style until it signals the last one."""
     source = client.source
-    pag = source.pagination
-    fixed = {k: _param_text(v) for k, v in source.params.items()}
+    pager = _Pager(client, url)
     records: list[dict[str, Any]] = []
-    cursor: str | None = None
-    next_url: str | None = None
-    seen_urls: set[str] = set()
-    seen_cursors: set[str] = set()
     while True:
-        if client.pages >= pag.max_pages:
+        if client.pages >= source.pagination.max_pages:
             raise SourceError(
-                f"source '{source.name}': more than max_pages={pag.max_pages} pages at {_redact(url)} "
-                f"(raise pagination.max_pages or narrow the query)"
+                f"source '{source.name}': more than max_pages={source.pagination.max_pages} pages at "
+                f"{_redact(url)} (raise pagination.max_pages or narrow the query)"
             )
-        index = client.pages
-        size = {pag.size_param: pag.page_size}
-        if pag.type == "page":
-            request_url = _with_query(url, {**fixed, pag.page_param: pag.start_page + index, **size})
-        elif pag.type == "offset":
-            request_url = _with_query(url, {**fixed, pag.offset_param: index * pag.page_size, **size})
-        elif pag.type == "cursor":
-            at = {pag.cursor_param: cursor} if cursor is not None else {}
-            request_url = _with_query(url, {**fixed, **size, **at})
-        elif pag.type == "link":
-            request_url = next_url or _with_query(url, {**fixed, **size})
-        else:
-            request_url = _with_query(url, fixed)
-        seen_urls.add(request_url)
-
-        payload, response, answered = client.get_json(request_url)
+        payload, response, answered = client.get_json(pager.request_url(client.pages))
         shown = _redact(answered)
         batch = _records_at(payload, source.records_path, shown, source.name)
         client.pages += 1
         records.extend(batch)
         log.debug("source %s: %d records from %s", source.name, len(batch), shown)
-
-        if pag.type in ("page", "offset"):
-            if len(batch) < pag.page_size:  # a short or empty page is the last one
-                return records
-        elif pag.type == "cursor":
-            following = _cursor_at(payload, pag.cursor_path, shown, source.name)
-            if following is None:
-                if len(batch) >= pag.page_size and not _has_path(payload, pag.cursor_path):
-                    log.warning(
-                        "source %s: a full page from %s has no '%s'; taking it as the last page "
-                        "(check pagination.cursor_path)",
-                        source.name,
-                        shown,
-                        pag.cursor_path,
-                    )
-                return records
-            if following in seen_cursors:
-                raise SourceError(
-                    f"source '{source.name}': cursor {following[:80]!r} from '{pag.cursor_path}' of {shown} "
-                    f"was already used; the API is paginating in a loop"
-                )
-            seen_cursors.add(following)
-            cursor = following
-        elif pag.type == "link":
-            following = _next_link(response, answered)
-            if following is None:
-                return records
-            client.check_origin(following, f"the next link of {shown} points")
-            if following in seen_urls:
-                raise SourceError(
-                    f"source '{source.name}': the next link of {shown} repeats {_redact(following)}; "
-                    f"the API is paginating in a loop"
-                )
-            next_url = following
-        else:
+        if pager.last_page(payload, response, answered, batch):
             return records
 
 

@@ -226,6 +226,103 @@ def _plain_env(env: Mapping[str, str], secret_envs: set[str]) -> dict[str, str]:
     return merged
 
 
+def _check_job(spec: KubernetesSpec, config_uri: str, distributed: Distributed | None) -> None:
+    """The config URI carries no credential or variable reference; torchrun fits the GPUs."""
+    what = credential_in(config_uri)
+    if what:
+        raise ValueError(f"config URI holds {what}: pods must read it with their own credentials")
+    if "$(" in config_uri:
+        raise ValueError("config URI contains '$(': Kubernetes would expand it as a variable reference")
+    if is_distributed(distributed):
+        assert distributed is not None
+        if spec.gpus and distributed.processes_per_node > spec.gpus:
+            raise ValueError(
+                f"distributed.processes_per_node ({distributed.processes_per_node}) exceeds "
+                f"kubernetes.gpus ({spec.gpus})"
+            )
+
+
+def _resources(spec: KubernetesSpec, shm: str) -> Any:
+    """Requests equal to limits: Guaranteed QoS (not first in line for eviction), and Kubernetes
+    requires GPU requests, when given, to equal the limits."""
+    from kubernetes.client import models as k8s
+
+    for field, quantity in (
+        ("cpu", spec.cpu),
+        ("memory", spec.memory),
+        ("ephemeral_storage", spec.ephemeral_storage),
+        ("shm_size", shm),
+    ):
+        _check_quantity(field, quantity)
+    quantities = {"cpu": spec.cpu, "memory": spec.memory, "ephemeral-storage": spec.ephemeral_storage}
+    if spec.gpus:
+        _check_label_key(spec.gpu_resource)  # extended resource names follow the label key rules
+        quantities[spec.gpu_resource] = str(spec.gpus)
+    return k8s.V1ResourceRequirements(requests=dict(quantities), limits=dict(quantities))
+
+
+def _tolerations(spec: KubernetesSpec) -> list[Any]:
+    from kubernetes.client import models as k8s
+
+    tolerations = []
+    for toleration in spec.tolerations:
+        if toleration.operator == "Exists" and toleration.value:
+            raise ValueError(f"toleration {toleration.key!r}: operator 'Exists' takes no value")
+        tolerations.append(
+            k8s.V1Toleration(
+                key=toleration.key,
+                operator=toleration.operator,
+                value=toleration.value,
+                effect=toleration.effect,
+            )
+        )
+    return tolerations
+
+
+def _secrets_and_env(spec: KubernetesSpec, env: Mapping[str, str]) -> tuple[list[Any], list[Any]]:
+    """Credentials only as secret references; plain settings (never a secret's name) as values."""
+    from airflow.providers.cncf.kubernetes.secret import Secret
+    from kubernetes.client import models as k8s
+
+    secrets = []
+    secret_envs: set[str] = set()
+    for secret in spec.secrets:
+        if secret.key is None:
+            secrets.append(Secret("env", None, secret.secret))
+        else:
+            assert secret.env is not None
+            secrets.append(Secret("env", secret.env, secret.secret, secret.key))
+            secret_envs.add(secret.env.upper())  # the provider upper-cases the variable name
+    plain_env = _plain_env(env, secret_envs)
+    env_vars = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(plain_env.items())]
+    # Which pod and node ran the job, for its own records. In env_vars rather than the operator's
+    # pod_runtime_info_envs, which build_pod_request_obj appends again on every call.
+    env_vars += [
+        k8s.V1EnvVar(
+            name="LLMOPS_POD_NAME",
+            value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(field_path="metadata.name")),
+        ),
+        k8s.V1EnvVar(
+            name="LLMOPS_NODE_NAME",
+            value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(field_path="spec.nodeName")),
+        ),
+    ]
+    return secrets, env_vars
+
+
+def _labels(labels: Mapping[str, str]) -> dict[str, str]:
+    pod_label_values: dict[str, str] = {}
+    for key, value in labels.items():
+        _check_label_key(key)
+        if _is_template(str(value)):
+            raise ValueError(
+                f"label {key}: templated label values cannot be made label-safe; the provider already "
+                f"labels the pod with sanitised dag_id, task_id and run_id"
+            )
+        pod_label_values[key] = label_value(str(value))
+    return pod_label_values
+
+
 def training_pod_kwargs(
     *,
     task_id: str,
@@ -251,88 +348,18 @@ def training_pod_kwargs(
     execution_timeout, ...) go to the operator unchanged, except the arguments in
     :data:`PROTECTED_OPERATOR_ARGS`.
     """
-    from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
 
     protected = sorted(PROTECTED_OPERATOR_ARGS & operator_kwargs.keys())
     if protected:
         raise TypeError(f"training_pod_operator decides {', '.join(protected)} itself")
-    what = credential_in(config_uri)
-    if what:
-        raise ValueError(f"config URI holds {what}: pods must read it with their own credentials")
-    if "$(" in config_uri:
-        raise ValueError("config URI contains '$(': Kubernetes would expand it as a variable reference")
-    if is_distributed(distributed):
-        assert distributed is not None
-        if spec.gpus and distributed.processes_per_node > spec.gpus:
-            raise ValueError(
-                f"distributed.processes_per_node ({distributed.processes_per_node}) exceeds "
-                f"kubernetes.gpus ({spec.gpus})"
-            )
+    _check_job(spec, config_uri, distributed)
     argv = job_argv(module, config_uri, distributed, python="python")
-
-    for field, quantity in (
-        ("cpu", spec.cpu),
-        ("memory", spec.memory),
-        ("ephemeral_storage", spec.ephemeral_storage),
-    ):
-        _check_quantity(field, quantity)
     shm = shm_size or _half(spec.memory)
-    _check_quantity("shm_size", shm)
-    quantities = {"cpu": spec.cpu, "memory": spec.memory, "ephemeral-storage": spec.ephemeral_storage}
-    if spec.gpus:
-        _check_label_key(spec.gpu_resource)  # extended resource names follow the label key rules
-        quantities[spec.gpu_resource] = str(spec.gpus)
-    # Requests equal limits: Guaranteed QoS (not first in line for eviction), and Kubernetes
-    # requires GPU requests, when given, to equal the limits.
-    resources = k8s.V1ResourceRequirements(requests=dict(quantities), limits=dict(quantities))
-
-    tolerations = []
-    for toleration in spec.tolerations:
-        if toleration.operator == "Exists" and toleration.value:
-            raise ValueError(f"toleration {toleration.key!r}: operator 'Exists' takes no value")
-        tolerations.append(
-            k8s.V1Toleration(
-                key=toleration.key,
-                operator=toleration.operator,
-                value=toleration.value,
-                effect=toleration.effect,
-            )
-        )
-
-    secrets = []
-    secret_envs: set[str] = set()
-    for secret in spec.secrets:
-        if secret.key is None:
-            secrets.append(Secret("env", None, secret.secret))
-        else:
-            assert secret.env is not None
-            secrets.append(Secret("env", secret.env, secret.secret, secret.key))
-            secret_envs.add(secret.env.upper())  # the provider upper-cases the variable name
-    plain_env = _plain_env(env or {}, secret_envs)
-    env_vars = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(plain_env.items())]
-    # Which pod and node ran the job, for its own records. In env_vars rather than the operator's
-    # pod_runtime_info_envs, which build_pod_request_obj appends again on every call.
-    env_vars += [
-        k8s.V1EnvVar(
-            name="LLMOPS_POD_NAME",
-            value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(field_path="metadata.name")),
-        ),
-        k8s.V1EnvVar(
-            name="LLMOPS_NODE_NAME",
-            value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(field_path="spec.nodeName")),
-        ),
-    ]
-
-    pod_label_values: dict[str, str] = {}
-    for key, value in (labels or {}).items():
-        _check_label_key(key)
-        if _is_template(str(value)):
-            raise ValueError(
-                f"label {key}: templated label values cannot be made label-safe; the provider already "
-                f"labels the pod with sanitised dag_id, task_id and run_id"
-            )
-        pod_label_values[key] = label_value(str(value))
+    resources = _resources(spec, shm)
+    tolerations = _tolerations(spec)
+    secrets, env_vars = _secrets_and_env(spec, env or {})
+    pod_label_values = _labels(labels or {})
 
     annotations = {**NO_DISRUPTION_ANNOTATIONS, ANNOTATION_MODULE: module, ANNOTATION_CONFIG_URI: config_uri}
 

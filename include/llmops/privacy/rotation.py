@@ -159,6 +159,56 @@ def _write_record(folder: _Folder, old_id: str, new_id: str, errors: list[dict[s
     return True
 
 
+def _check_manifest(folder: _Folder, summary: dict[str, Any], errors: list[dict[str, str]]) -> None:
+    """Read a snapshot folder's manifest (if committed) and report key files it lists but lacks."""
+    manifest_uri = storage.join(folder.uri, MANIFEST)
+    if not storage.exists(manifest_uri):
+        summary["uncommitted_folders"] += 1  # staged, or a commit that has not finished yet
+        return
+    folder.manifest = storage.read_json(manifest_uri)
+    summary["snapshots"] += 1
+    listed = [e["key_file"] for e in folder.manifest.get("files", []) if e.get("key_file")]
+    present = {_part_name(u) + KEY_FILE_SUFFIX for u in folder.key_files}
+    for name in listed:
+        if name not in present:
+            missing = storage.join(folder.uri, name)
+            errors.append({"path": missing, "error": "key file listed in the manifest is missing"})
+            folder.failed.append(missing)
+
+
+def _rotate_part(
+    folder: _Folder,
+    uri: str,
+    old_kek: bytes,
+    new_kek: bytes,
+    dry_run: bool,
+    summary: dict[str, Any],
+    errors: list[dict[str, str]],
+) -> None:
+    """Rotate one part's key file, counting the outcome; an error is reported and the walk goes on."""
+    summary["parts"] += 1
+    try:
+        outcome = rotate_key_file(uri, old_kek, new_kek, dry_run=dry_run)
+    except RotationError as exc:
+        message = str(exc)
+    except OSError as exc:  # e.g. a failed S3 request: report it and go on with the rest
+        message = f"{uri}: {type(exc).__name__}: {exc}"
+    else:
+        message = ""
+    if message:
+        log.error("key rotation: %s", message)
+        errors.append({"path": uri, "error": message})
+        folder.failed.append(uri)
+        return
+    if outcome == "kms":
+        summary["kms_managed"] += 1
+        return
+    summary[outcome] += 1
+    folder.current.append(uri)
+    if outcome == "rewrapped":
+        folder.rewrapped.append(uri)
+
+
 def rotate_lake_keys(
     lake_root: str, old_kek: bytes, new_kek: bytes, *, dry_run: bool = False
 ) -> dict[str, Any]:
@@ -193,41 +243,9 @@ def rotate_lake_keys(
     }
     errors: list[dict[str, str]] = summary["errors"]
     for folder in _folders(lake_root):
-        manifest_uri = storage.join(folder.uri, MANIFEST)
-        if storage.exists(manifest_uri):
-            folder.manifest = storage.read_json(manifest_uri)
-            summary["snapshots"] += 1
-            listed = [e["key_file"] for e in folder.manifest.get("files", []) if e.get("key_file")]
-            present = {_part_name(u) + KEY_FILE_SUFFIX for u in folder.key_files}
-            for name in listed:
-                if name not in present:
-                    missing = storage.join(folder.uri, name)
-                    errors.append({"path": missing, "error": "key file listed in the manifest is missing"})
-                    folder.failed.append(missing)
-        else:
-            summary["uncommitted_folders"] += 1  # staged, or a commit that has not finished yet
+        _check_manifest(folder, summary, errors)
         for uri in folder.key_files:
-            summary["parts"] += 1
-            try:
-                outcome = rotate_key_file(uri, old_kek, new_kek, dry_run=dry_run)
-            except RotationError as exc:
-                message = str(exc)
-            except OSError as exc:  # e.g. a failed S3 request: report it and go on with the rest
-                message = f"{uri}: {type(exc).__name__}: {exc}"
-            else:
-                message = ""
-            if message:
-                log.error("key rotation: %s", message)
-                errors.append({"path": uri, "error": message})
-                folder.failed.append(uri)
-                continue
-            if outcome == "kms":
-                summary["kms_managed"] += 1
-                continue
-            summary[outcome] += 1
-            folder.current.append(uri)
-            if outcome == "rewrapped":
-                folder.rewrapped.append(uri)
+            _rotate_part(folder, uri, old_kek, new_kek, dry_run, summary, errors)
         if folder.manifest is not None and not dry_run and folder.current:  # something is rotated
             summary["records_written"] += int(_write_record(folder, old_id, new_id, errors))
     log.info(

@@ -261,6 +261,108 @@ def _row_rules(
         yield "max_length", f"contract({name}: longer than {rule.max_length})", ~_spread(ok, nulls), values
 
 
+@dataclass
+class _Findings:
+    """What the checks of one source found so far (filled by the check functions below)."""
+
+    table: list[str] = field(default_factory=list)
+    row_violations: dict[int, list[str]] = field(default_factory=dict)
+    rule_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    type_drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def count(self, rule_key: str, column: str, n: int) -> None:
+        if n:
+            self.rule_counts.setdefault(rule_key, {})[column] = n
+
+
+def _check_columns(
+    found: _Findings,
+    where: str,
+    declared: dict[str, ColumnContract],
+    frame: pd.DataFrame,
+    mask: Callable[[str], str] | None,
+) -> None:
+    """Row-level rules of each declared column (rows to quarantine) and uniqueness (a table break)."""
+    for name, rule in declared.items():
+        if name not in frame.columns:
+            continue
+        values = frame[name]
+        for rule_key, reason, bad, raw in _row_rules(name, rule, values):
+            failing = bad.to_numpy(dtype=bool)
+            n = int(failing.sum())
+            if rule_key == "type":
+                found.type_drift[name] = {"type": rule.type, "unparseable": n}
+            found.count(rule_key, name, n)
+            if not n:
+                continue
+            for row in frame.index[failing]:
+                found.row_violations.setdefault(int(row), []).append(reason)
+            if mask is not None and raw is not None:
+                picked = [v for v in raw[failing].tolist()[:MAX_SAMPLES] if v is not None]
+                found.samples[reason] = [mask(str(v))[:SAMPLE_CHARS] for v in picked]
+        if rule.unique:
+            duplicated = int(values.dropna().duplicated(keep="first").sum())
+            found.count("unique", name, duplicated)
+            if duplicated:
+                found.table.append(
+                    f"{where}: column '{name}' has {duplicated} duplicated values in {len(frame)} rows "
+                    f"(contract: unique)"
+                )
+
+
+def _check_freshness(
+    found: _Findings, where: str, contract: DataContract, frame: pd.DataFrame, now: datetime
+) -> dict[str, Any] | None:
+    """The newest timestamp of the freshness column against the contract's maximum age."""
+    import pandas as pd
+
+    rule = contract.freshness
+    if rule is None:
+        return None
+    freshness: dict[str, Any] = {
+        "column": rule.column,
+        "max_age_hours": rule.max_age_hours,
+        "newest_age_hours": None,
+    }
+    if rule.column not in frame.columns:
+        found.table.append(f"{where}: freshness column '{rule.column}' is absent")
+        return freshness
+    if not len(frame):
+        return freshness
+    newest = parse_timestamps(frame[rule.column]).max()
+    if pd.isna(newest):
+        found.table.append(f"{where}: freshness column '{rule.column}' has no ISO 8601 timestamps")
+        return freshness
+    age = (_as_utc(now) - newest.to_pydatetime()).total_seconds() / 3600
+    freshness["newest_age_hours"] = round(age, 2)
+    if age > rule.max_age_hours:
+        found.table.append(
+            f"{where}: newest {rule.column} is {age:.1f} h old, contract allows {_hours(rule.max_age_hours)} h"
+        )
+    return freshness
+
+
+def _check_table(
+    found: _Findings,
+    where: str,
+    contract: DataContract,
+    rows: int,
+    unexpected: list[str],
+    drift: dict[str, Any],
+) -> None:
+    """Table-level promises: minimum rows, no extra columns (or record fields) when not allowed."""
+    if rows < contract.min_rows:
+        found.table.append(f"{where} has {rows} rows, contract requires at least {contract.min_rows}")
+    if not contract.allow_extra_columns:
+        extra_fields = [f for f, n in (drift.get("unexpected_fields") or {}).items() if n]
+        extras = list(dict.fromkeys([*unexpected, *extra_fields]))
+        if extras:
+            found.table.append(
+                f"{where} has unexpected column(s) {', '.join(extras)}; its contract does not allow extra columns"
+            )
+
+
 def evaluate_contract(
     source_name: str,
     contract: DataContract | None,
@@ -277,8 +379,6 @@ def evaluate_contract(
     reference time for freshness (naive means UTC). With `mask`, up to a few failing values per
     reason are kept, masked and truncated, for the validation record; without it, none are.
     """
-    import pandas as pd
-
     drift = drift or {}
     observed = [str(c) for c in df.columns]
     rows = len(df)
@@ -287,78 +387,20 @@ def evaluate_contract(
     unexpected = [c for c in observed if c not in expected_columns]
     contract_absent = [c for c in declared if c not in observed and c not in missing]
     where = f"source '{source_name}'"
-    table: list[str] = []
+    found = _Findings()
     if missing:
-        table.append(f"{where} is missing column(s) {', '.join(missing)}")
+        found.table.append(f"{where} is missing column(s) {', '.join(missing)}")
     if contract_absent:
-        table.append(f"{where}: column(s) {', '.join(contract_absent)} declared in its contract are absent")
+        found.table.append(
+            f"{where}: column(s) {', '.join(contract_absent)} declared in its contract are absent"
+        )
 
     frame = df.reset_index(drop=True)
-    row_violations: dict[int, list[str]] = {}
-    rule_counts: dict[str, dict[str, int]] = {}
-    samples: dict[str, list[str]] = {}
-    type_drift: dict[str, dict[str, Any]] = {}
-
-    def count(rule_key: str, column: str, n: int) -> None:
-        if n:
-            rule_counts.setdefault(rule_key, {})[column] = n
-
-    for name, rule in declared.items():
-        if name not in frame.columns:
-            continue
-        values = frame[name]
-        for rule_key, reason, bad, raw in _row_rules(name, rule, values):
-            failing = bad.to_numpy(dtype=bool)
-            n = int(failing.sum())
-            if rule_key == "type":
-                type_drift[name] = {"type": rule.type, "unparseable": n}
-            count(rule_key, name, n)
-            if not n:
-                continue
-            for row in frame.index[failing]:
-                row_violations.setdefault(int(row), []).append(reason)
-            if mask is not None and raw is not None:
-                picked = [v for v in raw[failing].tolist()[:MAX_SAMPLES] if v is not None]
-                samples[reason] = [mask(str(v))[:SAMPLE_CHARS] for v in picked]
-        if rule.unique:
-            present = values.dropna()
-            duplicated = int(present.duplicated(keep="first").sum())
-            count("unique", name, duplicated)
-            if duplicated:
-                table.append(
-                    f"{where}: column '{name}' has {duplicated} duplicated values in {rows} rows "
-                    f"(contract: unique)"
-                )
-
-    freshness: dict[str, Any] | None = None
-    if contract is not None and contract.freshness is not None:
-        rule = contract.freshness
-        freshness = {"column": rule.column, "max_age_hours": rule.max_age_hours, "newest_age_hours": None}
-        if rule.column not in frame.columns:
-            table.append(f"{where}: freshness column '{rule.column}' is absent")
-        elif rows:
-            newest = parse_timestamps(frame[rule.column]).max()
-            if pd.isna(newest):
-                table.append(f"{where}: freshness column '{rule.column}' has no ISO 8601 timestamps")
-            else:
-                age = (_as_utc(now) - newest.to_pydatetime()).total_seconds() / 3600
-                freshness["newest_age_hours"] = round(age, 2)
-                if age > rule.max_age_hours:
-                    table.append(
-                        f"{where}: newest {rule.column} is {age:.1f} h old, "
-                        f"contract allows {_hours(rule.max_age_hours)} h"
-                    )
-
-    if contract is not None and rows < contract.min_rows:
-        table.append(f"{where} has {rows} rows, contract requires at least {contract.min_rows}")
-
-    extra_fields = [f for f, n in (drift.get("unexpected_fields") or {}).items() if n]
-    if contract is not None and not contract.allow_extra_columns:
-        extras = list(dict.fromkeys([*unexpected, *extra_fields]))
-        if extras:
-            table.append(
-                f"{where} has unexpected column(s) {', '.join(extras)}; its contract does not allow extra columns"
-            )
+    _check_columns(found, where, declared, frame, mask)
+    freshness = None
+    if contract is not None:
+        freshness = _check_freshness(found, where, contract, frame, now)
+        _check_table(found, where, contract, rows, unexpected, drift)
 
     schema_diff = {
         "expected_columns": list(expected_columns),
@@ -366,7 +408,7 @@ def evaluate_contract(
         "missing_columns": missing,
         "unexpected_columns": unexpected,
         "contract_columns_absent": contract_absent,
-        "type_drift": type_drift,
+        "type_drift": found.type_drift,
         "field_drift": drift,
     }
     outcome = ContractOutcome(
@@ -374,20 +416,22 @@ def evaluate_contract(
         rows=rows,
         contract_declared=contract is not None,
         schema_diff=schema_diff,
-        row_violations=dict(sorted(row_violations.items())),
-        table_violations=table,
-        rule_counts=rule_counts,
+        row_violations=dict(sorted(found.row_violations.items())),
+        table_violations=found.table,
+        rule_counts=found.rule_counts,
         freshness=freshness,
-        samples=samples,
+        samples=found.samples,
     )
-    if table:
-        log.warning("source %s: %d contract violation(s): %s", source_name, len(table), "; ".join(table))
+    if found.table:
+        log.warning(
+            "source %s: %d contract violation(s): %s", source_name, len(found.table), "; ".join(found.table)
+        )
     log.info(
         "source %s: contract checked on %d rows, %d to quarantine, %d table-level violation(s)",
         source_name,
         rows,
         len(outcome.row_violations),
-        len(table),
+        len(found.table),
     )
     return outcome
 

@@ -83,101 +83,121 @@ def approver_label(payload: dict[str, Any]) -> str:
     return f"{name} ({uid})" if name and name != uid else str(uid)
 
 
+Entry = tuple[str, str, str]  # (event, description, actor)
+
+
+def _rollback_entry(
+    record: LedgerRecord, version: str, mine_before: list[str], mine_after: list[str]
+) -> Entry | None:
+    payload = record.payload
+    reason = f" Reason: {payload.get('reason')}" if payload.get("reason") else ""
+    actor = str(payload.get("requested_by") or "unknown")
+    if str(payload.get("rolled_back")) == version:
+        return "rolled back", f"rolled back: v{payload.get('champion')} is champion again.{reason}", actor
+    if str(payload.get("champion")) == version:
+        return (
+            "restored as champion",
+            f"champion again after a rollback of v{payload.get('rolled_back')}.{reason}",
+            actor,
+        )
+    if mine_before != mine_after:
+        return "alias moved", f"aliases now: {', '.join(mine_after) or 'none'}", actor
+    return None
+
+
+def _side_effect_entry(
+    record: LedgerRecord, after: dict[str, str], mine_before: list[str], mine_after: list[str]
+) -> Entry | None:
+    """Another version's registration or promotion that moved one of this version's aliases."""
+    if mine_before == mine_after:
+        return None
+    other = record.payload.get("version")
+    if "champion" in mine_before and "champion" not in mine_after:
+        return "replaced as champion", f"replaced as champion by v{other}; alias previous", record.actor
+    if "previous" in mine_before and "previous" not in mine_after:
+        return "no longer previous", f"v{after.get('previous')} is the previous champion now", record.actor
+    if "challenger" in mine_before and "challenger" not in mine_after:
+        return "challenger moved", f"alias challenger moved to v{other}", record.actor
+    return "alias moved", f"aliases now: {', '.join(mine_after) or 'none'}", record.actor
+
+
+def _alias_entry(
+    record: LedgerRecord, version: str, subject: str, before: dict[str, str], after: dict[str, str]
+) -> Entry | None:
+    """A registration, promotion or rollback, as it concerns this version."""
+    payload = record.payload
+    mine_before, mine_after = held(before, version), held(after, version)
+    if record.event_type == ModelRegistered.name and record.subject == subject:
+        return "registered", f"registered from fine-tune run {record.run_id}; alias challenger", record.actor
+    if record.event_type == ModelPromoted.name and str(payload.get("version")) == version:
+        kept = f"; v{payload['previous']} kept as previous" if payload.get("previous") else ""
+        return "promoted", "promoted: alias champion" + kept, record.actor
+    if record.event_type == ModelRolledBack.name:
+        return _rollback_entry(record, version, mine_before, mine_after)
+    return _side_effect_entry(record, after, mine_before, mine_after)
+
+
+def _decision_entry(record: LedgerRecord, subject: str) -> Entry | None:
+    """An approval, a skipped promotion, a serving target or an erasure review of this version."""
+    payload = record.payload
+    if record.subject == subject and record.event_type in (ModelApproved.name, ModelRejected.name):
+        if record.event_type == ModelApproved.name:
+            return (
+                "approved",
+                f"approved for promotion at {payload.get('responded_at')}",
+                approver_label(payload),
+            )
+        outcome = str(payload.get("outcome") or "").replace("_", " ")
+        return "not approved", f"not approved ({outcome})", approver_label(payload)
+    if record.subject == subject and record.event_type == PromotionSkipped.name:
+        return "promotion skipped", str(payload.get("reason") or ""), record.actor
+    if record.event_type in SERVING_EVENTS and record.subject.startswith(f"{subject}/"):
+        # A serving target (`model/<name>/<version>/<target>`): which target, why, the outcome.
+        target = payload.get("target") or record.subject.rsplit("/", 1)[-1]
+        passed = record.event_type == ModelDeployed.name
+        description = (
+            f"{'deployed to' if passed else 'deployment to'} {target}"
+            + (f" (on {payload['trigger']})" if payload.get("trigger") else "")
+            + ("" if passed else ": failed")
+        )
+        return ("deployed" if passed else "deployment failed"), description, record.actor
+    if record.subject == subject and record.event_type == ErasureModelFlagged.name:
+        description = f"erasure request {payload.get('request_id')}: {payload.get('action')}"
+        return "flagged for erasure review", description, record.actor
+    return None
+
+
 def deployment_history(records: list[LedgerRecord], model_name: str, version: str) -> list[dict[str, Any]]:
     """Every recorded event that changed or decided this version's deployment, oldest first."""
     version = str(version)
     subject = f"model/{model_name}/{version}"
-    entries: list[tuple[LedgerRecord, str, str, str, list[str]]] = []
     moves = {r.seq: (before, after) for r, before, after in replay_aliases(records, model_name)}
+    history = []
     for record in records:
-        payload = record.payload
-        kind = description = None
-        actor = record.actor
         if record.seq in moves:
             before, after = moves[record.seq]
-            mine_before, mine_after = held(before, version), held(after, version)
-            if record.event_type == ModelRegistered.name and record.subject == subject:
-                kind, description = (
-                    "registered",
-                    f"registered from fine-tune run {record.run_id}; alias challenger",
-                )
-            elif record.event_type == ModelPromoted.name and str(payload.get("version")) == version:
-                kind = "promoted"
-                description = "promoted: alias champion" + (
-                    f"; v{payload['previous']} kept as previous" if payload.get("previous") else ""
-                )
-            elif record.event_type == ModelRolledBack.name:
-                reason = f" Reason: {payload.get('reason')}" if payload.get("reason") else ""
-                actor = str(payload.get("requested_by") or "unknown")
-                if str(payload.get("rolled_back")) == version:
-                    kind = "rolled back"
-                    description = f"rolled back: v{payload.get('champion')} is champion again.{reason}"
-                elif str(payload.get("champion")) == version:
-                    kind = "restored as champion"
-                    description = f"champion again after a rollback of v{payload.get('rolled_back')}.{reason}"
-                elif mine_before != mine_after:
-                    kind, description = "alias moved", f"aliases now: {', '.join(mine_after) or 'none'}"
-            elif mine_before != mine_after:
-                other = payload.get("version")
-                if "champion" in mine_before and "champion" not in mine_after:
-                    kind, description = (
-                        "replaced as champion",
-                        f"replaced as champion by v{other}; alias previous",
-                    )
-                elif "previous" in mine_before and "previous" not in mine_after:
-                    kind, description = (
-                        "no longer previous",
-                        f"v{after.get('previous')} is the previous champion now",
-                    )
-                elif "challenger" in mine_before and "challenger" not in mine_after:
-                    kind, description = "challenger moved", f"alias challenger moved to v{other}"
-                else:
-                    kind, description = "alias moved", f"aliases now: {', '.join(mine_after) or 'none'}"
-            aliases_after = mine_after
-        elif record.subject == subject and record.event_type in (ModelApproved.name, ModelRejected.name):
-            approved = record.event_type == ModelApproved.name
-            kind = "approved" if approved else "not approved"
-            actor = approver_label(payload)
-            outcome = str(payload.get("outcome") or "")
-            description = (
-                f"approved for promotion at {payload.get('responded_at')}"
-                if approved
-                else f"not approved ({outcome.replace('_', ' ')})"
-            )
-            aliases_after = []
-        elif record.subject == subject and record.event_type == PromotionSkipped.name:
-            kind, description, aliases_after = "promotion skipped", str(payload.get("reason") or ""), []
-        elif record.event_type in SERVING_EVENTS and record.subject.startswith(f"{subject}/"):
-            # A serving target (`model/<name>/<version>/<target>`): which target, why, smoke test outcome.
-            target = payload.get("target") or record.subject.rsplit("/", 1)[-1]
-            passed = record.event_type == ModelDeployed.name
-            kind = "deployed" if passed else "deployment failed"
-            description = (
-                f"{'deployed to' if passed else 'deployment to'} {target}"
-                + (f" (on {payload['trigger']})" if payload.get("trigger") else "")
-                + ("" if passed else ": failed")
-            )
-            aliases_after = []
-        elif record.subject == subject and record.event_type == ErasureModelFlagged.name:
-            kind = "flagged for erasure review"
-            description = f"erasure request {payload.get('request_id')}: {payload.get('action')}"
-            aliases_after = []
-        if kind is not None:
-            entries.append((record, kind, str(description), str(actor), aliases_after))
-    return [
-        {
-            "at": record.recorded_at,
-            "event": kind,
-            "description": description,
-            "actor": actor,
-            "run_id": record.run_id,
-            "aliases_after": aliases_after if record.seq in moves else None,
-            "event_type": record.event_type,
-            "seq": record.seq,
-            "record_hash": record.record_hash,
-        }
-        for record, kind, description, actor, aliases_after in entries
-    ]
+            entry = _alias_entry(record, version, subject, before, after)
+            aliases_after: list[str] | None = held(after, version)
+        else:
+            entry = _decision_entry(record, subject)
+            aliases_after = None
+        if entry is None:
+            continue
+        kind, description, actor = entry
+        history.append(
+            {
+                "at": record.recorded_at,
+                "event": kind,
+                "description": description,
+                "actor": actor,
+                "run_id": record.run_id,
+                "aliases_after": aliases_after,
+                "event_type": record.event_type,
+                "seq": record.seq,
+                "record_hash": record.record_hash,
+            }
+        )
+    return history
 
 
 def deployment_status(aliases: list[str], history: list[dict[str, Any]]) -> tuple[str, str]:

@@ -56,10 +56,9 @@ from llmops.reports.deployment import (
     replay_aliases,
 )
 from llmops.reports.evidence import last, record_ref
+from llmops.reports.limitations import NOT_CONSULTED, limitations
 from llmops.reports.period import ReportRequestError, Window, collection_period, parse_window
 from llmops.reports.version_data import (
-    IN_LAKE,
-    KEPT,
     encryption_section,
     evaluation_section,
     hpo_section,
@@ -69,6 +68,7 @@ from llmops.reports.version_data import (
     training_section,
     validation_section,
 )
+from llmops.reports.version_lineage import lineage_section
 from llmops.settings import get_settings
 from llmops.specs import spec_hash
 
@@ -86,8 +86,6 @@ REPORT_FILES = {
     "model_card": "model_card.md",
     "data_card": "data_card.md",
 }
-NOT_CONSULTED = "not consulted"
-SMALL_EVAL_SET = 100  # fewer generated samples than this: say so among the limitations
 
 __all__ = [
     "KIND",
@@ -193,228 +191,6 @@ def plan_reports(
             for v in sorted(versions, key=_version_key)
         )
     return items
-
-
-def lineage_section(
-    spec: PipelineSpec,
-    model_name: str,
-    version: str,
-    chain: list[dict[str, Any]],
-    sources: list[dict[str, Any]],
-    validations: list[dict[str, Any]],
-    sft: LedgerRecord | None,
-    trained: LedgerRecord | None,
-    registered: LedgerRecord,
-) -> dict[str, Any]:
-    graph = lineage_graph.LineageGraph()
-    for source in sources:
-        source_node = graph.add_node(
-            f"source:{source['name']}", "source", source["name"], source["kind"], location=source["location"]
-        )
-        raw_node = graph.add_node(
-            f"raw:{source['name']}:{source['raw_snapshot_id']}",
-            "raw",
-            source["name"],
-            source["raw_snapshot_id"],
-            snapshot_id=source["raw_snapshot_id"],
-        )
-        graph.add_edge(source_node, raw_node, "commit", source["ingest_run_id"])
-    for check in validations:
-        validated = graph.add_node(
-            f"validated:{check['validated_snapshot_id']}",
-            "validated",
-            f"{check['rows_accepted']} rows accepted",
-            check["validated_snapshot_id"],
-            snapshot_id=check["validated_snapshot_id"],
-        )
-        quarantine = graph.add_node(
-            f"quarantine:{check['quarantine_snapshot_id']}",
-            "quarantine",
-            f"{check['rows_quarantined']} rows quarantined",
-            check["quarantine_snapshot_id"],
-            snapshot_id=check["quarantine_snapshot_id"],
-        )
-        for source in sources:
-            if source["ingest_run_id"] == check["ingest_run_id"]:
-                raw = f"raw:{source['name']}:{source['raw_snapshot_id']}"
-                graph.add_edge(raw, validated, "validate", check["ingest_run_id"])
-                graph.add_edge(raw, quarantine, "validate", check["ingest_run_id"])
-    validated_of = {v["ingest_run_id"]: v["validated_snapshot_id"] for v in validations}
-    for entry in chain:
-        written = graph.add_node(
-            f"curated:{entry['written_as']}",
-            "curated",
-            "curated records",
-            entry["written_as"],
-            snapshot_id=entry["written_as"],
-        )
-        if entry["run_id"] in validated_of:
-            graph.add_edge(f"validated:{validated_of[entry['run_id']]}", written, "curate", entry["run_id"])
-        if entry["curated_snapshot_id"] != entry["written_as"]:  # rewritten by erasure request(s) since
-            used = graph.add_node(
-                f"curated:{entry['curated_snapshot_id']}",
-                "curated",
-                "after erasure",
-                entry["curated_snapshot_id"],
-                snapshot_id=entry["curated_snapshot_id"],
-            )
-            last_rewrite = entry["erasure_rewrites"][-1] if entry["erasure_rewrites"] else {}
-            graph.add_edge(written, used, "erasure rewrite", None)
-            graph.nodes[used]["erasure_request"] = last_rewrite.get("request_id")
-    for newer, older in zip(chain, chain[1:], strict=False):
-        graph.add_edge(
-            f"curated:{older['curated_snapshot_id']}",
-            f"curated:{newer['written_as']}",
-            "carry forward",
-            newer["run_id"],
-        )
-    model = graph.add_node(
-        f"model:{model_name}/{version}",
-        "model",
-        f"{model_name} v{version}",
-        registered.payload.get("model_uri"),
-        model_name=model_name,
-        version=version,
-    )
-    run_node = None
-    if trained is not None:
-        payload = trained.payload
-        base = graph.add_node(
-            f"base:{payload.get('base_model')}",
-            "base_model",
-            str(payload.get("base_model")),
-            ((payload.get("result") or {}).get("base_model_sha256") or "")[:16] or None,
-            uri=payload.get("base_model"),
-        )
-        run_node = graph.add_node(
-            f"run:{payload.get('mlflow_run_id')}",
-            "training_run",
-            f"{payload.get('method', 'sft')} · LoRA r={(payload.get('lora') or {}).get('r')}",
-            payload.get("mlflow_run_id"),
-            mlflow_run_id=payload.get("mlflow_run_id"),
-        )
-        graph.add_edge(base, run_node, "train", trained.run_id)
-        graph.add_edge(run_node, model, "register", registered.run_id)
-    if sft is not None:
-        sft_id = sft.payload.get("sft_snapshot_id")
-        sft_node = graph.add_node(
-            f"sft:{sft_id}",
-            "sft",
-            f"{(sft.payload.get('stats') or {}).get('train', {}).get('rows')} train rows",
-            sft_id,
-            snapshot_id=sft_id,
-        )
-        curated = f"curated:{sft.payload.get('curated_snapshot_id')}"
-        if curated in graph.nodes:
-            graph.add_edge(curated, sft_node, "prepare_training_data", sft.run_id)
-        if run_node is not None:
-            graph.add_edge(sft_node, run_node, "train", trained.run_id if trained else None)
-    run_ids = {e["run_id"] for e in chain if e["run_id"]} | {registered.run_id}
-    events, status = lineage_graph.read_events(spec.name, {r for r in run_ids if r})
-    unmatched = lineage_graph.check_against_openlineage(graph, events)
-    lineage = graph.to_dict({**status, "unmatched_datasets": unmatched})
-    confirmed = [
-        e["confirmed_by_openlineage"] for e in lineage["edges"] if e["confirmed_by_openlineage"] is not None
-    ]
-    lineage["edges_confirmed"] = sum(confirmed) if events else None
-    lineage["edges_checked"] = len(confirmed) if events else None
-    return lineage
-
-
-def limitations(report: dict[str, Any]) -> list[str]:
-    """What the evidence itself says an auditor or user should keep in mind (derived, not boilerplate)."""
-    out = []
-    evaluation = report["evaluation"]
-    n = evaluation.get("n_samples")
-    if n is not None and n < SMALL_EVAL_SET:
-        out.append(
-            f"Generation metrics (token F1, exact match, ROUGE-L, the probes) come from {n} held-out samples of "
-            "the same curated data as the training set: they do not show performance on other sources, periods "
-            "or languages."
-        )
-    if not evaluation.get("golden"):
-        out.append(
-            "No golden (curated reference) set was evaluated: quality is measured on the held-out split only."
-        )
-    gates = evaluation.get("gates") or {}
-    if gates and not gates.get("champion_compared"):
-        out.append(
-            f"Not compared with a champion on the same data ({evaluation.get('champion_note') or 'none'})."
-        )
-    probes = evaluation["probes"]
-    if not probes["pii_leakage"].get("canaries"):
-        out.append(
-            "The PII leakage probe used prompts cut where personal data stood in training records; no planted "
-            "canaries were configured."
-        )
-    out.append(
-        "Toxicity is the share of answers containing a blocked term from the spec, and refusal the share "
-        "containing a refusal phrase: word lists, not a trained classifier or human review."
-    )
-    for check in report["data"]["validation"]:
-        if check.get("rows_quarantined"):
-            reasons = ", ".join(f"{r['reason']} ({r['rows']})" for r in check["quarantine_reasons"][:5])
-            out.append(
-                f"{check['rows_quarantined']} of {check['rows_after_normalisation']} rows were quarantined in "
-                f"ingest run {check['ingest_run_id']} and not trained on: {reasons}."
-            )
-        drifted = [
-            c["source"]
-            for c in check.get("contracts") or []
-            if (c.get("field_drift") or {}).get("unexpected_fields")
-            or (c.get("field_drift") or {}).get("missing_fields")
-        ]
-        if drifted:
-            out.append(f"Schema drift (fields added or missing) was seen in: {', '.join(drifted)}.")
-    hpo = report["hpo"]
-    if hpo:
-        failed = [t for t in hpo["trials"] if t.get("state") == "failed"]
-        if failed:
-            out.append(f"{len(failed)} of {len(hpo['trials'])} search trials failed.")
-    training = report["training"] or {}
-    if training.get("max_steps"):
-        out.append(f"Training was capped at max_steps={training['max_steps']} by a run Param.")
-    if training.get("spec_changed_since"):
-        out.append("The pipeline spec changed after this version was trained: the spec shown is today's.")
-    gone = [s for s in report["data"]["snapshots"] if s["state"] not in (IN_LAKE, KEPT)]
-    if gone:
-        out.append(
-            f"{len(gone)} snapshot(s) of this version's lineage were since deleted or rewritten (see Snapshots): "
-            "the exact training data can no longer be re-read from the lake; the hashes stay as evidence."
-        )
-    if report["erasure"]["open_requests"]:
-        out.append(
-            f"Open erasure request(s) {', '.join(report['erasure']['open_requests'])}: this version was trained "
-            "on data of a subject who asked to be erased; retrain and retire it."
-        )
-    unknown = [r["request_id"] for r in report["erasure"]["requests"] if r["status"].startswith("unknown")]
-    if unknown:
-        out.append(
-            f"Erasure request(s) {', '.join(unknown)} flagged this version; whether they are still open could "
-            "not be read from the registry."
-        )
-    error = report["registry"].get("registry_error")
-    if error == NOT_CONSULTED:
-        out.append("The MLflow registry was not consulted for this report: aliases come from the ledger.")
-    elif error:
-        out.append(f"The MLflow registry could not be read ({error}): aliases come from the ledger.")
-    elif report["registry"].get("matches_ledger") is False:
-        out.append(
-            "The registry's aliases differ from what the ledger recorded: an alias was moved outside the pipeline."
-        )
-    lineage = report["lineage"]
-    if not lineage["openlineage"]["configured"]:
-        out.append(
-            "OpenLineage events were not read (no file transport configured): the lineage is the ledger's alone."
-        )
-    elif lineage.get("edges_checked") and lineage["edges_confirmed"] < lineage["edges_checked"]:
-        out.append(
-            f"{lineage['edges_checked'] - lineage['edges_confirmed']} lineage edge(s) known to the ledger were not "
-            "reported by OpenLineage."
-        )
-    if not report["ledger"]["verification"]["ok"]:
-        out.append(f"The governance ledger does NOT verify: {report['ledger']['verification']['problem']}.")
-    return out
 
 
 def build_model_version_report(

@@ -56,7 +56,6 @@ from llmops.specs.sources import (
 from llmops.specs.training import (
     RESERVED_STAGE_NAMES,
     SEARCHABLE,
-    TRAINING_DATASETS,
     BaseModelSpec,
     Distributed,
     Hyperparameters,
@@ -69,7 +68,6 @@ from llmops.specs.training import (
     StageGate,
     StageSpec,
     Toleration,
-    TrainingMethod,
     TrainingSpec,
     template_fields,
 )
@@ -81,7 +79,6 @@ __all__ = [
     "KUBERNETES_TARGETS",
     "RESERVED_STAGE_NAMES",
     "SEARCHABLE",
-    "TRAINING_DATASETS",
     "AccessSpec",
     "Approval",
     "BaseModelSpec",
@@ -135,7 +132,6 @@ __all__ = [
     "StageSpec",
     "StrictModel",
     "Toleration",
-    "TrainingMethod",
     "TrainingSpec",
     "Validation",
     "one_of",

@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from llmops import metrics
 from llmops.specs.base import IDENTIFIER, Identifier, StrictModel, one_of
 from llmops.specs.evaluation import Gate
+from llmops.training.methods import REGISTRY, get_method, method_names
+from llmops.training.methods.base import METHOD_SPEC_FIELDS
 
 
 class LoraSpec(StrictModel):
@@ -158,20 +160,6 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
-TrainingMethod = Literal["sft", "continued_pretraining", "preference"]
-
-
-#: Columns a method may not be given, per method (a setting of another method is an error).
-_METHOD_FIELDS = {
-    "sft": ("prompt_template", "completion_column"),
-    "continued_pretraining": ("text_columns",),
-    "preference": ("prompt_template", "chosen_column", "rejected_column"),
-}
-
-
-_ALL_METHOD_FIELDS = tuple(dict.fromkeys(f for fields in _METHOD_FIELDS.values() for f in fields))
-
-
 class MethodData(StrictModel):
     """What one training method learns from: columns of the curated dataset, per method.
 
@@ -181,7 +169,7 @@ class MethodData(StrictModel):
     ``rejected_column`` (DPO, strength ``beta``).
     """
 
-    method: TrainingMethod = "sft"
+    method: str = Field(default="sft", description="A training method (llmops.training.methods).")
     prompt_template: str | None = Field(
         default=None, description="sft, preference: Python format string over columns, e.g. '{subject}'."
     )
@@ -207,23 +195,28 @@ class MethodData(StrictModel):
             template_fields(value)
         return value
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        return one_of(value, method_names())
+
     @model_validator(mode="after")
     def _method_columns(self) -> MethodData:
-        needed = _METHOD_FIELDS[self.method]
+        method = get_method(self.method)
+        needed = method.spec_fields
         for name in needed:
             if not getattr(self, name):
                 raise ValueError(f"{name}: required by method '{self.method}'")
-        for name in _ALL_METHOD_FIELDS:
+        for name in METHOD_SPEC_FIELDS:
             if name not in needed and getattr(self, name):
-                users = [m for m, fields in _METHOD_FIELDS.items() if name in fields]
+                users = [m.name for m in REGISTRY.values() if name in m.spec_fields]
                 raise ValueError(
                     f"{name}: only used by method {' / '.join(users)}, but method is '{self.method}'"
                 )
-        if self.beta is not None and self.method != "preference":
-            raise ValueError(f"beta: only used by method 'preference', but method is '{self.method}'")
-        if self.chat_template and self.method == "continued_pretraining":
-            raise ValueError("chat_template: continued_pretraining trains on raw text, not conversations")
-        if self.method == "preference" and self.chosen_column == self.rejected_column:
+        problems = method.setting_problems(packing=False, chat_template=self.chat_template, beta=self.beta)
+        if problems:
+            raise ValueError(problems[0])
+        if self.chosen_column is not None and self.chosen_column == self.rejected_column:
             raise ValueError("rejected_column: must differ from chosen_column")
         return self
 
@@ -249,14 +242,7 @@ class MethodData(StrictModel):
     @property
     def dataset_name(self) -> str:
         """The name of the training dataset snapshots of this method."""
-        return TRAINING_DATASETS[self.method]
-
-
-TRAINING_DATASETS = {
-    "sft": "prompt_completion",
-    "continued_pretraining": "text_corpus",
-    "preference": "preference_pairs",
-}
+        return get_method(self.method).dataset
 
 
 class StageGate(StrictModel):
@@ -326,10 +312,9 @@ class TrainingSpec(MethodData):
             raise ValueError("distributed training needs processes_per_node >= 2")
         if self.kubernetes and self.distributed.processes_per_node > max(self.kubernetes.gpus, 1):
             raise ValueError("distributed.processes_per_node cannot exceed kubernetes.gpus")
-        if self.packing and self.method != "sft":
+        if self.packing and not get_method(self.method).packing:
             raise ValueError(
-                f"packing: only method 'sft' packs examples (continued_pretraining always packs its text "
-                f"into blocks; preference compares pairs), but method is '{self.method}'"
+                get_method(self.method).setting_problems(packing=True, chat_template=False, beta=None)[0]
             )
         names = [s.name for s in self.preceding_stages]
         repeated = sorted({n for n in names if names.count(n) > 1})

@@ -22,22 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmops.specs.schema import Distributed, Hyperparameters, LoraSpec
+from llmops.training.methods import get_method, method_names
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 Device = Literal["auto", "cpu", "cuda"]
 Quantization = Literal["none", "4bit"]
-#: What a job trains: ``sft`` (prompt/completion rows, loss on the completion), ``continued_pretraining``
-#: (raw ``text`` rows, next-token loss on every token, packed into fixed-length blocks) or
-#: ``preference`` (DPO on ``prompt``/``chosen``/``rejected`` pairs).
-Method = Literal["sft", "continued_pretraining", "preference"]
-#: The rows ``train_file`` and ``eval_file`` hold, per method.
-DATA_FORMATS: dict[str, tuple[str, ...]] = {
-    "sft": ("prompt", "completion"),
-    "continued_pretraining": ("text",),
-    "preference": ("prompt", "chosen", "rejected"),
-}
 DEFAULT_BETA = 0.1
 REMOTE_SCHEMES = ("s3://",)
 
@@ -208,7 +199,7 @@ class HpoTarget(StrictConfig):
 class TrainingJobConfig(StrictConfig):
     """Everything one fine-tuning run needs; unknown keys are errors, never silently ignored."""
 
-    method: Method = "sft"
+    method: str = Field(default="sft", description="A training method (llmops.training.methods).")
     base_model_path: str = Field(
         min_length=1, description="Directory saved with save_pretrained: a local path or an s3:// prefix."
     )
@@ -271,6 +262,13 @@ class TrainingJobConfig(StrictConfig):
     )
     run_name: str = Field(default="llmops-sft", min_length=1, max_length=250)
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        from llmops.specs.base import one_of
+
+        return one_of(value, method_names())
+
     @field_validator("base_model_path", "train_file", "eval_file", "output_dir")
     @classmethod
     def _local_or_s3(cls, value: str) -> str:
@@ -298,24 +296,11 @@ class TrainingJobConfig(StrictConfig):
 
     def _method_rules(self) -> None:
         """Settings that belong to one method are errors on another (never silently ignored)."""
-        if self.beta is not None and self.method != "preference":
-            raise ValueError(f"beta: only used by method 'preference' (DPO), but method is {self.method!r}")
-        if self.method == "continued_pretraining":
-            if self.packing:
-                raise ValueError(
-                    "packing: continued_pretraining always concatenates its texts and cuts them into "
-                    "hyperparameters.max_length blocks; remove packing"
-                )
-            if self.chat_template:
-                raise ValueError(
-                    "chat_template: continued_pretraining trains on raw text, which has no conversation "
-                    "to render; set chat_template: false or use method 'sft'"
-                )
-        if self.method == "preference" and self.packing:
-            raise ValueError(
-                "packing: preference (DPO) compares each chosen answer with its rejected one and does not "
-                "pack pairs; remove packing"
-            )
+        problems = get_method(self.method).setting_problems(
+            packing=bool(self.packing), chat_template=self.chat_template, beta=self.beta
+        )
+        if problems:
+            raise ValueError(problems[0])
 
     @property
     def dpo_beta(self) -> float:
@@ -325,7 +310,7 @@ class TrainingJobConfig(StrictConfig):
     @property
     def data_format(self) -> tuple[str, ...]:
         """The keys every row of train_file and eval_file must have."""
-        return DATA_FORMATS[self.method]
+        return get_method(self.method).row_fields
 
     @property
     def evaluates_during_training(self) -> bool:

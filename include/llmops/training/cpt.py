@@ -8,7 +8,7 @@ pretraining. The eval split is packed the same way, so ``eval_loss`` is the mean
 per held-out token and ``eval_perplexity = exp(eval_loss)``.
 
 Everything else (staging, LoRA, checkpoints and resume, integrity checks, manifest, MLflow) is
-the shared driver in :mod:`llmops.training.sft`.
+the shared driver in :mod:`llmops.training.driver`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,10 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.config import DATA_FORMATS
+from llmops.training.driver import TrainerRecipe, run_training
+from llmops.training.methods import get_method
 from llmops.training.runtime import read_jsonl_rows
-from llmops.training.sft import (
-    TrainingMethod,
-    _progress_callback,
-    build_peft_config,
-    run_training,
-    training_arguments,
-)
+from llmops.training.trainer_parts import build_peft_config, progress_callback, training_arguments
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,7 +82,7 @@ def build_cpt_trainer(
         peft_config=build_peft_config(config),
     )
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(_progress_callback())
+    trainer.add_callback(progress_callback())
     return trainer
 
 
@@ -117,10 +112,10 @@ def cpt_metrics(evaluation: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {f"{prefix}perplexity": perplexity(evaluation.get("eval_loss"))}
 
 
-CONTINUED_PRETRAINING = TrainingMethod(
+CONTINUED_PRETRAINING = TrainerRecipe(
     name="continued_pretraining",
     read_rows=partial(
-        read_jsonl_rows, keys=DATA_FORMATS["continued_pretraining"], method="continued_pretraining"
+        read_jsonl_rows, keys=get_method("continued_pretraining").row_fields, method="continued_pretraining"
     ),
     build_args=build_cpt_config,
     build_trainer=build_cpt_trainer,

@@ -12,7 +12,7 @@ for the chosen answer than for the rejected one) and the mean reward margin. Bef
 adapter is zero, policy and reference agree and every reward is 0 (accuracy 0, margin 0).
 
 Everything else (staging, LoRA, checkpoints and resume, integrity checks, manifest, MLflow) is
-the shared driver in :mod:`llmops.training.sft`.
+the shared driver in :mod:`llmops.training.driver`.
 """
 
 from __future__ import annotations
@@ -20,22 +20,17 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.config import DATA_FORMATS
+from llmops.training.driver import TrainerRecipe, run_training
+from llmops.training.methods import get_method
 from llmops.training.runtime import read_jsonl_rows
-from llmops.training.sft import (
-    TrainingMethod,
-    _progress_callback,
-    build_peft_config,
-    run_training,
-    training_arguments,
-)
+from llmops.training.trainer_parts import build_peft_config, progress_callback, training_arguments
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from llmops.training.config import TrainingJobConfig
 
-PAIR_FIELDS = DATA_FORMATS["preference"]
+PAIR_FIELDS = get_method("preference").row_fields
 # TRL's eval metric (mean over evaluation batches) -> the name in result.json (after the prefix).
 _REWARD_METRICS = {
     "eval_rewards/accuracies": "reward_accuracy",
@@ -113,7 +108,7 @@ def build_dpo_trainer(
             "DPOTrainer created a separate reference model; expected the adapter-disabled base"
         )
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(_progress_callback())
+    trainer.add_callback(progress_callback())
     return trainer
 
 
@@ -124,7 +119,7 @@ def dpo_metrics(evaluation: dict[str, Any], prefix: str) -> dict[str, Any]:
     }
 
 
-PREFERENCE = TrainingMethod(
+PREFERENCE = TrainerRecipe(
     name="preference",
     read_rows=partial(read_jsonl_rows, keys=PAIR_FIELDS, method="preference"),
     build_args=build_dpo_config,

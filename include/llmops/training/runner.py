@@ -1,9 +1,7 @@
-"""CLI and trainer registry: ``python -m llmops.training --config job.json``.
+"""CLI of the training job: ``python -m llmops.training --config job.json``.
 
-Training methods are looked up by name (the spec's ``training.method``) and imported lazily,
-so adding a method is a registry entry plus the ``method`` literal in the job config (and the
-spec); the CLI stays the same. Registered: ``sft``, ``continued_pretraining`` and
-``preference`` (DPO).
+The job's ``method`` names a registered training method (:mod:`llmops.training.methods`), whose
+trainer is imported when the job runs; the CLI is the same for every method.
 
 Exit status: 0 success (``status`` "succeeded", or "pruned" for a search trial the pruner
 stopped), 2 unusable config or inputs, 1 the training itself failed. In both failure cases
@@ -14,7 +12,6 @@ in it may be a local path or an ``s3://`` URI.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import time
@@ -22,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops.training.artifacts import canonical_json_sha256
 from llmops.training.config import ConfigError, load_job_config
+from llmops.training.methods import get_method
 from llmops.training.runtime import DistributedContext, JobInputError, setup_logging
 
 if TYPE_CHECKING:
@@ -31,30 +29,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# name -> "module:function"; resolved on use so that importing the registry stays cheap.
-TRAINERS: dict[str, str] = {
-    "sft": "llmops.training.sft:train_sft",
-    "continued_pretraining": "llmops.training.cpt:train_continued_pretraining",
-    "preference": "llmops.training.dpo:train_preference",
-}
 RESULT_FILE = "result.json"
 
 
-def register_trainer(name: str, target: str) -> None:
-    """Add or replace a training method; ``target`` is ``"package.module:function"``."""
-    if ":" not in target:
-        raise ValueError(f"trainer target must be 'module:function', got {target!r}")
-    TRAINERS[name] = target
-
-
 def get_trainer(name: str) -> Callable[[TrainingJobConfig], dict[str, Any]]:
-    """The training function for a method name."""
-    try:
-        target = TRAINERS[name]
-    except KeyError:
-        raise ValueError(f"unknown training method {name!r}; known: {', '.join(sorted(TRAINERS))}") from None
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    """The training function of a registered method (llmops.training.methods)."""
+    return get_method(name).load_trainer()
 
 
 def run_job(config: TrainingJobConfig) -> dict[str, Any]:

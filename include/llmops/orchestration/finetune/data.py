@@ -27,7 +27,7 @@ from llmops.ledger import record
 from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, StageDatasetCreated
 from llmops.settings import get_settings
 from llmops.specs.pinned import pin_spec, run_spec
-from llmops.training.config import DATA_FORMATS
+from llmops.training.methods import get_method, text_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,14 +36,6 @@ if TYPE_CHECKING:
     from llmops.specs.schema import MethodData
 
 log = logging.getLogger(__name__)
-
-
-METHOD_SUITES = {
-    "sft": "llmops_sft_dataset",
-    "continued_pretraining": "llmops_text_corpus",
-    "preference": "llmops_preference_pairs",
-}
-MIN_TEXT_CHARS = 20
 
 
 class TrainingDataError(PermanentError, ValueError):
@@ -56,37 +48,9 @@ def split_of(key: str, eval_fraction: float, seed: int) -> str:
     return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
 
 
-def _text(value: Any) -> str:
-    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
-
-
 def render_row(stage: MethodData, row: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
     """One curated record as the method's training row, or None and the contract rule it breaks."""
-    values = {k: _text(v) for k, v in row.items()}
-    if stage.method == "continued_pretraining":
-        parts = [values.get(c, "").strip() for c in stage.text_columns]
-        text = "\n\n".join(p for p in parts if p)
-        if len(text) < MIN_TEXT_CHARS:
-            return None, f"text shorter than {MIN_TEXT_CHARS} characters"
-        return {"text": text}, None
-    assert stage.prompt_template is not None
-    prompt = stage.prompt_template.format(**values)
-    if stage.method == "sft":
-        assert stage.completion_column is not None
-        completion = values.get(stage.completion_column, "").strip()
-        if not completion:
-            return None, f"no {stage.completion_column}"
-        return {"prompt": prompt, "completion": " " + completion}, None
-    assert stage.chosen_column is not None and stage.rejected_column is not None
-    chosen = values.get(stage.chosen_column, "").strip()
-    rejected = values.get(stage.rejected_column, "").strip()
-    if not chosen:
-        return None, f"no {stage.chosen_column}"
-    if not rejected:
-        return None, f"no {stage.rejected_column}"
-    if chosen == rejected:
-        return None, f"{stage.chosen_column} equals {stage.rejected_column}"
-    return {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}, None
+    return get_method(stage.method).render(stage, {k: text_of(v) for k, v in row.items()})
 
 
 def _redactor(spec: PipelineSpec) -> Any:
@@ -150,9 +114,9 @@ def check_suite(method: str, rows: list[dict[str, str]]) -> tuple[list[dict[str,
 
     from llmops.quality.expectations import BlockingExpectationFailed, load_suite, validate_dataframe
 
-    fields = ["key", *DATA_FORMATS[method], "split"]
+    fields = ["key", *get_method(method).row_fields, "split"]
     frame = pd.DataFrame(rows, columns=fields)
-    suite = load_suite(get_settings().project_dir / "great_expectations", METHOD_SUITES[method])
+    suite = load_suite(get_settings().project_dir / "great_expectations", get_method(method).suite)
     outcome = validate_dataframe(frame, suite, mask=lambda _: "***")
     summary = outcome.to_dict()
     summary.pop("results", None)
@@ -186,7 +150,7 @@ def write_dataset(
             f"and {len(split_rows['eval'])} eval rows from {len(df)} records (skipped: {skipped or 'none'}); "
             "need both"
         )
-    fields = DATA_FORMATS[stage.method]
+    fields = get_method(stage.method).row_fields
     table = pa.Table.from_pylist(
         rows, schema=pa.schema([(name, pa.string()) for name in ("key", *fields, "split")])
     )

@@ -111,7 +111,7 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "champion_base_model_path": champion_base,
         "pii_probe": (probe or {}).get("job"),
     }
-    if spec.training.method == "preference" and spec.training.beta is not None:
+    if spec.training.beta is not None:  # the spec allows it only for a method that uses it
         job["beta"] = spec.training.beta
     try:
         parse_eval_config(job, "evaluation job")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
@@ -133,27 +134,14 @@ def pii_masker() -> Any:
     return mask
 
 
-def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | None = None) -> dict[str, Any]:
-    """Normalise, check contracts and the GX suite, cast; quarantine failing rows; fail on blocking ones.
+def _read_and_check_contracts(
+    spec: PipelineSpec, raw: list[dict[str, Any]], reference: Any, kek: Any, mask: Any
+) -> tuple[list[pd.DataFrame], list[Any], dict[tuple[str, int], list[str]]]:
+    """Each raw snapshot as a frame tagged with its source and row, its contract outcome, and the
+    contract's row-level reasons by (source, row)."""
+    from llmops.quality.contracts import evaluate_contract
 
-    `now` (ISO 8601) is the run's reference time for freshness: the data interval's end, so that a
-    re-run judges freshness as the original run did.
-    """
-    from datetime import UTC, datetime
-
-    import pandas as pd
-    import pyarrow as pa
-
-    from llmops.privacy.keys import get_key_ring
-    from llmops.quality.contracts import ContractViolation, evaluate_contract
-    from llmops.quality.expectations import BlockingExpectationFailed, load_suite, validate_dataframe
-    from llmops.quality.metrics import metrics_trend, quality_metrics
-
-    spec = run_spec(pipeline, run_id)
     settings = get_settings()
-    reference = datetime.fromisoformat(now) if now else datetime.now(UTC)
-    kek = get_key_ring()
-    mask = pii_masker()
     frames = []
     contracts = []
     contract_rows: dict[tuple[str, int], list[str]] = {}
@@ -177,6 +165,31 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         frame[SOURCE_COLUMN] = source.name
         frame[SOURCE_ROW] = range(len(frame))
         frames.append(frame)
+    return frames, contracts, contract_rows
+
+
+def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | None = None) -> dict[str, Any]:
+    """Normalise, check contracts and the GX suite, cast; quarantine failing rows; fail on blocking ones.
+
+    `now` (ISO 8601) is the run's reference time for freshness: the data interval's end, so that a
+    re-run judges freshness as the original run did.
+    """
+    from datetime import UTC, datetime
+
+    import pandas as pd
+    import pyarrow as pa
+
+    from llmops.privacy.keys import get_key_ring
+    from llmops.quality.contracts import ContractViolation
+    from llmops.quality.expectations import BlockingExpectationFailed, load_suite, validate_dataframe
+    from llmops.quality.metrics import metrics_trend, quality_metrics
+
+    spec = run_spec(pipeline, run_id)
+    settings = get_settings()
+    reference = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    kek = get_key_ring()
+    mask = pii_masker()
+    frames, contracts, contract_rows = _read_and_check_contracts(spec, raw, reference, kek, mask)
     broken = [c for c in contracts if not c.ok]
     if broken:
         violations = [v for c in broken for v in c.table_violations]
@@ -200,8 +213,9 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     origin = list(zip(df[SOURCE_COLUMN], df[SOURCE_ROW], strict=True))
     df = df.drop(columns=[SOURCE_ROW])
 
-    suite = load_suite(settings.gx_dir, spec.validation.suite)
-    outcome = validate_dataframe(df.drop(columns=[SOURCE_COLUMN]), suite, mask)
+    outcome = validate_dataframe(
+        df.drop(columns=[SOURCE_COLUMN]), load_suite(settings.gx_dir, spec.validation.suite), mask
+    )
     row_failures = {row: list(reasons) for row, reasons in outcome.row_failures.items()}
     for row, key in enumerate(origin):
         if key in contract_rows:
@@ -215,10 +229,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     quarantined = df.iloc[failed_rows].copy()
     quarantined[QUARANTINE_REASON] = ["; ".join(row_failures[i]) for i in failed_rows]
     accepted = df.drop(index=failed_rows).reset_index(drop=True)
-    reasons: dict[str, int] = {}
-    for row_reasons in row_failures.values():
-        for reason in row_reasons:
-            reasons[reason] = reasons.get(reason, 0) + 1
+    reasons = dict(Counter(reason for row_reasons in row_failures.values() for reason in row_reasons))
 
     inputs = {r["source"]: {"snapshot_id": r["snapshot_id"], "watermark": r.get("watermark")} for r in raw}
     identity = {"inputs": sorted(r["snapshot_id"] for r in raw), "suite": spec.validation.suite}
