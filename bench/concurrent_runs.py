@@ -185,6 +185,96 @@ def wait_for(what: str, check: Any, timeout: float, every: float = 2.0) -> Any:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def kill_scheduler_mid_run(api: Any, ingest: list[str], procs: dict[str, Any], started: float) -> float:
+    """SIGKILL the scheduler (and its LocalExecutor workers) once a task runs; when it happened."""
+
+    def running_tasks() -> list[str]:
+        return [
+            f"{ti['dag_id']}.{ti['task_id']}"
+            for dag_id in ingest
+            for ti in api.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", state="running")["task_instances"]
+        ]
+
+    running = wait_for("a running task to kill", running_tasks, 300, every=0.5)
+    kill_group(procs["scheduler"], signal.SIGKILL)
+    killed_at = time.monotonic() - started
+    print(f"killed the scheduler and its workers at {killed_at:.0f} s (running: {running})", flush=True)
+    time.sleep(5)
+    return killed_at
+
+
+def ledger_checks(url: str) -> tuple[list[Any], int, list[Any]]:
+    """Duplicate events, the record count and every curated publication, read from the ledger's tables."""
+    from llmops.ledger.events import CuratedSnapshotPublished
+
+    ledger = sa.create_engine(url)
+    with ledger.connect() as conn:
+        duplicates = conn.execute(
+            sa.text(
+                "SELECT pipeline, event_type, subject, run_id, count(*) FROM llmops_ledger_events "
+                "GROUP BY pipeline, event_type, subject, run_id HAVING count(*) > 1"
+            )
+        ).all()
+        records = conn.execute(sa.text("SELECT count(*) FROM llmops_ledger_events")).scalar()
+        curated = conn.execute(
+            sa.text(
+                "SELECT pipeline, run_id, subject FROM llmops_ledger_events WHERE event_type = :event_type"
+            ),
+            {"event_type": CuratedSnapshotPublished.name},
+        ).all()
+    ledger.dispose()
+    return duplicates, int(records or 0), curated
+
+
+def summarise(
+    states: dict[str, str],
+    runs: int,
+    wall: float,
+    killed_at: float | None,
+    tries: Counter,
+    records: int,
+    duplicates: list[Any],
+    verified: bool,
+    curated: list[Any],
+) -> bool:
+    """Print the figures as JSON; whether every check held."""
+    published: dict[str, set[str]] = {}
+    for pipeline, _, subject in curated:
+        published.setdefault(pipeline, set()).add(subject)
+    runs_with_curated = Counter(pipeline for pipeline, _, _ in curated)
+
+    failed = sorted(r for r, s in states.items() if s != "success")
+    print(
+        json.dumps(
+            {
+                "runs": len(states),
+                "triggered": 2 * runs,
+                "succeeded": sum(1 for s in states.values() if s == "success"),
+                "failed": failed,
+                "wall_seconds": round(wall, 1),
+                "runs_per_minute": round(len(states) / wall * 60, 2),
+                "seconds_per_run_per_pipeline": round(wall / (len(states) / len(PIPELINES)), 1),
+                "scheduler_killed_at_s": round(killed_at, 1) if killed_at else None,
+                "task_instances_by_try_number": dict(sorted(tries.items())),
+                "ledger_records": records,
+                "ledger_duplicates": [list(map(str, d)) for d in duplicates],
+                "ledger_verified": verified,
+                "curated_snapshots_per_pipeline": {p: sorted(s) for p, s in published.items()},
+                "runs_that_recorded_a_curated_snapshot": dict(runs_with_curated),
+            },
+            indent=2,
+        )
+    )
+    ok = (
+        not failed
+        and not duplicates
+        and verified
+        and all(len(s) == 1 for s in published.values())
+        and len(published) == len(PIPELINES)
+    )
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="runs per pipeline, triggered at once")
@@ -261,23 +351,7 @@ def main() -> int:
         killed_at = None
         if args.kill_after > 0:
             time.sleep(args.kill_after)
-
-            def running_tasks() -> list[str]:
-                return [
-                    f"{ti['dag_id']}.{ti['task_id']}"
-                    for dag_id in ingest
-                    for ti in api.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", state="running")[
-                        "task_instances"
-                    ]
-                ]
-
-            running = wait_for("a running task to kill", running_tasks, 300, every=0.5)
-            kill_group(procs["scheduler"], signal.SIGKILL)
-            killed_at = time.monotonic() - started
-            print(
-                f"killed the scheduler and its workers at {killed_at:.0f} s (running: {running})", flush=True
-            )
-            time.sleep(5)
+            killed_at = kill_scheduler_mid_run(api, ingest, procs, started)
             procs["scheduler"] = start([*airflow, "scheduler"], env, work / "scheduler.log")
 
         def finished() -> dict[str, str] | None:
@@ -299,58 +373,12 @@ def main() -> int:
         for dag_id in ingest:
             for ti in api.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", limit=10000)["task_instances"]:
                 tries[ti["try_number"]] += 1
-        ledger = sa.create_engine(dbs["ledger"])
-        with ledger.connect() as conn:
-            duplicates = conn.execute(
-                sa.text(
-                    "SELECT pipeline, event_type, subject, run_id, count(*) FROM llmops_ledger_events "
-                    "GROUP BY pipeline, event_type, subject, run_id HAVING count(*) > 1"
-                )
-            ).all()
-            records = conn.execute(sa.text("SELECT count(*) FROM llmops_ledger_events")).scalar()
-            curated = conn.execute(
-                sa.text(
-                    "SELECT pipeline, run_id, subject FROM llmops_ledger_events "
-                    "WHERE event_type = 'snapshot.curated.published'"
-                )
-            ).all()
-        ledger.dispose()
+        duplicates, records, curated = ledger_checks(dbs["ledger"])
         verify = subprocess.run(
             [py, "-m", "llmops.cli", "ledger-verify"], env=env, capture_output=True, text=True
         )
-        published: dict[str, set[str]] = {}
-        for pipeline, _, subject in curated:
-            published.setdefault(pipeline, set()).add(subject)
-        runs_with_curated = Counter(pipeline for pipeline, _, _ in curated)
-
-        failed = sorted(r for r, s in states.items() if s != "success")
-        print(
-            json.dumps(
-                {
-                    "runs": len(states),
-                    "triggered": 2 * args.runs,
-                    "succeeded": sum(1 for s in states.values() if s == "success"),
-                    "failed": failed,
-                    "wall_seconds": round(wall, 1),
-                    "runs_per_minute": round(len(states) / wall * 60, 2),
-                    "seconds_per_run_per_pipeline": round(wall / (len(states) / len(PIPELINES)), 1),
-                    "scheduler_killed_at_s": round(killed_at, 1) if killed_at else None,
-                    "task_instances_by_try_number": dict(sorted(tries.items())),
-                    "ledger_records": records,
-                    "ledger_duplicates": [list(map(str, d)) for d in duplicates],
-                    "ledger_verified": verify.returncode == 0,
-                    "curated_snapshots_per_pipeline": {p: sorted(s) for p, s in published.items()},
-                    "runs_that_recorded_a_curated_snapshot": dict(runs_with_curated),
-                },
-                indent=2,
-            )
-        )
-        ok = (
-            not failed
-            and not duplicates
-            and verify.returncode == 0
-            and all(len(s) == 1 for s in published.values())
-            and len(published) == len(PIPELINES)
+        ok = summarise(
+            states, args.runs, wall, killed_at, tries, records, duplicates, verify.returncode == 0, curated
         )
         print("OK" if ok else f"PROBLEMS (logs in {work})")
         return 0 if ok else 1

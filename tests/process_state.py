@@ -89,16 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CHANGES] = []
 
 
-@pytest.fixture(autouse=True)
-def isolated_process_state(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Snapshot signals, working directory, environment and root logging; restore and report changes."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    handlers = {sig: signal.getsignal(sig) for sig in WATCHED_SIGNALS}
-    kernel = _kernel_signal_state()
-    cwd = os.getcwd()
-    environ = dict(os.environ)
-    level, root_handlers, disabled = _logging_state()
-    yield
+def _restore_signals(handlers: dict[Any, Any], kernel: dict[str, set[int]], main_thread: bool) -> list[str]:
+    """Put back Python's handlers and the kernel's blocked/ignored sets; say what had changed."""
     changes: list[str] = []
     kernel_after = _kernel_signal_state()
     python_changed = set()
@@ -117,33 +109,57 @@ def isolated_process_state(request: pytest.FixtureRequest) -> Iterator[None]:
         removed = kernel[key] - kernel_after.get(key, set()) - python_changed
         if added or removed:
             changes.append(f"{what} signals (kernel): +{_signal_names(added)} -{_signal_names(removed)}")
-    if main_thread and "SigBlk" in kernel and kernel_after.get("SigBlk") != kernel["SigBlk"]:
+    if not main_thread:
+        return changes
+    if "SigBlk" in kernel and kernel_after.get("SigBlk") != kernel["SigBlk"]:
         signal.pthread_sigmask(signal.SIG_SETMASK, kernel["SigBlk"])
-    if main_thread and "SigIgn" in kernel:
-        # Reinstalling Python's own handler also resets what a C library set behind its back.
-        for sig in (kernel_after.get("SigIgn", set()) - kernel["SigIgn"]) & set(handlers):
-            if handlers[sig] is not None:
-                signal.signal(sig, handlers[sig])
+    # Reinstalling Python's own handler also resets what a C library set behind its back.
+    for sig in (kernel_after.get("SigIgn", set()) - kernel.get("SigIgn", set())) & set(handlers):
+        if handlers[sig] is not None:
+            signal.signal(sig, handlers[sig])
+    return changes
+
+
+def _restore_logging(state: tuple[int, tuple[logging.Handler, ...], int]) -> list[str]:
+    if _logging_state() == state:
+        return []
+    level, root_handlers, disabled = state
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in [h for h in root.handlers if h not in root_handlers]:
+        root.removeHandler(handler)
+    for handler in root_handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    logging.disable(disabled)
+    return ["root logging configuration"]
+
+
+def _environment_changes(before: dict[str, str]) -> list[str]:
+    changed = sorted(
+        key
+        for key in set(before) | set(os.environ)
+        if before.get(key) != os.environ.get(key) and key != "PYTEST_CURRENT_TEST"
+    )
+    return ["environment: " + ", ".join(changed)] if changed else []
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Snapshot signals, working directory, environment and root logging; restore and report changes."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in WATCHED_SIGNALS}
+    kernel = _kernel_signal_state()
+    cwd = os.getcwd()
+    environ = dict(os.environ)
+    logging_state = _logging_state()
+    yield
+    changes = _restore_signals(handlers, kernel, main_thread)
     if os.getcwd() != cwd:
         changes.append("working directory changed")
         os.chdir(cwd)
-    changed_env = sorted(
-        key
-        for key in set(environ) | set(os.environ)
-        if environ.get(key) != os.environ.get(key) and key != "PYTEST_CURRENT_TEST"
-    )
-    if changed_env:
-        changes.append("environment: " + ", ".join(changed_env))
-    if _logging_state() != (level, root_handlers, disabled):
-        changes.append("root logging configuration")
-        root = logging.getLogger()
-        root.setLevel(level)
-        for handler in [h for h in root.handlers if h not in root_handlers]:
-            root.removeHandler(handler)
-        for handler in root_handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        logging.disable(disabled)
+    changes += _environment_changes(environ)
+    changes += _restore_logging(logging_state)
     if changes:
         request.config.stash[_CHANGES].append((request.node.nodeid, changes))
 

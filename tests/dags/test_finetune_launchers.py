@@ -137,17 +137,24 @@ def test_chain_stages_run_in_order_before_the_final_training(launcher: str) -> N
     extra = {"kubernetes": KUBERNETES} if launcher == "kubernetes" else {}
     spec = _chained_spec(launcher=launcher, **extra)
     dag = finetune_dag(spec)
-    assert dag.get_task("prepare_stage_answer").upstream_task_ids == {"prepare_data"}
-    assert dag.get_task("run_stage_answer").upstream_task_ids == {"prepare_stage_answer"}
-    assert dag.get_task("collect_stage_answer").upstream_task_ids >= {"run_stage_answer"}
+    # One task group per stage: prepare -> run -> collect.
+    assert dag.task_group_dict["stage_answer"].children.keys() == {
+        "stage_answer.prepare",
+        "stage_answer.run",
+        "stage_answer.collect",
+    }
+    assert dag.get_task("stage_answer.prepare").upstream_task_ids == {"prepare_data"}
+    assert dag.get_task("stage_answer.run").upstream_task_ids == {"stage_answer.prepare"}
+    assert dag.get_task("stage_answer.collect").upstream_task_ids >= {"stage_answer.run"}
     # The final (preference) training starts from the stage's output.
-    assert dag.get_task("prepare_train").upstream_task_ids == {"collect_stage_answer"}
-    stage = dag.get_task("run_stage_answer")
+    assert dag.get_task("prepare_train").upstream_task_ids == {"stage_answer.collect"}
+    stage = dag.get_task("stage_answer.run")
     if launcher == "kubernetes":
         assert type(stage).__name__ == "KubernetesPodOperator"
         assert [*stage.cmds, *stage.arguments] == job_argv(
-            "llmops.training", _template("prepare_stage_answer"), spec.training.distributed
+            "llmops.training", _template("stage_answer.prepare"), spec.training.distributed
         )
+        assert stage.labels["llmops.io/stage"] == "stage_answer"
     else:
         assert type(stage).__name__ != "KubernetesPodOperator"
     assert stage.retries == 1

@@ -74,11 +74,7 @@ logger = logging.getLogger(__name__)
 
 
 ADAPTER_DIR = "adapter"
-
-
 MERGED_DIR = "merged"
-
-
 RESULT_FILE = "result.json"
 
 
@@ -107,27 +103,82 @@ class TrainerRecipe:
     packing: dict[str, Any] | None = None
 
 
-def run_training(config: TrainingJobConfig, method: TrainerRecipe) -> dict[str, Any]:
-    """Run one LoRA job of ``method`` and return the result that is also written to ``result.json``."""
-    if config.method != method.name:
+@dataclass
+class _Job:
+    """What the phases of one training job share once its inputs are staged."""
+
+    config: TrainingJobConfig
+    recipe: TrainerRecipe
+    dist: DistributedContext
+    location: OutputLocation
+    base_dir: Path
+    train_rows: list[dict[str, str]]
+    eval_rows: list[dict[str, str]]
+    data_files: dict[str, dict[str, Any]]
+    device: str = "cpu"
+    dtype: Any = None
+    fsdp: bool = False
+    base_sha256: str = ""
+    fingerprint: str = ""
+
+    @property
+    def checkpoints_root(self) -> Path:
+        return self.location.local_dir / CHECKPOINTS_DIR
+
+
+@dataclass
+class _Outcome:
+    """What training and evaluation produced, before it is saved and reported."""
+
+    base_eval: dict[str, Any]
+    final_eval: dict[str, Any]
+    train_output: Any
+    pruned: bool
+    trainable_params: int
+    total_params: int
+    base_unchanged: bool | None = None
+    adapter_changed: bool | None = None
+    adapter_sha256: str | None = None
+    merged_sha256: str | None = None
+
+
+def _stage_inputs(config: TrainingJobConfig, recipe: TrainerRecipe, dist: DistributedContext) -> _Job:
+    """Fetch the base model and data, read and check the rows (before torch is imported: a wrong
+    path fails in seconds)."""
+    if config.method != recipe.name:
         raise JobInputError(
-            f"method: the job is {config.method!r} but was given to the {method.name!r} trainer"
+            f"method: the job is {config.method!r} but was given to the {recipe.name!r} trainer"
         )
-    dist = DistributedContext.from_env()
     check_launch(config, dist)
     if not dist.is_main:
         logging.getLogger("llmops").setLevel(logging.WARNING)  # one copy of each log line, from rank 0
-    location = OutputLocation.for_uri(config.output_dir)
-    # Inputs first: a wrong path should fail in seconds, not after importing torch.
     base_dir = fetch_model_dir(config.base_model_path)
     train_path = fetch_file(config.train_file, "train_file")
     eval_path = fetch_file(config.eval_file, "eval_file")
-    train_rows = method.read_rows(train_path, "train_file")
-    eval_rows = method.read_rows(eval_path, "eval_file")
-    if not dist.is_distributed:
-        pin_single_gpu()
+    train_rows = recipe.read_rows(train_path, "train_file")
+    eval_rows = recipe.read_rows(eval_path, "eval_file")
+    data_files = {
+        "train_file": data_file_info(config.train_file, train_path, len(train_rows)),
+        "eval_file": data_file_info(config.eval_file, eval_path, len(eval_rows)),
+    }
+    return _Job(
+        config=config,
+        recipe=recipe,
+        dist=dist,
+        location=OutputLocation.for_uri(config.output_dir),
+        base_dir=base_dir,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+        data_files=data_files,
+    )
 
-    import torch
+
+def _set_up_runtime(job: _Job) -> None:
+    """Seed, device, dtype and the distributed strategy; the hashes that identify the job."""
+    config, dist = job.config, job.dist
+    if not dist.is_distributed:
+        pin_single_gpu()  # before CUDA initialises
+
     import transformers
 
     quiet_libraries()
@@ -135,76 +186,88 @@ def run_training(config: TrainingJobConfig, method: TrainerRecipe) -> dict[str, 
     warnings.filterwarnings(
         "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
     )
-    hp = config.hyperparameters
-    transformers.set_seed(hp.seed)
-    device = resolve_device(config.device)
-    check_quantization_support(config.quantization, device)
-    dtype = resolve_dtype(device)
-    fsdp = config.distributed.strategy == "fsdp" and dist.is_distributed
-    if fsdp and device != "cuda":
+    transformers.set_seed(config.hyperparameters.seed)
+    job.device = resolve_device(config.device)
+    check_quantization_support(config.quantization, job.device)
+    job.dtype = resolve_dtype(job.device)
+    job.fsdp = config.distributed.strategy == "fsdp" and dist.is_distributed
+    if job.fsdp and job.device != "cuda":
         raise JobInputError(
             "distributed.strategy: 'fsdp' needs CUDA devices (FSDP2 with NCCL); use 'ddp' on CPU"
         )
     logger.info(
         "data: %d train rows, %d eval rows; device=%s dtype=%s world_size=%d",
-        len(train_rows),
-        len(eval_rows),
-        device,
-        dtype,
+        len(job.train_rows),
+        len(job.eval_rows),
+        job.device,
+        job.dtype,
         dist.world_size,
     )
+    job.base_sha256 = model_weights_sha256(job.base_dir)
+    files = {k: v["sha256"] for k, v in job.data_files.items()}
+    job.fingerprint = training_fingerprint(config, job.base_sha256, files)
 
-    base_sha256 = model_weights_sha256(base_dir)
-    data_files = {
-        "train_file": data_file_info(config.train_file, train_path, len(train_rows)),
-        "eval_file": data_file_info(config.eval_file, eval_path, len(eval_rows)),
-    }
-    fingerprint = training_fingerprint(config, base_sha256, {k: v["sha256"] for k, v in data_files.items()})
-    tokenizer = load_tokenizer(base_dir)
-    if config.chat_template:
-        require_chat_template(tokenizer, base_dir)
 
-    checkpoints_root = location.local_dir / CHECKPOINTS_DIR
-    train_examples = (
-        method.count_examples(config, tokenizer, train_rows) if method.count_examples else len(train_rows)
-    )
-    if method.count_examples:
-        logger.info("%s: %d training examples per epoch", method.name, train_examples)
-    args = method.build_args(
+def _trainer_arguments(job: _Job, tokenizer: Any) -> Any:
+    """The method's TrainingArguments, sized by its examples per epoch."""
+    recipe, config = job.recipe, job.config
+    examples = len(job.train_rows)
+    if recipe.count_examples:
+        examples = recipe.count_examples(config, tokenizer, job.train_rows)
+        logger.info("%s: %d training examples per epoch", recipe.name, examples)
+    return recipe.build_args(
         config,
-        checkpoints_root,
-        device=device,
-        dtype=dtype,
-        train_rows=train_examples,
-        world_size=dist.world_size,
+        job.checkpoints_root,
+        device=job.device,
+        dtype=job.dtype,
+        train_rows=examples,
+        world_size=job.dist.world_size,
     )
+
+
+def _resume_point(job: _Job, args: Any) -> Path | None:
+    """The checkpoint to resume from (after the process group exists: ranks wait for rank 0)."""
     from accelerate import PartialState
 
     _ = args.device  # initialises the process group under torchrun (before any collective below)
     state = PartialState()
     with state.local_main_process_first():
         if state.is_local_main_process:
-            location.local_dir.mkdir(parents=True, exist_ok=True)
-            resume_from = prepare_checkpoints(location, fingerprint, config.resume)
+            job.location.local_dir.mkdir(parents=True, exist_ok=True)
+            resume_from = prepare_checkpoints(job.location, job.fingerprint, job.config.resume)
         else:
-            resume_from = latest_complete_checkpoint(checkpoints_root) if config.resume else None
+            resume_from = latest_complete_checkpoint(job.checkpoints_root) if job.config.resume else None
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)
+    return resume_from
 
-    model = load_base_model(base_dir, device, quantization=config.quantization, local_rank=dist.local_rank)
-    if device == "cuda" and config.quantization == "none" and not fsdp:
+
+def _load_model(job: _Job, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
+    """The base model on its device, and the packed-sequence isolation check when packing."""
+    import torch
+
+    config, dist = job.config, job.dist
+    model = load_base_model(
+        job.base_dir, job.device, quantization=config.quantization, local_rank=dist.local_rank
+    )
+    if job.device == "cuda" and config.quantization == "none" and not job.fsdp:
         model.to(torch.device("cuda", dist.local_rank if dist.is_distributed else 0))
     packing_check: dict[str, Any] = {"checked": False}
     if config.packing:
-        if fsdp:
+        if job.fsdp:
             packing_check["reason"] = "not probed under FSDP (the unsharded model is not on a device yet)"
         else:
             from llmops.training.packing import check_packed_isolation
 
-            packing_check = check_packed_isolation(model, probe_sequences(config, tokenizer, train_rows))
+            packing_check = check_packed_isolation(model, probe_sequences(config, tokenizer, job.train_rows))
+    return model, packing_check
 
-    throughput = throughput_callback(device)
-    callbacks: list[Any] = [checkpoint_callback(location, fingerprint), throughput]
+
+def _callbacks(job: _Job) -> tuple[list[Any], Any, Any]:
+    """Checkpoint mirroring, step timing, early stopping and search pruning; (all, timing, pruning)."""
+    config = job.config
+    throughput = throughput_callback(job.device)
+    callbacks: list[Any] = [checkpoint_callback(job.location, job.fingerprint), throughput]
     if config.early_stopping_patience is not None:
         from transformers import EarlyStoppingCallback
 
@@ -213,171 +276,219 @@ def run_training(config: TrainingJobConfig, method: TrainerRecipe) -> dict[str, 
     if config.hpo is not None:
         from llmops.training.hpo import pruning_callback
 
-        pruning = pruning_callback(config.hpo, dist.is_main)
+        pruning = pruning_callback(config.hpo, job.dist.is_main)
         callbacks.append(pruning)
+    return callbacks, throughput, pruning
 
-    mlflow_target = config.mlflow if dist.is_main else None
-    adapter_target = location.local_dir / ADAPTER_DIR
-    with mlflow_run(mlflow_target, config.run_name) as mlflow_run_id:
-        if mlflow_run_id is not None:
-            log_dataset_inputs(data_files)
-        trainer = method.build_trainer(config, args, model, tokenizer, train_rows, eval_rows)
-        for callback in callbacks:
-            trainer.add_callback(callback)
-        peft_model = trainer.model
-        frozen, trainable = split_params(peft_model)
-        frozen_before, trainable_before = weights_fingerprint(frozen), weights_fingerprint(trainable)
-        trainable_params, total_params = peft_model.get_nb_trainable_parameters()
-        logger.info(
-            "LoRA r=%d alpha=%d on %s: %d trainable of %d parameters (%.3f%%)",
-            config.lora.r,
-            config.lora.alpha,
-            config.lora.target_modules,
-            trainable_params,
-            total_params,
-            100.0 * trainable_params / max(1, total_params),
-        )
 
-        base_eval = trainer.evaluate()
-        logger.info("base model eval_loss=%.4f", base_eval["eval_loss"])
-        if resume_from is not None and training_finished(resume_from):
-            # The checkpoint is the end of training (the job was stopped while publishing, or is
-            # rerun after success). Trainer.train would run one step past max_steps from here.
-            train_output = restore_finished(trainer, peft_model, resume_from, config)
-        else:
-            train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        pruned = bool(pruning is not None and pruning.pruned)
-        if pruned:
-            final_eval = {"eval_loss": pruning.last_eval_loss}
-        else:
-            final_eval = trainer.evaluate()
-            logger.info("adapter eval_loss=%.4f", final_eval["eval_loss"])
+def _train(job: _Job, trainer: Any, resume_from: Path | None, pruning: Any) -> _Outcome:
+    """Evaluate the base, train (or restore a finished run), evaluate the adapter, check integrity."""
+    import torch
 
-        # Inside the MLflow run, so that a failed check marks the run FAILED. Under FSDP the
-        # parameters are sharded after wrapping and the fingerprints are not comparable.
-        base_unchanged: bool | None = None
-        adapter_changed: bool | None = None
-        if not fsdp:
-            base_unchanged = bool(torch.equal(frozen_before, weights_fingerprint(frozen)))
-            adapter_changed = not bool(torch.equal(trainable_before, weights_fingerprint(trainable)))
-            if not base_unchanged:
-                raise RuntimeError("integrity check failed: base model weights changed during LoRA training")
-            if not adapter_changed and not pruned:
-                raise RuntimeError("integrity check failed: adapter weights did not change during training")
+    config = job.config
+    peft_model = trainer.model
+    frozen, trainable = split_params(peft_model)
+    frozen_before, trainable_before = weights_fingerprint(frozen), weights_fingerprint(trainable)
+    trainable_params, total_params = peft_model.get_nb_trainable_parameters()
+    logger.info(
+        "LoRA r=%d alpha=%d on %s: %d trainable of %d parameters (%.3f%%)",
+        config.lora.r,
+        config.lora.alpha,
+        config.lora.target_modules,
+        trainable_params,
+        total_params,
+        100.0 * trainable_params / max(1, total_params),
+    )
+    base_eval = trainer.evaluate()
+    logger.info("base model eval_loss=%.4f", base_eval["eval_loss"])
+    if resume_from is not None and training_finished(resume_from):
+        # The checkpoint is the end of training (the job was stopped while publishing, or is
+        # rerun after success). Trainer.train would run one step past max_steps from here.
+        train_output = restore_finished(trainer, peft_model, resume_from, config)
+    else:
+        train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    pruned = bool(pruning is not None and pruning.pruned)
+    if pruned:
+        final_eval = {"eval_loss": pruning.last_eval_loss}
+    else:
+        final_eval = trainer.evaluate()
+        logger.info("adapter eval_loss=%.4f", final_eval["eval_loss"])
+    outcome = _Outcome(base_eval, final_eval, train_output, pruned, int(trainable_params), int(total_params))
+    # Inside the MLflow run, so that a failed check marks the run FAILED. Under FSDP the
+    # parameters are sharded after wrapping and the fingerprints are not comparable.
+    if not job.fsdp:
+        outcome.base_unchanged = bool(torch.equal(frozen_before, weights_fingerprint(frozen)))
+        outcome.adapter_changed = not bool(torch.equal(trainable_before, weights_fingerprint(trainable)))
+        if not outcome.base_unchanged:
+            raise RuntimeError("integrity check failed: base model weights changed during LoRA training")
+        if not outcome.adapter_changed and not pruned:
+            raise RuntimeError("integrity check failed: adapter weights did not change during training")
+    return outcome
 
-        adapter_sha256 = merged_sha256 = None
-        if not pruned:
-            adapter_sha256 = save_adapter(
-                trainer, peft_model, tokenizer, adapter_target, fsdp=fsdp, is_main=dist.is_main
+
+def _save(job: _Job, trainer: Any, tokenizer: Any, outcome: _Outcome) -> None:
+    """The adapter (every rank takes part under FSDP), and the merged model when a chain needs it."""
+    if outcome.pruned:
+        return
+    target = job.location.local_dir / ADAPTER_DIR
+    outcome.adapter_sha256 = save_adapter(
+        trainer, trainer.model, tokenizer, target, fsdp=job.fsdp, is_main=job.dist.is_main
+    )
+    if job.dist.is_main:
+        logger.info("adapter saved to %s", target)
+        if job.config.merge_adapter:
+            outcome.merged_sha256 = save_merged(
+                job.base_dir, target, tokenizer, job.location.local_dir / MERGED_DIR, job.device
             )
-            if dist.is_main:
-                logger.info("adapter saved to %s", adapter_target)
-                if config.merge_adapter:
-                    merged_sha256 = save_merged(
-                        base_dir, adapter_target, tokenizer, location.local_dir / MERGED_DIR, device
-                    )
-        if not dist.is_main:
-            return {"status": "pruned" if pruned else "succeeded", "rank": dist.rank}
 
-        tstate = trainer.state
-        runtime_s = float(train_output.metrics.get("train_runtime", 0.0))
-        train_tokens = int(getattr(tstate, "num_input_tokens_seen", 0) or 0)
-        session_tokens = train_tokens - tokens_at(resume_from)
-        resumed_from_step = step_of(resume_from)
+
+def _figures(
+    job: _Job, trainer: Any, outcome: _Outcome, throughput: Any, resume_from: Path | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The flat numbers of the result and the manifest, and the method's own figures among them."""
+    config, recipe, tstate = job.config, job.recipe, trainer.state
+    runtime_s = float(outcome.train_output.metrics.get("train_runtime", 0.0))
+    train_tokens = int(getattr(tstate, "num_input_tokens_seen", 0) or 0)
+    session_tokens = train_tokens - tokens_at(resume_from)
+    stopped_early = (
+        not outcome.pruned
+        and config.early_stopping_patience is not None
+        and int(tstate.global_step) < int(tstate.max_steps)
+    )
+    extra = {
+        **recipe.eval_metrics(outcome.final_eval, "eval_"),
+        **recipe.eval_metrics(outcome.base_eval, "base_eval_"),
+    }
+    final_loss = outcome.final_eval["eval_loss"]
+    flat: dict[str, Any] = {
         # Trainer's mean over the steps this attempt ran (all of them unless it resumed); an
         # attempt that resumed from the final checkpoint ran none and reports the logged losses.
-        train_loss = float(train_output.training_loss)
-        stopped_early = (
-            not pruned
-            and config.early_stopping_patience is not None
-            and int(tstate.global_step) < int(tstate.max_steps)
-        )
-        extra = {**method.eval_metrics(final_eval, "eval_"), **method.eval_metrics(base_eval, "base_eval_")}
-        flat: dict[str, Any] = {
-            "train_loss": train_loss,
-            "eval_loss": float(final_eval["eval_loss"]) if final_eval["eval_loss"] is not None else None,
-            "base_eval_loss": float(base_eval["eval_loss"]),
-            "best_eval_loss": tstate.best_metric,
-            "best_global_step": tstate.best_global_step,
-            "global_step": int(tstate.global_step),
-            "planned_steps": int(tstate.max_steps),
-            "epochs": float(tstate.epoch or 0.0),
-            "stopped_early": stopped_early,
-            "train_runtime_s": round(runtime_s, 3),
-            "job_wall_s": job_wall_seconds(),
-            "train_tokens": train_tokens,
-            "tokens_per_second": round(session_tokens / runtime_s, 2) if runtime_s > 0 else None,
-            "steady_tokens_per_second": throughput.steady_tokens_per_second(),
-            "steady_step_seconds": throughput.steady_step_seconds(),
-            "train_rows": len(train_rows),
-            "eval_rows": len(eval_rows),
-            **extra,
-            "trainable_params": int(trainable_params),
-            "total_params": int(total_params),
-            "peak_memory_gib": peak_memory_gib(device),
-        }
-        if extra:
-            logger.info(
-                "%s: %s",
-                method.name,
-                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()),
-            )
-        if mlflow_run_id is not None and extra:
-            log_final_metrics(extra, int(tstate.global_step))
-        published = location.remote
-        adapter_uri = location.join(ADAPTER_DIR) if adapter_sha256 else None
-        merged_uri = location.join(MERGED_DIR) if merged_sha256 else None
-        manifest = build_manifest(
-            config,
-            status="pruned" if pruned else "succeeded",
-            base_model_sha256=base_sha256,
-            data_files=data_files,
-            device=device,
-            dtype=str(dtype).removeprefix("torch."),
-            world_size=dist.world_size,
-            library_versions=library_versions(),
-            metrics=flat,
-            adapter_uri=adapter_uri,
-            adapter_sha256=adapter_sha256,
-            merged_model_uri=merged_uri,
-            merged_model_sha256=merged_sha256,
-            resumed_from_step=resumed_from_step,
-            local_rank=dist.local_rank,
-        )
-        result: dict[str, Any] = {
-            **manifest,
-            **flat,
-            "adapter_path": adapter_uri,
-            "merged_model_path": merged_uri,
-            "manifest_path": location.join(MANIFEST_FILE),
-            "checkpoints_path": location.join(CHECKPOINTS_DIR),
-            "base_weights_unchanged": base_unchanged,
-            "adapter_weights_changed": adapter_changed,
-            "quantization": config.quantization,
-            "distributed_strategy": config.distributed.strategy if dist.is_distributed else "none",
-            "packing": dict(method.packing)
-            if method.packing is not None
-            else {
-                "enabled": config.packing,
-                "strategy": "bfd" if config.packing else None,
-                **packing_check,
-            },
-            "hpo": pruning.summary() if pruning is not None else None,
-            "mlflow_run_id": mlflow_run_id,
-        }
-        if mlflow_run_id is not None and adapter_sha256 and config.mlflow and config.mlflow.log_adapter:
-            import mlflow
+        "train_loss": float(outcome.train_output.training_loss),
+        "eval_loss": float(final_loss) if final_loss is not None else None,
+        "base_eval_loss": float(outcome.base_eval["eval_loss"]),
+        "best_eval_loss": tstate.best_metric,
+        "best_global_step": tstate.best_global_step,
+        "global_step": int(tstate.global_step),
+        "planned_steps": int(tstate.max_steps),
+        "epochs": float(tstate.epoch or 0.0),
+        "stopped_early": stopped_early,
+        "train_runtime_s": round(runtime_s, 3),
+        "job_wall_s": job_wall_seconds(),
+        "train_tokens": train_tokens,
+        "tokens_per_second": round(session_tokens / runtime_s, 2) if runtime_s > 0 else None,
+        "steady_tokens_per_second": throughput.steady_tokens_per_second(),
+        "steady_step_seconds": throughput.steady_step_seconds(),
+        "train_rows": len(job.train_rows),
+        "eval_rows": len(job.eval_rows),
+        **extra,
+        "trainable_params": outcome.trainable_params,
+        "total_params": outcome.total_params,
+        "peak_memory_gib": peak_memory_gib(job.device),
+    }
+    if extra:
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items())
+        logger.info("%s: %s", recipe.name, shown)
+    return flat, extra
 
-            mlflow.log_artifacts(str(adapter_target), artifact_path=ADAPTER_DIR)
-        # Publish: artifacts first, the manifest, then result.json last (its presence means done).
-        if published:
-            for folder in (ADAPTER_DIR, MERGED_DIR):
-                if (location.local_dir / folder).is_dir():
-                    location.upload_tree(folder)
-        location.write_json(MANIFEST_FILE, manifest)
-        location.write_json(RESULT_FILE, result)
-    if published:
-        shutil.rmtree(location.local_dir, ignore_errors=True)  # everything is in object storage now
+
+def _result(
+    job: _Job,
+    outcome: _Outcome,
+    flat: dict[str, Any],
+    packing_check: dict[str, Any],
+    pruning: Any,
+    mlflow_run_id: str | None,
+    resume_from: Path | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest (reproducibility) and result.json (what the orchestrator reads)."""
+    config, location, dist = job.config, job.location, job.dist
+    adapter_uri = location.join(ADAPTER_DIR) if outcome.adapter_sha256 else None
+    merged_uri = location.join(MERGED_DIR) if outcome.merged_sha256 else None
+    manifest = build_manifest(
+        config,
+        status="pruned" if outcome.pruned else "succeeded",
+        base_model_sha256=job.base_sha256,
+        data_files=job.data_files,
+        device=job.device,
+        dtype=str(job.dtype).removeprefix("torch."),
+        world_size=dist.world_size,
+        library_versions=library_versions(),
+        metrics=flat,
+        adapter_uri=adapter_uri,
+        adapter_sha256=outcome.adapter_sha256,
+        merged_model_uri=merged_uri,
+        merged_model_sha256=outcome.merged_sha256,
+        resumed_from_step=step_of(resume_from),
+        local_rank=dist.local_rank,
+    )
+    packing = (
+        dict(job.recipe.packing)
+        if job.recipe.packing is not None
+        else {"enabled": config.packing, "strategy": "bfd" if config.packing else None, **packing_check}
+    )
+    result: dict[str, Any] = {
+        **manifest,
+        **flat,
+        "adapter_path": adapter_uri,
+        "merged_model_path": merged_uri,
+        "manifest_path": location.join(MANIFEST_FILE),
+        "checkpoints_path": location.join(CHECKPOINTS_DIR),
+        "base_weights_unchanged": outcome.base_unchanged,
+        "adapter_weights_changed": outcome.adapter_changed,
+        "quantization": config.quantization,
+        "distributed_strategy": config.distributed.strategy if dist.is_distributed else "none",
+        "packing": packing,
+        "hpo": pruning.summary() if pruning is not None else None,
+        "mlflow_run_id": mlflow_run_id,
+    }
+    return manifest, result
+
+
+def _publish(job: _Job, manifest: dict[str, Any], result: dict[str, Any], mlflow_run_id: str | None) -> None:
+    """Artifacts first, the manifest, then result.json last (its presence means done)."""
+    config, location = job.config, job.location
+    if mlflow_run_id is not None and result["adapter_path"] and config.mlflow and config.mlflow.log_adapter:
+        import mlflow
+
+        mlflow.log_artifacts(str(location.local_dir / ADAPTER_DIR), artifact_path=ADAPTER_DIR)
+    if location.remote:
+        for folder in (ADAPTER_DIR, MERGED_DIR):
+            if (location.local_dir / folder).is_dir():
+                location.upload_tree(folder)
+    location.write_json(MANIFEST_FILE, manifest)
+    location.write_json(RESULT_FILE, result)
+
+
+def run_training(config: TrainingJobConfig, method: TrainerRecipe) -> dict[str, Any]:
+    """Run one LoRA job of ``method`` and return the result that is also written to ``result.json``."""
+    job = _stage_inputs(config, method, DistributedContext.from_env())
+    _set_up_runtime(job)
+    tokenizer = load_tokenizer(job.base_dir)
+    if config.chat_template:
+        require_chat_template(tokenizer, job.base_dir)
+    args = _trainer_arguments(job, tokenizer)
+    resume_from = _resume_point(job, args)
+    model, packing_check = _load_model(job, tokenizer)
+    callbacks, throughput, pruning = _callbacks(job)
+    mlflow_target = config.mlflow if job.dist.is_main else None
+    with mlflow_run(mlflow_target, config.run_name) as mlflow_run_id:
+        if mlflow_run_id is not None:
+            log_dataset_inputs(job.data_files)
+        trainer = method.build_trainer(config, args, model, tokenizer, job.train_rows, job.eval_rows)
+        for callback in callbacks:
+            trainer.add_callback(callback)
+        outcome = _train(job, trainer, resume_from, pruning)
+        _save(job, trainer, tokenizer, outcome)
+        if not job.dist.is_main:
+            return {"status": "pruned" if outcome.pruned else "succeeded", "rank": job.dist.rank}
+        flat, extra = _figures(job, trainer, outcome, throughput, resume_from)
+        if mlflow_run_id is not None and extra:
+            log_final_metrics(extra, int(trainer.state.global_step))
+        manifest, result = _result(job, outcome, flat, packing_check, pruning, mlflow_run_id, resume_from)
+        _publish(job, manifest, result, mlflow_run_id)
+    if job.location.remote:
+        shutil.rmtree(job.location.local_dir, ignore_errors=True)  # everything is in object storage now
+    resumed_from_step = step_of(resume_from)
     logger.info(
         "done (%s): train_loss=%.4f eval_loss=%s (base %.4f) steps=%d in %.1fs%s",
         result["status"],
@@ -385,7 +496,7 @@ def run_training(config: TrainingJobConfig, method: TrainerRecipe) -> dict[str, 
         f"{result['eval_loss']:.4f}" if result["eval_loss"] is not None else "n/a",
         result["base_eval_loss"],
         result["global_step"],
-        runtime_s,
+        result["train_runtime_s"],
         f", resumed from step {resumed_from_step}" if resumed_from_step else "",
     )
     return result

@@ -52,6 +52,51 @@ and moves the `champion` alias. An audit report is written at the end of every r
         access_control=access_control(spec.access.finetune),
     )
     def finetune() -> None:
+        _wire(spec)
+
+    return finetune()
+
+
+def _wire(spec: PipelineSpec) -> None:
+    """The run: data -> stages -> search -> train -> evaluate -> gates -> register -> promote."""
+    steps = _StepTasks(spec)
+    started = steps.start()
+    data = steps.prepare_data(started)
+    for stage in spec.training.preceding_stages:
+        data = _stage_group(spec, stage.name, data)
+    search_summary = _search_tasks(spec, data) if spec.training.search is not None else None
+    train_job = steps.prepare_train(data, search_summary)
+    trained = _run_job(spec, "train", "llmops.training", train_job, steps.collect_train)
+    eval_job = steps.prepare_evaluate(trained)
+    evaluation = _run_job(spec, "evaluate", "llmops.evaluation", eval_job, steps.collect_evaluate)
+    decision = steps.check_gates(evaluation, trained)
+    registered = steps.register(trained, decision)
+    if spec.registry.approval.required:
+        approve = _approval_task(spec)
+        registered >> approve
+        promoted = steps.promote(registered, approve.output)
+    else:
+        promoted = steps.promote(registered)
+    last = steps.deploy(promoted) if spec.deployment.targets else promoted
+    # A teardown runs whatever happened after `start`, and does not decide the run's state:
+    # a run whose gates failed is still marked failed, and still gets its audit report.
+    report = steps.audit_report().as_teardown(setups=started)
+    last >> report
+    if spec.integrations.webhook_conn_id:
+        # After the report (its link works when the receiver follows it); as a teardown, it
+        # runs on gate failures too, and a receiver that is down never changes the run's state.
+        report >> steps.notify().as_teardown(setups=started)
+
+
+class _StepTasks:
+    """The run's tasks, each the body of one step function of this package (bound to the spec)."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+
+    def start(self) -> Any:
+        spec = self.spec
+
         @task
         def start() -> str:
             """Resolve which curated snapshot this run trains on and record the run's parameters."""
@@ -60,12 +105,14 @@ and moves the `champion` alias. An audit report is written at the end of every r
             context = get_current_context()
             snapshot_id = context["params"]["curated_snapshot_id"]
             if snapshot_id == "latest":
-                events = context.get("triggering_asset_events") or {}
-                for asset_events in events.values():
-                    for event in asset_events:
-                        snapshot_id = (event.extra or {}).get("curated_snapshot_id", snapshot_id)
+                snapshot_id = _triggering_snapshot(context, snapshot_id)
             with fail_fast():
                 return steps.start_finetune(spec.name, snapshot_id, dict(context["params"]), current_run_id())
+
+        return start()
+
+    def prepare_data(self, snapshot_id: Any) -> Any:
+        spec = self.spec
 
         @task
         def prepare_data(snapshot_id: str) -> dict[str, Any]:
@@ -73,6 +120,11 @@ and moves the `champion` alias. An audit report is written at the end of every r
 
             with fail_fast():
                 return steps.prepare_training_data(spec.name, snapshot_id, current_run_id())
+
+        return prepare_data(snapshot_id)
+
+    def prepare_train(self, data: Any, search: Any) -> Any:
+        spec = self.spec
 
         @task
         def prepare_train(data: dict[str, Any], search: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -84,12 +136,22 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with fail_fast():
                 return steps.prepare_train(spec.name, data, current_run_id(), overrides, search)
 
+        return prepare_train(data, search)
+
+    def collect_train(self, job: Any) -> Any:
+        spec = self.spec
+
         @task
         def collect_train(job: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration.finetune import train as steps
 
             with fail_fast():
                 return steps.collect_train(spec.name, job, current_run_id())
+
+        return collect_train(job)
+
+    def prepare_evaluate(self, trained: Any) -> Any:
+        spec = self.spec
 
         @task
         def prepare_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
@@ -98,12 +160,22 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with fail_fast():
                 return steps.prepare_evaluate(spec.name, trained, current_run_id())
 
+        return prepare_evaluate(trained)
+
+    def collect_evaluate(self, job: Any) -> Any:
+        spec = self.spec
+
         @task
         def collect_evaluate(job: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration.finetune import evaluate as steps
 
             with fail_fast():
                 return steps.collect_evaluate(spec.name, job, current_run_id())
+
+        return collect_evaluate(job)
+
+    def check_gates(self, evaluation: Any, trained: Any) -> Any:
+        spec = self.spec
 
         @task(retries=0)
         def check_gates(evaluation: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +184,11 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with fail_fast():
                 return steps.check_gates(spec.name, evaluation, trained, current_run_id())
 
+        return check_gates(evaluation, trained)
+
+    def register(self, trained: Any, decision: Any) -> Any:
+        spec = self.spec
+
         @task
         def register(trained: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
             from llmops.orchestration.finetune import release as steps
@@ -119,20 +196,26 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with fail_fast():
                 return steps.register(spec.name, trained, decision, current_run_id())
 
+        return register(trained, decision)
+
+    def promote(self, registered: Any, approval: Any = None) -> Any:
+        spec = self.spec
+
         @task(pool="default_pool", max_active_tis_per_dag=1)
-        def promote(registered: dict[str, Any]) -> dict[str, Any]:
+        def promote(registered: dict[str, Any], approval: dict[str, Any] | None = None) -> dict[str, Any]:
             """Move `champion` (one promotion per model at a time; the alias is checked after)."""
             from llmops.orchestration.finetune import release as steps
 
-            context = get_current_context()
-            enabled = bool(context["params"]["promote"])
-            approval = None
-            if spec.registry.approval.required:
-                approval = context["ti"].xcom_pull(task_ids="approve")
+            enabled = bool(get_current_context()["params"]["promote"])
             with fail_fast():
                 return steps.promote(
                     spec.name, registered, current_run_id(), enabled=enabled, approval=approval
                 )
+
+        return promote(registered, approval)
+
+    def audit_report(self) -> Any:
+        spec = self.spec
 
         @task
         def audit_report() -> dict[str, Any]:
@@ -140,6 +223,11 @@ and moves the `champion` alias. An audit report is written at the end of every r
 
             with fail_fast():
                 return steps.audit_report(spec.name, current_run_id())
+
+        return audit_report()
+
+    def deploy(self, promoted: Any) -> Any:
+        spec = self.spec
 
         @task(retries=1)
         def deploy(promoted: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +241,11 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with fail_fast():
                 return steps.deploy(spec.name, current_run_id(), trigger="promotion")
 
+        return deploy(promoted)
+
+    def notify(self) -> Any:
+        spec = self.spec
+
         @task
         def notify() -> dict[str, Any]:
             """Tell downstream systems what happened (promoted, gate_failed, deployment_failed)."""
@@ -161,37 +254,16 @@ and moves the `champion` alias. An audit report is written at the end of every r
             with fail_fast():
                 return steps.notify_finetune(spec.name, current_run_id(), dag_id=spec.finetune_dag_id)
 
-        started = start()
-        data = prepare_data(started)
-        for stage in spec.training.preceding_stages:
-            data = _stage_tasks(spec, stage.name, data)
-        search_summary = None
-        if spec.training.search is not None:
-            search_summary = _search_tasks(spec, data)
-        train_job = prepare_train(data, search_summary)
-        ran_train = _job_task(spec, "run_train", "llmops.training", "prepare_train", retries=1)
-        trained = collect_train(train_job)
-        train_job >> ran_train >> trained
-        eval_job = prepare_evaluate(trained)
-        ran_eval = _job_task(spec, "run_evaluate", "llmops.evaluation", "prepare_evaluate", retries=1)
-        evaluation = collect_evaluate(eval_job)
-        eval_job >> ran_eval >> evaluation
-        decision = check_gates(evaluation, trained)
-        registered = register(trained, decision)
-        promoted = promote(registered)
-        if spec.registry.approval.required:
-            registered >> _approval_task(spec) >> promoted
-        last = deploy(promoted) if spec.deployment.targets else promoted
-        # A teardown runs whatever happened after `start`, and does not decide the run's state:
-        # a run whose gates failed is still marked failed, and still gets its audit report.
-        report = audit_report().as_teardown(setups=started)
-        last >> report
-        if spec.integrations.webhook_conn_id:
-            # After the report (its link works when the receiver follows it); as a teardown, it
-            # runs on gate failures too, and a receiver that is down never changes the run's state.
-            report >> notify().as_teardown(setups=started)
+        return notify()
 
-    return finetune()
+
+def _triggering_snapshot(context: Any, default: str) -> str:
+    """The curated snapshot whose publication triggered this run (asset event extra), else `default`."""
+    snapshot_id = default
+    for asset_events in (context.get("triggering_asset_events") or {}).values():
+        for event in asset_events:
+            snapshot_id = (event.extra or {}).get("curated_snapshot_id", snapshot_id)
+    return snapshot_id
 
 
 APPROVAL_BODY = """\
@@ -238,45 +310,60 @@ def _job_template(upstream: str, key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='" + upstream + "')['" + key + "'] }}"
 
 
-def _job_task(spec: PipelineSpec, task_id: str, module: str, upstream: str, *, retries: int) -> Any:
-    """The task that runs the job `upstream` wrote: a local subprocess, or a pod on a GPU node.
-
-    Either way the job reads its config from the lake and writes its result there, and the next
-    task reads it from there; a retry of a training job resumes from its last checkpoint.
-    """
+def _run_job(
+    spec: PipelineSpec,
+    name: str,
+    module: str,
+    job: Any,
+    collect: Any,
+    *,
+    task_id: str | None = None,
+    retries: int = 1,
+) -> Any:
+    """`job` (what a prepare task wrote) -> run_<name> -> collect: the job runs as a local process,
+    or as a pod on a GPU node. Either way it reads its config from the lake and writes its result
+    there, where `collect` reads it; a retry of a training job resumes from its last checkpoint.
+    Returns what `collect` returns. `name` labels the pod (``run_<name>`` is the default task id)."""
+    task_id = task_id or f"run_{name}"
     if spec.training.launcher == "kubernetes":
         from llmops.launch.kubernetes import pod_labels, training_pod_operator
 
         assert spec.training.kubernetes is not None
-        return training_pod_operator(
+        ran = training_pod_operator(
             task_id=task_id,
             spec=spec.training.kubernetes,
             module=module,
-            config_uri=_job_template(upstream, "config_uri"),
+            # A pod's arguments are templates: the prepare task's XCom, by its (group-qualified) id.
+            config_uri=_job_template(job.operator.task_id, "config_uri"),
             distributed=spec.training.distributed if module == "llmops.training" else None,
-            name=f"{spec.name}-{task_id}",
-            labels=pod_labels(spec.name, task_id.removeprefix("run_")),
+            name=f"{spec.name}-run_{name}",
+            labels=pod_labels(spec.name, name),
             retries=retries,
         )
+        job >> ran
+    else:
 
-    @task(task_id=task_id, retries=retries)
-    def run_locally() -> None:
-        from llmops.orchestration.finetune import jobs as steps
+        @task(task_id=task_id, retries=retries)
+        def run_locally(job: dict[str, Any]) -> None:
+            from llmops.orchestration.finetune import jobs as steps
 
-        job = get_current_context()["ti"].xcom_pull(task_ids=upstream)
-        steps.run_job(spec.name, module, job["config_uri"], current_run_id())
+            steps.run_job(spec.name, module, job["config_uri"], current_run_id())
 
-    return run_locally()
+        ran = run_locally(job)
+    collected = collect(job)
+    ran >> collected
+    return collected
 
 
-def _stage_tasks(spec: PipelineSpec, name: str, data: Any) -> Any:
-    """prepare_stage_<name> -> run_stage_<name> -> collect_stage_<name> for one chain stage.
+def _stage_group(spec: PipelineSpec, name: str, data: Any) -> Any:
+    """Task group `stage_<name>`: prepare -> run_stage -> collect for one chain stage.
 
     The stage trains on its own dataset snapshot with its own MLflow run; its merged model is
     the base of what comes next. A stage gate that is not met stops the chain (no retries).
     """
+    from airflow.sdk import TaskGroup
 
-    @task(task_id=f"prepare_stage_{name}")
+    @task(task_id="prepare")
     def prepare_stage(data: dict[str, Any]) -> dict[str, Any]:
         from llmops.orchestration.finetune import train as steps
 
@@ -284,18 +371,16 @@ def _stage_tasks(spec: PipelineSpec, name: str, data: Any) -> Any:
         with fail_fast():
             return steps.prepare_stage(spec.name, data, name, current_run_id(), max_steps)
 
-    @task(task_id=f"collect_stage_{name}")
+    @task(task_id="collect")
     def collect_stage(job: dict[str, Any]) -> dict[str, Any]:
         from llmops.orchestration.finetune import train as steps
 
         with fail_fast():
             return steps.collect_stage(spec.name, job, current_run_id())
 
-    job = prepare_stage(data)
-    ran = _job_task(spec, f"run_stage_{name}", "llmops.training", f"prepare_stage_{name}", retries=1)
-    collected = collect_stage(job)
-    job >> ran >> collected
-    return collected
+    with TaskGroup(group_id=f"stage_{name}", tooltip=f"chain stage {name}: prepare, train, check its gates"):
+        job = prepare_stage(data)
+        return _run_job(spec, f"stage_{name}", "llmops.training", job, collect_stage, task_id="run")
 
 
 def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
