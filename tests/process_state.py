@@ -6,8 +6,8 @@ changed working directory moves relative paths, a root logger level silences or 
 plugin snapshots that state before each test, puts it back afterwards, and lists at the end of the
 run every test that changed it, so a new leak is seen instead of breaking an unrelated test later.
 
-Environment variables are reported by name only (values may be secrets) and left as they are: a
-session-scoped fixture first set up during a test may set them for the rest of the session.
+Environment variables are reported by name only (values may be secrets) and put back too. Fixtures
+of a wider scope are set up before this one snapshots, so what they set lasts as they mean it to.
 """
 
 from __future__ import annotations
@@ -135,12 +135,18 @@ def _restore_logging(state: tuple[int, tuple[logging.Handler, ...], int]) -> lis
     return ["root logging configuration"]
 
 
-def _environment_changes(before: dict[str, str]) -> list[str]:
+def _restore_environment(before: dict[str, str]) -> list[str]:
+    """Put back the environment (names reported, never values: they may be secrets)."""
     changed = sorted(
         key
         for key in set(before) | set(os.environ)
         if before.get(key) != os.environ.get(key) and key != "PYTEST_CURRENT_TEST"
     )
+    for key in changed:
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            del os.environ[key]
     return ["environment: " + ", ".join(changed)] if changed else []
 
 
@@ -158,7 +164,7 @@ def isolated_process_state(request: pytest.FixtureRequest) -> Iterator[None]:
     if os.getcwd() != cwd:
         changes.append("working directory changed")
         os.chdir(cwd)
-    changes += _environment_changes(environ)
+    changes += _restore_environment(environ)
     changes += _restore_logging(logging_state)
     if changes:
         request.config.stash[_CHANGES].append((request.node.nodeid, changes))
