@@ -61,7 +61,7 @@ def _generate_here(base_dir: Path, adapter_dir: Path, prompts: list[str]) -> lis
     from peft import PeftModel
 
     from llmops.evaluation.runner import generate
-    from llmops.training.runtime import load_base_model, load_tokenizer
+    from llmops.jobs.runtime import load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(adapter_dir)
     model = PeftModel.from_pretrained(load_base_model(base_dir, "cpu"), str(adapter_dir))

@@ -26,7 +26,7 @@ from test_training_cpu import RESPONSES, TINY, check_done, job_config, run_modul
 from test_training_methods import DOMAIN, make_pairs, make_texts, write_jsonl
 
 from llmops.evaluation.config import parse_eval_config
-from llmops.training.config import ConfigError
+from llmops.jobs.config import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -187,7 +187,7 @@ def test_cpt_adapter_lowers_held_out_perplexity(cpt: dict[str, Any]) -> None:
 
 
 def test_cpt_scores_every_token_of_every_text(cpt: dict[str, Any], workspace: dict[str, Any]) -> None:
-    from llmops.training.runtime import load_tokenizer
+    from llmops.jobs.runtime import load_tokenizer
 
     tokenizer = load_tokenizer(cpt["adapter"])
     lengths = [

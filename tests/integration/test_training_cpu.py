@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from llmops.training.artifacts import weights_sha256
+from llmops.jobs.artifacts import weights_sha256
 from llmops.training.tiny_model import BUILD_INFO_FILE, PLACEHOLDER_TOKENS, build_tiny_model
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def test_base_weights_unchanged_and_adapter_trained(
 def test_manifest_records_what_was_trained_with_what(
     trained: dict[str, Any], workspace: dict[str, Path]
 ) -> None:
-    from llmops.training.artifacts import canonical_json_sha256, file_sha256
+    from llmops.jobs.artifacts import canonical_json_sha256, file_sha256
 
     output_dir = trained["output_dir"]
     manifest = json.loads((output_dir / "manifest.json").read_text())
@@ -398,8 +398,8 @@ def _in_process_trainer(ws: dict[str, Path], tmp_path: Path, **overrides: Any) -
     """The entrypoint's SFTTrainer, built in this process (for looking at its batches)."""
     import torch
 
+    from llmops.jobs.runtime import load_base_model, load_tokenizer, read_prompt_completion_jsonl
     from llmops.training.config import parse_job_config
-    from llmops.training.runtime import load_base_model, load_tokenizer, read_prompt_completion_jsonl
     from llmops.training.sft import build_sft_config, build_trainer
 
     config = parse_job_config(job_config(ws, tmp_path / "run", **overrides))
@@ -477,8 +477,8 @@ def test_packing_check_refuses_a_leaking_attention() -> None:
     """The runtime guard (run before every packed training) fails on a model that leaks."""
     import torch
 
+    from llmops.jobs.runtime import JobInputError
     from llmops.training.packing import check_packed_isolation
-    from llmops.training.runtime import JobInputError
 
     class Leaky(torch.nn.Module):
         """Causal attention over the whole row, ignoring position_ids resets."""
@@ -508,7 +508,7 @@ CHAT_TEMPLATE = (
 def test_chat_template_rows_train_on_the_assistant_turn_only(
     workspace: dict[str, Path], tmp_path: Path
 ) -> None:
-    from llmops.training.runtime import encode_chat_prompt_completion
+    from llmops.jobs.runtime import encode_chat_prompt_completion
 
     trainer, tokenizer, rows = _in_process_trainer(workspace, tmp_path, chat_template=True)
     example = trainer.train_dataset[0]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from test_training_cpu import RESPONSES, WHO, check_done, job_config, run_module, tiny_workspace
 
-from llmops.training.artifacts import weights_sha256
+from llmops.jobs.artifacts import weights_sha256
 from llmops.training.tiny_model import BUILD_INFO_FILE
 
 if TYPE_CHECKING:

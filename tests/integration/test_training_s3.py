@@ -63,7 +63,7 @@ def _keys(s3_client: Any, bucket: str, prefix: str) -> list[str]:
 def test_train_and_evaluate_on_object_storage(
     workspace: dict[str, Path], tmp_path: Path, s3_server: str, s3_bucket: tuple[str, str], s3_client: Any
 ) -> None:
-    from llmops.training.artifacts import file_sha256, weights_sha256
+    from llmops.jobs.artifacts import file_sha256, weights_sha256
 
     bucket, _ = s3_bucket
     for path in workspace["base"].iterdir():

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from llmops.training.artifacts import (
+from llmops.jobs.artifacts import (
     atomic_directory,
     canonical_json_sha256,
     files_sha256,
     weights_sha256,
     write_json_atomic,
 )
-from llmops.training.runtime import JobInputError, encode_prompt_completion, read_prompt_completion_jsonl
+from llmops.jobs.runtime import JobInputError, encode_prompt_completion, read_prompt_completion_jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path

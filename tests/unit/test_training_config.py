@@ -208,7 +208,7 @@ def test_method_specific_fields_are_validated(overrides: dict[str, Any], expecte
 
 def test_preference_rows_need_pairs(tmp_path: Path) -> None:
     """The data contract per method: errors name the field, file, line and the expected keys."""
-    from llmops.training.runtime import JobInputError, read_jsonl_rows
+    from llmops.jobs.runtime import JobInputError, read_jsonl_rows
 
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n")

@@ -23,11 +23,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from llmops.evaluation.metrics import term_words
-from llmops.specs.schema import IDENTIFIER
-from llmops.training.config import (
-    DEFAULT_BETA,
+from llmops.jobs.config import (
     ConfigError,
-    Device,
     StrictConfig,
     check_location,
     config_parent,
@@ -35,6 +32,8 @@ from llmops.training.config import (
     read_json_config,
     resolve_relative_paths,
 )
+from llmops.specs.schema import IDENTIFIER
+from llmops.training.config import DEFAULT_BETA, Device
 from llmops.training.methods import get_method, method_names
 
 if TYPE_CHECKING:

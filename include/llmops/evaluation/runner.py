@@ -71,10 +71,9 @@ from llmops.evaluation.metrics import (
     term_rate,
 )
 from llmops.evaluation.probes import score_leakage
-from llmops.training.artifacts import json_safe, weights_sha256, write_json_atomic
-from llmops.training.config import ConfigError
-from llmops.training.methods import get_method
-from llmops.training.runtime import (
+from llmops.jobs.artifacts import json_safe, weights_sha256, write_json_atomic
+from llmops.jobs.config import ConfigError
+from llmops.jobs.runtime import (
     JobInputError,
     chat_prompt_ids,
     encode_chat_prompt_completion,
@@ -90,7 +89,8 @@ from llmops.training.runtime import (
     resolve_dtype,
     setup_logging,
 )
-from llmops.training.staging import fetch_file, fetch_model_dir, is_remote, model_weights_sha256
+from llmops.jobs.staging import fetch_file, fetch_model_dir, is_remote, model_weights_sha256
+from llmops.training.methods import get_method
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.artifacts import canonical_json_sha256, write_json_atomic
-from llmops.training.runtime import JobInputError
+from llmops.jobs.artifacts import canonical_json_sha256, write_json_atomic
+from llmops.jobs.runtime import JobInputError
 
 if TYPE_CHECKING:
+    from llmops.jobs.staging import OutputLocation
     from llmops.training.config import TrainingJobConfig
-    from llmops.training.staging import OutputLocation
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from llmops.jobs.runtime import read_jsonl_rows
 from llmops.training.driver import TrainerRecipe, run_training
 from llmops.training.methods import get_method
-from llmops.training.runtime import read_jsonl_rows
 from llmops.training.trainer_parts import build_peft_config, progress_callback, training_arguments
 
 if TYPE_CHECKING:

@@ -21,15 +21,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.checkpoints import (
-    CHECKPOINTS_DIR,
-    checkpoint_callback,
-    latest_complete_checkpoint,
-    prepare_checkpoints,
-    training_fingerprint,
-)
-from llmops.training.manifest import MANIFEST_FILE, build_manifest
-from llmops.training.runtime import (
+from llmops.jobs.results import RESULT_FILE
+from llmops.jobs.runtime import (
     DistributedContext,
     JobInputError,
     check_quantization_support,
@@ -42,7 +35,15 @@ from llmops.training.runtime import (
     resolve_device,
     resolve_dtype,
 )
-from llmops.training.staging import OutputLocation, fetch_file, fetch_model_dir, model_weights_sha256
+from llmops.jobs.staging import OutputLocation, fetch_file, fetch_model_dir, model_weights_sha256
+from llmops.training.checkpoints import (
+    CHECKPOINTS_DIR,
+    checkpoint_callback,
+    latest_complete_checkpoint,
+    prepare_checkpoints,
+    training_fingerprint,
+)
+from llmops.training.manifest import MANIFEST_FILE, build_manifest
 from llmops.training.trainer_parts import (
     check_launch,
     data_file_info,
@@ -75,7 +76,6 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
-RESULT_FILE = "result.json"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.runtime import JobInputError
+from llmops.jobs.runtime import JobInputError
 
 if TYPE_CHECKING:
     from llmops.training.config import HpoTarget

@@ -14,7 +14,7 @@ import os
 import platform
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.artifacts import canonical_json_sha256
+from llmops.jobs.artifacts import canonical_json_sha256
 
 if TYPE_CHECKING:
     from llmops.training.config import TrainingJobConfig

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from llmops.training.runtime import JobInputError
+from llmops.jobs.runtime import JobInputError
 
 logger = logging.getLogger(__name__)
 

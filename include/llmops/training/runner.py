@@ -17,10 +17,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.artifacts import canonical_json_sha256
-from llmops.training.config import ConfigError, load_job_config
+from llmops.jobs.artifacts import canonical_json_sha256
+from llmops.jobs.config import ConfigError
+from llmops.jobs.results import RESULT_FILE
+from llmops.jobs.runtime import DistributedContext, JobInputError, setup_logging
+from llmops.training.config import load_job_config
 from llmops.training.methods import get_method
-from llmops.training.runtime import DistributedContext, JobInputError, setup_logging
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
     from llmops.training.config import TrainingJobConfig
 
 logger = logging.getLogger(__name__)
-
-RESULT_FILE = "result.json"
 
 
 def get_trainer(name: str) -> Callable[[TrainingJobConfig], dict[str, Any]]:
@@ -52,7 +52,7 @@ def write_failure(config: TrainingJobConfig, error: BaseException, started: floa
         "elapsed_s": round(time.perf_counter() - started, 3),
         "config_sha256": canonical_json_sha256(config.resolved_dict()),
     }
-    from llmops.training.staging import OutputLocation
+    from llmops.jobs.staging import OutputLocation
 
     try:
         OutputLocation.for_uri(config.output_dir).write_json(RESULT_FILE, result)
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_failure(config, exc, started)
         return 1
     if dist.is_main:
-        from llmops.training.staging import OutputLocation
+        from llmops.jobs.staging import OutputLocation
 
         result_uri = OutputLocation.for_uri(config.output_dir).join(RESULT_FILE)
         print(json.dumps({"status": result["status"], "result": result_uri}))
@@ -103,6 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _remove_stale_result(config: TrainingJobConfig) -> None:
-    from llmops.training.staging import OutputLocation
+    from llmops.jobs.staging import OutputLocation
 
     OutputLocation.for_uri(config.output_dir).delete(RESULT_FILE)

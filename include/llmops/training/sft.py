@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from llmops.jobs.runtime import as_conversation, read_prompt_completion_jsonl
 from llmops.training.driver import TrainerRecipe, run_training
-from llmops.training.runtime import as_conversation, read_prompt_completion_jsonl
 from llmops.training.trainer_parts import (
     build_peft_config,
     progress_callback,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.artifacts import atomic_directory, weights_sha256, write_json_atomic
+from llmops.jobs.artifacts import atomic_directory, weights_sha256, write_json_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

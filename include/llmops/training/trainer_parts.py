@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.artifacts import atomic_directory, file_sha256, weights_sha256
+from llmops.jobs.artifacts import atomic_directory, file_sha256, weights_sha256
+from llmops.jobs.runtime import DistributedContext, JobInputError, encode_prompt_completion, resolve_dtype
 from llmops.training.checkpoints import KEEP_CHECKPOINTS
-from llmops.training.runtime import DistributedContext, JobInputError, encode_prompt_completion, resolve_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -373,7 +373,7 @@ def build_peft_config(config: TrainingJobConfig) -> Any:
 
 def probe_sequences(config: TrainingJobConfig, tokenizer: Any, rows: list[dict[str, str]]) -> list[list[int]]:
     if config.chat_template:
-        from llmops.training.runtime import encode_chat_prompt_completion
+        from llmops.jobs.runtime import encode_chat_prompt_completion
 
         return [encode_chat_prompt_completion(tokenizer, r["prompt"], r["completion"])[0] for r in rows[:3]]
     return [encode_prompt_completion(tokenizer, r["prompt"], r["completion"])[0] for r in rows[:3]]

@@ -82,8 +82,8 @@ def champion_adapter(
 def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Write the evaluation job: held-out split, golden sets, champion, probes."""
     from llmops.evaluation.config import parse_eval_config
+    from llmops.jobs.config import ConfigError
     from llmops.orchestration.finetune.leakage_probe import build_probe
-    from llmops.training.config import ConfigError
 
     spec = run_spec(pipeline, run_id)
     evaluation = spec.evaluation

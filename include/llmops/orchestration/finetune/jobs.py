@@ -6,7 +6,6 @@ the local launcher and a Kubernetes pod get byte-identical arguments.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +114,8 @@ def build_train_job(
     is validated here with the job's own schema, so a bad combination fails the task with the
     field named instead of failing minutes later in a pod.
     """
-    from llmops.training.config import ConfigError, parse_job_config
+    from llmops.jobs.config import ConfigError
+    from llmops.training.config import parse_job_config
 
     training = spec.training
     method = stage or training
@@ -228,14 +228,6 @@ def run_job(pipeline: str, module: str, config_uri: str, run_id: str) -> None:
 
         env[SALT_ENV] = probe_salt(spec, run_id)
     run_local(module, config_uri, distributed=distributed, env=env)
-
-
-def read_job_result(output_dir: str) -> dict[str, Any] | None:
-    """The job's result.json, or None when it never got to write one (killed, not started)."""
-    uri = storage.join(output_dir, "result.json")
-    if not storage.exists(uri):
-        return None
-    return json.loads(storage.read_bytes(uri))
 
 
 def usage_metrics(usage: dict[str, Any], suffix: str) -> dict[str, float]:

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], run_id: str) -> dict[str, Any]:
     from llmops import __version__
+    from llmops.jobs.staging import fetch_model_dir
     from llmops.registry import mlflow_registry
-    from llmops.training.staging import fetch_model_dir
 
     spec = run_spec(pipeline, run_id)
     ledger = get_ledger()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from llmops import storage
 from llmops.errors import PermanentError
+from llmops.jobs.results import read_result, write_result
 from llmops.ledger import record
 from llmops.ledger.events import TrialSkipped
 from llmops.orchestration.finetune.jobs import (
@@ -18,7 +18,6 @@ from llmops.orchestration.finetune.jobs import (
     experiment_id,
     hyperparameters_with,
     optuna_url_for_job,
-    read_job_result,
     run_tags,
     usage_metrics,
 )
@@ -107,7 +106,7 @@ def finish_search(
     outcomes = []
     usages = []
     for trial in trials:
-        result = read_job_result(trial["output_dir"]) or {}
+        result = read_result(trial["output_dir"]) or {}
         status = result.get("status")
         outcome: dict[str, Any] = {"number": trial["number"], "params": trial["params"]}
         if status == "succeeded" and isinstance(result.get(search.metric), int | float):
@@ -184,7 +183,7 @@ def check_trial_budget(
     for other in trials:
         if other["number"] == trial["number"]:
             continue
-        result = read_job_result(other["output_dir"])
+        result = read_result(other["output_dir"])
         if result is not None and result.get("status") != "skipped":
             usages.append(cost.job_usage(spec, f"trial-{other['number']}", "trial", result))
     spent = cost.totals(spec, usages)["cost"] or 0.0
@@ -192,7 +191,7 @@ def check_trial_budget(
     if spent < spec.cost.budget:
         return check
     skipped = {"status": "skipped", "reason": "budget", **check, "trial_number": trial["number"]}
-    storage.write_json(storage.join(trial["output_dir"], "result.json"), skipped)
+    write_result(trial["output_dir"], skipped)
     record(
         spec,
         TrialSkipped(trial=trial["number"], params=trial.get("params"), **check, reason="budget"),

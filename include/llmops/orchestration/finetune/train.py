@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops.errors import PermanentError
 from llmops.evaluation.gates import is_number
+from llmops.jobs.results import read_result
 from llmops.ledger import record
 from llmops.ledger.events import CostRecorded, ModelTrained, StageTrained
 from llmops.orchestration.finetune.jobs import (
@@ -16,7 +17,6 @@ from llmops.orchestration.finetune.jobs import (
     build_train_job,
     hyperparameters_with,
     mlflow_registry_run,
-    read_job_result,
     resolve_base_model,
     stage_snapshot_id,
     usage_metrics,
@@ -147,7 +147,7 @@ def collect_stage(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
 
     spec = run_spec(pipeline, run_id)
     stage = stage_spec(spec, job["stage"])
-    result = read_job_result(job["output_dir"])
+    result = read_result(job["output_dir"])
     if result is None:
         raise JobResultMissing(f"stage job {job['config_uri']} left no result.json in {job['output_dir']}")
     if result.get("status") != "succeeded":
@@ -217,7 +217,7 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     from llmops.registry import mlflow_registry
 
     spec = run_spec(pipeline, run_id)
-    result = read_job_result(job["output_dir"])
+    result = read_result(job["output_dir"])
     if result is None:
         raise JobResultMissing(f"training job {job['config_uri']} left no result.json in {job['output_dir']}")
     if result.get("status") != "succeeded":

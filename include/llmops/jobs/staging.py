@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops.training.artifacts import canonical_json_sha256, weights_sha256, write_json_atomic
-from llmops.training.config import REMOTE_SCHEMES
-from llmops.training.runtime import JobInputError, resolve_model_dir
+from llmops.jobs.artifacts import canonical_json_sha256, weights_sha256, write_json_atomic
+from llmops.jobs.config import REMOTE_SCHEMES
+from llmops.jobs.runtime import JobInputError, resolve_model_dir
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
