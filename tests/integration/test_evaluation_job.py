@@ -60,7 +60,7 @@ def _generate_here(base_dir: Path, adapter_dir: Path, prompts: list[str]) -> lis
     """The candidate's greedy generations, with the job's own loading and generation code."""
     from peft import PeftModel
 
-    from llmops.evaluation.runner import generate
+    from llmops.evaluation.measure import generate
     from llmops.jobs.runtime import load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(adapter_dir)
@@ -252,7 +252,7 @@ def test_unusable_inputs_exit_2_naming_the_field(
 
 
 def test_optional_metrics_are_absent_unless_asked_for() -> None:
-    from llmops.evaluation.runner import score_generations
+    from llmops.evaluation.measure import score_generations
 
     plain = score_generations(["Billing"], ["billing"], [5.0])
     assert set(plain) == {"token_f1", "exact_match", "rouge_l", "latency_ms_mean", "latency_ms_p95"}

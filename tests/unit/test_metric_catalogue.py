@@ -49,7 +49,7 @@ def _raw_spec() -> dict:
 def test_a_registered_metric_goes_through_spec_job_gates_and_reports(verbosity) -> None:
     """Expect a gate on the new metric to validate, the job's scoring to compute it, the gates to
     bound it with lower-is-better, and the reports' lists to know it."""
-    from llmops.evaluation.runner import score_generations
+    from llmops.evaluation.measure import score_generations
 
     raw = _raw_spec()
     raw["gates"].append({"metric": "answer_length_ratio", "max": 1.5})
