@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmops.demo import sample_data
+from llmops.demo import tickets
 from llmops.privacy import pii, pii_types
 
 if TYPE_CHECKING:
@@ -55,12 +55,12 @@ def generate_tickets(target_mb: float, seed: int = SEED) -> list[str]:
     import make_pii_corpus as corpus
 
     rng = random.Random(seed)
-    planted = sample_data.Planted()
+    planted = tickets.Planted()
     created = datetime(2026, 6, 1, tzinfo=UTC)
     texts: list[str] = []
     size, target = 0, target_mb * MB
     while size < target:
-        t = sample_data._ticket(rng, f"T{len(texts)}", created, planted)
+        t = tickets.ticket(rng, f"T{len(texts)}", created, planted)
         parts = [t["subject"], t["body"]]
         if rng.random() < 1 / 3:
             for _ in range(rng.choice((1, 1, 2))):
@@ -121,7 +121,7 @@ def _ip(m: re.Match[str]) -> bool:
 _DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}$")
 
 
-def _phone(m: re.Match[str]) -> bool:
+def phone_number(m: re.Match[str]) -> bool:
     text = m.group()
     digits = re.sub(r"\D", "", text)
     if not 7 <= len(digits) <= 15 or _DATE.match(text):
@@ -144,7 +144,7 @@ BASELINE_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], bo
         re.compile(
             r"(?<![\w+#-])\+?(?:\(\d{1,5}\)[ ]?)?\d{1,5}(?:(?:[ ]?[-./][ ]?|[ ])\(?\d{1,8}\)?){0,6}(?![\w])"
         ),
-        _phone,
+        phone_number,
     ),
 ]
 

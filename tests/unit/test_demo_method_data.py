@@ -17,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llmops.demo.sample_data import PRODUCTS, WARRANTY_YEARS, generate
+from llmops.demo.method_data import WARRANTY_YEARS
+from llmops.demo.sample_data import generate
+from llmops.demo.tickets import PRODUCTS
 from llmops.quality.expectations import load_suite, validate_dataframe
 
 GX_DIR = Path(__file__).resolve().parents[2] / "great_expectations"
