@@ -430,20 +430,22 @@ def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
             max_active_tis_per_dag=search.parallelism,
             map_index_template="trial {{ trial['number'] }}",
         )
-        def run_trial(trial: dict[str, Any]) -> None:
+        def run_trial(trial: dict[str, Any], trials: list[dict[str, Any]]) -> None:
             """One search trial; pruned by the study's median pruner, failure recorded, not fatal."""
             from llmops.orchestration.finetune import jobs as steps
 
-            _skip_over_budget(spec, trial, get_current_context())
+            _skip_over_budget(spec, trial, trials, get_current_context())
             steps.run_job(spec.name, "llmops.training", trial["config_uri"], current_run_id())
 
-        ran = run_trial.expand(trial=trials)
+        ran = run_trial.partial(trials=trials).expand(trial=trials)
     summary = finish_search(data, trials)
     ran >> summary
     return summary
 
 
-def _skip_over_budget(spec: PipelineSpec, trial: dict[str, Any] | None, context: Any) -> None:
+def _skip_over_budget(
+    spec: PipelineSpec, trial: dict[str, Any] | None, trials: list[dict[str, Any]] | None, context: Any
+) -> None:
     """Skip a search trial (recorded) when this run's trials have spent `cost.budget`."""
     if spec.cost is None or spec.cost.budget is None:
         return
@@ -451,7 +453,8 @@ def _skip_over_budget(spec: PipelineSpec, trial: dict[str, Any] | None, context:
 
     from llmops.orchestration.finetune import search as steps
 
-    trials = list(context["ti"].xcom_pull(task_ids="plan_search") or [])
+    if trials is None:  # a pod's pre_execute hook: the plan is read by its task id
+        trials = list(context["ti"].xcom_pull(task_ids="plan_search") or [])
     if trial is None:  # a pod: its trial is the plan's entry at its map index
         index = context["ti"].map_index
         if not 0 <= index < len(trials):
@@ -469,6 +472,6 @@ def _trial_budget_guard(spec: PipelineSpec) -> Any:
         return None
 
     def guard(context: Any) -> None:
-        _skip_over_budget(spec, None, context)
+        _skip_over_budget(spec, None, None, context)
 
     return guard
