@@ -98,3 +98,25 @@ def test_a_recorded_event_reads_back_as_its_model(tmp_path: Path, monkeypatch: p
     assert TaskFailed.read(stored) == failed
     with pytest.raises(ValueError, match="not a 'model.promoted'"):
         ModelPromoted.read(stored)
+
+
+def test_a_row_written_before_a_field_existed_reads_with_it_as_none() -> None:
+    """Expect read() to take rows as written: a field the row lacks reads as None, not an error."""
+    from llmops.ledger.store import LedgerRecord
+
+    old = LedgerRecord(
+        seq=1,
+        event_id="e",
+        recorded_at="2026-01-01T00:00:00+00:00",
+        pipeline="p",
+        event_type=ModelPromoted.name,
+        subject="model/m/2",
+        run_id="r",
+        actor="llmops",
+        payload={"spec_hash": "h", "model_name": "m", "version": "2", "champion": "2"},
+        prev_hash="0" * 64,
+        record_hash="1" * 64,
+    )
+    promoted = ModelPromoted.read(old)
+    assert (promoted.model_name, promoted.version, promoted.previous) == ("m", "2", None)
+    assert promoted.payload() == {"model_name": "m", "version": "2", "champion": "2"}

@@ -44,29 +44,32 @@ def registered_versions(pipeline: str) -> list[dict[str, Any]]:
     ledger = get_ledger()
     out = []
     for record in ledger.records(pipeline=pipeline, event_type=ModelRegistered.name):
-        trained = ledger.records(pipeline=pipeline, event_type=ModelTrained.name, run_id=record.run_id)
-        payload = trained[-1].payload if trained else {}
+        registered = ModelRegistered.read(record)
+        runs = ledger.records(pipeline=pipeline, event_type=ModelTrained.name, run_id=record.run_id)
+        trained = ModelTrained.read(runs[-1]) if runs else None
         out.append(
             {
-                "model_name": record.payload["model_name"],
-                "version": str(record.payload["version"]),
+                "model_name": registered.model_name,
+                "version": str(registered.version),
                 "finetune_run_id": record.run_id,
-                "curated_snapshot_id": payload.get("curated_snapshot_id"),
-                "sft_snapshot_id": payload.get("sft_snapshot_id"),
-                "training_snapshots": _training_snapshots(payload),
+                "curated_snapshot_id": trained.curated_snapshot_id if trained else None,
+                "sft_snapshot_id": trained.sft_snapshot_id if trained else None,
+                "training_snapshots": _training_snapshots(trained),
             }
         )
     return out
 
 
-def _training_snapshots(trained: dict[str, Any]) -> list[tuple[str, str]]:
+def _training_snapshots(trained: ModelTrained | None) -> list[tuple[str, str]]:
     """(dataset, snapshot id) of every training dataset of a model: the final stage's and the chain's."""
     from llmops.training.methods import get_method
 
+    if trained is None:
+        return []
     out = []
-    if trained.get("sft_snapshot_id"):
-        out.append((get_method(trained.get("method") or "sft").dataset, trained["sft_snapshot_id"]))
-    out += [(c["dataset"], c["snapshot_id"]) for c in trained.get("chain") or [] if c.get("snapshot_id")]
+    if trained.sft_snapshot_id:
+        out.append((get_method(trained.method or "sft").dataset, trained.sft_snapshot_id))
+    out += [(c["dataset"], c["snapshot_id"]) for c in trained.chain or [] if c.get("snapshot_id")]
     return out
 
 
@@ -82,10 +85,12 @@ def ingest_snapshots(pipeline: str, ingest_run_id: str) -> set[tuple[str, str, s
     found: set[tuple[str, str, str]] = set()
     for record in get_ledger().records(pipeline=pipeline, run_id=ingest_run_id):
         if record.event_type == RawSnapshotCreated.name:
-            found.add(("raw", record.payload["source"], record.payload["snapshot_id"]))
+            raw = RawSnapshotCreated.read(record)
+            found.add(("raw", raw.source, raw.snapshot_id))
         elif record.event_type == DatasetValidated.name:
-            found.add(("raw", "validated", record.payload["validated_snapshot_id"]))
-            found.add(("quarantine", "rows", record.payload["quarantine_snapshot_id"]))
+            validated = DatasetValidated.read(record)
+            found.add(("raw", "validated", validated.validated_snapshot_id))
+            found.add(("quarantine", "rows", validated.quarantine_snapshot_id))
     return found
 
 

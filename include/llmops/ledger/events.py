@@ -42,13 +42,14 @@ class Event(BaseModel):
 
     @classmethod
     def read(cls, record: LedgerRecord) -> Self:
-        """A recorded row of this type as its model (rows are trusted as written: not re-validated,
-        so rows written before a field was added still read)."""
+        """A recorded row of this type as its model. Rows are trusted as written (not re-validated),
+        so rows written before a field was added still read: a field they lack reads as None."""
         if record.event_type != cls.name:
             raise ValueError(f"ledger row {record.seq} is a {record.event_type!r}, not a {cls.name!r}")
-        names = {(info.alias or field): field for field, info in cls.model_fields.items()}
-        known = {names[k]: v for k, v in record.payload.items() if k in names}
-        return cls.model_construct(_fields_set=set(known), **known)
+        payload = record.payload
+        values = {field: payload.get(info.alias or field) for field, info in cls.model_fields.items()}
+        present = {field for field, info in cls.model_fields.items() if (info.alias or field) in payload}
+        return cls.model_construct(_fields_set=present, **values)
 
 
 # ---------------------------------------------------------------------------------------- ingest
