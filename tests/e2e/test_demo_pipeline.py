@@ -261,7 +261,7 @@ def _lake_text(kek: bytes) -> str:
     return "\n".join(chunks)
 
 
-@pytest.mark.rewrites_demo
+@pytest.mark.rewrites_demo(step=1)
 def test_erasure_request_removes_the_subject_everywhere(demo):
     """Expect an erasure request to remove exactly the subject's rows from every snapshot and flag v1."""
     from airflow.dag_processing.dagbag import DagBag
@@ -304,7 +304,7 @@ def test_erasure_request_removes_the_subject_everywhere(demo):
     assert get_ledger().verify().ok
 
 
-@pytest.mark.rewrites_demo
+@pytest.mark.rewrites_demo(step=2)
 def test_retention_keeps_model_lineage_and_deletes_the_rest(demo):
     """Expect expired snapshots to be deleted and recorded, except the champion's lineage when asked to keep it."""
     from datetime import UTC, datetime, timedelta
