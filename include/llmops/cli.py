@@ -185,7 +185,7 @@ def cmd_new_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a pipeline's champion (or a version) with MLflow's scoring server, in the foreground."""
-    from llmops.deployment.serving import serve_command
+    from llmops.deployment.serving import interpreter_env, serve_command
     from llmops.registry import mlflow_registry
     from llmops.specs import load_pipeline
 
@@ -198,11 +198,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     command = serve_command(model_uri, host=args.host, port=args.port, workers=args.workers)
     print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (MLflow at {tracking_uri})")
     include = str(Path(__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "PYTHONPATH": os.pathsep.join(p for p in (include, os.environ.get("PYTHONPATH", "")) if p),
-    }
+    env = interpreter_env(
+        {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "PYTHONPATH": os.pathsep.join(p for p in (include, os.environ.get("PYTHONPATH", "")) if p),
+        }
+    )
     os.execve(command[0], command, env)
     return 0  # pragma: no cover - execve does not return
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from llmops import cli
@@ -18,6 +21,7 @@ def test_serve_runs_mlflow_models_serve_for_the_champion(monkeypatch, tmp_path):
         raise SystemExit(0)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # `.venv/bin/llmops serve`, venv not activated
     monkeypatch.setattr(cli.os, "execve", fake_execve)
     with pytest.raises(SystemExit):
         cli.main(["serve", "support_bot", "--port", "5009"])
@@ -28,6 +32,8 @@ def test_serve_runs_mlflow_models_serve_for_the_champion(monkeypatch, tmp_path):
     assert argv[argv.index("-p") + 1] == "5009" and argv[argv.index("-h") + 1] == "127.0.0.1"
     assert seen["env"]["MLFLOW_TRACKING_URI"].startswith("sqlite:///")
     assert seen["env"]["PYTHONPATH"].split(":")[0].endswith("include")
+    # mlflow starts uvicorn by name: the interpreter's own scripts come first on PATH
+    assert seen["env"]["PATH"].split(":") == [str(Path(sys.executable).parent), "/usr/bin", "/bin"]
 
     seen.clear()
     with pytest.raises(SystemExit):

@@ -70,6 +70,18 @@ def serve_command(
     ]
 
 
+def interpreter_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this interpreter's scripts folder first on PATH.
+
+    `mlflow models serve` starts ``uvicorn`` by name through a shell; a venv run without being
+    activated (``.venv/bin/llmops demo``) has no such script on PATH, so name the one beside
+    ``sys.executable`` (not resolved: a venv's python is a symlink into the base install).
+    """
+    scripts = str(Path(sys.executable).parent)
+    rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != scripts]
+    return {**env, "PATH": os.pathsep.join([scripts, *rest])}
+
+
 @dataclass
 class ScoringServer:
     url: str
@@ -120,14 +132,16 @@ def scoring_server(
     folder = Path(tempfile.mkdtemp(prefix="llmops-serve-"))
     log_file = folder / "server.log"
     package_root = str(Path(__file__).resolve().parents[2])  # include/: the model's code path too
-    child_env = {
-        **os.environ,
-        **(env or {}),
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_REGISTRY_URI": tracking_uri,
-        "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p),
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    child_env = interpreter_env(
+        {
+            **os.environ,
+            **(env or {}),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_REGISTRY_URI": tracking_uri,
+            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     started = time.monotonic()
     with open(log_file, "wb") as out:
         process = subprocess.Popen(
