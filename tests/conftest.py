@@ -23,6 +23,8 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_HOME / 'llmops' / 'mlflow.db'}"
+# Files sources and golden sets of test specs live in pytest's temporary folders.
+os.environ["LLMOPS_DATA_ROOTS"] = os.pathsep.join([str(PROJECT), tempfile.gettempdir()])
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # OpenLineage: the provider's events, and the datasets the llmops steps add, as JSON Lines in the session home.

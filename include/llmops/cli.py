@@ -134,18 +134,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if finetune_state == "success" and champion and methods_ok else 1
 
 
-def cmd_validate_specs(_: argparse.Namespace) -> int:
+def cmd_validate_specs(args: argparse.Namespace) -> int:
     from llmops.settings import get_settings
     from llmops.specs import SpecError, load_spec
+    from llmops.specs.checks import all_problems
 
     failed = 0
     for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
         try:
             spec = load_spec(path)
-            print(f"ok   {path.name}: {spec.ingest_dag_id}, {spec.finetune_dag_id}")
+            problems = all_problems(spec, connections=not args.offline)
         except SpecError as exc:
             failed += 1
             print(f"FAIL {exc}")
+            continue
+        except Exception as exc:  # one spec must not stop the others from being checked
+            failed += 1
+            print(f"FAIL {path}: could not be checked ({type(exc).__name__})")
+            continue
+        if problems:
+            failed += 1
+            print(f"FAIL {path}:\n" + "\n".join(f"  - {p}" for p in problems))
+        else:
+            print(f"ok   {path.name}: {spec.ingest_dag_id}, {spec.finetune_dag_id}")
     return 1 if failed else 0
 
 
@@ -225,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run only support_bot (sft), not the continued pre-training and sft -> preference demos",
     )
     p.set_defaults(func=cmd_demo)
-    sub.add_parser("validate-specs", help="check every pipeline spec").set_defaults(func=cmd_validate_specs)
+    p = sub.add_parser("validate-specs", help="check every pipeline spec (and the connections it names)")
+    p.add_argument("--offline", action="store_true", help="do not look the connections up")
+    p.set_defaults(func=cmd_validate_specs)
     sub.add_parser("ledger-verify", help="verify the governance ledger's hash chain").set_defaults(
         func=cmd_ledger_verify
     )

@@ -42,6 +42,18 @@ class Metric:
     percent: bool = False  # a share in [0, 1]
     unit: str = ""
     scorer: Callable[[str, str], float] | None = field(default=None, compare=False)
+    # The values it can take (None: unbounded); a share (percent) lies in [0, 1].
+    lowest: float | None = None
+    highest: float | None = None
+
+    @property
+    def value_range(self) -> tuple[float | None, float | None]:
+        if self.percent:
+            return (
+                0.0 if self.lowest is None else self.lowest,
+                1.0 if self.highest is None else self.highest,
+            )
+        return self.lowest, self.highest
 
     def display(self, value: float | None) -> str:
         """The value as reports show it ("n/a" when not measured)."""
@@ -172,7 +184,15 @@ def _scorer(name: str) -> Callable[[str, str], float]:
 
 
 for _metric in (
-    Metric("eval_loss", "Eval loss", lower_is_better=True, methods=EVERY_METHOD, stage=True, table=True),
+    Metric(
+        "eval_loss",
+        "Eval loss",
+        lower_is_better=True,
+        methods=EVERY_METHOD,
+        stage=True,
+        table=True,
+        lowest=0.0,
+    ),
     Metric(
         "eval_perplexity",
         "Perplexity",
@@ -181,18 +201,23 @@ for _metric in (
         stage=True,
         headline=True,
         table=True,
+        lowest=1.0,
     ),
-    Metric("token_f1", "Token F1", headline=True, table=True, scorer=_scorer("token_f1")),
+    Metric(
+        "token_f1", "Token F1", headline=True, table=True, scorer=_scorer("token_f1"), lowest=0.0, highest=1.0
+    ),
     Metric(
         "exact_match", "Exact match", headline=True, table=True, percent=True, scorer=_scorer("exact_match")
     ),
-    Metric("rouge_l", "ROUGE-L", headline=True, table=True, scorer=_scorer("rouge_l")),
-    Metric("latency_ms_mean", "Latency, mean", lower_is_better=True, table=True, unit="ms"),
-    Metric("latency_ms_p95", "Latency, p95", lower_is_better=True, table=True, unit="ms"),
+    Metric(
+        "rouge_l", "ROUGE-L", headline=True, table=True, scorer=_scorer("rouge_l"), lowest=0.0, highest=1.0
+    ),
+    Metric("latency_ms_mean", "Latency, mean", lower_is_better=True, table=True, unit="ms", lowest=0.0),
+    Metric("latency_ms_p95", "Latency, p95", lower_is_better=True, table=True, unit="ms", lowest=0.0),
     Metric("accuracy", "Label accuracy", percent=True),
-    Metric("macro_precision", "Label precision (macro)"),
-    Metric("macro_recall", "Label recall (macro)"),
-    Metric("macro_f1", "Label F1 (macro)"),
+    Metric("macro_precision", "Label precision (macro)", lowest=0.0, highest=1.0),
+    Metric("macro_recall", "Label recall (macro)", lowest=0.0, highest=1.0),
+    Metric("macro_f1", "Label F1 (macro)", lowest=0.0, highest=1.0),
     Metric("pii_leakage_rate", "PII leakage rate", lower_is_better=True, methods=EVERY_METHOD, percent=True),
     Metric("toxicity_rate", "Toxicity rate", lower_is_better=True, percent=True),
     Metric("refusal_rate", "Refusal rate", lower_is_better=True, percent=True),

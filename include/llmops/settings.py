@@ -40,6 +40,8 @@ class Settings:
     kek_file: Path
     lineage_dir: Path
     python_executable: str
+    # Local folders a spec may read files from (files sources, golden sets); s3:// is not a folder.
+    data_roots: tuple[Path, ...] = ()
 
     @property
     def reports_root(self) -> str:
@@ -64,7 +66,15 @@ def get_settings() -> Settings:
         kek_file=Path(os.environ.get("LLMOPS_KEK_FILE", home / "keys" / "kek.key")),
         lineage_dir=Path(os.environ.get("LLMOPS_LINEAGE_DIR", home / "lineage")),
         python_executable=os.environ.get("LLMOPS_PYTHON", _default_python()),
+        data_roots=_data_roots(project, home),
     )
+
+
+def _data_roots(project: Path, home: Path) -> tuple[Path, ...]:
+    """LLMOPS_DATA_ROOTS (paths separated by os.pathsep), else the project and LLMOPS_HOME."""
+    explicit = os.environ.get("LLMOPS_DATA_ROOTS", "")
+    roots = [Path(p) for p in explicit.split(os.pathsep) if p] or [project, home]
+    return tuple(r.resolve() for r in roots)
 
 
 def _default_python() -> str:

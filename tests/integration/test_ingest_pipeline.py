@@ -91,7 +91,7 @@ def _spec(table: str, bucket: str, s3_conn: str) -> dict:
             "prompt_template": "{body}",
             "completion_column": "body",
         },
-        "gates": [{"metric": "token_f1", "min": 0.0}],
+        "gates": [{"metric": "token_f1", "min": 0.01}],
         "registry": {"model_name": "it_events"},
     }
 

@@ -16,6 +16,9 @@ def _project(tmp_path: Path, monkeypatch) -> Path:
     shutil.copy(PROJECT / "include" / "pipelines" / "support_bot.yaml", tmp_path / "include" / "pipelines")
     monkeypatch.setenv("LLMOPS_PROJECT_DIR", str(tmp_path))
     monkeypatch.delenv("LLMOPS_PIPELINES_DIR", raising=False)
+    # The demo's connections, as a deployment defines them.
+    monkeypatch.setenv("AIRFLOW_CONN_SUPPORT_TICKETS_DB", '{"conn_type": "sqlite", "host": "/tmp/tickets.db"}')
+    monkeypatch.setenv("AIRFLOW_CONN_SUPPORT_TICKETS_API", '{"conn_type": "http", "host": "127.0.0.1"}')
     return tmp_path
 
 
@@ -37,3 +40,30 @@ def test_validate_specs_reports_broken_spec(tmp_path, monkeypatch, capsys):
     assert main(["validate-specs"]) == 1
     out = capsys.readouterr().out
     assert "FAIL invalid pipeline spec" in out and "sources: required field is missing" in out
+
+
+def test_validate_specs_names_a_missing_connection(tmp_path, monkeypatch, capsys):
+    """A spec that parses but names a connection this deployment lacks fails, naming the field;
+    --offline skips the lookup."""
+    _project(tmp_path, monkeypatch)
+    monkeypatch.delenv("AIRFLOW_CONN_SUPPORT_TICKETS_API")
+    assert main(["validate-specs"]) == 1
+    out = capsys.readouterr().out
+    assert "sources[1].conn_id: Airflow connection 'support_tickets_api' is not defined" in out
+    assert "sources[0].conn_id" not in out
+    assert main(["validate-specs", "--offline"]) == 0
+
+
+def test_validate_specs_checks_every_spec_past_an_unreadable_one(tmp_path, monkeypatch, capsys):
+    """A non-UTF-8 file and an alias bomb are reported with their path; the good spec is still checked."""
+    root = _project(tmp_path, monkeypatch)
+    pipelines = root / "include" / "pipelines"
+    (pipelines / "aaa_latin1.yaml").write_bytes("name: aaa_latin1\ndescription: caf\xe9\n".encode("latin-1"))
+    (pipelines / "aab_bomb.yaml").write_text(
+        'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n'
+    )
+    assert main(["validate-specs"]) == 1
+    out = capsys.readouterr().out
+    assert f"{pipelines / 'aaa_latin1.yaml'}:\n  - not UTF-8 text: byte 0xe9 at line 2" in out
+    assert "aab_bomb.yaml" in out and "alias '*a' is not allowed" in out
+    assert "ok   support_bot.yaml" in out

@@ -21,8 +21,24 @@ Identifier = Annotated[
 ]
 
 
+#: Airflow's rule for connection ids (airflow.models.connection.RE_SANITIZE_CONN_ID), in ASCII.
+ConnId = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=250, description="An Airflow connection id."),
+]
+
+
+def reject_parent_segments(value: str) -> str:
+    """Refuse a path or URI with a `..` segment: it would leave the folder the field is meant for."""
+    if ".." in value.replace("\\", "/").split("/"):
+        raise ValueError(f"{value!r}: a '..' segment is not allowed (name the folder itself)")
+    return value
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are typos; NaN and infinity make any comparison pass or fail silently
+    # (a gate with `max: .nan` could never fail).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Governance(StrictModel):

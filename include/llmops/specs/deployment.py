@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from llmops.specs.base import Identifier, StrictModel
+from llmops.specs.base import ConnId, Identifier, StrictModel
 from llmops.specs.sources import ScalarParam
 from llmops.specs.training import SecretEnv, Toleration, template_fields
 
@@ -103,7 +103,7 @@ IntegrationEvent = Literal["promoted", "rolled_back", "gate_failed", "deployment
 class IntegrationsSpec(StrictModel):
     """Downstream systems told about model events through a signed webhook (an HTTP connection)."""
 
-    webhook_conn_id: str | None = Field(
+    webhook_conn_id: ConnId | None = Field(
         default=None,
         description="HTTP connection of the receiver; its password is the HMAC signing secret.",
     )
@@ -124,7 +124,7 @@ class IntegrationsSpec(StrictModel):
 class BatchInferenceSpec(StrictModel):
     """The `<pipeline>__batch_inference` DAG: score a table with the champion, upsert the answers."""
 
-    conn_id: str = Field(description="Airflow connection of the database holding the rows to score.")
+    conn_id: ConnId = Field(description="Airflow connection of the database holding the rows to score.")
     table: Identifier | None = None
     db_schema: Identifier | None = None
     query: str | None = Field(
@@ -139,7 +139,7 @@ class BatchInferenceSpec(StrictModel):
     )
     target_table: Identifier
     target_schema: Identifier | None = None
-    target_conn_id: str | None = Field(default=None, description="Default: conn_id.")
+    target_conn_id: ConnId | None = Field(default=None, description="Default: conn_id.")
     chunk_rows: int = Field(default=64, ge=1, le=10_000, description="Rows scored and committed at a time.")
     max_rows: int | None = Field(default=None, gt=0)
     max_new_tokens: int | None = Field(default=None, gt=0, le=4096)

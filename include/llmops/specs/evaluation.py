@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from llmops import metrics
-from llmops.specs.base import Identifier, StrictModel
+from llmops.specs.base import Identifier, StrictModel, reject_parent_segments
 
 
 class GoldenSet(StrictModel):
@@ -13,6 +13,11 @@ class GoldenSet(StrictModel):
 
     name: Identifier
     uri: str = Field(description="Local path (relative to the project) or s3:// URI of the JSON Lines file.")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_parent_segments(cls, value: str) -> str:
+        return reject_parent_segments(value)
 
 
 class PiiProbe(StrictModel):
@@ -82,7 +87,26 @@ class Gate(StrictModel):
             and self.beat_base_by is None
         ):
             raise ValueError("a gate needs 'min', 'max', 'beat_champion_by' or 'beat_base_by'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min: {self.min} is above max {self.max}; no model could pass")
+        self._within_range()
         return self
+
+    def _within_range(self) -> None:
+        """A bound outside the values the metric can take makes the gate one that cannot pass, or
+        one that cannot fail: both are mistakes a reviewer should see."""
+        lowest, highest = metrics.get(self.metric).value_range
+        name = self.metric
+        if self.max is not None:
+            if lowest is not None and self.max < lowest:
+                raise ValueError(f"max: {name} is never below {lowest}; no model could pass max {self.max}")
+            if highest is not None and self.max >= highest:
+                raise ValueError(f"max: {name} is never above {highest}; max {self.max} could never fail")
+        if self.min is not None:
+            if highest is not None and self.min > highest:
+                raise ValueError(f"min: {name} is never above {highest}; no model could pass min {self.min}")
+            if lowest is not None and self.min <= lowest:
+                raise ValueError(f"min: {name} is never below {lowest}; min {self.min} could never fail")
 
     @property
     def lower_is_better(self) -> bool:

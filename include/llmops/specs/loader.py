@@ -76,20 +76,79 @@ def parse_spec(raw: Any, path: Path | str = "<spec>") -> PipelineSpec:
         raise SpecError(path, problems) from None
 
 
-def load_spec(path: Path | str) -> PipelineSpec:
-    """Read and validate one spec; its `name` must match the file name."""
+#: A spec is a few kilobytes; anything near this is a mistake or an attack on the DAG processor.
+MAX_SPEC_BYTES = 256 * 1024
+
+
+class _SpecYamlLoader(yaml.SafeLoader):
+    """Safe YAML that also refuses aliases and duplicate keys.
+
+    Aliases let a few kilobytes expand to gigabytes (a "billion laughs" spec kept the DAG processor
+    busy for minutes); a duplicate key silently keeps the last value, so a reviewer reading the first
+    one approves something else.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"alias '*{event.anchor}' is not allowed in a pipeline spec: write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                continue  # the base class reports an unhashable key
+            if key in seen:
+                first = seen[key].line + 1
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key '{key}' (first at line {first}): a spec must say each field once",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_spec_yaml(path: Path | str) -> Any:
+    """The YAML content of a spec file, or a SpecError naming the file and what is wrong with it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(path, [f"file is {size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,}"])
+        data = path.read_bytes()
     except OSError as exc:
         raise SpecError(path, [f"cannot read file: {exc.strerror}"]) from None
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(path, [f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}"]) from None
+    try:
+        return yaml.load(text, Loader=_SpecYamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(path, [f"YAML syntax error at {where}: {problem}"]) from None
+        refused = isinstance(exc, yaml.composer.ComposerError | yaml.constructor.ConstructorError)
+        kind = "YAML error" if refused else "YAML syntax error"
+        raise SpecError(path, [f"{kind} at {where}: {problem}"]) from None
+    except RecursionError:
+        raise SpecError(path, ["YAML nesting is too deep"]) from None
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Read and validate one spec; its `name` must match the file name."""
+    path = Path(path)
+    raw = read_spec_yaml(path)
     spec = parse_spec(raw, path)
     if spec.name != path.stem:
         raise SpecError(path, [f"name: must match the file name '{path.stem}' (got {spec.name!r})"])

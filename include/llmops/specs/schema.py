@@ -19,6 +19,7 @@ from llmops.specs.base import (
     IDENTIFIER,
     PIPELINE_NAME,
     ColumnContract,
+    ConnId,
     ContractType,
     DataContract,
     Freshness,
@@ -217,7 +218,7 @@ class FreeTextPolicy(StrictModel):
 class PrivacySpec(StrictModel):
     columns: dict[Identifier, ColumnPolicy] = {}
     free_text: FreeTextPolicy | None = None
-    pseudonymisation_conn_id: str = Field(
+    pseudonymisation_conn_id: ConnId = Field(
         default="llmops_pseudonymisation_key", description="Connection whose password is the HMAC key."
     )
 
@@ -234,7 +235,9 @@ class Approval(StrictModel):
 
 
 class RegistrySpec(StrictModel):
-    model_name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    # Also a folder name in the model store and the lake: it starts with a letter or digit, so
+    # neither '..' nor a hidden name can be one.
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
     approval: Approval = Approval()
 
 
@@ -258,7 +261,7 @@ class MonitoringSpec(StrictModel):
     category_column: Identifier | None = None
     thresholds: MonitoringThresholds = MonitoringThresholds()
     quality_samples: int = Field(default=32, gt=0, description="New labelled rows to score the champion on.")
-    alert_conn_id: str | None = Field(
+    alert_conn_id: ConnId | None = Field(
         default=None, description="HTTP connection of a webhook (Slack, Teams, ...)."
     )
     retrain_on_drift: bool = False
@@ -318,9 +321,11 @@ class CostSpec(StrictModel):
 
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=PIPELINE_NAME.pattern, description="lower_snake_case; prefixes the DAG ids.")
-    description: str
-    owner: str
-    purpose: str = Field(description="The purpose this model serves; every source must allow it.")
+    description: str = Field(max_length=10_000, description="Shown as the DAGs' documentation.")
+    owner: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(
+        min_length=1, max_length=200, description="The purpose this model serves; every source must allow it."
+    )
     tags: list[str] = []
     schedule: str | None = Field(default="@daily", description="Cron or preset for the ingest DAG.")
     sources: list[Any] = Field(min_length=1, description="One entry per source; `kind` picks its model.")

@@ -12,9 +12,16 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from llmops.specs.base import DataContract, Governance, Identifier, StrictModel
+from llmops.specs.base import (
+    ConnId,
+    DataContract,
+    Governance,
+    Identifier,
+    StrictModel,
+    reject_parent_segments,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,7 +70,7 @@ ScalarParam = str | int | float | bool
 class SqlSource(StrictModel):
     kind: Literal["sql"]
     name: Identifier
-    conn_id: str = Field(description="Airflow connection holding the database URL and credentials.")
+    conn_id: ConnId = Field(description="Airflow connection holding the database URL and credentials.")
     table: Identifier | None = None
     db_schema: Identifier | None = Field(default=None, description="Database schema of `table`.")
     query: str | None = Field(
@@ -113,7 +120,7 @@ class RestPagination(StrictModel):
 class RestSource(StrictModel):
     kind: Literal["rest"]
     name: Identifier
-    conn_id: str = Field(description="Airflow HTTP connection: base URL, and the secret as password.")
+    conn_id: ConnId = Field(description="Airflow HTTP connection: base URL, and the secret as password.")
     endpoint: str = Field(pattern=r"^/[^\s]*$")
     params: dict[str, ScalarParam] = Field(default={}, description="Fixed query parameters.")
     records_path: str = Field(default="data", description="Dotted path to the list of records in each page.")
@@ -144,7 +151,7 @@ class FileSource(StrictModel):
     kind: Literal["files"]
     name: Identifier
     uri: str = Field(description="s3://bucket/prefix/ (through the Amazon provider) or a local folder.")
-    conn_id: str | None = Field(default="aws_default", description="AWS connection for s3:// URIs.")
+    conn_id: ConnId | None = Field(default="aws_default", description="AWS connection for s3:// URIs.")
     pattern: str = Field(default="*", description="Glob of file names under the prefix, e.g. '*.csv'.")
     format: Literal["csv", "jsonl", "parquet"]
     csv: CsvOptions = CsvOptions()
@@ -152,6 +159,18 @@ class FileSource(StrictModel):
     sample: Sampling | None = None
     contract: DataContract | None = None
     governance: Governance
+
+    @field_validator("uri", "pattern")
+    @classmethod
+    def _no_parent_segments(cls, value: str) -> str:
+        return reject_parent_segments(value)
+
+    @field_validator("pattern")
+    @classmethod
+    def _relative_pattern(cls, value: str) -> str:
+        if value.startswith("/"):
+            raise ValueError(f"{value!r}: a pattern is relative to `uri`")
+        return value
 
     @property
     def partition_count(self) -> int:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from llmops import metrics
-from llmops.specs.base import IDENTIFIER, Identifier, StrictModel, one_of
+from llmops.specs.base import IDENTIFIER, ConnId, Identifier, StrictModel, one_of, reject_parent_segments
 from llmops.specs.evaluation import Gate
 from llmops.training.methods import REGISTRY, get_method, method_names
 from llmops.training.methods.base import METHOD_SPEC_FIELDS
@@ -26,7 +26,7 @@ class Hyperparameters(StrictModel):
     epochs: float = Field(default=1.0, gt=0, le=100)
     batch_size: int = Field(default=8, gt=0, le=4096)
     gradient_accumulation_steps: int = Field(default=1, gt=0)
-    max_length: int = Field(default=512, ge=16)
+    max_length: int = Field(default=512, ge=16, le=131_072, description="Tokens per training example.")
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
     weight_decay: float = Field(default=0.0, ge=0)
@@ -37,6 +37,11 @@ class BaseModelSpec(StrictModel):
     uri: str = Field(
         description="Local path, s3:// URI, or a name relative to the model store (LLMOPS_MODEL_STORE)."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _no_parent_segments(cls, value: str) -> str:
+        return reject_parent_segments(value)
 
 
 class Toleration(StrictModel):
@@ -72,7 +77,7 @@ class KubernetesSpec(StrictModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     image_pull_secrets: list[str] = []
     service_account: str | None = None
-    kubernetes_conn_id: str = "kubernetes_default"
+    kubernetes_conn_id: ConnId = "kubernetes_default"
     gpus: int = Field(default=1, ge=0, le=16)
     gpu_resource: str = "nvidia.com/gpu"
     cpu: str = "8"

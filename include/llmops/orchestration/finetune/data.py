@@ -26,6 +26,7 @@ from llmops.governance.purpose import check_purpose
 from llmops.ledger import record
 from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, StageDatasetCreated
 from llmops.settings import get_settings
+from llmops.specs.checks import check_finetune
 from llmops.specs.pinned import pin_spec, run_spec
 from llmops.training.methods import get_method, text_of
 
@@ -243,6 +244,7 @@ def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, An
             f"this DAG takes {', '.join(sorted(FINETUNE_PARAMS))}"
         )
     spec = pin_spec(pipeline, run_id)
+    check_finetune(spec)
     if not curated_snapshot_id or curated_snapshot_id == "latest":
         curated_snapshot_id = snapshots.get_latest(
             get_settings().lake_root, "curated", spec.name, snapshots.CURATED_DATASET

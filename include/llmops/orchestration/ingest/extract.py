@@ -21,8 +21,10 @@ def raw_asset_uri(pipeline: str, source: str) -> str:
 def plan(pipeline: str, run_id: str) -> list[dict[str, Any]]:
     """What this run extracts: one item per source partition, with fixed watermark ranges and bounds."""
     from llmops.ingest.kinds import behaviour_of
+    from llmops.specs.checks import check_ingest
 
     spec = pin_spec(pipeline, run_id)
+    check_ingest(spec)
     items: list[dict[str, Any]] = []
     for source in spec.sources:
         items.extend(behaviour_of(source).plan(spec, source))
