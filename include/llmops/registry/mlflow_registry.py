@@ -169,6 +169,21 @@ class PromotionError(RuntimeError):
     """A promotion or rollback could not be carried out as asked."""
 
 
+class ChampionChanged(PromotionError):
+    """The champion moved since the candidate was gated against it: its evidence no longer holds."""
+
+    def __init__(self, model_name: str, version: str, expected: str | None, current: str | None) -> None:
+        self.expected, self.current = expected, current
+        then = f"v{expected}" if expected is not None else "no champion"
+        super().__init__(
+            f"{model_name} v{version} was gated against {then}, but the champion is now "
+            f"{'v' + current if current is not None else 'none'}: not compared with it, so not promoted"
+        )
+
+
+UNCHECKED: Any = object()  # `promote(expected_champion=...)` left out: no check of the champion
+
+
 def _not_found(exc: Exception) -> bool:
     code = getattr(exc, "error_code", "") or ""
     return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
@@ -230,15 +245,24 @@ def _move(model_name: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(model_name, alias, version)
 
 
-def promote(model_name: str, version: str) -> dict[str, str | None]:
-    """Move ``champion`` to ``version``; the replaced champion keeps alias ``previous``."""
+def promote(model_name: str, version: str, expected_champion: Any = UNCHECKED) -> dict[str, str | None]:
+    """Move ``champion`` to ``version``; the replaced champion keeps alias ``previous``.
+
+    ``expected_champion``: the champion version (None: none) the candidate was gated against. It
+    is compared with the current champion under the lock, so a concurrent promotion cannot slip
+    in between; a mismatch raises `ChampionChanged` and leaves the aliases alone.
+    """
     from mlflow import MlflowClient
 
     configure()
     with promotion_lock(model_name):
         before = alias_version(model_name, CHAMPION)
-        if before == version:
+        if before == version:  # a retry after the alias moved
             return {"champion": version, "previous": alias_version(model_name, PREVIOUS)}
+        if expected_champion is not UNCHECKED and before != (
+            None if expected_champion is None else str(expected_champion)
+        ):
+            raise ChampionChanged(model_name, version, expected_champion, before)
         if before is not None:
             _move(model_name, PREVIOUS, before)
         _move(model_name, CHAMPION, version)

@@ -39,9 +39,9 @@ def _exists(location: str) -> bool:
 
 
 def champion_adapter(
-    spec: PipelineSpec, base_model_dir: str | None = None
+    spec: PipelineSpec, version: str | None, base_model_dir: str | None = None
 ) -> tuple[str | None, str, str | None]:
-    """The current champion's adapter, a note, and its own base when it is not the candidate's.
+    """Champion ``version``'s adapter, a note, and its own base when it is not the candidate's.
 
     A champion trained on the spec's base model shares the candidate's base (one model, two
     adapters). A chained pipeline's versions each have their own base, that run's merged model
@@ -51,7 +51,6 @@ def champion_adapter(
     from llmops.registry import mlflow_registry
 
     name = spec.registry.model_name
-    version = mlflow_registry.alias_version(name, mlflow_registry.CHAMPION)
     if version is None:
         return None, "no champion yet: the first model sets the bar", None
     tags = mlflow_registry.model_version_info(name, version)["tags"]
@@ -90,8 +89,13 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
     _, eval_file = sft_files(spec, trained["sft_snapshot_id"])
     root = storage.join(job_root(spec, run_id), "eval")
     champion, champion_note, champion_base = (None, "comparison off in the spec", None)
+    compared: dict[str, Any] = {}  # which champion the gates judge against; promotion re-checks it
     if evaluation.compare_with_champion:
-        champion, champion_note, champion_base = champion_adapter(spec, trained["base_model_dir"])
+        from llmops.registry import mlflow_registry
+
+        version = mlflow_registry.alias_version(spec.registry.model_name, mlflow_registry.CHAMPION)
+        compared["champion_version"] = version
+        champion, champion_note, champion_base = champion_adapter(spec, version, trained["base_model_dir"])
     probe = build_probe(spec, trained, root, run_id)
     job = {
         "base_model_path": trained["base_model_dir"],
@@ -129,6 +133,7 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "champion": champion_note if champion is None else champion_note,
         "compared_with_champion": champion is not None,
         "probe": (probe or {}).get("summary"),
+        **compared,
     }
 
 
@@ -165,6 +170,7 @@ def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[st
         "baseline": baseline or None,
         "champion_note": job.get("champion"),
         "pii_probe": probe or None,
+        **{k: job[k] for k in ("champion_version",) if k in job},
     }
 
 
@@ -178,6 +184,8 @@ def check_gates(
         list(spec.gates), evaluation["metrics"], evaluation.get("champion"), evaluation.get("baseline")
     )
     decision["champion"] = evaluation.get("champion_note")
+    if "champion_version" in evaluation:
+        decision["champion_version"] = evaluation["champion_version"]
     record(spec, ModelGated(**decision), f"mlflow-run/{trained['mlflow_run_id']}", run_id)
     raise_if_failed(decision)
     return decision

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from llmops.ledger import get_ledger, record
 from llmops.ledger.events import (
     ModelApproved,
+    ModelGated,
     ModelPromoted,
     ModelRegistered,
     ModelRejected,
@@ -109,7 +110,8 @@ def promote(
     enabled: bool = True,
     approval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Move the champion alias, unless promotion is off or the required approval was not given."""
+    """Move the champion alias, unless promotion is off, the required approval was not given, or
+    the champion changed since the run was gated against it (checked under the promotion lock)."""
     from llmops.registry import mlflow_registry
 
     spec = run_spec(pipeline, run_id)
@@ -143,7 +145,18 @@ def promote(
     from llmops.orchestration.deploy import ensure_registry_webhook
 
     ensure_registry_webhook(spec)  # before the alias moves, so MLflow's own event reaches it too
-    moved = mlflow_registry.promote(registered["model_name"], registered["version"])
+    try:
+        moved = mlflow_registry.promote(
+            registered["model_name"], registered["version"], gated_champion(spec, run_id)
+        )
+    except mlflow_registry.ChampionChanged as exc:  # the newer champion stays; the reason is recorded
+        record(
+            spec,
+            PromotionSkipped(reason=str(exc), champion=exc.current, gated_against=exc.expected),
+            subject,
+            run_id,
+        )
+        return {"promoted": False, "reason": "champion_changed", "champion": exc.current}
     record(
         spec,
         ModelPromoted(model_name=registered["model_name"], version=registered["version"], **moved),
@@ -151,6 +164,20 @@ def promote(
         run_id,
     )
     return {"promoted": True, **moved}
+
+
+def gated_champion(spec: PipelineSpec, run_id: str) -> Any:
+    """The champion version this run's gates were judged against, from its `ModelGated` record.
+
+    `UNCHECKED` when the run recorded none (champion comparison off in the spec, a record written
+    before the field existed, or a promotion outside a fine-tune run): nothing to re-check then.
+    """
+    from llmops.registry import mlflow_registry
+
+    gated = get_ledger().records(pipeline=spec.name, event_type=ModelGated.name, run_id=run_id)
+    if not gated or "champion_version" not in gated[-1].payload:
+        return mlflow_registry.UNCHECKED
+    return gated[-1].payload["champion_version"]
 
 
 def audit_report(pipeline: str, run_id: str) -> dict[str, Any]:
