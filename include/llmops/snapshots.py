@@ -16,6 +16,7 @@ Zones: ``raw`` (as extracted, encrypted), ``quarantine`` (rows that failed valid
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -51,7 +52,11 @@ COMPRESSION = "zstd"
 
 
 class SnapshotError(RuntimeError):
-    """A snapshot is missing, incomplete or does not match its manifest."""
+    """A snapshot is missing, incomplete or does not match its manifest; `path`: the file, if one."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -378,21 +383,35 @@ def iter_parts(ref_or_uri: SnapshotRef | str, kek: Any = None) -> Iterator[pa.Ta
     folder = ref_or_uri.uri if isinstance(ref_or_uri, SnapshotRef) else ref_or_uri
     manifest = read_manifest(folder)
     for entry in manifest["files"]:
-        blob = storage.read_bytes(storage.join(folder, entry["name"]))
-        if entry.get("key_file"):
-            if kek is None:
-                raise SnapshotError(
-                    f"snapshot {manifest['snapshot_id']} is encrypted: a key is needed to read it"
-                )
-            from llmops.privacy.crypto import WrappedKey, decrypt_bytes
-
-            wrapped = WrappedKey.from_dict(storage.read_json(storage.join(folder, entry["key_file"])))
-            blob = decrypt_bytes(blob, wrapped, kek)
-        if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+        if entry.get("key_file") and kek is None:
             raise SnapshotError(
-                f"snapshot {manifest['snapshot_id']}: {entry['name']} does not match the manifest's sha256"
+                f"snapshot {manifest['snapshot_id']} is encrypted: a key is needed to read it"
             )
+        part = storage.join(folder, entry["name"])
+        try:
+            blob = storage.read_bytes(part)
+            if entry.get("key_file"):
+                from llmops.privacy.crypto import WrappedKey, decrypt_bytes
+
+                wrapped = WrappedKey.from_dict(storage.read_json(storage.join(folder, entry["key_file"])))
+                blob = decrypt_bytes(blob, wrapped, kek)
+        except Exception as exc:  # same error, but say which file (a failed tag does not)
+            _name_file(exc, part)
+            raise
+        if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+            raise SnapshotError(f"{part} does not match the manifest's sha256", part)
         yield pq.read_table(io.BytesIO(blob))
+
+
+def _name_file(exc: BaseException, path: str) -> None:
+    exc.add_note(f"snapshot file: {path}")
+    with contextlib.suppress(AttributeError):
+        exc.snapshot_file = path  # type: ignore[attr-defined]
+
+
+def failed_file(exc: BaseException) -> str | None:
+    """The snapshot file a read failed on, when the reader knew it."""
+    return getattr(exc, "path", None) or getattr(exc, "snapshot_file", None)
 
 
 def read_snapshot(ref_or_uri: SnapshotRef | str, kek: Any = None) -> pa.Table:
@@ -431,8 +450,14 @@ def get_latest(lake_root: str, zone: str, pipeline: str, dataset: str) -> Snapsh
     return snapshot_ref(lake_root, zone, pipeline, dataset, payload["snapshot_id"])
 
 
-def list_snapshots(lake_root: str, zone: str, pipeline: str) -> list[tuple[SnapshotRef, dict[str, Any]]]:
-    """Every committed snapshot of a pipeline in a zone, with its manifest (oldest dataset first)."""
+def list_snapshots(
+    lake_root: str, zone: str, pipeline: str, unreadable: list[tuple[str, str]] | None = None
+) -> list[tuple[SnapshotRef, dict[str, Any]]]:
+    """Every committed snapshot of a pipeline in a zone, with its manifest (oldest dataset first).
+
+    A manifest that exists but cannot be parsed raises, unless `unreadable` is given: then its
+    (path, error) is appended there, so a sweep over the lake can do the rest and report it.
+    """
     out = []
     for dataset in storage.list_dirs(storage.join(lake_root, zone, pipeline)):
         for snapshot_id in storage.list_dirs(dataset_uri(lake_root, zone, pipeline, dataset)):
@@ -441,6 +466,10 @@ def list_snapshots(lake_root: str, zone: str, pipeline: str) -> list[tuple[Snaps
                 out.append((ref, read_manifest(ref)))
             except SnapshotError:
                 continue  # an interrupted write: not a snapshot
+            except Exception as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append((storage.join(ref.uri, MANIFEST), type(exc).__name__))
     return out
 
 

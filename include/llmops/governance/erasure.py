@@ -16,9 +16,11 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
+from llmops.governance.sweep import SnapshotsNotDone, failure_message
 from llmops.ledger import record
 from llmops.ledger.events import (
     ErasureCompleted,
+    ErasureFailed,
     ErasureModelFlagged,
     ErasureRequested,
     ErasureSnapshotRewritten,
@@ -26,6 +28,8 @@ from llmops.ledger.events import (
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from llmops.specs import PipelineSpec
@@ -133,7 +137,10 @@ def _rewrite(
 
 
 class _Erasure:
-    """One subject's erasure from one pipeline's lake: rewrites snapshots, collects keys and counts."""
+    """One subject's erasure from one pipeline's lake: rewrites snapshots, collects keys and counts.
+
+    A snapshot that cannot be read or rewritten is noted in `failures` (file: error) and passed
+    over, so one bad file does not leave the subject in every other snapshot."""
 
     def __init__(self, spec: PipelineSpec, request_id: str, run_id: str, kek: Any, lake: str) -> None:
         self.spec, self.request_id, self.run_id, self.kek, self.lake = spec, request_id, run_id, kek, lake
@@ -141,6 +148,18 @@ class _Erasure:
         self.affected_keys: set[str] = set()
         self.replaced: dict[str, str] = {}
         self.rows_removed = 0
+        self.failures: dict[str, str] = {}
+
+    def _each(self, zone: str, visit: Callable[[Any, dict[str, Any]], None]) -> None:
+        unreadable: list[tuple[str, str]] = []
+        for ref, manifest in snapshots.list_snapshots(self.lake, zone, self.spec.name, unreadable):
+            try:
+                visit(ref, manifest)
+            except (snapshots.SnapshotError, ErasureError) as exc:  # messages name files, not data
+                self.failures[snapshots.failed_file(exc) or ref.uri] = str(exc)
+            except Exception as exc:  # a library's message may quote data: its type only
+                self.failures[snapshots.failed_file(exc) or ref.uri] = type(exc).__name__
+        self.failures.update(unreadable)
 
     def _drop(self, ref: Any, manifest: dict[str, Any], df: Any, hit: Any, kek: Any) -> None:
         self.replaced[ref.snapshot_id] = _rewrite(
@@ -150,21 +169,24 @@ class _Erasure:
 
     def raw_zones(self, column: str, value: str) -> None:
         """Raw and quarantine: rows whose subject column holds the value (after normalisation)."""
-        for zone in ("raw", "quarantine"):
-            for ref, manifest in snapshots.list_snapshots(self.lake, zone, self.spec.name):
-                df = snapshots.read_snapshot(ref, self.kek).to_pandas()
-                if column not in df.columns:
-                    continue
-                hit = _normalised_column(self.spec, df[column]) == value
-                if not hit.any():
-                    continue
+
+        def visit(ref: Any, manifest: dict[str, Any]) -> None:
+            df = snapshots.read_snapshot(ref, self.kek).to_pandas()
+            if column not in df.columns:
+                return
+            hit = _normalised_column(self.spec, df[column]) == value
+            if hit.any():
                 self.affected_keys |= {str(k) for k in df.loc[hit, self.key] if k is not None}
                 self._drop(ref, manifest, df, hit, self.kek)
+
+        for zone in ("raw", "quarantine"):
+            self._each(zone, visit)
 
     def curated(self, column: str, value: str, pseudonymiser: Any) -> None:
         """Curated: by pseudonymisation token (or plain value when the column is kept), and by key."""
         key = self.key
-        for ref, manifest in snapshots.list_snapshots(self.lake, "curated", self.spec.name):
+
+        def visit(ref: Any, manifest: dict[str, Any]) -> None:
             df = snapshots.read_snapshot(ref).to_pandas()
             hit = df[key].astype(str).isin(self.affected_keys) if key in df.columns else None
             if column in df.columns:
@@ -176,13 +198,18 @@ class _Erasure:
             if hit is not None and hit.any():
                 self._drop(ref, manifest, df, hit, None)
 
+        self._each("curated", visit)
+
     def training_sets(self) -> None:
         """Training datasets: by record key."""
-        for ref, manifest in snapshots.list_snapshots(self.lake, snapshots.TRAINING_ZONE, self.spec.name):
+
+        def visit(ref: Any, manifest: dict[str, Any]) -> None:
             df = snapshots.read_snapshot(ref).to_pandas()
             hit = df["key"].astype(str).isin(self.affected_keys)
             if hit.any():
                 self._drop(ref, manifest, df, hit, None)
+
+        self._each(snapshots.TRAINING_ZONE, visit)
 
 
 def _flag_versions(
@@ -247,6 +274,22 @@ def erase_subject(
     erasure.training_sets()
     replaced, affected_keys, rows_removed = erasure.replaced, erasure.affected_keys, erasure.rows_removed
     flagged = _flag_versions(spec, replaced, request_id, subject_ref, run_id)
+    if erasure.failures:
+        record(
+            spec,
+            ErasureFailed(
+                pipeline=spec.name,
+                request_id=request_id,
+                subject_ref=subject_ref,
+                files=sorted(erasure.failures),
+                errors=[erasure.failures[f] for f in sorted(erasure.failures)],
+                rows_removed=rows_removed,
+                snapshots_rewritten=len(replaced),
+            ),
+            f"erasure/{request_id}",
+            run_id,
+        )
+        raise SnapshotsNotDone(failure_message(f"erasure {request_id}", spec.name, erasure.failures))
     summary = {
         "pipeline": spec.name,
         "request_id": request_id,

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
+from llmops.governance.sweep import SnapshotsNotDone, failure_message
 from llmops.ledger import record
-from llmops.ledger.events import RetentionApplied, RetentionDeleted, RetentionKept
+from llmops.ledger.events import RetentionApplied, RetentionDeleted, RetentionFailed, RetentionKept
 from llmops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -70,8 +71,10 @@ def apply_retention(spec: PipelineSpec, now: datetime, run_id: str, dry_run: boo
     lake = settings.lake_root
     protected = protected_snapshots(spec)
     summary: dict[str, Any] = {"deleted": [], "kept": [], "examined": 0, "dry_run": dry_run}
+    failures: dict[str, str] = {}  # file: error; the rest still done, then the pipeline fails
     for zone in ZONES:
-        for ref, manifest in snapshots.list_snapshots(lake, zone, spec.name):
+        unreadable: list[tuple[str, str]] = []
+        for ref, manifest in snapshots.list_snapshots(lake, zone, spec.name, unreadable):
             summary["examined"] += 1
             days = retention_days(spec, zone, ref.dataset)
             age = _age(manifest, now)
@@ -97,11 +100,14 @@ def apply_retention(spec: PipelineSpec, now: datetime, run_id: str, dry_run: boo
                 )
                 continue
             if not dry_run:
-                snapshots.delete_snapshot(ref, lake)
-                if zone == "raw" and ref.dataset == "validated":
-                    storage.delete(storage.join(lake, "validation", spec.name, f"{ref.snapshot_id}.json"))
+                try:
+                    _delete(spec, ref, lake)
+                except Exception as exc:  # named by file; a library's message may quote a path only
+                    failures[ref.uri] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    continue
                 record(spec, RetentionDeleted(**item), f"{zone}/{ref.dataset}/{ref.snapshot_id}", run_id)
             summary["deleted"].append(item)
+        failures.update(unreadable)
     summary["staging_cleared"] = [] if dry_run else _clear_stale_staging(spec, now)
     record(
         spec,
@@ -122,7 +128,24 @@ def apply_retention(spec: PipelineSpec, now: datetime, run_id: str, dry_run: boo
         len(summary["deleted"]),
         len(summary["kept"]),
     )
+    if failures:
+        files = sorted(failures)
+        record(
+            spec,
+            RetentionFailed(
+                files=files, errors=[failures[f] for f in files], deleted=len(summary["deleted"])
+            ),
+            "retention",
+            run_id,
+        )
+        raise SnapshotsNotDone(failure_message("retention", spec.name, failures))
     return summary
+
+
+def _delete(spec: PipelineSpec, ref: snapshots.SnapshotRef, lake: str) -> None:
+    snapshots.delete_snapshot(ref, lake)
+    if ref.zone == "raw" and ref.dataset == "validated":
+        storage.delete(storage.join(lake, "validation", spec.name, f"{ref.snapshot_id}.json"))
 
 
 def _clear_stale_staging(spec: PipelineSpec, now: datetime) -> list[str]:

@@ -268,9 +268,6 @@ class ModelGated(Event):
     champion_compared: bool
     base_compared: bool
     champion: str | None
-    # The champion version current when the evaluation ran (None: none), recorded when the spec
-    # compares with the champion; promotion re-checks it under the promotion lock.
-    champion_version: Version | None = None
 
 
 class ModelRegistered(Event):
@@ -302,9 +299,6 @@ class ModelRejected(_ApprovalDecision):
 class PromotionSkipped(Event):
     name = "model.promotion_skipped"
     reason: str
-    # Set when refused because the champion changed after gating: the one now, the one gated against.
-    champion: Version | None = None
-    gated_against: Version | None = None
 
 
 class ModelPromoted(Event):
@@ -484,6 +478,20 @@ class ErasureCompleted(Event):
     models_flagged: list[dict[str, Any]]
 
 
+class ErasureFailed(Event):
+    """One pipeline's erasure could not be finished: its spec does not load, or these files could
+    not be rewritten. `errors` holds this package's messages or exception type names, never data."""
+
+    name = "erasure.failed"
+    pipeline: str
+    request_id: str
+    subject_ref: str | None = None  # None when the spec (with its pseudonymisation key) does not load
+    files: list[str]
+    errors: list[str]
+    rows_removed: int | None = None
+    snapshots_rewritten: int | None = None
+
+
 class _RetentionItem(Event):
     zone: str
     dataset: str
@@ -512,6 +520,16 @@ class RetentionApplied(Event):
     now: str
 
 
+class RetentionFailed(Event):
+    """One pipeline's retention could not be finished: its spec does not load, or these files
+    could not be read or deleted."""
+
+    name = "retention.failed"
+    files: list[str]
+    errors: list[str]
+    deleted: int | None = None
+
+
 def _concrete(base: type[Event]) -> list[type[Event]]:
     found = []
     for sub in base.__subclasses__():
@@ -532,4 +550,16 @@ def record(spec: PipelineSpec, event: Event, subject: str, run_id: str | None) -
         subject=subject,
         run_id=run_id,
         payload={"spec_hash": spec_hash(spec), **event.payload()},
+    )
+
+
+def record_unloaded(pipeline: str, event: Event, subject: str, run_id: str | None) -> LedgerRecord:
+    """Append an event of a pipeline whose spec cannot be loaded, so has no hash: `spec_hash` is
+    null. Only for recording that failure; everything else goes through :func:`record`."""
+    return get_ledger().append(
+        pipeline=pipeline,
+        event_type=event.name,
+        subject=subject,
+        run_id=run_id,
+        payload={"spec_hash": None, **event.payload()},
     )

@@ -16,20 +16,9 @@ from llmops.orchestration.rollback import rollback_dag
 
 
 def _pipelines(selected: str) -> list[str]:
-    from llmops.settings import get_settings
-    from llmops.specs import SpecError, load_spec
+    from llmops.governance.sweep import pipeline_names
 
-    names = []
-    for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
-        try:
-            spec = load_spec(path)
-        except SpecError:
-            continue  # a broken spec is reported by its own DAG file
-        if not selected or spec.name == selected:
-            names.append(spec.name)
-    if selected and not names:
-        raise ValueError(f"pipeline '{selected}' not found (or its spec is invalid)")
-    return names
+    return pipeline_names(selected)  # broken specs too: their tasks fail, named, and the run with them
 
 
 def retention_dag() -> DAG:
@@ -44,6 +33,10 @@ and derived datasets older than the spec's `retention` block, except snapshots i
 current champion and previous model when `retention.keep_model_lineage` is on. Every deletion and
 every snapshot kept past its date is recorded in the governance ledger. Stale staging files of runs
 that never committed are cleared too. Trigger with `dry_run` to see what would go.
+
+A pipeline whose spec does not load, or a snapshot that cannot be read or deleted, fails that
+pipeline's task after everything else is done, naming the file (and the ledger records it): the
+run fails rather than skip data past its date.
 """,
         schedule="@daily",
         start_date=START_DATE,
@@ -66,16 +59,17 @@ that never committed are cleared too. Trigger with `dry_run` to see what would g
         @task(map_index_template="{{ pipeline }}")
         def apply(pipeline: str) -> dict[str, Any]:
             from llmops.governance.retention import apply_retention
-            from llmops.specs.pinned import run_spec
+            from llmops.governance.sweep import governed_spec
+            from llmops.ledger.events import RetentionFailed
 
             context = get_current_context()
             now = context.get("data_interval_end") or context["dag_run"].run_after
-            summary = apply_retention(
-                run_spec(pipeline, context["dag_run"].run_id),
-                now,
-                context["dag_run"].run_id,
-                dry_run=bool(context["params"]["dry_run"]),
-            )
+            run_id = context["dag_run"].run_id
+            with fail_fast():
+                spec = governed_spec(
+                    pipeline, run_id, lambda f, e: RetentionFailed(files=f, errors=e), "retention"
+                )
+            summary = apply_retention(spec, now, run_id, dry_run=bool(context["params"]["dry_run"]))
             return {k: (len(v) if isinstance(v, list) else v) for k, v in summary.items()}
 
         apply.expand(pipeline=pipelines())
@@ -96,6 +90,12 @@ removed from every raw, validated, quarantine, curated and training snapshot (ne
 written, the old ones deleted, key files first), and every model version trained on an affected
 snapshot is tagged `llmops.erasure_review` in the registry. The ledger records the request under a
 keyed token of the subject, never the identifier itself.
+
+Every pipeline with a spec file is covered. One whose spec does not load, or a snapshot that cannot
+be read or rewritten, fails that pipeline's task after every other snapshot and pipeline is done,
+naming the file, and the ledger records the failure: the run fails, never leaving the subject
+somewhere in silence. Fix the cause and clear the failed tasks (or trigger again): erasure is
+idempotent, so what was done is found done.
 
 The identifier is kept in this DAG run's configuration in the Airflow metadata database: restrict
 who can trigger and read this DAG (see the production guide).
@@ -143,11 +143,19 @@ who can trigger and read this DAG (see the production guide).
         @task(map_index_template="{{ pipeline }}")
         def erase(pipeline: str) -> dict[str, Any]:
             from llmops.governance.erasure import erase_subject
-            from llmops.specs.pinned import run_spec
+            from llmops.governance.sweep import governed_spec
+            from llmops.ledger.events import ErasureFailed
 
             context = get_current_context()
             params = context["params"]
-            spec = run_spec(pipeline, context["dag_run"].run_id)
+            request = params["request_id"]
+            with fail_fast():
+                spec = governed_spec(
+                    pipeline,
+                    context["dag_run"].run_id,
+                    lambda f, e: ErasureFailed(pipeline=pipeline, request_id=request, files=f, errors=e),
+                    f"erasure/{request}",
+                )
             if not spec.dataset.subject_column:
                 return {"pipeline": pipeline, "skipped": "no dataset.subject_column"}
             return erase_subject(
