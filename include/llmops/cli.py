@@ -160,11 +160,13 @@ def cmd_validate_specs(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_ledger_verify(_: argparse.Namespace) -> int:
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    """Verify the whole chain; print where it breaks and whether appends are blocked."""
     from llmops.ledger import get_ledger
 
-    result = get_ledger().verify()
-    print(json.dumps(result.__dict__))
+    ledger = get_ledger()
+    result = ledger.unblock() if args.unblock else ledger.verify()
+    print(json.dumps({**result.__dict__, "blocked": ledger.blocked()}))
     return 0 if result.ok else 2
 
 
@@ -239,9 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate-specs", help="check every pipeline spec (and the connections it names)")
     p.add_argument("--offline", action="store_true", help="do not look the connections up")
     p.set_defaults(func=cmd_validate_specs)
-    sub.add_parser("ledger-verify", help="verify the governance ledger's hash chain").set_defaults(
-        func=cmd_ledger_verify
+    p = sub.add_parser("ledger-verify", help="verify the governance ledger's hash chain")
+    p.add_argument(
+        "--unblock", action="store_true", help="lift a block on appends if the whole chain verifies again"
     )
+    p.set_defaults(func=cmd_ledger_verify)
     p = sub.add_parser("serve", help="serve a pipeline's champion over HTTP (mlflow models serve)")
     p.add_argument("pipeline")
     p.add_argument("--version", default=None, help="a registered version instead of the champion")

@@ -4,6 +4,11 @@ Each record carries the hash of the record before it, so editing or deleting any
 chain at that point and `verify()` names it. Appends are serialised per database (a lock on a
 single head row) so concurrent tasks cannot fork the chain. Event ids are deterministic: a retried
 task that records the same event again is a no-op, never a duplicate.
+
+Tamper stops the pipelines: every append first checks the records written since the last verified
+point (usually none: the previous append verified its own), and a chain that fails any check blocks
+every later append - so every run - until an operator has restored it and `llmops ledger-verify
+--unblock` finds the whole chain sound again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+
+from llmops.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +57,25 @@ ledger_head = sa.Table(
 )
 
 
-class LedgerIntegrityError(RuntimeError):
+ledger_state = sa.Table(
+    "llmops_ledger_state",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    # The last record known to chain correctly from genesis, and its hash.
+    sa.Column("verified_seq", sa.BigInteger(), nullable=False),
+    sa.Column("verified_hash", sa.String(64), nullable=False),
+    # Set when a check failed: what failed, and when; appends are refused while it is set.
+    sa.Column("blocked", sa.Text(), nullable=True),
+    sa.Column("blocked_at", sa.String(32), nullable=True),
+)
+
+
+class LedgerIntegrityError(PermanentError, RuntimeError):
     """The chain does not verify: a record was edited, removed or inserted out of band."""
+
+
+class LedgerBlocked(LedgerIntegrityError):
+    """A failed verification blocks appends until an operator restores the chain and unblocks it."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +141,21 @@ class Ledger:
         self._ensure_head()
 
     def _ensure_head(self) -> None:
-        """Create the head row up front, so every append locks an existing row."""
-        try:
-            with self.engine.begin() as conn:
-                if conn.execute(sa.select(ledger_head.c.id).where(ledger_head.c.id == 1)).first() is None:
-                    conn.execute(ledger_head.insert().values(id=1, seq=0, record_hash=GENESIS))
-        except sa.exc.IntegrityError:
-            pass  # another process created it first
+        """Create the head and state rows up front, so every append locks an existing row.
+
+        A ledger created before the state table existed starts verified at genesis: its first
+        append checks the whole chain once.
+        """
+        for table, row in (
+            (ledger_head, {"id": 1, "seq": 0, "record_hash": GENESIS}),
+            (ledger_state, {"id": 1, "verified_seq": 0, "verified_hash": GENESIS}),
+        ):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(sa.select(table.c.id).where(table.c.id == 1)).first() is None:
+                        conn.execute(table.insert().values(**row))
+            except sa.exc.IntegrityError:
+                pass  # another process created it first
 
     def _make_sqlite_transactions_immediate(self) -> None:
         """SQLite takes its write lock lazily; take it at BEGIN so read-then-append cannot race."""
@@ -156,36 +188,98 @@ class Ledger:
                 .where(ledger_head.c.id == 1)
                 .with_for_update()
             ).first()
-            existing = conn.execute(
-                sa.select(ledger_events).where(ledger_events.c.event_id == event_id)
-            ).first()
-            if existing is not None:
-                return _row_to_record(existing)
-            prev_seq, prev_hash = head.seq, head.record_hash
-            fields = {
-                "seq": prev_seq + 1,
-                "event_id": event_id,
-                "recorded_at": datetime.now(UTC).isoformat(timespec="microseconds"),
-                "pipeline": pipeline,
-                "event_type": event_type,
-                "subject": subject,
-                "run_id": run_id,
-                "actor": actor,
-                "payload": payload,
-            }
-            record_hash = _record_hash(prev_hash, fields)
-            conn.execute(
-                ledger_events.insert().values(
-                    **{**fields, "payload": _canonical(payload)}, prev_hash=prev_hash, record_hash=record_hash
-                )
+            state = conn.execute(sa.select(ledger_state).where(ledger_state.c.id == 1)).first()
+            if state.blocked:
+                raise LedgerBlocked(_blocked_message(state.blocked, state.blocked_at))
+            problem = _check_since(conn, state.verified_seq, state.verified_hash, head)
+            if problem is None:
+                existing = conn.execute(
+                    sa.select(ledger_events).where(ledger_events.c.event_id == event_id)
+                ).first()
+                if existing is not None:
+                    return _row_to_record(existing)
+                entry = {
+                    "event_id": event_id,
+                    "pipeline": pipeline,
+                    "event_type": event_type,
+                    "subject": subject,
+                    "run_id": run_id,
+                    "actor": actor,
+                    "payload": payload,
+                }
+                return self._insert(conn, head, entry)
+        self.block(problem)
+        raise LedgerBlocked(_blocked_message(problem, None))
+
+    @staticmethod
+    def _insert(conn: Any, head: Any, entry: dict[str, Any]) -> LedgerRecord:
+        """Chain `entry` after the head, move the head and the verified point to it."""
+        prev_hash = head.record_hash
+        fields = {
+            "seq": head.seq + 1,
+            "event_id": entry["event_id"],
+            "recorded_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            **{k: entry[k] for k in ("pipeline", "event_type", "subject", "run_id", "actor", "payload")},
+        }
+        record_hash = _record_hash(prev_hash, fields)
+        conn.execute(
+            ledger_events.insert().values(
+                **{**fields, "payload": _canonical(fields["payload"])},
+                prev_hash=prev_hash,
+                record_hash=record_hash,
             )
-            conn.execute(
-                ledger_head.update()
-                .where(ledger_head.c.id == 1)
-                .values(seq=fields["seq"], record_hash=record_hash)
-            )
-        log.info("ledger: %s %s (%s) seq=%s", event_type, subject, pipeline, fields["seq"])
+        )
+        conn.execute(
+            ledger_head.update()
+            .where(ledger_head.c.id == 1)
+            .values(seq=fields["seq"], record_hash=record_hash)
+        )
+        conn.execute(
+            ledger_state.update()
+            .where(ledger_state.c.id == 1)
+            .values(verified_seq=fields["seq"], verified_hash=record_hash)
+        )
+        log.info(
+            "ledger: %s %s (%s) seq=%s",
+            fields["event_type"],
+            fields["subject"],
+            fields["pipeline"],
+            fields["seq"],
+        )
         return LedgerRecord(**fields, prev_hash=prev_hash, record_hash=record_hash)
+
+    def block(self, problem: str) -> None:
+        """Refuse every later append until :meth:`unblock` (the first problem found is kept)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                ledger_state.update()
+                .where(ledger_state.c.id == 1, ledger_state.c.blocked.is_(None))
+                .values(blocked=problem, blocked_at=datetime.now(UTC).isoformat(timespec="seconds"))
+            )
+        log.error("ledger: appends blocked: %s", problem)
+
+    def blocked(self) -> str | None:
+        with self.engine.connect() as conn:
+            state = conn.execute(sa.select(ledger_state).where(ledger_state.c.id == 1)).first()
+        return _blocked_message(state.blocked, state.blocked_at) if state.blocked else None
+
+    def unblock(self) -> VerifyResult:
+        """Lift a block once the whole chain verifies again (an operator restored it)."""
+        result = self.verify(block_on_failure=False)
+        if result.ok:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    ledger_state.update()
+                    .where(ledger_state.c.id == 1)
+                    .values(
+                        blocked=None,
+                        blocked_at=None,
+                        verified_seq=result.records,
+                        verified_hash=result.head_hash,
+                    )
+                )
+            log.warning("ledger: block lifted; the chain verifies over %s records", result.records)
+        return result
 
     def records(
         self,
@@ -207,47 +301,81 @@ class Ledger:
         with self.engine.connect() as conn:
             return [_row_to_record(row) for row in conn.execute(query)]
 
-    def verify(self) -> VerifyResult:
-        """Recompute the whole chain; the first broken link is reported by sequence number."""
+    def verify(self, *, block_on_failure: bool = True) -> VerifyResult:
+        """Recompute the whole chain; the first broken link is reported by sequence number, and
+        (unless told otherwise) blocks appends. A malformed row is a finding, never a crash."""
         prev_hash = GENESIS
-        expected_seq = 1
         count = 0
+        problem = None
         with self.engine.connect() as conn:
             head = conn.execute(sa.select(ledger_head).where(ledger_head.c.id == 1)).first()
             for row in conn.execute(sa.select(ledger_events).order_by(ledger_events.c.seq)):
-                record = _row_to_record(row)
-                if record.seq != expected_seq:
-                    return VerifyResult(False, count, prev_hash, f"record seq {expected_seq} is missing")
-                if record.prev_hash != prev_hash:
-                    return VerifyResult(
-                        False, count, prev_hash, f"record seq {record.seq}: chain link broken"
-                    )
-                fields = {
-                    k: getattr(record, k)
-                    for k in (
-                        "seq",
-                        "event_id",
-                        "recorded_at",
-                        "pipeline",
-                        "event_type",
-                        "subject",
-                        "run_id",
-                        "actor",
-                        "payload",
-                    )
-                }
-                if _record_hash(prev_hash, fields) != record.record_hash:
-                    return VerifyResult(
-                        False, count, prev_hash, f"record seq {record.seq}: content was altered"
-                    )
-                prev_hash = record.record_hash
-                expected_seq += 1
+                problem = _link_problem(row, count + 1, prev_hash)
+                if problem:
+                    break
+                prev_hash = row.record_hash
                 count += 1
-        if head is not None and (head.seq != count or head.record_hash != prev_hash):
-            return VerifyResult(
-                False, count, prev_hash, f"head points at seq {head.seq} but the chain ends at seq {count}"
-            )
-        return VerifyResult(True, count, prev_hash)
+        if problem is None and head is not None and (head.seq != count or head.record_hash != prev_hash):
+            problem = f"head points at seq {head.seq} but the chain ends at seq {count}"
+        if problem is None:
+            return VerifyResult(True, count, prev_hash)
+        if block_on_failure:
+            self.block(problem)
+        return VerifyResult(False, count, prev_hash, problem)
+
+
+_HASHED_FIELDS = ("seq", "event_id", "recorded_at", "pipeline", "event_type", "subject", "run_id", "actor")
+
+
+def _link_problem(row: Any, expected_seq: int, prev_hash: str) -> str | None:
+    """What is wrong with one stored row as the successor of `prev_hash`, or None."""
+    seq = getattr(row, "seq", None)
+    if seq != expected_seq:
+        return f"record seq {expected_seq} is missing (found seq {seq})"
+    if row.prev_hash != prev_hash:
+        return f"record seq {seq}: chain link broken"
+    try:
+        payload = json.loads(row.payload)
+    except (TypeError, ValueError):
+        return f"record seq {seq}: payload is not valid JSON"
+    fields = {k: getattr(row, k) for k in _HASHED_FIELDS}
+    if _record_hash(prev_hash, {**fields, "payload": payload}) != row.record_hash:
+        return f"record seq {seq}: content was altered"
+    return None
+
+
+def _check_since(conn: Any, verified_seq: int, verified_hash: str, head: Any) -> str | None:
+    """The cheap check before an append: the last verified record is unchanged, and every record
+    after it chains from it up to the head."""
+    rows = conn.execute(
+        sa.select(ledger_events).where(ledger_events.c.seq >= verified_seq).order_by(ledger_events.c.seq)
+    ).all()
+    prev_hash, expected = GENESIS, 1
+    if verified_seq:
+        last = rows[0] if rows and rows[0].seq == verified_seq else None
+        if (
+            last is None
+            or last.record_hash != verified_hash
+            or _link_problem(last, verified_seq, last.prev_hash)
+        ):
+            return f"record seq {verified_seq} (the last verified) was altered or removed"
+        prev_hash, expected, rows = verified_hash, verified_seq + 1, rows[1:]
+    for row in rows:
+        problem = _link_problem(row, expected, prev_hash)
+        if problem:
+            return problem
+        prev_hash, expected = row.record_hash, expected + 1
+    if head.seq != expected - 1 or head.record_hash != prev_hash:
+        return f"head points at seq {head.seq} but the chain ends at seq {expected - 1}"
+    return None
+
+
+def _blocked_message(problem: str, since: str | None) -> str:
+    return (
+        f"the governance ledger is blocked{f' since {since}' if since else ''}: {problem}. Nothing can be "
+        "recorded, so no pipeline step runs; restore the ledger database, then run "
+        "`llmops ledger-verify --unblock`"
+    )
 
 
 def _row_to_record(row: Any) -> LedgerRecord:
