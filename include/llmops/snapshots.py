@@ -267,9 +267,14 @@ def commit_parts(
     ref = SnapshotRef(zone, pipeline, dataset, snapshot_id, folder)
     manifest_uri = storage.join(folder, MANIFEST)
     if storage.exists(manifest_uri):
-        log.info("snapshot %s/%s/%s already committed; reusing it", zone, dataset, snapshot_id)
-        _clear_staging(parts)
-        return ref, storage.read_json(manifest_uri)
+        problem = _damage(folder, parts)
+        if problem is None:
+            log.info("snapshot %s/%s/%s already committed; reusing it", zone, dataset, snapshot_id)
+            _clear_staging(parts)
+            return ref, storage.read_json(manifest_uri)
+        # The same content was just staged again: write it anew rather than keep serving a damaged copy.
+        log.warning("snapshot %s is damaged (%s); writing it again from this extraction", folder, problem)
+        storage.delete(folder)
 
     files = []
     for p in parts:
@@ -319,6 +324,27 @@ def commit_parts(
         len(files),
     )
     return ref, manifest
+
+
+def _damage(folder: str, parts: list[dict[str, Any]]) -> str | None:
+    """What is wrong with an already committed snapshot folder, or None when every stored file is
+    exactly what its manifest says and the manifest describes the parts just staged."""
+    try:
+        manifest = storage.read_json(storage.join(folder, MANIFEST))
+        files = manifest["files"]
+        if manifest.get("content_sha256") != content_sha256(parts):
+            return "its manifest describes other content"
+        for entry in files:
+            name = storage.join(folder, entry["name"])
+            if not storage.exists(name):
+                return f"{name} is missing"
+            if hashlib.sha256(storage.read_bytes(name)).hexdigest() != entry["stored_sha256"]:
+                return f"{name} does not match the manifest"
+            if entry.get("key_file") and not storage.exists(storage.join(folder, entry["key_file"])):
+                return f"{entry['key_file']} is missing"
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"its manifest cannot be read ({type(exc).__name__})"
+    return None
 
 
 def _clear_staging(parts: list[dict[str, Any]]) -> None:

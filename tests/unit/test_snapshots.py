@@ -33,6 +33,33 @@ def test_same_data_same_snapshot(tmp_path):
     assert ref3.snapshot_id != ref1.snapshot_id
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda folder: _flip_byte(folder / "part-00000.parquet.enc"),
+        lambda folder: (folder / "part-00000.parquet.enc").unlink(),
+        lambda folder: (folder / "part-00000.parquet.enc.key.json").unlink(),
+        lambda folder: (folder / "manifest.json").write_text("{broken"),
+    ],
+    ids=["flipped byte", "part missing", "key missing", "manifest unreadable"],
+)
+def test_a_damaged_snapshot_is_written_again_on_reuse(tmp_path, damage):
+    """Re-ingesting the same content over a damaged folder repairs it instead of reusing it (the
+    source was blocked until someone deleted the folder by hand)."""
+    lake = str(tmp_path)
+    ref, _ = _write(lake, _table(), kek=KEK, run_id="a")
+    damage(tmp_path / "raw" / "p" / "d" / ref.snapshot_id)
+    again, manifest = _write(lake, _table(), kek=KEK, run_id="b")
+    assert again == ref and manifest["created_by_run"] == "b"
+    assert snapshots.read_snapshot(again, KEK).equals(_table())
+
+
+def _flip_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 def test_identity_changes_the_id(tmp_path):
     a, _ = _write(str(tmp_path), _table(), zone="sft", identity={"seed": 1})
     b, _ = _write(str(tmp_path), _table(), zone="sft", identity={"seed": 2})
