@@ -476,7 +476,8 @@ class _TI:
 
 
 def test_emitters_never_fail_the_task(spec, monkeypatch, caplog):
-    """Expect broken inputs and a failing transport to be logged, never raised."""
+    """Expect broken inputs and a failing transport to be logged, never raised; a third-party
+    error by its type only (its text may quote data)."""
     from llmops.lineage import openlineage as ol
 
     monkeypatch.setattr(ol, "is_active", lambda: True)
@@ -490,7 +491,7 @@ def test_emitters_never_fail_the_task(spec, monkeypatch, caplog):
     monkeypatch.setattr(ol, "emit", broken)
     ol.emit_register(spec, TRAINED, REGISTERED)
     warnings = [r.getMessage() for r in caplog.records if "lineage of" in r.getMessage()]
-    assert len(warnings) == 3 and "transport down" in warnings[-1]
+    assert len(warnings) == 3 and "RuntimeError" in warnings[-1] and "transport down" not in warnings[-1]
 
 
 def test_emitters_do_nothing_when_inactive_or_outside_a_task(spec, monkeypatch):

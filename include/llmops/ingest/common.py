@@ -5,12 +5,47 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import PermanentError
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
 class SourceError(RuntimeError):
-    """A source could not be read; the message names the source and what went wrong."""
+    """A source could not be read; the message names the source and what went wrong, never a value."""
+
+
+class SchemaDrift(PermanentError, SourceError):
+    """A column the spec reads is gone from the source (renamed or dropped): no retry brings it back.
+
+    Names the source and the columns (schema, not data): `missing` and `observed` feed the
+    contract result recorded in the ledger.
+    """
+
+    def __init__(
+        self, message: str, source: str, expected: list[str], observed: list[str], missing: list[str]
+    ) -> None:
+        super().__init__(message)
+        self.source = source
+        self.expected = list(expected)
+        self.observed = list(observed)
+        self.missing = list(missing)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.source, self.expected, self.observed, self.missing))
+
+
+UNDECODABLE = "undecodable"  # manifest key: rows whose bytes were not UTF-8, by key, with the columns
+
+
+def decode_text(value: bytes, column: str, bad_columns: list[str]) -> str:
+    """UTF-8 text of raw bytes; undecodable bytes become U+FFFD and the column is noted, so the
+    row is quarantined with its reason instead of failing the whole source."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        bad_columns.append(column)
+        return value.decode("utf-8", errors="replace")
 
 
 def as_text(value: Any) -> str | None:

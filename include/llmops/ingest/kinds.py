@@ -67,17 +67,20 @@ class SqlKind:
     def extract(
         self, source: Any, item: dict[str, Any], key: str, schema: pa.Schema
     ) -> tuple[Iterable[pa.RecordBatch], dict[str, Any]]:
+        from llmops.ingest.common import UNDECODABLE
         from llmops.ingest.sql import describe_query, iter_sql_batches, sa_dialect, source_url
 
         url = source_url(source)
+        undecodable: list[dict[str, Any]] = []  # filled as the batches are read
         meta = {
             "kind": "sql",
             "dialect": sa_dialect(url),
             "table": source.table,
             "query": describe_query(source, item, key, url),
             "columns": list(source.columns),
+            UNDECODABLE: undecodable,
         }
-        return iter_sql_batches(source, item, key, url), meta
+        return iter_sql_batches(source, item, key, url, undecodable=undecodable), meta
 
     def location(self, source: Any, meta: dict[str, Any] | None = None, url: Any = None) -> tuple[str, str]:
         from llmops.lineage.naming import sql_location

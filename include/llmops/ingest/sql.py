@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from llmops.connections import get_connection, sqlalchemy_url
-from llmops.ingest.common import SourceError, as_text, sample_batch
+from llmops.ingest.common import UNDECODABLE, SchemaDrift, SourceError, as_text, decode_text, sample_batch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -47,13 +47,97 @@ def _engine(url: Any) -> sa.Engine:
     return sa.create_engine(url, future=True, pool_pre_ping=True)
 
 
-def _source_error(source: SqlSource, exc: Exception) -> SourceError:
-    # The driver's message can quote the URL or the statement; keep its first line only.
-    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+# What a driver's error code means, in words that quote nothing: the driver's own message can
+# quote the URL, the statement or a row's values, so it is never passed on.
+_DRIVER_REASONS: dict[str | int, str] = {
+    "28P01": "authentication failed",
+    "28000": "authentication failed",
+    1045: "Access denied (authentication failed)",
+    "3D000": "database does not exist",
+    1049: "database does not exist",
+    "42P01": "table or view does not exist",
+    1146: "table or view does not exist",
+    "42703": "column does not exist",
+    1054: "column does not exist",
+    "08001": "cannot connect",
+    "08006": "connection lost",
+    2002: "cannot connect",
+    2003: "cannot connect",
+    2006: "connection lost",
+    2013: "connection lost",
+    "57014": "statement cancelled (timeout)",
+    3024: "statement timed out",
+    "53300": "too many connections",
+    1040: "too many connections",
+}
+_MISSING_COLUMN = ("42703", 1054)
+
+
+def _driver_code(exc: BaseException) -> str | int | None:
+    """SQLSTATE (PostgreSQL) or error number (MySQL/MariaDB) of a driver error, if it has one."""
+    orig = getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):  # MySQL/MariaDB: the error number is the precise one
+        return args[0]
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def _where(source: SqlSource) -> str:
     where = f"table '{source.table}'" if source.table else "query"
-    return SourceError(
-        f"source '{source.name}' (connection '{source.conn_id}', {where}): {type(exc).__name__}: {detail}"
-    )
+    return f"source '{source.name}' (connection '{source.conn_id}', {where})"
+
+
+def _source_error(source: SqlSource, exc: BaseException) -> SourceError:
+    """The failure in the source's terms: driver type, code and what the code means."""
+    orig = getattr(exc, "orig", None) or exc
+    code = _driver_code(exc)
+    reason = _DRIVER_REASONS.get(code, "driver message withheld (it may quote source data)")
+    coded = f" [{code}]" if code is not None else ""
+    return SourceError(f"{_where(source)}: {type(orig).__name__}{coded}: {reason}")
+
+
+def _observed_columns(conn: Any, source: SqlSource) -> list[str]:
+    """The columns the table or query returns now, from a statement that reads no row."""
+    import sqlalchemy as sa
+
+    if source.table is not None:
+        origin: Any = sa.table(source.table, schema=source.db_schema)
+    else:
+        text = sa.text(source.query.strip().rstrip(";")).bindparams(**source.params)
+        origin = text.columns().subquery("src")
+    probe = sa.select(sa.text("*")).select_from(origin).where(sa.false())
+    return list(conn.execute(probe).keys())
+
+
+def check_columns(conn: Any, source: SqlSource, order_by: str) -> None:
+    """Refuse a source that no longer has a column the spec reads (schema drift: permanent)."""
+    observed = _observed_columns(conn, source)
+    lowered = {c.lower() for c in observed}
+    needed = _needed_columns(source, order_by)
+    missing = [c for c in needed if c not in observed and c.lower() not in lowered]
+    if missing:
+        raise SchemaDrift(
+            f"{_where(source)}: schema drift: column(s) {', '.join(missing)} not found "
+            f"(the source has {', '.join(observed) or 'no columns'})",
+            source.name,
+            needed,
+            observed,
+            missing,
+        )
+
+
+def _failure(source: SqlSource, exc: BaseException, engine: Any, order_by: str) -> SourceError:
+    """A driver error as a source error; an unknown column is checked, to name the drifted one."""
+    if _driver_code(exc) in _MISSING_COLUMN:
+        try:
+            with engine.connect() as conn:
+                check_columns(conn, source, order_by)
+        except SchemaDrift as drift:
+            return drift
+        except Exception:  # the probe failing too: report the original error
+            log.debug("column check after an unknown-column error failed", exc_info=True)
+    return _source_error(source, exc)
 
 
 def _needed_columns(source: SqlSource, order_by: str) -> list[str]:
@@ -153,6 +237,7 @@ def plan_sql(
     sample = {"fraction": source.sample.fraction, "seed": source.sample.seed} if source.sample else None
     try:
         with engine.connect() as conn:
+            check_columns(conn, source, order_by)
             if source.incremental:
                 column = base.c[source.incremental.column]
                 low = watermark_low if watermark_low is not None else source.incremental.initial_value
@@ -182,7 +267,7 @@ def plan_sql(
                     range_query = range_query.where(clause)
                 bounds = conn.execute(range_query).first()
     except sa.exc.SQLAlchemyError as exc:
-        raise _source_error(source, exc) from None
+        raise _failure(source, exc, engine, order_by) from None
     finally:
         engine.dispose()
 
@@ -296,8 +381,47 @@ class _CopyStream(io.RawIOBase):
         self._thread.join()
 
 
-def _iter_copy(conn: Any, query: Any, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """PostgreSQL fast path: COPY (SELECT ...) TO STDOUT as CSV, parsed by Arrow in C++."""
+def _row_key(values: list[Any], index: int | None, row: int) -> str:
+    return str(values[index]) if index is not None and values[index] is not None else f"#{row}"
+
+
+def _decode_batch(
+    batch: pa.RecordBatch, columns: list[str], order_by: str, undecodable: list[dict[str, Any]]
+) -> pa.RecordBatch:
+    """Binary columns as text; a row whose bytes are not UTF-8 is noted (key, columns) in
+    `undecodable` and kept with U+FFFD, to be quarantined at validation."""
+    import pyarrow as pa
+
+    arrays, bad_rows = [], {}
+    for name, array in zip(columns, batch.columns, strict=True):
+        try:
+            arrays.append(array.cast(pa.string()))  # validates UTF-8, in C++
+            continue
+        except pa.ArrowInvalid:
+            pass
+        values = []
+        for row, value in enumerate(array.to_pylist()):
+            bad: list[str] = []
+            values.append(None if value is None else decode_text(value, name, bad))
+            if bad:
+                bad_rows.setdefault(row, []).append(name)
+        arrays.append(pa.array(values, type=pa.string()))
+    out = pa.RecordBatch.from_arrays(arrays, names=columns)
+    if bad_rows:
+        keys = out.column(order_by).to_pylist() if order_by in columns else None
+        for row, names in sorted(bad_rows.items()):
+            key = keys[row] if keys is not None and keys[row] is not None else f"#{row}"
+            undecodable.append({"key": key, "columns": names})
+    return out
+
+
+def _iter_copy(
+    conn: Any, query: Any, columns: list[str], order_by: str, undecodable: list[dict[str, Any]]
+) -> Iterator[pa.RecordBatch]:
+    """PostgreSQL fast path: COPY (SELECT ...) TO STDOUT as CSV, parsed by Arrow in C++.
+
+    Read as bytes and decoded per batch, so a row that is not UTF-8 (a SQL_ASCII database) is
+    quarantined rather than failing the source."""
     import psycopg
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -305,6 +429,10 @@ def _iter_copy(conn: Any, query: Any, columns: list[str]) -> Iterator[pa.RecordB
     compiled = query.compile(dialect=conn.dialect)
     statement = f"COPY ({compiled}) TO STDOUT (FORMAT csv)"
     driver = conn.connection.driver_connection
+    if driver.info.parameter_status("server_encoding") == "SQL_ASCII":
+        # The server holds any bytes and refuses to convert the invalid ones (22021) for a UTF-8
+        # client: take them as they are, decoded per value by `_decode_batch`.
+        driver.execute("SET client_encoding TO 'SQL_ASCII'")
     with psycopg.ClientCursor(driver) as cursor, cursor.copy(statement, compiled.params) as copy:
         raw = _CopyStream(copy)
         try:
@@ -317,29 +445,56 @@ def _iter_copy(conn: Any, query: Any, columns: list[str]) -> Iterator[pa.RecordB
                 # Text bodies contain newlines inside quoted values.
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in columns},
+                    column_types={c: pa.binary() for c in columns},
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,  # COPY writes NULL unquoted and '' as ""
                     null_values=[""],
                 ),
             )
-            yield from reader
+            for batch in reader:
+                yield _decode_batch(batch, columns, order_by, undecodable)
         finally:
             raw.stop()
 
 
-def _iter_rows(conn: Any, query: Any, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _text_as_bytes(conn: Any) -> None:
+    """psycopg2 decodes text in the connection's encoding and fails the whole fetch on one bad
+    row (a SQL_ASCII database holds any bytes): take bytes and decode each value here instead."""
+    driver = conn.connection.driver_connection
+    if type(driver).__module__.startswith("psycopg2"):
+        import psycopg2.extensions as ext
+
+        ext.register_type(ext.BYTES, driver)
+
+
+def _iter_rows(
+    conn: Any,
+    query: Any,
+    columns: list[str],
+    chunk_rows: int,
+    order_by: str,
+    undecodable: list[dict[str, Any]],
+) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
 
     schema = pa.schema([(c, pa.string()) for c in columns])
+    key_index = columns.index(order_by) if order_by in columns else None
+    _text_as_bytes(conn)
     result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
     for chunk in result.partitions(chunk_rows):
         if not chunk:
             continue
-        arrays = [
-            pa.array([v if v is None or isinstance(v, str) else as_text(v) for v in col], type=pa.string())
-            for col in zip(*chunk, strict=True)
-        ]
+        rows = []
+        for n, row in enumerate(chunk):
+            bad: list[str] = []
+            values = [
+                decode_text(v, c, bad) if isinstance(v, bytes) else as_text(v)
+                for c, v in zip(columns, row, strict=True)
+            ]
+            if bad:
+                undecodable.append({"key": _row_key(values, key_index, n), "columns": bad})
+            rows.append(values)
+        arrays = [pa.array(list(col), type=pa.string()) for col in zip(*rows, strict=True)]
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -356,10 +511,12 @@ def iter_sql_batches(
     order_by: str,
     url: Any = None,
     on_batch: Callable[[Any, int], None] | None = None,
+    undecodable: list[dict[str, Any]] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream one planned partition as Arrow batches of text columns.
 
     ``on_batch(connection, rows_so_far)`` is called after each batch (progress, fault drills).
+    Rows whose bytes are not UTF-8 are appended to ``undecodable`` as ``{"key", "columns"}``.
     """
     import sqlalchemy as sa
 
@@ -373,10 +530,11 @@ def iter_sql_batches(
     rows = 0
     try:
         with engine.connect() as conn:
+            sink = undecodable if undecodable is not None else []
             if uses_copy(url):
-                batches = _iter_copy(conn, query, list(source.columns))
+                batches = _iter_copy(conn, query, list(source.columns), order_by, sink)
             else:
-                batches = _iter_rows(conn, query, list(source.columns), source.chunk_rows)
+                batches = _iter_rows(conn, query, list(source.columns), source.chunk_rows, order_by, sink)
             for batch in batches:
                 batch = sample_batch(batch, order_by, sample.get("fraction"), sample.get("seed", 0))
                 rows += batch.num_rows
@@ -385,10 +543,10 @@ def iter_sql_batches(
                 if on_batch is not None:
                     on_batch(conn, rows)
     except sa.exc.SQLAlchemyError as exc:
-        raise _source_error(source, exc) from None
+        raise _failure(source, exc, engine, order_by) from None
     except Exception as exc:
         if type(exc).__module__.startswith("psycopg"):
-            raise _source_error(source, exc) from None
+            raise _failure(source, exc, engine, order_by) from None
         raise
     finally:
         engine.dispose()
@@ -409,7 +567,10 @@ def extract_sql(source: SqlSource, order_by: str, url: Any = None) -> tuple[pa.T
     url = url if url is not None else source_url(source)
     items = plan_sql(source, order_by, None, url)
     schema = pa.schema([(c, pa.string()) for c in source.columns])
-    batches = [b for item in items for b in iter_sql_batches(source, item, order_by, url)]
+    undecodable: list[dict[str, Any]] = []
+    batches = [
+        b for item in items for b in iter_sql_batches(source, item, order_by, url, undecodable=undecodable)
+    ]
     table = pa.Table.from_batches(batches, schema=schema)
     if len(items) > 1:
         table = table.sort_by(order_by)
@@ -420,6 +581,7 @@ def extract_sql(source: SqlSource, order_by: str, url: Any = None) -> tuple[pa.T
         "columns": list(source.columns),
         "query": describe_query(source, items[0], order_by, url),
         "row_count": table.num_rows,
+        UNDECODABLE: undecodable,
     }
     return table, meta
 

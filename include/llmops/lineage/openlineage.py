@@ -111,11 +111,12 @@ def _never_fails(build: Callable[..., StepLineage | None]) -> Callable[..., None
             if lineage is not None and (lineage.inputs or lineage.outputs):
                 emit(lineage, ti)
         except Exception as exc:
+            from llmops.errors import safe_error_text
+
             log.warning(
-                "OpenLineage: lineage of %s was not emitted (%s: %s); the task goes on",
+                "OpenLineage: lineage of %s was not emitted (%s); the task goes on",
                 build.__name__,
-                type(exc).__name__,
-                str(exc)[:300],
+                safe_error_text(exc),
             )
             log.debug("OpenLineage emission failure", exc_info=True)
 

@@ -54,17 +54,68 @@ def default_args(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def _control_flow() -> tuple[type[BaseException], ...]:
+    """Airflow's own signals (skip, fail, defer, reschedule, timeout) pass a task boundary untouched."""
+    from airflow.sdk import exceptions as ex
+
+    return (
+        ex.AirflowSkipException,
+        ex.AirflowFailException,
+        ex.AirflowRescheduleException,
+        ex.AirflowTaskTimeout,
+        ex.AirflowSensorTimeout,
+        ex.TaskDeferred,
+        ex.DagRunTriggerException,
+    )
+
+
+def _drop_foreign_causes(exc: BaseException) -> None:
+    """Cut third-party exceptions out of an error's chain: tracebacks print every link's message."""
+    from llmops.errors import is_own_error
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__cause__ is not None and not is_own_error(current.__cause__):
+            current.__cause__ = None
+        if current.__context__ is not None and not is_own_error(current.__context__):
+            current.__context__ = None
+            current.__suppress_context__ = True
+        current = current.__cause__ or current.__context__
+
+
 @contextmanager
 def fail_fast() -> Iterator[None]:
-    """Fail a task at once, without retries, when retrying cannot help (bad data, spec, gate)."""
-    from llmops.errors import PermanentError
+    """The task boundary: fail at once, without retries, when retrying cannot help (bad data,
+    spec, gate), and let no third-party error text through to the task log, the ledger or the
+    OpenLineage FAIL event (the provider records the task's exception and its stack trace).
+
+    A third-party exception leaves as `ExternalError` (its type and codes only), still retried.
+    """
+    from llmops.errors import ExternalError, PermanentError, is_own_error, safe_error_text
 
     try:
         yield
     except PermanentError as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        _drop_foreign_causes(exc)
+        raise AirflowFailException(f"{type(exc).__name__}: {safe_error_text(exc)}") from exc
+    except Exception as exc:
+        if isinstance(exc, _control_flow()):
+            raise
+        if is_own_error(exc):
+            _drop_foreign_causes(exc)
+            raise
+        import logging
+        import traceback
+
+        # Where it was raised (file, line, code), never its message: enough to debug from.
+        logging.getLogger(__name__).warning(
+            "%s; raised at:\n%s", safe_error_text(exc), "".join(traceback.format_tb(exc.__traceback__))
+        )
+        raise ExternalError.of(exc) from None
 
 
 def reference_time() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from llmops import storage
+from llmops.errors import error_type, safe_error_text
 from llmops.ledger import record
 from llmops.ledger.events import TaskFailed
 from llmops.specs import load_pipeline
@@ -25,8 +26,9 @@ def record_task_failure(
 ) -> None:
     """Record a failed task in the ledger, so the audit trail shows failures as well as successes.
 
-    Messages of this package's errors name fields, rows and counts, never values; the message is
-    still cut short, and a failure to record must not hide the task's own error.
+    The error goes through `safe_error_text`: this package's messages are kept (they name fields,
+    rows and counts, never values), a third-party one is reduced to its type, as it may quote
+    source rows. A failure to record must not hide the task's own error.
     """
     try:
         # The spec the run started with when it was pinned; a failure before that (or of a spec
@@ -35,8 +37,8 @@ def record_task_failure(
         spec = run_spec(pipeline, run_id) if storage.exists(pinned) else load_pipeline(pipeline)
         # A fail-fast wrapper keeps the domain error as its cause: report the cause.
         root = error.__cause__ if isinstance(error, BaseException) and error.__cause__ is not None else error
-        message = str(root)[:500] if root is not None else ""
-        kind = type(root).__name__ if isinstance(root, BaseException) else "error"
+        message = safe_error_text(root)
+        kind = error_type(root)
         subject = f"task/{dag_id}/{task_id}" + (
             f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
         )
@@ -53,5 +55,6 @@ def record_task_failure(
             f"{subject}/try-{try_number}",
             run_id,
         )
+        log.warning("%s failed (try %s): %s: %s", subject, try_number, kind, message)
     except Exception:  # pragma: no cover - the callback must never mask the real failure
         log.exception("could not record the task failure in the ledger")

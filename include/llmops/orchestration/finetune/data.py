@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
+from llmops.governance.integrity import check_snapshot
 from llmops.governance.purpose import check_purpose
 from llmops.ledger import record
 from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, StageDatasetCreated
@@ -228,6 +229,27 @@ def example_prompt(spec: PipelineSpec, snapshot_id: str) -> str:
     return str(first["text"])[:EXAMPLE_PROMPT_CHARS]
 
 
+class SnapshotNotFound(PermanentError, LookupError):
+    """The run names a curated snapshot that is not in the lake: retrying will not create it."""
+
+
+def _check_snapshot_exists(spec: PipelineSpec, snapshot_id: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[0-9a-f]{20}", snapshot_id):
+        raise SnapshotNotFound(
+            f"curated_snapshot_id '{snapshot_id[:40]}' is not a snapshot id (20 hex digits, or 'latest')"
+        )
+    ref = snapshots.snapshot_ref(
+        get_settings().lake_root, "curated", spec.name, snapshots.CURATED_DATASET, snapshot_id
+    )
+    if not storage.exists(storage.join(ref.uri, snapshots.MANIFEST)):
+        raise SnapshotNotFound(
+            f"curated snapshot '{snapshot_id}' of pipeline '{spec.name}' does not exist "
+            f"(no committed snapshot with that id)"
+        )
+
+
 def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, Any], run_id: str) -> str:
     """Record the run's parameters and resolve 'latest' to a concrete snapshot id.
 
@@ -249,6 +271,8 @@ def start_finetune(pipeline: str, curated_snapshot_id: str, params: dict[str, An
         curated_snapshot_id = snapshots.get_latest(
             get_settings().lake_root, "curated", spec.name, snapshots.CURATED_DATASET
         ).snapshot_id
+    else:
+        _check_snapshot_exists(spec, curated_snapshot_id)
     record(
         spec,
         FinetuneStarted(curated_snapshot_id=curated_snapshot_id, params=params),
@@ -274,7 +298,7 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         c_ref = snapshots.snapshot_ref(
             settings.lake_root, "curated", spec.name, snapshots.CURATED_DATASET, curated_snapshot_id
         )
-    c_manifest = snapshots.read_manifest(c_ref)
+    c_manifest = check_snapshot(spec, c_ref)  # the ledger's record of it, not only its manifest
     check_purpose(spec, c_ref.snapshot_id, c_manifest)
     df = snapshots.read_snapshot(c_ref).to_pandas()
     training = spec.training

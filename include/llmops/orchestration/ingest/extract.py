@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots
 from llmops.ledger import record
-from llmops.ledger.events import IngestPlanned, RawSnapshotCreated
+from llmops.ledger.events import ContractViolated, IngestPlanned, RawSnapshotCreated
 from llmops.settings import get_settings
 from llmops.specs.pinned import pin_spec, run_spec
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from llmops.specs import PipelineSpec
+
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _drift_recorded(spec: PipelineSpec, run_id: str, item: dict[str, Any] | None = None) -> Iterator[None]:
+    """Record a source's schema drift as a broken contract before the task fails on it (no retry)."""
+    from llmops.ingest.common import SchemaDrift
+    from llmops.quality.contracts import check_contract
+
+    try:
+        yield
+    except SchemaDrift as drift:
+        result = check_contract(drift.source, drift.expected, drift.observed)
+        # Case-insensitive matches are not drift: the extractor's list of missing columns decides.
+        result = type(result)(drift.source, drift.expected, drift.observed, drift.missing, result.unexpected)
+        inputs = [{"source": drift.source, **({"partition": item["partition"]} if item else {})}]
+        record(
+            spec,
+            ContractViolated(inputs=inputs, contracts=[result.to_dict()], violations=result.violations),
+            "contract",
+            run_id,
+        )
+        raise
 
 
 def raw_asset_uri(pipeline: str, source: str) -> str:
@@ -26,8 +54,9 @@ def plan(pipeline: str, run_id: str) -> list[dict[str, Any]]:
     spec = pin_spec(pipeline, run_id)
     check_ingest(spec)
     items: list[dict[str, Any]] = []
-    for source in spec.sources:
-        items.extend(behaviour_of(source).plan(spec, source))
+    with _drift_recorded(spec, run_id):
+        for source in spec.sources:
+            items.extend(behaviour_of(source).plan(spec, source))
     record(
         spec,
         IngestPlanned(
@@ -57,17 +86,18 @@ def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[
     source = spec.source(item["source"])
     key = spec.dataset.key
     schema = pa.schema([(c, pa.string()) for c in source.columns])
-    batches, meta = behaviour_of(source).extract(source, item, key, schema)
-    part = snapshots.stage_part(
-        lake_root=get_settings().lake_root,
-        pipeline=spec.name,
-        dataset=source.name,
-        run_id=run_id,
-        part=item["partition"],
-        batches=batches,
-        schema=schema,
-        kek=get_key_ring(),
-    )
+    with _drift_recorded(spec, run_id, item):
+        batches, meta = behaviour_of(source).extract(source, item, key, schema)
+        part = snapshots.stage_part(
+            lake_root=get_settings().lake_root,
+            pipeline=spec.name,
+            dataset=source.name,
+            run_id=run_id,
+            part=item["partition"],
+            batches=batches,
+            schema=schema,
+            kek=get_key_ring(),
+        )
     from llmops import lineage
 
     lineage.emit_extract(spec, source, meta)  # OpenLineage; never raises
@@ -78,6 +108,8 @@ def commit_raw(
     pipeline: str, parts: list[dict[str, Any]], run_id: str, sources: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """Commit each source's staged parts as one immutable raw snapshot (all sources unless named)."""
+    from llmops.ingest.common import UNDECODABLE
+
     spec = run_spec(pipeline, run_id)
     settings = get_settings()
     out = []
@@ -100,6 +132,8 @@ def commit_raw(
             "sample": item.get("sample"),
         }
         meta["row_count"] = sum(p["rows"] for p in mine)  # what was committed, after any sampling
+        if any(UNDECODABLE in p["source_meta"] for p in mine):  # every partition's, for validation
+            meta[UNDECODABLE] = [u for p in mine for u in p["source_meta"].get(UNDECODABLE) or []]
         ref, manifest = snapshots.commit_parts(
             lake_root=settings.lake_root,
             zone="raw",

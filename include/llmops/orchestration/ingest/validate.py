@@ -28,7 +28,36 @@ class QuarantineLimitExceeded(PermanentError, RuntimeError):
     """More rows failed validation than the spec tolerates; the source is probably broken."""
 
 
-def _normalise(df: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, dict[str, Any]]:
+class RowsUnaccounted(PermanentError, RuntimeError):
+    """Rows in != accepted + quarantined + deduplicated: a row vanished (or appeared) in validation."""
+
+
+def key_problems(keys: pd.Series, key: str) -> dict[int, str]:
+    """Rows (positions) whose key cannot identify them: null, or empty once trimmed. They are
+    quarantined, never deduplicated away (NULLs compare equal in a dedupe)."""
+    out = {}
+    for row, value in enumerate(keys.tolist()):
+        if value is None or value != value:  # None, NaN, NA
+            out[row] = f"key({key}: null)"
+        elif isinstance(value, str) and not value.strip():
+            out[row] = f"key({key}: empty)"
+    return out
+
+
+def reconcile(rows_in: int, accepted: int, quarantined: int, deduplicated: int) -> None:
+    """Every row read is accepted, quarantined or removed as a duplicate: raise when not."""
+    if rows_in != accepted + quarantined + deduplicated:
+        raise RowsUnaccounted(
+            f"row counts do not reconcile: {rows_in} in != {accepted} accepted + {quarantined} "
+            f"quarantined + {deduplicated} deduplicated"
+        )
+
+
+def _normalise(
+    df: pd.DataFrame, spec: PipelineSpec
+) -> tuple[pd.DataFrame, dict[str, Any], dict[int, list[str]]]:
+    """Normalise text and drop duplicates; also the rows (positions in the result) whose key is
+    null or malformed, with the reason, for the caller to quarantine."""
     rules = spec.dataset.normalization
     counts: dict[str, Any] = {"input_rows": len(df)}
     bookkeeping = (SOURCE_COLUMN, SOURCE_ROW)
@@ -55,15 +84,24 @@ def _normalise(df: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, dict
             changed[column] = n
     counts["values_changed"] = sum(changed.values())
     counts["values_changed_by_column"] = changed
+    key = spec.dataset.key
     if rules.dedupe_on_key:
         before = len(df)
         df = df.drop_duplicates(subset=text_columns, keep="first")
         counts["exact_duplicates_removed"] = before - len(df)
-        before = len(df)
-        df = df.drop_duplicates(subset=[spec.dataset.key], keep="first")
-        counts["key_conflicts_removed"] = before - len(df)
+        unkeyed = key_problems(df[key], key)
+        keyed = df.iloc[[r for r in range(len(df)) if r not in unkeyed]]
+        conflicts = keyed.index[keyed.duplicated(subset=[key], keep="first")]
+        df = df.drop(index=conflicts)
+        counts["key_conflicts_removed"] = len(conflicts)
+    df = df.reset_index(drop=True)
+    bad_keys = {row: [reason] for row, reason in key_problems(df[key], key).items()}
+    counts["key_problems"] = len(bad_keys)
     counts["output_rows"] = len(df)
-    return df.reset_index(drop=True), counts
+    counts["rows_deduplicated"] = counts.get("exact_duplicates_removed", 0) + counts.get(
+        "key_conflicts_removed", 0
+    )
+    return df, counts, bad_keys
 
 
 def _is_text(series: pd.Series) -> bool:
@@ -134,11 +172,29 @@ def pii_masker() -> Any:
     return mask
 
 
+def _undecodable_rows(frame: pd.DataFrame, key: str, manifest: dict[str, Any]) -> dict[int, str]:
+    """Rows (positions) the extraction found not to be UTF-8, by key: they are quarantined."""
+    from llmops.ingest.common import UNDECODABLE
+
+    noted = manifest["source"].get(UNDECODABLE) or []
+    if not noted or key not in frame.columns:
+        return {}
+    columns: dict[str, list[str]] = {}
+    for entry in noted:
+        columns.setdefault(str(entry["key"]), []).extend(entry["columns"])
+    return {
+        row: f"undecodable({', '.join(dict.fromkeys(columns[value]))}: not UTF-8)"
+        for row, value in enumerate(frame[key].tolist())
+        if value is not None and str(value) in columns
+    }
+
+
 def _read_and_check_contracts(
     spec: PipelineSpec, raw: list[dict[str, Any]], reference: Any, kek: Any, mask: Any
 ) -> tuple[list[pd.DataFrame], list[Any], dict[tuple[str, int], list[str]]]:
     """Each raw snapshot as a frame tagged with its source and row, its contract outcome, and the
     contract's row-level reasons by (source, row)."""
+    from llmops.governance.integrity import check_snapshot
     from llmops.quality.contracts import evaluate_contract
 
     settings = get_settings()
@@ -148,7 +204,7 @@ def _read_and_check_contracts(
     for item in sorted(raw, key=lambda r: r["source"]):
         source = spec.source(item["source"])
         ref = snapshots.snapshot_ref(settings.lake_root, "raw", spec.name, source.name, item["snapshot_id"])
-        manifest = snapshots.read_manifest(ref)
+        manifest = check_snapshot(spec, ref)  # the ledger's record of it, not only its manifest
         frame = snapshots.read_snapshot(ref, kek).to_pandas()
         outcome = evaluate_contract(
             source.name,
@@ -162,6 +218,8 @@ def _read_and_check_contracts(
         contracts.append(outcome)
         for row, reasons in outcome.row_violations.items():
             contract_rows[(source.name, row)] = list(reasons)
+        for row, reason in _undecodable_rows(frame, spec.dataset.key, manifest).items():
+            contract_rows.setdefault((source.name, row), []).insert(0, reason)
         frame[SOURCE_COLUMN] = source.name
         frame[SOURCE_ROW] = range(len(frame))
         frames.append(frame)
@@ -209,7 +267,8 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     df = pd.concat(
         [f.reindex(columns=[*columns, SOURCE_COLUMN, SOURCE_ROW]) for f in frames], ignore_index=True
     )
-    df, normalisation = _normalise(df, spec)
+    rows_in = len(df)
+    df, normalisation, key_failures = _normalise(df, spec)
     origin = list(zip(df[SOURCE_COLUMN], df[SOURCE_ROW], strict=True))
     df = df.drop(columns=[SOURCE_ROW])
 
@@ -217,6 +276,8 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         df.drop(columns=[SOURCE_COLUMN]), load_suite(settings.gx_dir, spec.validation.suite), mask
     )
     row_failures = {row: list(reasons) for row, reasons in outcome.row_failures.items()}
+    for row, reasons in key_failures.items():
+        row_failures.setdefault(row, [])[:0] = reasons
     for row, key in enumerate(origin):
         if key in contract_rows:
             row_failures.setdefault(row, [])[:0] = contract_rows[key]
@@ -261,7 +322,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         run_id=run_id,
         identity=identity,
     )
-    reconciled = normalisation["output_rows"] == len(accepted) + len(quarantined)
+    reconciled = rows_in == len(accepted) + len(quarantined) + normalisation["rows_deduplicated"]
     quality = quality_metrics(
         df.drop(columns=[SOURCE_COLUMN]),
         key=spec.dataset.key,
@@ -279,7 +340,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         "inputs": identity["inputs"],
         "validated_snapshot_id": v_ref.snapshot_id,
         "quarantine_snapshot_id": q_ref.snapshot_id,
-        "rows_in": normalisation["input_rows"],
+        "rows_in": rows_in,
         "rows_after_normalisation": normalisation["output_rows"],
         "rows_accepted": len(accepted),
         "rows_quarantined": len(quarantined),
@@ -298,8 +359,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     from llmops import lineage
 
     lineage.emit_validate(spec, raw, payload)  # OpenLineage, failing checks included; never raises
-    if not reconciled:
-        raise RuntimeError("row counts do not reconcile: input != accepted + quarantined")
+    reconcile(rows_in, len(accepted), len(quarantined), normalisation["rows_deduplicated"])
     if outcome.blocking_failures:
         raise BlockingExpectationFailed(
             f"suite '{spec.validation.suite}' failed {len(outcome.blocking_failures)} blocking expectation(s): "
