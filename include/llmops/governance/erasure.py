@@ -129,6 +129,7 @@ def _rewrite(
             new_snapshot_id=new_ref.snapshot_id,
             rows_removed=removed,
             rows_kept=new_manifest["row_count"],
+            new_sha256=new_manifest["content_sha256"],
         ),
         f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}",
         run_id,

@@ -268,6 +268,9 @@ class ModelGated(Event):
     champion_compared: bool
     base_compared: bool
     champion: str | None
+    # The champion version current when the evaluation ran (None: none), recorded when the spec
+    # compares with the champion; promotion re-checks it under the promotion lock.
+    champion_version: Version | None = None
 
 
 class ModelRegistered(Event):
@@ -299,6 +302,9 @@ class ModelRejected(_ApprovalDecision):
 class PromotionSkipped(Event):
     name = "model.promotion_skipped"
     reason: str
+    # Set when refused because the champion changed after gating: the one now, the one gated against.
+    champion: Version | None = None
+    gated_against: Version | None = None
 
 
 class ModelPromoted(Event):
@@ -456,6 +462,7 @@ class ErasureSnapshotRewritten(Event):
     new_snapshot_id: str
     rows_removed: int
     rows_kept: int
+    new_sha256: str | None = None  # the rewritten content's hash: what readers check it against
 
 
 class ErasureModelFlagged(Event):

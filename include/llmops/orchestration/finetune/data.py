@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
+from llmops.governance.integrity import check_snapshot
 from llmops.governance.purpose import check_purpose
 from llmops.ledger import record
 from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, StageDatasetCreated
@@ -297,7 +298,7 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         c_ref = snapshots.snapshot_ref(
             settings.lake_root, "curated", spec.name, snapshots.CURATED_DATASET, curated_snapshot_id
         )
-    c_manifest = snapshots.read_manifest(c_ref)
+    c_manifest = check_snapshot(spec, c_ref)  # the ledger's record of it, not only its manifest
     check_purpose(spec, c_ref.snapshot_id, c_manifest)
     df = snapshots.read_snapshot(c_ref).to_pandas()
     training = spec.training

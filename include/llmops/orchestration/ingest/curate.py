@@ -38,7 +38,9 @@ def _carry_forward(spec: PipelineSpec, curated: pd.DataFrame) -> tuple[pd.DataFr
         )
     except snapshots.SnapshotError:
         return curated, 0
-    previous = snapshots.read_snapshot(previous_ref).to_pandas()
+    from llmops.governance.integrity import read_checked
+
+    previous = read_checked(spec, previous_ref).to_pandas()  # it flows into the new snapshot
     key = spec.dataset.key
     keep = previous[previous[SOURCE_COLUMN].isin(incremental) & ~previous[key].isin(curated[key])]
     merged = pd.concat([curated, keep.reindex(columns=curated.columns)], ignore_index=True)

@@ -194,6 +194,7 @@ def _read_and_check_contracts(
 ) -> tuple[list[pd.DataFrame], list[Any], dict[tuple[str, int], list[str]]]:
     """Each raw snapshot as a frame tagged with its source and row, its contract outcome, and the
     contract's row-level reasons by (source, row)."""
+    from llmops.governance.integrity import check_snapshot
     from llmops.quality.contracts import evaluate_contract
 
     settings = get_settings()
@@ -203,7 +204,7 @@ def _read_and_check_contracts(
     for item in sorted(raw, key=lambda r: r["source"]):
         source = spec.source(item["source"])
         ref = snapshots.snapshot_ref(settings.lake_root, "raw", spec.name, source.name, item["snapshot_id"])
-        manifest = snapshots.read_manifest(ref)
+        manifest = check_snapshot(spec, ref)  # the ledger's record of it, not only its manifest
         frame = snapshots.read_snapshot(ref, kek).to_pandas()
         outcome = evaluate_contract(
             source.name,
