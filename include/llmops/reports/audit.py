@@ -20,10 +20,12 @@ from llmops.ledger.events import (
     CostRecorded,
     DatasetValidated,
     FinalDatasetCreated,
+    FinetuneStarted,
     ModelEvaluated,
     ModelGated,
     ModelPromoted,
     ModelRegistered,
+    ModelRejected,
     ModelTrained,
     PiiHandled,
     PromotionSkipped,
@@ -75,9 +77,11 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     ledger = get_ledger()
     run_records = ledger.records(pipeline=spec.name, run_id=run_id)
     sft = _last(run_records, FinalDatasetCreated.name)
+    # The curated data behind the run, even when its training data was never built.
+    source = sft or _last(run_records, FinetuneStarted.name)
     ingest_records: list[LedgerRecord] = []
-    if sft is not None:
-        ingest_records = evidence.ingest_run_records(ledger, spec.name, sft.payload["curated_snapshot_id"])
+    if source is not None and source.payload.get("curated_snapshot_id"):
+        ingest_records = evidence.ingest_run_records(ledger, spec.name, source.payload["curated_snapshot_id"])
 
     raw = [r.payload for r in ingest_records if r.event_type == RawSnapshotCreated.name]
     validated = _last(ingest_records, DatasetValidated.name)
@@ -91,20 +95,7 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     cost = _last(run_records, CostRecorded.name)  # wall time, GPU-hours, estimated cost per job and in total
 
     failures = [r.payload for r in run_records if r.event_type == TaskFailed.name]
-    if promoted is not None:
-        decision = "promoted"
-    elif registered is not None:
-        decision = "registered, not promoted"
-    elif gated is not None and not gated.payload["passed"]:
-        decision = "rejected by gates"
-    else:
-        stages = [
-            ("data preparation", sft),
-            ("training", trained),
-            ("evaluation", evaluated),
-            ("gating", gated),
-        ]
-        decision = next((f"failed during {name}" for name, record in stages if record is None), "incomplete")
+    decision = _decision(run_records, failures)
 
     registry: dict[str, Any] | None = None
     if registered is not None:
@@ -137,6 +128,8 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
         },
         "summary": {
             "decision": decision,
+            # The last task failure of the run, so a failed run's report says what failed first thing.
+            "failure": _failure_line(failures[-1]) if failures else None,
             "model": f"{registry['model_name']} v{registry['version']}" if registry else None,
             "champion": bool(promoted),
             "gates_passed": gated.payload["passed"] if gated else None,
@@ -165,6 +158,50 @@ def build_report(spec: PipelineSpec, run_id: str) -> dict[str, Any]:
     return report
 
 
+def _decision(run_records: list[LedgerRecord], failures: list[dict[str, Any]]) -> str:
+    """What became of the run, down to the first step that left no record when it stopped early."""
+    if _last(run_records, ModelPromoted.name) is not None:
+        return "promoted"
+    gated = _last(run_records, ModelGated.name)
+    if _last(run_records, ModelRegistered.name) is not None:
+        decided = (PromotionSkipped.name, ModelRejected.name)
+        if not any(r.event_type in decided for r in run_records) and any(
+            f.get("task_id") == "promote" for f in failures
+        ):
+            return "failed during promotion"
+        return "registered, not promoted"
+    if gated is not None and not gated.payload.get("passed"):
+        return "rejected by gates"
+    stages = [
+        ("start", FinetuneStarted),
+        ("data preparation", FinalDatasetCreated),
+        ("training", ModelTrained),
+        ("evaluation", ModelEvaluated),
+        ("gating", ModelGated),
+        ("registration", ModelRegistered),
+    ]
+    for stage, event in stages:
+        if _last(run_records, event.name) is None:
+            return f"failed during {stage}"
+    return "incomplete"
+
+
+def _failure_line(failure: dict[str, Any]) -> str:
+    return f"{failure.get('task_id')}: {failure.get('error_type')}: {failure.get('error')}"
+
+
+def _number(value: Any, fmt: str = "%.4g", missing: str = "n/a") -> str:
+    """A number in `fmt`; anything else (None, absent, text) as `missing`: a failed or diverged
+    run's record lacks numbers, and its report must still be written."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return missing
+    return fmt % value
+
+
+def _percent(share: Any) -> str:
+    return _number(100 * share if _number(share) != "n/a" else None, "%.1f%%")
+
+
 def template_environment(*, autoescape: bool = True) -> Environment:
     """The reports' Jinja environment: HTML templates autoescaped; Markdown ones (cards) not."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -175,6 +212,8 @@ def template_environment(*, autoescape: bool = True) -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+    env.filters["num"] = _number
+    env.filters["pct"] = _percent
     from llmops import metrics
 
     env.globals["table_metrics"] = metrics.table()  # the metric rows of evaluation tables
@@ -182,7 +221,13 @@ def template_environment(*, autoescape: bool = True) -> Environment:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    return template_environment().get_template("audit_report.html.j2").render(r=report)
+    """The run's page. A field a failed run never recorded renders empty (chainable undefined),
+    so no missing record or key can stop the report from being written."""
+    from jinja2 import ChainableUndefined
+
+    env = template_environment()
+    env.undefined = ChainableUndefined
+    return env.get_template("audit_report.html.j2").render(r=report)
 
 
 def write_audit_report(spec: PipelineSpec, run_id: str) -> dict[str, str]:

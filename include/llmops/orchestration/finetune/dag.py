@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, dag, get_current_context, task
+from airflow.sdk import DAG, TriggerRule, dag, get_current_context, task
 
 from llmops.orchestration.dag_support import (
     START_DATE,
@@ -78,9 +78,11 @@ def _wire(spec: PipelineSpec) -> None:
     else:
         promoted = steps.promote(registered)
     last = steps.deploy(promoted) if spec.deployment.targets else promoted
-    # A teardown runs whatever happened after `start`, and does not decide the run's state:
-    # a run whose gates failed is still marked failed, and still gets its audit report.
+    # A teardown does not decide the run's state: a run whose gates failed is still marked failed,
+    # and still gets its audit report. ALL_DONE, not the teardown default (which needs `start` to
+    # have succeeded): a run stopped at its first task is reported too.
     report = steps.audit_report().as_teardown(setups=started)
+    report.operator.trigger_rule = TriggerRule.ALL_DONE
     last >> report
     if spec.integrations.webhook_conn_id:
         # After the report (its link works when the receiver follows it); as a teardown, it
