@@ -120,7 +120,9 @@ def test_a_first_model_is_refused_when_a_champion_appeared_after_its_evaluation(
     assert result == {"promoted": False, "reason": "champion_changed", "champion": "1"}
     assert registry.alias_version(model, "champion") == "1"
     [refused] = _records("model.promotion_skipped")
-    assert refused.payload["gated_against"] is None and "gated against no champion" in refused.payload["reason"]
+    assert (
+        refused.payload["gated_against"] is None and "gated against no champion" in refused.payload["reason"]
+    )
 
 
 def test_concurrent_promotions_gated_against_one_champion_move_it_once(model):
