@@ -218,3 +218,21 @@ def test_sample_is_seeded_and_keyed(place):
     b, _ = extract_files(source, order_by="ticket_id")
     assert a.equals(b) and 20 < a.num_rows < 80
     assert meta["sample"] == {"fraction": 0.25, "seed": 7} and meta["row_count"] == a.num_rows
+
+
+def test_rows_that_are_not_utf8_are_noted_for_quarantine_not_fatal(place):
+    """Expect a CSV row and a JSON Lines row holding bytes that are not UTF-8 to be read (U+FFFD in
+    place of the bytes) and listed by key and column for validation to quarantine, the other rows
+    as they are; before, the whole source failed."""
+    from llmops.ingest.common import UNDECODABLE
+
+    _, _, put = place
+    put("a.csv", b"ticket_id,body\nT-1,fine\nT-2,mail jane@example.com \xff bad\nT-3,Gr\xc3\xbc\xc3\x9fe\n")
+    table, meta = extract_files(_source(place, "csv", pattern="*.csv"), order_by="ticket_id")
+    assert table.column("body").to_pylist() == ["fine", "mail jane@example.com \ufffd bad", "Grüße"]
+    assert meta[UNDECODABLE] == [{"key": "T-2", "columns": ["body"]}]
+
+    put("b.jsonl", b'{"ticket_id": "J-1", "body": "ok"}\n{"ticket_id": "J-2", "body": "bad \xfe here"}\n')
+    table, meta = extract_files(_source(place, "jsonl", pattern="*.jsonl"), order_by="ticket_id")
+    assert table.column("ticket_id").to_pylist() == ["J-1", "J-2"]
+    assert meta[UNDECODABLE] == [{"key": "J-2", "columns": ["body"]}]

@@ -59,6 +59,34 @@ def as_text(value: Any) -> str | None:
     return str(value)
 
 
+def decode_binary(columns: dict[str, Any], key: str, undecodable: list[dict[str, Any]]) -> dict[str, Any]:
+    """Binary Arrow columns as text. A row whose bytes are not UTF-8 keeps U+FFFD in their place
+    and is noted in `undecodable` as ``{"key", "columns"}``, to be quarantined at validation."""
+    import pyarrow as pa
+
+    out, bad_rows = {}, {}
+    for name, array in columns.items():
+        try:
+            out[name] = array.cast(pa.string())  # validates UTF-8, in C++
+            continue
+        except pa.ArrowInvalid:
+            pass
+        values = []
+        for row, value in enumerate(array.to_pylist()):
+            bad: list[str] = []
+            values.append(None if value is None else decode_text(value, name, bad))
+            if bad:
+                bad_rows.setdefault(row, []).append(name)
+        out[name] = pa.array(values, type=pa.string())
+    if bad_rows:
+        keys = out[key].to_pylist() if key in out else None
+        for row, names in sorted(bad_rows.items()):
+            undecodable.append(
+                {"key": keys[row] if keys and keys[row] is not None else f"#{row}", "columns": names}
+            )
+    return out
+
+
 def sample_mask(keys: list[str | None], fraction: float, seed: int) -> list[bool]:
     """Keep a row when a seeded hash of its key falls under `fraction`: the same rows every run."""
     threshold = int(fraction * 2**64)

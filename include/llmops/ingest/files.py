@@ -23,7 +23,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from llmops import storage
-from llmops.ingest.common import SourceError, as_text, sample_mask
+from llmops.ingest.common import UNDECODABLE, SourceError, as_text, decode_binary, sample_mask
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,12 +36,15 @@ __all__ = ["SourceError", "extract_files"]
 
 
 class _Drift:
-    """Per-row counts of fields outside the spec and spec columns absent, as the REST extractor keeps."""
+    """Per-row counts of fields outside the spec and spec columns absent, as the REST extractor keeps;
+    also the rows that were not UTF-8 (by `key`), which validation quarantines."""
 
-    def __init__(self, wanted: list[str]) -> None:
+    def __init__(self, wanted: list[str], key: str | None = None) -> None:
         self.wanted = wanted
+        self.key = key
         self.unexpected: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
+        self.undecodable: list[dict[str, Any]] = []
 
     def add_columns(self, present: list[str], rows: int) -> None:
         """A file whose every row has the same fields (CSV header, Parquet schema)."""
@@ -86,7 +89,8 @@ def _select(columns: dict[str, Any], wanted: list[str], rows: int) -> pa.Table:
 def _csv_names(data: bytes, source: FileSource, file: str) -> list[str] | None:
     """Column names: the header row, or the spec's columns by position when there is no header."""
     try:
-        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+        # Read-ahead reaches rows past the header: their bytes are checked per row later.
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="replace", newline="")
         first = next(csv.reader(text, delimiter=source.csv.delimiter), None)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(
@@ -131,7 +135,7 @@ def _read_csv(data: bytes, source: FileSource, file: str, drift: _Drift) -> pa.T
                 delimiter=source.csv.delimiter, invalid_row_handler=on_invalid_row
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names},
+                column_types={n: pa.binary() for n in names},  # decoded below, a bad row quarantined
                 strings_can_be_null=True,
                 null_values=[""],
                 quoted_strings_can_be_null=False,  # "" stays an empty string; only a bare empty is null
@@ -147,7 +151,8 @@ def _read_csv(data: bytes, source: FileSource, file: str, drift: _Drift) -> pa.T
         raise SourceError(f"source '{source.name}': {file}: {detail}") from None
     present = table.column_names  # as Arrow parsed the header; the types asked for are by these names
     drift.add_columns(present, table.num_rows)
-    return _select({n: _text_column(table.column(n)) for n in present if n in wanted}, wanted, table.num_rows)
+    kept = {n: table.column(n) for n in present if n in wanted}
+    return _select(decode_binary(kept, drift.key or "", drift.undecodable), wanted, table.num_rows)
 
 
 def _read_jsonl(data: bytes, source: FileSource, file: str, drift: _Drift) -> pa.Table:
@@ -161,9 +166,11 @@ def _read_jsonl(data: bytes, source: FileSource, file: str, drift: _Drift) -> pa
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise SourceError(f"source '{source.name}': {file} line {number} is not valid UTF-8") from None
+            text, bad = raw.decode("utf-8"), False
+        except UnicodeDecodeError:  # quarantined at validation, not a failed source
+            text, bad = raw.decode("utf-8", errors="replace"), True
+        try:
+            record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SourceError(
                 f"source '{source.name}': {file} line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
@@ -174,6 +181,10 @@ def _read_jsonl(data: bytes, source: FileSource, file: str, drift: _Drift) -> pa
             )
         drift.add_record(record)
         records.append(record)
+        if bad:
+            key = as_text(record.get(drift.key)) if drift.key else None
+            columns = [c for c in wanted if "\ufffd" in (as_text(record.get(c)) or "")]
+            drift.undecodable.append({"key": key or f"{file}:{number}", "columns": columns or ["(line)"]})
     columns = {c: pa.array([as_text(r.get(c)) for r in records], type=pa.string()) for c in wanted}
     return _select(columns, wanted, len(records))
 
@@ -242,7 +253,7 @@ def extract_files(source: FileSource, order_by: str) -> tuple[pa.Table, dict[str
         raise SourceError(f"{where}: no files match the pattern under the URI")
 
     reader = _READERS[source.format]
-    drift = _Drift(wanted)
+    drift = _Drift(wanted, order_by)
     base = source.uri.rstrip("/")
     tables: list[pa.Table] = []
     files: list[dict[str, Any]] = []
@@ -273,6 +284,7 @@ def extract_files(source: FileSource, order_by: str) -> tuple[pa.Table, dict[str
         "row_count": table.num_rows,
         "schema_drift": schema_drift,
         "sample": sample,
+        UNDECODABLE: drift.undecodable,
     }
     log.info(
         "source %s: %d rows from %d %s file(s) under %s",

@@ -20,7 +20,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from llmops.connections import get_connection, sqlalchemy_url
-from llmops.ingest.common import UNDECODABLE, SchemaDrift, SourceError, as_text, decode_text, sample_batch
+from llmops.ingest.common import (
+    UNDECODABLE,
+    SchemaDrift,
+    SourceError,
+    as_text,
+    decode_binary,
+    decode_text,
+    sample_batch,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -388,31 +396,10 @@ def _row_key(values: list[Any], index: int | None, row: int) -> str:
 def _decode_batch(
     batch: pa.RecordBatch, columns: list[str], order_by: str, undecodable: list[dict[str, Any]]
 ) -> pa.RecordBatch:
-    """Binary columns as text; a row whose bytes are not UTF-8 is noted (key, columns) in
-    `undecodable` and kept with U+FFFD, to be quarantined at validation."""
     import pyarrow as pa
 
-    arrays, bad_rows = [], {}
-    for name, array in zip(columns, batch.columns, strict=True):
-        try:
-            arrays.append(array.cast(pa.string()))  # validates UTF-8, in C++
-            continue
-        except pa.ArrowInvalid:
-            pass
-        values = []
-        for row, value in enumerate(array.to_pylist()):
-            bad: list[str] = []
-            values.append(None if value is None else decode_text(value, name, bad))
-            if bad:
-                bad_rows.setdefault(row, []).append(name)
-        arrays.append(pa.array(values, type=pa.string()))
-    out = pa.RecordBatch.from_arrays(arrays, names=columns)
-    if bad_rows:
-        keys = out.column(order_by).to_pylist() if order_by in columns else None
-        for row, names in sorted(bad_rows.items()):
-            key = keys[row] if keys is not None and keys[row] is not None else f"#{row}"
-            undecodable.append({"key": key, "columns": names})
-    return out
+    arrays = decode_binary(dict(zip(columns, batch.columns, strict=True)), order_by, undecodable)
+    return pa.RecordBatch.from_arrays(list(arrays.values()), names=columns)
 
 
 def _iter_copy(
