@@ -613,3 +613,19 @@ def test_auth_from_the_airflow_connection(upstream, monkeypatch, extra, header, 
     table, _ = extract_rest(source, "ticket_id")
     assert table.num_rows == 23
     assert upstream.headers[0][header] == expected
+
+
+def test_a_record_that_is_not_utf8_is_noted_for_quarantine(upstream):
+    """Expect a page whose bytes are not all UTF-8 to be read, with U+FFFD in place of the bad bytes
+    and that record listed by key and column for validation to quarantine; the others as sent.
+    Before, requests guessed a charset for the whole page and nothing was noted."""
+    from llmops.ingest.common import UNDECODABLE
+
+    page = b'{"data": [{"ticket_id": "W-1", "body": "Gr\xc3\xbc\xc3\x9fe"}, {"ticket_id": "W-2", "body": "x \xff y"}]}'
+    upstream.default = lambda h: send(h, 200, raw=page)
+    table, meta = extract_rest(_source(page_size=10), order_by="ticket_id", base_url=upstream.url)
+    assert table.to_pylist() == [
+        {"ticket_id": "W-1", "body": "Grüße"},
+        {"ticket_id": "W-2", "body": "x \ufffd y"},
+    ]
+    assert meta[UNDECODABLE] == [{"key": "W-2", "columns": ["body"]}]

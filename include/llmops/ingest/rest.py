@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from llmops.connections import get_connection, http_auth_headers, http_base_url
-from llmops.ingest.common import SourceError, as_text, sample_mask
+from llmops.ingest.common import UNDECODABLE, SourceError, as_text, sample_mask
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -191,6 +191,7 @@ class _Client:
         self.requests = 0
         self.retries = 0
         self.pages = 0
+        self.undecodable_pages = 0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -247,6 +248,21 @@ class _Client:
         self.retries += 1
         time.sleep(delay)
 
+    def json_body(self, response: requests.Response) -> Any:
+        """The body as JSON. UTF-8 (JSON's encoding, RFC 8259) is decoded here: bytes that are not
+        UTF-8 become U+FFFD and the page is counted, so its records are quarantined, where requests
+        would silently guess another charset or replace them."""
+        import json
+
+        if response.encoding and response.encoding.lower().replace("-", "") != "utf8":
+            return response.json()  # a charset the server declared
+        try:
+            text = response.content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            self.undecodable_pages += 1
+            text = response.content.decode("utf-8-sig", errors="replace")
+        return json.loads(text)
+
     def get_json(self, url: str) -> tuple[Any, requests.Response, str]:
         """GET one page with retries; returns the JSON body, the response and the URL that answered."""
         import requests
@@ -286,7 +302,7 @@ class _Client:
             if status >= 300:
                 raise SourceError(f"source '{self.name}': HTTP {status} on {shown}")
             try:
-                return response.json(), response, url
+                return self.json_body(response), response, url
             except ValueError:
                 kind = response.headers.get("Content-Type", "unknown content type")
                 raise SourceError(
@@ -417,6 +433,16 @@ def _fetch_all(client: _Client, url: str) -> list[dict[str, Any]]:
             return records
 
 
+def _undecodable(records: list[dict[str, Any]], wanted: list[str], key: str) -> list[dict[str, Any]]:
+    """Records (of a response that was not all UTF-8) holding U+FFFD, by key, with the columns."""
+    out = []
+    for n, record in enumerate(records):
+        columns = [c for c in wanted if "\ufffd" in (as_text(record.get(c)) or "")]
+        if columns:
+            out.append({"key": as_text(record.get(key)) or f"#{n}", "columns": columns})
+    return out
+
+
 def extract_rest(
     source: RestSource, order_by: str, base_url: str | None = None, headers: dict[str, str] | None = None
 ) -> tuple[pa.Table, dict[str, Any]]:
@@ -446,6 +472,7 @@ def extract_rest(
     if source.sample is not None:
         records = _sample(records, order_by, source.sample)
     records.sort(key=lambda r: as_text(r.get(order_by)) or "")
+    undecodable = _undecodable(records, wanted, order_by) if client.undecodable_pages else []
     arrays = [pa.array([as_text(r.get(c)) for r in records], type=pa.string()) for c in wanted]
     table = pa.Table.from_arrays(arrays, names=wanted)
     drift = {"unexpected_fields": dict(unexpected), "missing_fields": dict(missing)}
@@ -463,6 +490,7 @@ def extract_rest(
         "columns": wanted,
         "row_count": table.num_rows,
         "schema_drift": drift,
+        UNDECODABLE: undecodable,
     }
     if source.sample is not None:
         meta["sample"] = source.sample.model_dump()
