@@ -17,7 +17,9 @@ def _project(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("LLMOPS_PROJECT_DIR", str(tmp_path))
     monkeypatch.delenv("LLMOPS_PIPELINES_DIR", raising=False)
     # The demo's connections, as a deployment defines them.
-    monkeypatch.setenv("AIRFLOW_CONN_SUPPORT_TICKETS_DB", '{"conn_type": "sqlite", "host": "/tmp/tickets.db"}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SUPPORT_TICKETS_DB", '{"conn_type": "sqlite", "host": "/tmp/tickets.db"}'
+    )
     monkeypatch.setenv("AIRFLOW_CONN_SUPPORT_TICKETS_API", '{"conn_type": "http", "host": "127.0.0.1"}')
     return tmp_path
 
