@@ -236,3 +236,15 @@ def test_rows_that_are_not_utf8_are_noted_for_quarantine_not_fatal(place):
     table, meta = extract_files(_source(place, "jsonl", pattern="*.jsonl"), order_by="ticket_id")
     assert table.column("ticket_id").to_pylist() == ["J-1", "J-2"]
     assert meta[UNDECODABLE] == [{"key": "J-2", "columns": ["body"]}]
+
+
+def test_an_unreadable_file_is_named_without_the_readers_text(place):
+    """Expect a file that is not Parquet to fail the source naming the file and Arrow's error type,
+    not Arrow's message (third-party text is never passed on: it can quote the data)."""
+    _, _, put = place
+    put("a.parquet", b"ticket_id,body\nT-1,write to jane@example.com\n")
+    with pytest.raises(SourceError) as info:
+        extract_files(_source(place, "parquet", pattern="*.parquet"), order_by="ticket_id")
+    message = str(info.value)
+    assert "a.parquet is not a readable Parquet file (pyarrow.lib.ArrowInvalid: message withheld" in message
+    assert "magic bytes" not in message

@@ -23,6 +23,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from llmops import storage
+from llmops.errors import safe_error_text
 from llmops.ingest.common import UNDECODABLE, SourceError, as_text, decode_binary, sample_mask
 
 if TYPE_CHECKING:
@@ -199,7 +200,9 @@ def _read_parquet(data: bytes, source: FileSource, file: str, drift: _Drift) -> 
         names = parquet.schema_arrow.names
         table = parquet.read(columns=[n for n in names if n in wanted])
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"source '{source.name}': {file} is not a readable Parquet file ({exc})") from None
+        raise SourceError(
+            f"source '{source.name}': {file} is not a readable Parquet file ({safe_error_text(exc)})"
+        ) from None
     drift.add_columns(names, table.num_rows)
     return _select({n: _text_column(table.column(n)) for n in table.column_names}, wanted, table.num_rows)
 
@@ -248,7 +251,9 @@ def extract_files(source: FileSource, order_by: str) -> tuple[pa.Table, dict[str
     try:
         uris = storage.list_files(source.uri, source.pattern, conn_id=source.conn_id)
     except (*_storage_errors(), ValueError) as exc:
-        raise SourceError(f"{where}: cannot list files ({type(exc).__name__}: {exc})") from None
+        # A ValueError is llmops.storage's own refusal of the pattern: its message names only that.
+        detail = f"ValueError: {exc}" if isinstance(exc, ValueError) else safe_error_text(exc)
+        raise SourceError(f"{where}: cannot list files ({detail})") from None
     if not uris:
         raise SourceError(f"{where}: no files match the pattern under the URI")
 
@@ -262,7 +267,7 @@ def extract_files(source: FileSource, order_by: str) -> tuple[pa.Table, dict[str
         try:
             data = storage.read_bytes(uri, conn_id=source.conn_id)
         except _storage_errors() as exc:
-            raise SourceError(f"{where}: cannot read {name} ({type(exc).__name__}: {exc})") from None
+            raise SourceError(f"{where}: cannot read {name} ({safe_error_text(exc)})") from None
         files.append({"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         tables.append(reader(data, source, name, drift))
 
