@@ -36,8 +36,11 @@ MAX_ERROR_CHARS = 500
 
 
 def is_own_error(exc: BaseException) -> bool:
-    """Whether this package defined the exception's class: its messages name fields, rows and
-    counts, never values (a convention the package's raise sites keep)."""
+    """Whether the exception is this package's (defined in it, or a PermanentError or a reduced
+    ExternalError): their messages name fields, rows and counts, never values (a convention the
+    raise sites keep)."""
+    if isinstance(exc, PermanentError | ExternalError):
+        return True
     return type(exc).__module__.split(".", 1)[0] == "llmops"
 
 

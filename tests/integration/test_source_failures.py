@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from llmops import snapshots
+from llmops.ledger.events import ContractViolated, TaskFailed
 
 PIPELINE = "src_failures"
 EMAIL = "jane.doe@example.com"
@@ -198,7 +199,7 @@ def test_driver_message_quoting_a_row_reaches_no_ledger_lineage_or_log(
     )
     from llmops.ledger import get_ledger
 
-    (failed,) = get_ledger().records(pipeline=PIPELINE, event_type="task.failed")
+    (failed,) = get_ledger().records(pipeline=PIPELINE, event_type=TaskFailed.name)
     assert failed.payload["error_type"] == "DataError" and "22P02" in failed.payload["error"]
     assert EMAIL not in _ledger_text()
 
@@ -258,7 +259,7 @@ def test_a_renamed_column_fails_once_as_schema_drift_recorded_as_a_contract(pipe
         with fail_fast():
             extract.plan(PIPELINE, run_id)
     assert isinstance(info.value.__cause__, SchemaDrift) and isinstance(info.value.__cause__, PermanentError)
-    (violated,) = get_ledger().records(pipeline=PIPELINE, event_type="dataset.contract_violated")
+    (violated,) = get_ledger().records(pipeline=PIPELINE, event_type=ContractViolated.name)
     (contract,) = violated.payload["contracts"]
     assert contract["source"] == "tickets_db" and contract["missing_columns"] == ["body"]
     assert "body_text" in contract["observed_columns"] and contract["ok"] is False
@@ -277,7 +278,7 @@ def test_a_column_dropped_after_planning_fails_the_extraction_as_drift(pipeline)
         conn.exec_driver_sql(f"ALTER TABLE {pipeline['table']} DROP COLUMN body")
     with pytest.raises(SchemaDrift, match=r"column\(s\) body not found \(the source has ticket_id\)"):
         extract.extract_partition(PIPELINE, item, run_id)
-    (violated,) = get_ledger().records(pipeline=PIPELINE, event_type="dataset.contract_violated")
+    (violated,) = get_ledger().records(pipeline=PIPELINE, event_type=ContractViolated.name)
     assert violated.payload["inputs"] == [{"source": "tickets_db", "partition": 0}]
     assert violated.payload["contracts"][0]["missing_columns"] == ["body"]
 
