@@ -217,7 +217,7 @@ SPEC_CASES = [
     _spec_case("unknown source kind", _source(kind="ftp"), "Input tag 'ftp'"),
     _spec_case("description 50 kB", lambda r: r.update(description="x" * 50_000), "at most 10000 characters"),
     _spec_case("wrong name", lambda r: r.update(name="other_bot"), "must match the file name"),
-    _yaml_case("alias bomb", _bomb(), "alias '*a' is not allowed"),
+    _yaml_case("alias bomb", _bomb(), "the aliases expand to"),
     _yaml_case("duplicate key", b"name: probe_bot\nname: shadow\n", "duplicate key 'name'"),
     _yaml_case(
         "not UTF-8", b"name: probe_bot\ndescription: caf\xe9\n", "not UTF-8 text: byte 0xe9 at line 2"

@@ -80,24 +80,32 @@ def parse_spec(raw: Any, path: Path | str = "<spec>") -> PipelineSpec:
 MAX_SPEC_BYTES = 256 * 1024
 
 
-class _SpecYamlLoader(yaml.SafeLoader):
-    """Safe YAML that also refuses aliases and duplicate keys.
+#: Values a spec may hold once its aliases are expanded: a real spec has a few hundred.
+MAX_SPEC_VALUES = 50_000
 
-    Aliases let a few kilobytes expand to gigabytes (a "billion laughs" spec kept the DAG processor
-    busy for minutes); a duplicate key silently keeps the last value, so a reviewer reading the first
-    one approves something else.
+
+class _SpecYamlLoader(yaml.SafeLoader):
+    """Safe YAML that also refuses alias bombs and duplicate keys.
+
+    Aliases are fine (yaml.safe_dump writes them for a repeated block) until they multiply: a few
+    kilobytes of nested aliases expand to billions of values, which kept the DAG processor busy for
+    minutes. A duplicate key silently keeps the last value, so a reviewer reading the first one
+    approves something else.
     """
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        values = _expanded_size(node, {})
+        if values > MAX_SPEC_VALUES:
             raise yaml.composer.ComposerError(
                 None,
                 None,
-                f"alias '*{event.anchor}' is not allowed in a pipeline spec: write the value out",
-                event.start_mark,
+                f"the aliases expand to {values:,} values; a spec may hold at most {MAX_SPEC_VALUES:,}",
+                node.start_mark,
             )
-        return super().compose_node(parent, index)
+        return self.construct_document(node)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: dict[Any, Any] = {}
@@ -115,6 +123,21 @@ class _SpecYamlLoader(yaml.SafeLoader):
                 )
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for with every alias written out (each shared node counted
+    once per reference, computed once)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = min(size, 10**12)  # no need to count past the budget by much
+    return sizes[id(node)]
 
 
 def read_spec_yaml(path: Path | str) -> Any:
