@@ -53,15 +53,15 @@ same rows, never duplicates. Ledger: `batch.scored`.
     def batch_inference() -> None:
         @task(max_active_tis_per_dag=1)
         def score() -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowSkipException
+            with fail_fast():
+                from airflow.sdk.exceptions import AirflowSkipException
 
-            from llmops.orchestration import batch as steps
+                from llmops.orchestration import batch as steps
 
-            try:
-                with fail_fast():
+                try:
                     return steps.batch_score(spec.name, current_run_id(), scored_at=reference_time())
-            except steps.NoChampionToScoreWith as exc:  # not yet a model to score with
-                raise AirflowSkipException(str(exc)) from None
+                except steps.NoChampionToScoreWith as exc:  # not yet a model to score with
+                    raise AirflowSkipException(str(exc)) from None
 
         score()
 

@@ -28,18 +28,19 @@ def record_failure(pipeline: str) -> Any:
     """A task failure callback that writes the failure into the governance ledger."""
 
     def callback(context: Any) -> None:
-        from llmops.orchestration.failures import record_task_failure
+        with fail_fast():  # Airflow logs a failing callback's traceback
+            from llmops.orchestration.failures import record_task_failure
 
-        ti = context["ti"]
-        record_task_failure(
-            pipeline,
-            run_id=context["dag_run"].run_id,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            map_index=getattr(ti, "map_index", -1),
-            try_number=getattr(ti, "try_number", None),
-            error=context.get("exception"),
-        )
+            ti = context["ti"]
+            record_task_failure(
+                pipeline,
+                run_id=context["dag_run"].run_id,
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                map_index=getattr(ti, "map_index", -1),
+                try_number=getattr(ti, "try_number", None),
+                error=context.get("exception"),
+            )
 
     return callback
 
@@ -104,6 +105,7 @@ def fail_fast() -> Iterator[None]:
         raise AirflowFailException(f"{type(exc).__name__}: {safe_error_text(exc)}") from exc
     except Exception as exc:
         if isinstance(exc, _control_flow()):
+            _drop_foreign_causes(exc)  # a skip or fail raised from a third-party error
             raise
         if is_own_error(exc):
             _drop_foreign_causes(exc)

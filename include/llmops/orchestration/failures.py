@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from llmops import storage
 from llmops.errors import error_type, safe_error_text
@@ -56,5 +57,10 @@ def record_task_failure(
             run_id,
         )
         log.warning("%s failed (try %s): %s: %s", subject, try_number, kind, message)
-    except Exception:  # pragma: no cover - the callback must never mask the real failure
-        log.exception("could not record the task failure in the ledger")
+    except Exception as exc:  # the callback must never mask the real failure
+        # Where, never the message (a storage error can quote a path's contents or a credential).
+        log.warning(
+            "could not record the task failure in the ledger: %s; raised at:\n%s",
+            safe_error_text(exc),
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )

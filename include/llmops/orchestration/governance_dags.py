@@ -54,23 +54,24 @@ run fails rather than skip data past its date.
     def data_retention() -> None:
         @task
         def pipelines() -> list[str]:
-            return _pipelines(get_current_context()["params"]["pipeline"])
+            with fail_fast():
+                return _pipelines(get_current_context()["params"]["pipeline"])
 
         @task(map_index_template="{{ pipeline }}")
         def apply(pipeline: str) -> dict[str, Any]:
-            from llmops.governance.retention import apply_retention
-            from llmops.governance.sweep import governed_spec
-            from llmops.ledger.events import RetentionFailed
-
-            context = get_current_context()
-            now = context.get("data_interval_end") or context["dag_run"].run_after
-            run_id = context["dag_run"].run_id
             with fail_fast():
+                from llmops.governance.retention import apply_retention
+                from llmops.governance.sweep import governed_spec
+                from llmops.ledger.events import RetentionFailed
+
+                context = get_current_context()
+                now = context.get("data_interval_end") or context["dag_run"].run_after
+                run_id = context["dag_run"].run_id
                 spec = governed_spec(
                     pipeline, run_id, lambda f, e: RetentionFailed(files=f, errors=e), "retention"
                 )
-            summary = apply_retention(spec, now, run_id, dry_run=bool(context["params"]["dry_run"]))
-            return {k: (len(v) if isinstance(v, list) else v) for k, v in summary.items()}
+                summary = apply_retention(spec, now, run_id, dry_run=bool(context["params"]["dry_run"]))
+                return {k: (len(v) if isinstance(v, list) else v) for k, v in summary.items()}
 
         apply.expand(pipeline=pipelines())
 
@@ -138,33 +139,34 @@ who can trigger and read this DAG (see the production guide).
     def data_erasure_request() -> None:
         @task
         def pipelines() -> list[str]:
-            return _pipelines(get_current_context()["params"]["pipeline"])
+            with fail_fast():
+                return _pipelines(get_current_context()["params"]["pipeline"])
 
         @task(map_index_template="{{ pipeline }}")
         def erase(pipeline: str) -> dict[str, Any]:
-            from llmops.governance.erasure import erase_subject
-            from llmops.governance.sweep import governed_spec
-            from llmops.ledger.events import ErasureFailed
-
-            context = get_current_context()
-            params = context["params"]
-            request = params["request_id"]
             with fail_fast():
+                from llmops.governance.erasure import erase_subject
+                from llmops.governance.sweep import governed_spec
+                from llmops.ledger.events import ErasureFailed
+
+                context = get_current_context()
+                params = context["params"]
+                request = params["request_id"]
                 spec = governed_spec(
                     pipeline,
                     context["dag_run"].run_id,
                     lambda f, e: ErasureFailed(pipeline=pipeline, request_id=request, files=f, errors=e),
                     f"erasure/{request}",
                 )
-            if not spec.dataset.subject_column:
-                return {"pipeline": pipeline, "skipped": "no dataset.subject_column"}
-            return erase_subject(
-                spec,
-                params["subject_id"],
-                params["request_id"],
-                context["dag_run"].run_id,
-                params["requested_by"],
-            )
+                if not spec.dataset.subject_column:
+                    return {"pipeline": pipeline, "skipped": "no dataset.subject_column"}
+                return erase_subject(
+                    spec,
+                    params["subject_id"],
+                    params["request_id"],
+                    context["dag_run"].run_id,
+                    params["requested_by"],
+                )
 
         erase.expand(pipeline=pipelines())
 
@@ -232,10 +234,10 @@ period). The schema is described in docs/audit_reports.md.
         @task(retries=0)
         def plan() -> list[dict[str, Any]]:
             """Check the Params and list the versions to report on (a bad Param fails here, named)."""
-            from llmops.orchestration import compliance
-
-            params = get_current_context()["params"]
             with fail_fast():
+                from llmops.orchestration import compliance
+
+                params = get_current_context()["params"]
                 return compliance.plan(
                     params.get("pipeline"),
                     params.get("model_version"),
@@ -246,9 +248,9 @@ period). The schema is described in docs/audit_reports.md.
         @task(map_index_template="{{ item['model_name'] }} v{{ item['version'] }}", max_active_tis_per_dag=2)
         def report(item: dict[str, Any]) -> dict[str, Any]:
             """One version's report: four files written, `report.generated` recorded with their hashes."""
-            from llmops.orchestration import compliance
-
             with fail_fast():
+                from llmops.orchestration import compliance
+
                 return compliance.report_version(item, get_current_context()["dag_run"].run_id)
 
         report.expand(item=plan())

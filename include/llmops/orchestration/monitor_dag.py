@@ -80,37 +80,38 @@ Steps that do not apply show as skipped.
         @task
         def measure() -> dict[str, Any]:
             """Drift and quality of the latest curated data against the champion's training data."""
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from llmops.orchestration import monitor as steps
-
             with fail_fast():
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                from llmops.orchestration import monitor as steps
+
                 summary = steps.measure(spec.name, current_run_id())
-            if summary.get("skipped"):
-                raise AirflowSkipException(summary["reason"])
-            return summary
+                if summary.get("skipped"):
+                    raise AirflowSkipException(summary["reason"])
+                return summary
 
         @task.branch
         def decide(summary: dict[str, Any]) -> list[str]:
             """Alert when a threshold is crossed; also retrain when the spec asks for it."""
-            follow = []
-            if summary["breaches"]:
-                follow.append("alert")
-                if summary.get("retrain"):
-                    follow.append("trigger_retrain")
-            return follow
+            with fail_fast():
+                follow = []
+                if summary["breaches"]:
+                    follow.append("alert")
+                    if summary.get("retrain"):
+                        follow.append("trigger_retrain")
+                return follow
 
         @task
         def alert(summary: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import monitor as steps
-
-            context = get_current_context()
-            ti = context["ti"]
-            try:
-                log_url = ti.log_url
-            except Exception:
-                log_url = None
             with fail_fast():
+                from llmops.orchestration import monitor as steps
+
+                context = get_current_context()
+                ti = context["ti"]
+                try:
+                    log_url = ti.log_url
+                except Exception:
+                    log_url = None
                 return steps.alert(spec.name, summary, current_run_id(), dag_id=ti.dag_id, log_url=log_url)
 
         trigger = TriggerDagRunOperator(
@@ -125,12 +126,13 @@ Steps that do not apply show as skipped.
 
         @task
         def record_retrain(summary: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration import monitor as steps
+            with fail_fast():
+                from llmops.orchestration import monitor as steps
 
-            triggered = get_current_context()["ti"].xcom_pull(
-                task_ids="trigger_retrain", key="trigger_run_id"
-            )
-            return steps.record_retrain(spec.name, summary, current_run_id(), triggered)
+                triggered = get_current_context()["ti"].xcom_pull(
+                    task_ids="trigger_retrain", key="trigger_run_id"
+                )
+                return steps.record_retrain(spec.name, summary, current_run_id(), triggered)
 
         summary = measure()
         decision = decide(summary)

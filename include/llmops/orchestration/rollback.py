@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from llmops.orchestration.dag_support import GOVERNANCE_DEFAULT_ARGS, START_DATE
+from llmops.orchestration.dag_support import GOVERNANCE_DEFAULT_ARGS, START_DATE, fail_fast
 
 
 def rollback_dag() -> DAG:
@@ -49,37 +49,39 @@ restored version on the pipeline's `deployment.targets` (`model.deployed`), and 
     def model_rollback() -> None:
         @task(pool="default_pool")
         def rollback() -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
+            with fail_fast():
+                from airflow.sdk.exceptions import AirflowFailException
 
-            from llmops.errors import PermanentError
-            from llmops.registry.mlflow_registry import PromotionError
+                from llmops.registry.mlflow_registry import PromotionError
 
-            context = get_current_context()
-            params = context["params"]
-            run = context["dag_run"]
-            requested_by = getattr(run, "triggering_user_name", None)
-            try:
-                return rollback_champion(params["model_name"], params["reason"], run.run_id, requested_by)
-            except (PermanentError, PromotionError) as exc:
-                raise AirflowFailException(str(exc)) from exc
+                context = get_current_context()
+                params = context["params"]
+                run = context["dag_run"]
+                requested_by = getattr(run, "triggering_user_name", None)
+                try:
+                    return rollback_champion(params["model_name"], params["reason"], run.run_id, requested_by)
+                except PromotionError as exc:  # a permanent error fails at once through fail_fast
+                    raise AirflowFailException(str(exc)) from exc
 
         @task(retries=1)
         def deploy(moved: dict[str, Any]) -> dict[str, Any]:
             """Deploy the restored champion to the model's `deployment.targets` (none: nothing to do)."""
-            from llmops.orchestration import deploy as steps
+            with fail_fast():
+                from llmops.orchestration import deploy as steps
 
-            context = get_current_context()
-            return steps.deploy_after_rollback(context["params"]["model_name"], context["dag_run"].run_id)
+                context = get_current_context()
+                return steps.deploy_after_rollback(context["params"]["model_name"], context["dag_run"].run_id)
 
         @task(retries=2)
         def notify() -> dict[str, Any]:
             """Send `rolled_back` (and `deployment_failed`) to the model's integrations webhook."""
-            from llmops.orchestration import deploy as steps
+            with fail_fast():
+                from llmops.orchestration import deploy as steps
 
-            context = get_current_context()
-            return steps.notify_rollback(
-                context["params"]["model_name"], context["dag_run"].run_id, dag_id="model_rollback"
-            )
+                context = get_current_context()
+                return steps.notify_rollback(
+                    context["params"]["model_name"], context["dag_run"].run_id, dag_id="model_rollback"
+                )
 
         # A teardown without setups: it runs after deploy whatever happened, and never decides the
         # run's state (a failed rollback or deployment still fails the run).

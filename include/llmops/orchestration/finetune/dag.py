@@ -102,13 +102,13 @@ class _StepTasks:
         @task
         def start() -> str:
             """Resolve which curated snapshot this run trains on and record the run's parameters."""
-            from llmops.orchestration.finetune import data as steps
-
-            context = get_current_context()
-            snapshot_id = context["params"]["curated_snapshot_id"]
-            if snapshot_id == "latest":
-                snapshot_id = _triggering_snapshot(context, snapshot_id)
             with fail_fast():
+                from llmops.orchestration.finetune import data as steps
+
+                context = get_current_context()
+                snapshot_id = context["params"]["curated_snapshot_id"]
+                if snapshot_id == "latest":
+                    snapshot_id = _triggering_snapshot(context, snapshot_id)
                 return steps.start_finetune(spec.name, snapshot_id, dict(context["params"]), current_run_id())
 
         return start()
@@ -118,9 +118,9 @@ class _StepTasks:
 
         @task
         def prepare_data(snapshot_id: str) -> dict[str, Any]:
-            from llmops.orchestration.finetune import data as steps
-
             with fail_fast():
+                from llmops.orchestration.finetune import data as steps
+
                 return steps.prepare_training_data(spec.name, snapshot_id, current_run_id())
 
         return prepare_data(snapshot_id)
@@ -131,11 +131,11 @@ class _StepTasks:
         @task
         def prepare_train(data: dict[str, Any], search: dict[str, Any] | None = None) -> dict[str, Any]:
             """Write the training job's config (the search's best parameters, then Params, win)."""
-            from llmops.orchestration.finetune import train as steps
-
-            params = get_current_context()["params"]
-            overrides = {k: params.get(k) for k in ("learning_rate", "epochs", "max_steps")}
             with fail_fast():
+                from llmops.orchestration.finetune import train as steps
+
+                params = get_current_context()["params"]
+                overrides = {k: params.get(k) for k in ("learning_rate", "epochs", "max_steps")}
                 return steps.prepare_train(spec.name, data, current_run_id(), overrides, search)
 
         return prepare_train(data, search)
@@ -145,9 +145,9 @@ class _StepTasks:
 
         @task
         def collect_train(job: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration.finetune import train as steps
-
             with fail_fast():
+                from llmops.orchestration.finetune import train as steps
+
                 return steps.collect_train(spec.name, job, current_run_id())
 
         return collect_train(job)
@@ -157,9 +157,9 @@ class _StepTasks:
 
         @task
         def prepare_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration.finetune import evaluate as steps
-
             with fail_fast():
+                from llmops.orchestration.finetune import evaluate as steps
+
                 return steps.prepare_evaluate(spec.name, trained, current_run_id())
 
         return prepare_evaluate(trained)
@@ -169,9 +169,9 @@ class _StepTasks:
 
         @task
         def collect_evaluate(job: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration.finetune import evaluate as steps
-
             with fail_fast():
+                from llmops.orchestration.finetune import evaluate as steps
+
                 return steps.collect_evaluate(spec.name, job, current_run_id())
 
         return collect_evaluate(job)
@@ -181,9 +181,9 @@ class _StepTasks:
 
         @task(retries=0)
         def check_gates(evaluation: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration.finetune import evaluate as steps
-
             with fail_fast():
+                from llmops.orchestration.finetune import evaluate as steps
+
                 return steps.check_gates(spec.name, evaluation, trained, current_run_id())
 
         return check_gates(evaluation, trained)
@@ -193,9 +193,9 @@ class _StepTasks:
 
         @task
         def register(trained: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration.finetune import release as steps
-
             with fail_fast():
+                from llmops.orchestration.finetune import release as steps
+
                 return steps.register(spec.name, trained, decision, current_run_id())
 
         return register(trained, decision)
@@ -206,10 +206,10 @@ class _StepTasks:
         @task(pool="default_pool", max_active_tis_per_dag=1)
         def promote(registered: dict[str, Any], approval: dict[str, Any] | None = None) -> dict[str, Any]:
             """Move `champion` (one promotion per model at a time; the alias is checked after)."""
-            from llmops.orchestration.finetune import release as steps
-
-            enabled = bool(get_current_context()["params"]["promote"])
             with fail_fast():
+                from llmops.orchestration.finetune import release as steps
+
+                enabled = bool(get_current_context()["params"]["promote"])
                 return steps.promote(
                     spec.name, registered, current_run_id(), enabled=enabled, approval=approval
                 )
@@ -221,9 +221,9 @@ class _StepTasks:
 
         @task
         def audit_report() -> dict[str, Any]:
-            from llmops.orchestration.finetune import release as steps
-
             with fail_fast():
+                from llmops.orchestration.finetune import release as steps
+
                 return steps.audit_report(spec.name, current_run_id())
 
         return audit_report()
@@ -234,13 +234,13 @@ class _StepTasks:
         @task(retries=1)
         def deploy(promoted: dict[str, Any]) -> dict[str, Any]:
             """Serve the new champion on each `deployment.targets` entry (smoke test, manifests)."""
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from llmops.orchestration import deploy as steps
-
-            if not promoted.get("promoted"):
-                raise AirflowSkipException("the champion did not change in this run: nothing to deploy")
             with fail_fast():
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                from llmops.orchestration import deploy as steps
+
+                if not promoted.get("promoted"):
+                    raise AirflowSkipException("the champion did not change in this run: nothing to deploy")
                 return steps.deploy(spec.name, current_run_id(), trigger="promotion")
 
         return deploy(promoted)
@@ -251,9 +251,9 @@ class _StepTasks:
         @task
         def notify() -> dict[str, Any]:
             """Tell downstream systems what happened (promoted, gate_failed, deployment_failed)."""
-            from llmops.orchestration import deploy as steps
-
             with fail_fast():
+                from llmops.orchestration import deploy as steps
+
                 return steps.notify_finetune(spec.name, current_run_id(), dag_id=spec.finetune_dag_id)
 
         return notify()
@@ -347,9 +347,10 @@ def _run_job(
 
         @task(task_id=task_id, retries=retries)
         def run_locally(job: dict[str, Any]) -> None:
-            from llmops.orchestration.finetune import jobs as steps
+            with fail_fast():
+                from llmops.orchestration.finetune import jobs as steps
 
-            steps.run_job(spec.name, module, job["config_uri"], current_run_id())
+                steps.run_job(spec.name, module, job["config_uri"], current_run_id())
 
         ran = run_locally(job)
     collected = collect(job)
@@ -367,17 +368,17 @@ def _stage_group(spec: PipelineSpec, name: str, data: Any) -> Any:
 
     @task(task_id="prepare")
     def prepare_stage(data: dict[str, Any]) -> dict[str, Any]:
-        from llmops.orchestration.finetune import train as steps
-
-        max_steps = get_current_context()["params"].get("max_steps")
         with fail_fast():
+            from llmops.orchestration.finetune import train as steps
+
+            max_steps = get_current_context()["params"].get("max_steps")
             return steps.prepare_stage(spec.name, data, name, current_run_id(), max_steps)
 
     @task(task_id="collect")
     def collect_stage(job: dict[str, Any]) -> dict[str, Any]:
-        from llmops.orchestration.finetune import train as steps
-
         with fail_fast():
+            from llmops.orchestration.finetune import train as steps
+
             return steps.collect_stage(spec.name, job, current_run_id())
 
     with TaskGroup(group_id=f"stage_{name}", tooltip=f"chain stage {name}: prepare, train, check its gates"):
@@ -396,16 +397,16 @@ def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
 
     @task
     def plan_search(data: dict[str, Any]) -> list[dict[str, Any]]:
-        from llmops.orchestration.finetune import search as steps
-
         with fail_fast():
+            from llmops.orchestration.finetune import search as steps
+
             return steps.plan_search(spec.name, data, current_run_id(), dict(get_current_context()["params"]))
 
     @task(trigger_rule="all_done")
     def finish_search(data: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
-        from llmops.orchestration.finetune import search as steps
-
         with fail_fast():
+            from llmops.orchestration.finetune import search as steps
+
             return steps.finish_search(spec.name, data, trials, current_run_id())
 
     trials = plan_search(data)
@@ -434,10 +435,11 @@ def _search_tasks(spec: PipelineSpec, data: Any) -> Any:
         )
         def run_trial(trial: dict[str, Any], trials: list[dict[str, Any]]) -> None:
             """One search trial; pruned by the study's median pruner, failure recorded, not fatal."""
-            from llmops.orchestration.finetune import jobs as steps
+            with fail_fast():
+                from llmops.orchestration.finetune import jobs as steps
 
-            _skip_over_budget(spec, trial, trials, get_current_context())
-            steps.run_job(spec.name, "llmops.training", trial["config_uri"], current_run_id())
+                _skip_over_budget(spec, trial, trials, get_current_context())
+                steps.run_job(spec.name, "llmops.training", trial["config_uri"], current_run_id())
 
         ran = run_trial.partial(trials=trials).expand(trial=trials)
     summary = finish_search(data, trials)
@@ -474,6 +476,7 @@ def _trial_budget_guard(spec: PipelineSpec) -> Any:
         return None
 
     def guard(context: Any) -> None:
-        _skip_over_budget(spec, None, None, context)
+        with fail_fast():
+            _skip_over_budget(spec, None, None, context)
 
     return guard

@@ -56,57 +56,57 @@ run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}
     def ingest() -> None:
         @task
         def plan() -> list[dict[str, Any]]:
-            from llmops.orchestration.ingest.extract import plan
-
             with fail_fast():
+                from llmops.orchestration.ingest.extract import plan
+
                 return plan(spec.name, current_run_id())
 
         @task(max_active_tis_per_dag=4, map_index_template="{{ item['source'] }}[{{ item['partition'] }}]")
         def extract(item: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration.ingest.extract import extract_partition
-
             with fail_fast():
+                from llmops.orchestration.ingest.extract import extract_partition
+
                 return extract_partition(spec.name, item, current_run_id())
 
         @task(outlets=list(raws.values()))
         def commit(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            from llmops.orchestration.ingest.extract import commit_raw
-
             with fail_fast():
+                from llmops.orchestration.ingest.extract import commit_raw
+
                 committed = commit_raw(spec.name, list(parts), current_run_id())
-            events = get_current_context()["outlet_events"]
-            for item in committed:
-                events[raws[item["source"]]].extra = {
-                    "snapshot_id": item["snapshot_id"],
-                    "rows": item["row_count"],
-                }
-            return committed
+                events = get_current_context()["outlet_events"]
+                for item in committed:
+                    events[raws[item["source"]]].extra = {
+                        "snapshot_id": item["snapshot_id"],
+                        "rows": item["row_count"],
+                    }
+                return committed
 
         @task
         def validate(raw: list[dict[str, Any]]) -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from llmops.orchestration.ingest.validate import validate as validate_step
-
             with fail_fast():
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                from llmops.orchestration.ingest.validate import validate as validate_step
+
                 result = validate_step(spec.name, list(raw), current_run_id(), now=reference_time())
-            if result.get("no_new_data"):
-                raise AirflowSkipException(
-                    "no new rows since the last committed watermark: nothing to publish"
-                )
-            return result
+                if result.get("no_new_data"):
+                    raise AirflowSkipException(
+                        "no new rows since the last committed watermark: nothing to publish"
+                    )
+                return result
 
         @task(outlets=[asset])
         def curate(validated: dict[str, Any]) -> dict[str, Any]:
-            from llmops.orchestration.ingest.curate import curate as curate_step
-
             with fail_fast():
+                from llmops.orchestration.ingest.curate import curate as curate_step
+
                 result = curate_step(spec.name, validated, current_run_id())
-            get_current_context()["outlet_events"][asset].extra = {
-                "curated_snapshot_id": result["curated_snapshot_id"],
-                "row_count": result["row_count"],
-            }
-            return result
+                get_current_context()["outlet_events"][asset].extra = {
+                    "curated_snapshot_id": result["curated_snapshot_id"],
+                    "row_count": result["row_count"],
+                }
+                return result
 
         curate(validate(commit(extract.expand(item=plan()))))
 
