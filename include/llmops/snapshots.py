@@ -515,17 +515,22 @@ def delete_snapshot(ref: SnapshotRef, lake_root: str) -> None:
 
 def write_split_files(
     snapshot_uri: str, rows: list[dict[str, str]], fields: tuple[str, ...] | list[str]
-) -> None:
+) -> dict[str, str]:
     """train.jsonl and eval.jsonl beside the Parquet: what the training and evaluation jobs read.
 
-    Written only when missing (a snapshot is immutable; a retry finds the same content).
+    Written only when missing (a snapshot is immutable; a retry finds the same content). Returns
+    each file's sha256 as it should be: the ledger records it and the jobs check what they read.
     """
+    hashes = {}
     for split, name in zip(("train", "eval"), SPLIT_FILES, strict=True):
         uri = storage.join(snapshot_uri, name)
-        if storage.exists(uri):
-            continue
         lines = "".join(json.dumps({f: r[f] for f in fields}) + "\n" for r in rows if r["split"] == split)
-        storage.write_bytes(uri, lines.encode())
+        data = lines.encode()
+        digest = hashlib.sha256(data).hexdigest()
+        if not storage.exists(uri) or hashlib.sha256(storage.read_bytes(uri)).hexdigest() != digest:
+            storage.write_bytes(uri, data)  # missing, or not what the rows say (a damaged copy)
+        hashes[name] = digest
+    return hashes
 
 
 def split_file_uris(lake_root: str, pipeline: str, dataset: str, snapshot_id: str) -> tuple[str, str]:

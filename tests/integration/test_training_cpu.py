@@ -391,6 +391,24 @@ def test_bad_inputs_fail_fast_with_a_failed_result(workspace: dict[str, Path], t
     assert "lora.r" in bad.stdout
 
 
+def test_a_train_file_changed_after_the_dataset_was_built_is_refused(
+    workspace: dict[str, Path], tmp_path: Path
+) -> None:
+    """The config carries the hash the ledger recorded; a file with other bytes fails at once
+    (exit 2, a failed result naming the field) instead of being trained on."""
+    from llmops.jobs.artifacts import file_sha256
+
+    output_dir = tmp_path / "run"
+    recorded = file_sha256(Path(workspace["train"]))
+    changed = tmp_path / "train.jsonl"
+    changed.write_text(Path(workspace["train"]).read_text() + '{"prompt": "x", "completion": "planted"}\n')
+    job = job_config(workspace, output_dir, train_file=str(changed), train_sha256=recorded)
+    done = run_module("llmops.training", job, tmp_path / "job.json", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "train_file: " in done.stdout and "is not the file recorded for this dataset" in done.stdout
+    assert json.loads((output_dir / "result.json").read_text())["status"] == "failed"
+
+
 # --- packing, chat template, QLoRA, early stopping, pruning, DDP ----------------------------------
 
 

@@ -5,6 +5,7 @@ encrypted raw snapshot, the ledger and a curated snapshot with its PII masked.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
@@ -17,7 +18,6 @@ from llmops.specs.sources import SourceKind, register_source_kind, unregister_so
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from pathlib import Path
 
     import pyarrow as pa
 
@@ -268,3 +268,37 @@ def test_a_raw_snapshot_without_a_ledger_record_is_not_validated(
     item = {"source": "pasted", "snapshot_id": planted.snapshot_id, "row_count": 1}
     with pytest.raises(SnapshotTampered, match="has no creation record in the governance ledger"):
         validate.validate(PIPELINE, [item], run_id)
+
+
+def test_the_split_files_jobs_read_are_checked_against_the_ledger(
+    inline_kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger records the hashes of train.jsonl/eval.jsonl when the dataset is built; the job
+    config carries them, and a file edited afterwards is refused by the job's check."""
+    from llmops.jobs.artifacts import file_sha256
+    from llmops.jobs.runtime import DataFileTampered, check_data_file
+    from llmops.orchestration.finetune.data import prepare_training_data, start_finetune
+    from llmops.orchestration.finetune.jobs import sft_files, split_hashes
+    from llmops.orchestration.ingest import curate, extract, validate
+    from llmops.specs.pinned import run_spec
+
+    _project(tmp_path, monkeypatch)
+    run_id = "manual__inline_4"
+    parts = [extract.extract_partition(PIPELINE, item, run_id) for item in extract.plan(PIPELINE, run_id)]
+    validated = validate.validate(PIPELINE, extract.commit_raw(PIPELINE, parts, run_id), run_id)
+    curated_id = curate.curate(PIPELINE, validated, run_id)["curated_snapshot_id"]
+    finetune_run = "manual__finetune_2"
+    start_finetune(PIPELINE, curated_id, {}, finetune_run)
+    data = prepare_training_data(PIPELINE, curated_id, finetune_run)
+    spec = run_spec(PIPELINE, finetune_run)
+    train_file, eval_file = sft_files(spec, data["sft_snapshot_id"])
+    hashes = split_hashes(spec, data["sft_snapshot_id"])
+    assert hashes == {
+        "train_sha256": file_sha256(Path(train_file)),
+        "eval_sha256": file_sha256(Path(eval_file)),
+    }
+    check_data_file(Path(train_file), hashes["train_sha256"], "train_file")
+    with open(train_file, "a") as handle:
+        handle.write('{"prompt": "planted", "completion": "planted"}\n')
+    with pytest.raises(DataFileTampered, match="train_file: .* is not the file recorded"):
+        check_data_file(Path(train_file), hashes["train_sha256"], "train_file")

@@ -99,6 +99,9 @@ class EvalJobConfig(StrictConfig):
         description="Held-out JSONL; rows per method: sft {'prompt', 'completion'}, continued_pretraining "
         "{'text'}, preference {'prompt', 'chosen', 'rejected'}.",
     )
+    eval_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 the file must have (from the ledger)."
+    )
     output_file: str = Field(min_length=1, description="Metrics JSON, written atomically (local or s3://).")
     max_samples: int = Field(
         default=64,

@@ -69,6 +69,7 @@ from llmops.jobs.artifacts import json_safe, weights_sha256, write_json_atomic
 from llmops.jobs.config import ConfigError
 from llmops.jobs.runtime import (
     JobInputError,
+    check_data_file,
     library_versions,
     load_base_model,
     load_tokenizer,
@@ -216,7 +217,9 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         if config.champion_adapter_path
         else None
     )
-    rows = read_eval_rows(fetch_file(config.eval_file, "eval_file"), config)
+    eval_path = fetch_file(config.eval_file, "eval_file")
+    check_data_file(eval_path, config.eval_sha256, "eval_file")
+    rows = read_eval_rows(eval_path, config)
     golden: dict[str, list[dict[str, str]]] = {}
     for i, golden_set in enumerate(config.golden_sets):
         field = f"golden_sets[{i}].file"

@@ -113,9 +113,10 @@ def _rewrite(
         raise ErasureError(
             f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}: row counts do not reconcile after erasure"
         )
+    split_sha256 = None
     if ref.zone == snapshots.TRAINING_ZONE:  # the trainer reads JSON Lines beside the Parquet
         fields = [c for c in keep.columns if c not in ("key", "split")]
-        snapshots.write_split_files(new_ref.uri, keep.to_dict(orient="records"), fields)
+        split_sha256 = snapshots.write_split_files(new_ref.uri, keep.to_dict(orient="records"), fields)
     latest = storage.join(snapshots.dataset_uri(lake, ref.zone, ref.pipeline, ref.dataset), snapshots.LATEST)
     repoint = storage.exists(latest) and storage.read_json(latest).get("snapshot_id") == ref.snapshot_id
     snapshots.delete_snapshot(ref, lake)
@@ -130,6 +131,7 @@ def _rewrite(
             rows_removed=removed,
             rows_kept=new_manifest["row_count"],
             new_sha256=new_manifest["content_sha256"],
+            new_split_sha256=split_sha256,
         ),
         f"{ref.zone}/{ref.dataset}/{ref.snapshot_id}",
         run_id,

@@ -65,6 +65,24 @@ def recorded_sha256(spec: PipelineSpec, ref: SnapshotRef, manifest: dict[str, An
     return None
 
 
+def recorded_split_sha256(spec: PipelineSpec, ref: SnapshotRef) -> dict[str, str] | None:
+    """The hashes of a training snapshot's train.jsonl/eval.jsonl as the ledger recorded them
+    (None for a dataset recorded before they were)."""
+    ledger = get_ledger()
+    for row in ledger.records(pipeline=spec.name, subject=_creation_subject(ref)):
+        if row.event_type in (StageDatasetCreated.name, FinalDatasetCreated.name):
+            return row.payload.get("split_sha256")
+    replaced = (snapshots.read_manifest(ref).get("identity") or {}).get("erasure_of")
+    if replaced:
+        subject = f"{ref.zone}/{ref.dataset}/{replaced}"
+        for row in ledger.records(
+            pipeline=spec.name, event_type=ErasureSnapshotRewritten.name, subject=subject
+        ):
+            if row.payload.get("new_snapshot_id") == ref.snapshot_id:
+                return row.payload.get("new_split_sha256")
+    return None
+
+
 def check_snapshot(spec: PipelineSpec, ref: SnapshotRef) -> dict[str, Any]:
     """The snapshot's manifest, once its content hash matches the ledger's record of it."""
     manifest = snapshots.read_manifest(ref)

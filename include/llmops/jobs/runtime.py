@@ -40,6 +40,25 @@ class JobInputError(ValueError):
     """
 
 
+class DataFileTampered(JobInputError):
+    """A data file a job was given differs from the one the ledger recorded."""
+
+
+def check_data_file(path: Path, expected: str | None, field: str) -> None:
+    """Refuse to train or evaluate on a file whose bytes are not the ones recorded when the
+    dataset was built (None: the dataset predates the record, nothing to compare)."""
+    if expected is None:
+        return
+    from llmops.jobs.artifacts import file_sha256
+
+    actual = file_sha256(path)
+    if actual != expected:
+        raise DataFileTampered(
+            f"{field}: {path} is not the file recorded for this dataset (sha256 {actual[:12]}..., "
+            f"recorded {expected[:12]}...): it was changed after the dataset was built"
+        )
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to stdout, which the Airflow side streams (a no-op when the host configured logging)."""
     logging.basicConfig(level=level, stream=sys.stdout, format=LOG_FORMAT)

@@ -161,6 +161,7 @@ class _TrainingDataset(Event):
     suite: dict[str, Any]
     stats: dict[str, Any]
     columns: list[str]
+    split_sha256: dict[str, str] | None = None  # train.jsonl/eval.jsonl: what the jobs check they read
 
 
 class StageDatasetCreated(_TrainingDataset):
@@ -463,6 +464,7 @@ class ErasureSnapshotRewritten(Event):
     rows_removed: int
     rows_kept: int
     new_sha256: str | None = None  # the rewritten content's hash: what readers check it against
+    new_split_sha256: dict[str, str] | None = None  # a training snapshot's rewritten split files
 
 
 class ErasureModelFlagged(Event):

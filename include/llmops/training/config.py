@@ -91,6 +91,12 @@ class TrainingJobConfig(StrictConfig):
         "preference {'prompt', 'chosen', 'rejected'}.",
     )
     eval_file: str = Field(min_length=1, description="Held-out JSONL in the same format as train_file.")
+    train_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 the file must have (from the ledger)."
+    )
+    eval_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 the file must have (from the ledger)."
+    )
     output_dir: str = Field(
         min_length=1,
         description="Receives adapter/, checkpoints/, manifest.json and result.json (local or s3://).",

@@ -25,6 +25,7 @@ from llmops.jobs.results import RESULT_FILE
 from llmops.jobs.runtime import (
     DistributedContext,
     JobInputError,
+    check_data_file,
     check_quantization_support,
     job_wall_seconds,
     library_versions,
@@ -152,9 +153,11 @@ def _stage_inputs(config: TrainingJobConfig, recipe: TrainerRecipe, dist: Distri
     check_launch(config, dist)
     if not dist.is_main:
         logging.getLogger("llmops").setLevel(logging.WARNING)  # one copy of each log line, from rank 0
-    base_dir = fetch_model_dir(config.base_model_path)
     train_path = fetch_file(config.train_file, "train_file")
     eval_path = fetch_file(config.eval_file, "eval_file")
+    check_data_file(train_path, config.train_sha256, "train_file")
+    check_data_file(eval_path, config.eval_sha256, "eval_file")
+    base_dir = fetch_model_dir(config.base_model_path)
     train_rows = recipe.read_rows(train_path, "train_file")
     eval_rows = recipe.read_rows(eval_path, "eval_file")
     data_files = {

@@ -186,8 +186,9 @@ def write_dataset(
             "method": stage.method,
         },
     )
-    snapshots.write_split_files(ref.uri, rows, fields)
+    split_sha256 = snapshots.write_split_files(ref.uri, rows, fields)
     return {
+        "split_sha256": split_sha256,
         "stage": stage_name,
         "method": stage.method,
         "dataset": stage.dataset_name,

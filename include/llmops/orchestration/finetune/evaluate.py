@@ -18,6 +18,7 @@ from llmops.orchestration.finetune.jobs import (
     job_location,
     job_root,
     sft_files,
+    split_hashes,
 )
 from llmops.settings import get_settings
 from llmops.specs.pinned import run_spec
@@ -101,6 +102,7 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "base_model_path": trained["base_model_dir"],
         "adapter_path": trained["adapter_dir"],
         "eval_file": eval_file,
+        "eval_sha256": split_hashes(spec, trained["sft_snapshot_id"])["eval_sha256"],
         "output_file": job_location(storage.join(root, "output", "metrics.json")),
         "max_samples": evaluation.max_samples,
         "max_new_tokens": evaluation.max_new_tokens,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
+from llmops.lake import SPLIT_FILES
 from llmops.settings import get_settings
 from llmops.specs import spec_hash
 from llmops.specs.pinned import run_spec
@@ -69,6 +70,21 @@ def sft_files(spec: PipelineSpec, sft_snapshot_id: str, dataset: str | None = No
         get_settings().lake_root, spec.name, dataset or spec.training.dataset_name, sft_snapshot_id
     )
     return job_location(train), job_location(evaluation)
+
+
+def split_hashes(
+    spec: PipelineSpec, sft_snapshot_id: str, dataset: str | None = None
+) -> dict[str, str | None]:
+    """The hashes the ledger holds for a training snapshot's split files, as the job config's
+    `train_sha256`/`eval_sha256`: the job refuses files that differ (None: not recorded)."""
+    from llmops.governance.integrity import recorded_split_sha256
+
+    ref = snapshots.snapshot_ref(
+        get_settings().lake_root, "sft", spec.name, dataset or spec.training.dataset_name, sft_snapshot_id
+    )
+    recorded = recorded_split_sha256(spec, ref) or {}
+    train, evaluation = SPLIT_FILES
+    return {"train_sha256": recorded.get(train), "eval_sha256": recorded.get(evaluation)}
 
 
 def job_env(spec: PipelineSpec) -> dict[str, str]:
@@ -131,6 +147,7 @@ def build_train_job(
         "base_model_path": data.get("base_model_dir") or resolve_base_model(training.base_model.uri),
         "train_file": train_file,
         "eval_file": eval_file,
+        **split_hashes(spec, snapshot_id, method.dataset_name),
         "output_dir": job_location(storage.join(root, "output")),
         "lora": lora,
         "hyperparameters": hyperparameters,
