@@ -149,6 +149,10 @@ def test_report_of_a_run_failed_at_each_step_is_written_and_names_the_failure(
         assert [s["name"] for s in report["data"]["sources"]] == ["helpdesk_db"]
 
 
+def _refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def test_report_of_a_diverged_run_rejected_by_its_gates_renders_nan_and_missing_metrics(lake):
     """Expect a NaN loss, a metric never produced and a gate without an observation to render."""
     from llmops.reports.audit import write_audit_report
@@ -159,6 +163,7 @@ def test_report_of_a_diverged_run_rejected_by_its_gates_renders_nan_and_missing_
     assert paths["decision"] == "rejected by gates"
     html = Path(paths["html"]).read_text()
     assert "train loss nan, eval loss n/a, n/a steps" in html
+    json.loads(Path(paths["json"]).read_text(), parse_constant=_refuse)  # strict JSON: no NaN
     assert "<td>token_f1</td><td>not produced</td>" in html
     assert "metric was not produced" in html and "check_gates: GateFailed" in html
 

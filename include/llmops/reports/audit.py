@@ -237,7 +237,11 @@ def write_audit_report(spec: PipelineSpec, run_id: str) -> dict[str, str]:
     folder = storage.join(get_settings().reports_root, spec.name, safe_run_id(run_id))
     json_uri = storage.join(folder, "audit_report.json")
     html_uri = storage.join(folder, "audit_report.html")
-    storage.write_json(json_uri, report)
+    from llmops.jobs.artifacts import json_safe
+
+    # Strict JSON (a diverged run's NaN loss is null there; the page still says "nan").
+    text = json.dumps(json_safe(report), indent=2, sort_keys=True, default=str, allow_nan=False)
+    storage.write_bytes(json_uri, (text + "\n").encode())
     storage.write_bytes(html_uri, render_html(report).encode())
     latest = storage.join(get_settings().reports_root, spec.name, "LATEST.json")
     storage.write_json(latest, {"run_id": run_id, "html": html_uri, "json": json_uri})
