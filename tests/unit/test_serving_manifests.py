@@ -150,7 +150,7 @@ def test_kserve_inference_service_structure_and_embedded_pod_spec():
         ),
         (
             lambda d: d["spec"]["predictor"]["initContainers"][0].pop("name"),
-            "InferenceService.spec.predictor: not a valid V1PodSpec: Invalid value for `name`",
+            "InferenceService.spec.predictor: not a valid V1PodSpec (field name)",
         ),
     ],
 )

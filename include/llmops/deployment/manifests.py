@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import safe_error_text
+
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
     from llmops.specs.schema import ServingKubernetes
@@ -353,6 +355,13 @@ _MODEL_TYPES = {
 }
 
 
+def _named_field(exc: BaseException) -> str:
+    """The field a Kubernetes client error names ("Invalid value for `image`"): the name only, as
+    the rest of its text can quote the value (an env var, a credential)."""
+    found = re.search(r"`([A-Za-z_][A-Za-z0-9_]*)`", str(exc))
+    return f" (field {found.group(1)})" if found else ""
+
+
 def round_trip(doc: dict[str, Any], model: str, where: str) -> dict[str, Any]:
     """Deserialise ``doc`` into the Kubernetes client model ``model`` (client-side validation on)
     and serialise it back; any difference is a field the API does not know, or a wrong type."""
@@ -365,7 +374,9 @@ def round_trip(doc: dict[str, Any], model: str, where: str) -> dict[str, Any]:
         try:
             obj = client.deserialize(SimpleNamespace(data=json.dumps(doc)), model)
         except (ValueError, TypeError) as exc:
-            raise ManifestError(f"{where}: not a valid {model}: {exc}") from None
+            raise ManifestError(
+                f"{where}: not a valid {model}{_named_field(exc)}: {safe_error_text(exc)}"
+            ) from None
         back = client.sanitize_for_serialization(obj)
     if back != doc:
         raise ManifestError(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
+from llmops.errors import safe_error_text
 from llmops.governance.sweep import SnapshotsNotDone, failure_message
 from llmops.ledger import record
 from llmops.ledger.events import RetentionApplied, RetentionDeleted, RetentionFailed, RetentionKept
@@ -102,8 +103,8 @@ def apply_retention(spec: PipelineSpec, now: datetime, run_id: str, dry_run: boo
             if not dry_run:
                 try:
                     _delete(spec, ref, lake)
-                except Exception as exc:  # named by file; a library's message may quote a path only
-                    failures[ref.uri] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                except Exception as exc:  # named by file and type: a library's text may quote data
+                    failures[ref.uri] = safe_error_text(exc)
                     continue
                 record(spec, RetentionDeleted(**item), f"{zone}/{ref.dataset}/{ref.snapshot_id}", run_id)
             summary["deleted"].append(item)

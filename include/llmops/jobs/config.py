@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from llmops.errors import safe_error_text
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -82,7 +84,7 @@ def read_json_config(path: Path | str) -> dict[str, Any]:
         try:
             text = storage.read_bytes(path).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(path, [f"cannot read file: {exc}"]) from None
+            raise ConfigError(path, [f"cannot read file: {safe_error_text(exc)}"]) from None
     else:
         path = Path(path)
         try:

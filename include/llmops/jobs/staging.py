@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import safe_error_text
 from llmops.jobs.artifacts import canonical_json_sha256, weights_sha256, write_json_atomic
 from llmops.jobs.config import REMOTE_SCHEMES
 from llmops.jobs.runtime import JobInputError, resolve_model_dir
@@ -76,7 +77,8 @@ def remote_listing(uri: str, field: str) -> list[dict[str, Any]]:
         else:
             found = fs.find(base, detail=True)
     except (OSError, ValueError) as exc:
-        raise JobInputError(f"{field}: cannot list {uri}: {exc}") from None
+        # The field and URI say where; a storage client's text can quote credentials or contents.
+        raise JobInputError(f"{field}: cannot list {uri}: {safe_error_text(exc)}") from None
     listing = []
     for name, info in found.items():
         if info.get("type") == "directory" or name.endswith("/") or not name.startswith(base + "/"):
@@ -126,7 +128,7 @@ def _fetch(uri: str, kind: str, field: str, *, single_file: bool) -> Path:
             _download(uri, listing, tmp, single_file=single_file)
             os.replace(tmp, entry)
         except FileNotFoundError as exc:
-            raise JobInputError(f"{field}: {uri}: {exc}") from None
+            raise JobInputError(f"{field}: {uri}: {safe_error_text(exc)}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return entry

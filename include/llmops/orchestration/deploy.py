@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from llmops import storage
-from llmops.errors import PermanentError
+from llmops.errors import PermanentError, safe_error_text
 from llmops.ledger import get_ledger, record
 from llmops.ledger.events import (
     ModelDeployed,
@@ -211,8 +212,16 @@ def deploy(pipeline: str, run_id: str, trigger: str = "promotion") -> dict[str, 
             else:
                 outcome = _deploy_manifest(spec, target, name, info, run_id)
         except Exception as exc:
-            log.exception("deployment of %s v%s to %s failed", name, version, target)
-            outcome = {"passed": False, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            # Recorded in the ledger and logged by type and place: a client's text can quote a credential.
+            log.warning(
+                "deployment of %s v%s to %s failed: %s; raised at:\n%s",
+                name,
+                version,
+                target,
+                safe_error_text(exc),
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            outcome = {"passed": False, "error": safe_error_text(exc)}
         payload = {
             "model_name": name,
             "version": version,

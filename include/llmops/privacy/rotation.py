@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmops import storage
+from llmops.errors import safe_error_text
 from llmops.privacy import crypto
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def rotate_key_file(
     except FileNotFoundError:
         raise RotationError(f"{key_file_uri}: key file is missing") from None
     except ValueError as exc:  # JSONDecodeError is a ValueError
-        raise RotationError(f"{key_file_uri}: key file is malformed ({exc})") from None
+        raise RotationError(f"{key_file_uri}: key file is malformed ({safe_error_text(exc)})") from None
     if wrapped.kek_id == new_id:
         return "skipped"
     if wrapped.kek_id.startswith(KMS_KEK_PREFIX):
@@ -82,7 +83,7 @@ def rotate_key_file(
         rewrapped = crypto.rewrap(wrapped, old_kek, new_kek)
     except crypto.DecryptionError as exc:
         raise RotationError(
-            f"{key_file_uri}: cannot unwrap with the old key ({exc}); nothing was rewritten"
+            f"{key_file_uri}: cannot unwrap with the old key ({safe_error_text(exc)}); nothing was rewritten"
         ) from None
     if dry_run:
         return "rewrapped"
@@ -154,7 +155,9 @@ def _write_record(folder: _Folder, old_id: str, new_id: str, errors: list[dict[s
     try:
         storage.write_json(record_uri, record)
     except OSError as exc:
-        errors.append({"path": record_uri, "error": f"could not write the rotation record: {exc}"})
+        errors.append(
+            {"path": record_uri, "error": f"could not write the rotation record: {safe_error_text(exc)}"}
+        )
         return False
     return True
 
@@ -192,7 +195,7 @@ def _rotate_part(
     except RotationError as exc:
         message = str(exc)
     except OSError as exc:  # e.g. a failed S3 request: report it and go on with the rest
-        message = f"{uri}: {type(exc).__name__}: {exc}"
+        message = f"{uri}: {safe_error_text(exc)}"
     else:
         message = ""
     if message:

@@ -17,6 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import safe_error_text
 from llmops.jobs.artifacts import canonical_json_sha256
 from llmops.jobs.config import ConfigError
 from llmops.jobs.results import RESULT_FILE
@@ -48,7 +49,7 @@ def write_failure(config: TrainingJobConfig, error: BaseException, started: floa
         "status": "failed",
         "method": config.method,
         "run_name": config.run_name,
-        "error": f"{type(error).__name__}: {error}",
+        "error": safe_error_text(error),  # read back into the study, the ledger and reports
         "elapsed_s": round(time.perf_counter() - started, 3),
         "config_sha256": canonical_json_sha256(config.resolved_dict()),
     }
