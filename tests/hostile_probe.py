@@ -104,6 +104,15 @@ ROWS = [(f"T-{i:02d}", f"parcel {i} is late") for i in range(12)] + [
 ]
 
 
+LEGACY_CSV = (
+    b'ticket_id,body\nT-20,"parcel 20 is late"\nT-21,"caf\xe9 order, reply to ' + PLANTED[0].encode() + b'"\n'
+)
+#: Rows in the source files: 17 in tickets.csv, 2 in the legacy file.
+SOURCE_ROWS = len(ROWS) + 2
+#: What validation must make of them.
+EXPECTED = {"quarantined": 4, "deduplicated": 2}
+
+
 def setup(root: Path) -> dict[str, Any]:
     """A pipelines folder, GX suite, lake and ledger under `root`, selected through the environment."""
     drops, pipelines, gx = root / "drops", root / "pipelines", root / "gx" / "expectations"
@@ -111,6 +120,8 @@ def setup(root: Path) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
     lines = ["ticket_id,body"] + [f'{k},"{b}"' for k, b in ROWS]
     (drops / "tickets.csv").write_text("\n".join(lines) + "\n")
+    # A second drop from a Latin-1 system: one row is not UTF-8 (quarantined, the other goes on).
+    (drops / "tickets_legacy.csv").write_bytes(LEGACY_CSV)
     spec = _spec(drops)
     (pipelines / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
     (gx / f"{PIPELINE}.json").write_text(json.dumps({"name": PIPELINE, "expectations": []}))
@@ -407,32 +418,57 @@ def _judge(tally: Tally, case: Case, call: Callable[[], Any]) -> None:
 
 
 def _judge_rows(tally: Tally) -> None:
-    """The 5 bad rows: the 3 without a usable key quarantined, the 2 copies deduplicated, and every
-    row of the source file (counted from the file, not from the frame) accounted for."""
+    """The 6 bad rows: the 3 without a usable key and the one that is not UTF-8 quarantined with
+    their reasons, the 2 copies deduplicated, and every row of the source files (counted from the
+    files, not from the frame) accounted for."""
     from llmops.ledger import get_ledger
     from llmops.ledger.events import DatasetValidated
 
     validated = get_ledger().records(pipeline=PIPELINE, event_type=DatasetValidated.name)[0].payload
     deduplicated = validated["normalisation"]["rows_deduplicated"]
-    tally.rows_lost = len(ROWS) - (validated["rows_accepted"] + validated["rows_quarantined"] + deduplicated)
-    bad = len(ROWS) - 12
+    tally.rows_lost = SOURCE_ROWS - (
+        validated["rows_accepted"] + validated["rows_quarantined"] + deduplicated
+    )
+    bad = sum(EXPECTED.values())
     tally.tried += bad
-    if validated["rows_quarantined"] == 3 and deduplicated == 2 and tally.rows_lost == 0:
+    reasons = json.dumps(validated["quarantine_reasons"])
+    outcome = {"quarantined": validated["rows_quarantined"], "deduplicated": deduplicated}
+    if outcome == EXPECTED and tally.rows_lost == 0 and "undecodable" in reasons and "key(" in reasons:
         tally.clear += bad
     else:
-        tally.unclear.append(
-            f"rows: {validated['rows_quarantined']} quarantined, {deduplicated} deduplicated"
-        )
+        tally.unclear.append(f"rows: {outcome}, reasons {reasons[:300]}")
+
+
+def _plaintext_lake(root: Path) -> str:
+    """Every file of the lake that is stored in the clear (encrypted parts are left out: that the
+    quarantine holds the bad rows is the point), Parquet read back as rows."""
+    import pyarrow.parquet as pq
+
+    texts = []
+    for path in sorted((root / "lake").rglob("*")):
+        if not path.is_file() or path.name.endswith((".enc", ".key.json")):
+            continue
+        if path.suffix == ".parquet":
+            texts.append(json.dumps(pq.read_table(path).to_pylist(), default=str))
+        else:
+            texts.append(path.read_text(errors="replace"))
+    return "\n".join(texts)
 
 
 def _leaks(root: Path, log_text: str) -> list[str]:
+    """Planted values found in the ledger, the plaintext lake or the logs. (OpenLineage events are
+    only emitted inside a task: tests/integration/test_source_failures.py checks those.)"""
     from llmops.ledger import get_ledger
 
-    ledger_text = json.dumps([r.to_dict() for r in get_ledger().records()])
-    lineage = root / "lineage"
-    lineage_text = "".join(p.read_text(errors="replace") for p in lineage.rglob("*") if p.is_file())
+    ledger_text = (
+        json.dumps([r.to_dict() for r in get_ledger().records()]) if (root / "ledger.db").exists() else ""
+    )
     found = []
-    for where, text in (("ledger", ledger_text), ("lineage", lineage_text), ("logs", log_text)):
+    for where, text in (
+        ("ledger", ledger_text),
+        ("plaintext lake", _plaintext_lake(root)),
+        ("logs", log_text),
+    ):
         found += [f"{value!r} in the {where}" for value in PLANTED if value in text]
     return found
 

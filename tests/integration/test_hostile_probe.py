@@ -25,7 +25,16 @@ def test_every_hostile_input_gets_its_named_error(tmp_path, monkeypatch):
 
 
 def test_the_leak_check_finds_a_planted_value(tmp_path):
-    """The probe's leak check can fail: a planted value in the logs is reported."""
+    """The probe's leak check can fail: a planted value in the logs or a plaintext Parquet file of
+    the lake is reported."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "lake" / "curated").mkdir(parents=True)
+    pq.write_table(
+        pa.table({"body": [hostile_probe.PLANTED[2]]}), tmp_path / "lake" / "curated" / "p.parquet"
+    )
     assert hostile_probe._leaks(tmp_path, f"error: {hostile_probe.PLANTED[0]}") == [
-        f"{hostile_probe.PLANTED[0]!r} in the logs"
+        f"{hostile_probe.PLANTED[2]!r} in the plaintext lake",
+        f"{hostile_probe.PLANTED[0]!r} in the logs",
     ]
