@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from small_pipeline import GOVERNANCE, install, pipeline_spec
+from small_pipeline import ingest as run_ingest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,34 +66,17 @@ class Tally:
 
 
 def _spec(drops: Path) -> dict[str, Any]:
-    return {
-        "name": PIPELINE,
-        "description": "hostile input probe",
-        "owner": "qa",
-        "purpose": "testing",
-        "schedule": None,
-        "sources": [
-            {
-                "kind": "files",
-                "name": "drops",
-                "uri": str(drops),
-                "pattern": "*.csv",
-                "format": "csv",
-                "columns": ["ticket_id", "body"],
-                "governance": {"data_owner": "qa", "purposes": ["testing"], "lawful_basis": "contract"},
-            }
-        ],
-        "dataset": {"key": "ticket_id"},
-        "validation": {"suite": PIPELINE, "max_quarantine_fraction": 0.5},
-        "privacy": {"free_text": {"columns": ["body"], "types": {"email": "mask", "phone": "mask"}}},
-        "training": {
-            "base_model": {"uri": "unused"},
-            "prompt_template": "{body}",
-            "completion_column": "body",
-        },
-        "gates": [{"metric": "token_f1", "min": 0.1}],
-        "registry": {"model_name": PIPELINE},
+    source = {
+        "kind": "files",
+        "name": "drops",
+        "uri": str(drops),
+        "pattern": "*.csv",
+        "format": "csv",
+        "columns": ["ticket_id", "body"],
+        "governance": GOVERNANCE,
     }
+    privacy = {"free_text": {"columns": ["body"], "types": {"email": "mask", "phone": "mask"}}}
+    return pipeline_spec(PIPELINE, [source], description="hostile input probe", privacy=privacy)
 
 
 #: 12 good rows, then the bad ones: 2 NULL keys, a blank key, an exact duplicate, a key conflict.
@@ -115,39 +100,20 @@ EXPECTED = {"quarantined": 4, "deduplicated": 2}
 
 def setup(root: Path) -> dict[str, Any]:
     """A pipelines folder, GX suite, lake and ledger under `root`, selected through the environment."""
-    drops, pipelines, gx = root / "drops", root / "pipelines", root / "gx" / "expectations"
-    for folder in (drops, pipelines, gx):
-        folder.mkdir(parents=True, exist_ok=True)
+    drops = root / "drops"
+    drops.mkdir(parents=True, exist_ok=True)
     lines = ["ticket_id,body"] + [f'{k},"{b}"' for k, b in ROWS]
     (drops / "tickets.csv").write_text("\n".join(lines) + "\n")
     # A second drop from a Latin-1 system: one row is not UTF-8 (quarantined, the other goes on).
     (drops / "tickets_legacy.csv").write_bytes(LEGACY_CSV)
     spec = _spec(drops)
-    (pipelines / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
-    (gx / f"{PIPELINE}.json").write_text(json.dumps({"name": PIPELINE, "expectations": []}))
-    os.environ.update(
-        {
-            "LLMOPS_PIPELINES_DIR": str(pipelines),
-            "LLMOPS_GX_DIR": str(root / "gx"),
-            "LLMOPS_LAKE_ROOT": str(root / "lake"),
-            "LLMOPS_LEDGER_URL": f"sqlite:///{root / 'ledger.db'}",
-            "LLMOPS_DATA_ROOTS": str(root),
-        }
-    )
+    install(root, spec, os.environ.__setitem__)
+    os.environ["LLMOPS_DATA_ROOTS"] = str(root)
     return spec
 
 
 def ingest(run_id: str) -> dict[str, Any]:
-    from llmops.orchestration.ingest import curate, extract, validate
-
-    parts = [extract.extract_partition(PIPELINE, item, run_id) for item in extract.plan(PIPELINE, run_id)]
-    committed = extract.commit_raw(PIPELINE, parts, run_id)
-    validated = validate.validate(PIPELINE, committed, run_id)
-    return {
-        "committed": committed,
-        "validated": validated,
-        "curated": curate.curate(PIPELINE, validated, run_id),
-    }
+    return run_ingest(PIPELINE, run_id)
 
 
 # ------------------------------------------------------------------------------------------- specs

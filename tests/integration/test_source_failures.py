@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
+from small_pipeline import GOVERNANCE, install, pipeline_spec
 
 from llmops import snapshots
 from llmops.ledger.events import ContractViolated, TaskFailed
@@ -25,7 +25,6 @@ PIPELINE = "src_failures"
 EMAIL = "jane.doe@example.com"
 # 'mail jane.doe@example.com \xff bad': invalid UTF-8 in the middle of personal data.
 BAD_BYTES = "6d61696c206a616e652e646f65406578616d706c652e636f6d20ff20626164"
-GOV = {"data_owner": "qa@example.com", "purposes": ["testing"], "lawful_basis": "contract"}
 # psycopg 2 reads rows through a cursor, psycopg 3 through COPY; psycopg 3 needs a UTF-8 client
 # to connect to a SQL_ASCII database at all.
 DRIVERS = {"psycopg2": "postgresql+psycopg2", "psycopg_copy": "postgresql+psycopg"}
@@ -66,42 +65,15 @@ def pipeline(request, ascii_db, tmp_path, monkeypatch) -> dict[str, Any]:
     url = f"{DRIVERS[request.param]}://{ascii_db}"
     if request.param == "psycopg_copy":
         url += "?client_encoding=utf8"
-    spec = {
-        "name": PIPELINE,
-        "description": "sql source failures",
-        "owner": "qa",
-        "purpose": "testing",
-        "schedule": None,
-        "sources": [
-            {
-                "kind": "sql",
-                "name": "tickets_db",
-                "conn_id": "src_failures_db",
-                "table": table,
-                "columns": ["ticket_id", "body"],
-                "governance": GOV,
-            }
-        ],
-        "dataset": {"key": "ticket_id"},
-        "validation": {"suite": PIPELINE, "max_quarantine_fraction": 0.5},
-        "privacy": {"free_text": {"columns": ["body"], "types": {"email": "mask"}}},
-        "training": {
-            "base_model": {"uri": "unused"},
-            "prompt_template": "{body}",
-            "completion_column": "body",
-        },
-        "gates": [{"metric": "token_f1", "min": 0.1}],
-        "registry": {"model_name": PIPELINE},
+    source = {
+        "kind": "sql",
+        "name": "tickets_db",
+        "conn_id": "src_failures_db",
+        "table": table,
+        "columns": ["ticket_id", "body"],
+        "governance": GOVERNANCE,
     }
-    pipelines, gx = tmp_path / "pipelines", tmp_path / "gx" / "expectations"
-    pipelines.mkdir()
-    gx.mkdir(parents=True)
-    (pipelines / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
-    (gx / f"{PIPELINE}.json").write_text(json.dumps({"name": PIPELINE, "expectations": []}))
-    monkeypatch.setenv("LLMOPS_PIPELINES_DIR", str(pipelines))
-    monkeypatch.setenv("LLMOPS_GX_DIR", str(tmp_path / "gx"))
-    monkeypatch.setenv("LLMOPS_LAKE_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setenv("LLMOPS_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    install(tmp_path, pipeline_spec(PIPELINE, [source]), monkeypatch.setenv)
     monkeypatch.setenv(
         "AIRFLOW_CONN_SRC_FAILURES_DB",
         json.dumps({"conn_type": "postgres", "extra": {"sqlalchemy_url": url}}),
@@ -229,7 +201,7 @@ def test_driver_message_quoting_a_row_reaches_no_ledger_lineage_or_log(
         conn_id="src_failures_db",
         query=f"SELECT ticket_id, CAST(CAST(body AS integer) AS text) AS body FROM {pipeline['table']}",
         columns=["ticket_id", "body"],
-        governance=GOV,
+        governance=GOVERNANCE,
     )
     url = json.loads(__import__("os").environ["AIRFLOW_CONN_SRC_FAILURES_DB"])["extra"]["sqlalchemy_url"]
     with pytest.raises(Exception) as source_error:

@@ -3,60 +3,22 @@ on the key would keep one NULL and drop the rest as "conflicts"), and every row 
 for as accepted, quarantined or deduplicated, checked in code. Also: a fine-tuning run that names
 a curated snapshot id that does not exist fails at once (a permanent error), not on retries.
 
-Rows come from a source kind defined here, through the real plan/extract/commit/validate steps on
+Rows come from the inline source kind of tests/small_pipeline.py, through the real plan/extract/commit/validate steps on
 a local lake and a SQLite ledger."""
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
+from small_pipeline import inline_kind, inline_source, install, pipeline_spec
 
 from llmops import snapshots
-from llmops.specs.base import Governance, Identifier, StrictModel
-from llmops.specs.sources import SourceKind, register_source_kind, unregister_source_kind
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
     from pathlib import Path
 
-    import pyarrow as pa
-
 PIPELINE = "row_accounting"
-
-
-class RowsSource(StrictModel):
-    kind: Literal["rows_inline"]
-    name: Identifier
-    rows: list[dict[str, str | None]]
-    columns: list[Identifier]
-    governance: Governance
-    sample: None = None
-    contract: None = None
-
-    @property
-    def partition_count(self) -> int:
-        return 1
-
-
-class RowsBehaviour:
-    def plan(self, spec: Any, source: RowsSource) -> list[dict[str, Any]]:
-        return [{"source": source.name, "partition": 0, "partitions": 1}]
-
-    def extract(
-        self, source: RowsSource, item: dict[str, Any], key: str, schema: pa.Schema
-    ) -> tuple[Iterable[pa.RecordBatch], dict[str, Any]]:
-        import pyarrow as pa
-
-        table = pa.Table.from_pylist([{c: row.get(c) for c in source.columns} for row in source.rows], schema)
-        return table.to_batches(), {"kind": "rows_inline"}
-
-    def location(
-        self, source: RowsSource, meta: dict[str, Any] | None = None, url: Any = None
-    ) -> tuple[str, str]:
-        return "inline://spec", source.name
 
 
 ROWS = [
@@ -77,54 +39,12 @@ ROWS = [
 
 @pytest.fixture
 def steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from llmops.orchestration.ingest import extract
+    from small_pipeline import ingest
 
-    register_source_kind(SourceKind("rows_inline", RowsSource, RowsBehaviour()))
-    spec = {
-        "name": PIPELINE,
-        "description": "row accounting",
-        "owner": "qa",
-        "purpose": "testing",
-        "schedule": None,
-        "sources": [
-            {
-                "kind": "rows_inline",
-                "name": "pasted",
-                "rows": ROWS,
-                "columns": ["ticket_id", "body"],
-                "governance": {
-                    "data_owner": "qa@example.com",
-                    "purposes": ["testing"],
-                    "lawful_basis": "contract",
-                },
-            }
-        ],
-        "dataset": {"key": "ticket_id"},
-        "validation": {"suite": PIPELINE, "max_quarantine_fraction": 0.5},
-        "privacy": {"free_text": {"columns": ["body"], "types": {"email": "mask"}}},
-        "training": {
-            "base_model": {"uri": "unused"},
-            "prompt_template": "{body}",
-            "completion_column": "body",
-        },
-        "gates": [{"metric": "token_f1", "min": 0.1}],
-        "registry": {"model_name": PIPELINE},
-    }
-    pipelines, gx = tmp_path / "pipelines", tmp_path / "gx" / "expectations"
-    pipelines.mkdir()
-    gx.mkdir(parents=True)
-    (pipelines / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
-    (gx / f"{PIPELINE}.json").write_text(json.dumps({"name": PIPELINE, "expectations": []}))
-    monkeypatch.setenv("LLMOPS_PIPELINES_DIR", str(pipelines))
-    monkeypatch.setenv("LLMOPS_GX_DIR", str(tmp_path / "gx"))
-    monkeypatch.setenv("LLMOPS_LAKE_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setenv("LLMOPS_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
-    run_id = "manual__rows_1"
-    parts = [extract.extract_partition(PIPELINE, item, run_id) for item in extract.plan(PIPELINE, run_id)]
-    try:
-        yield run_id, extract.commit_raw(PIPELINE, parts, run_id), str(tmp_path / "lake")
-    finally:
-        unregister_source_kind("rows_inline")
+    with inline_kind():
+        install(tmp_path, pipeline_spec(PIPELINE, [inline_source("pasted", ROWS)]), monkeypatch.setenv)
+        run_id = "manual__rows_1"
+        yield run_id, ingest(PIPELINE, run_id, until="commit")["committed"], str(tmp_path / "lake")
 
 
 def test_null_and_blank_keys_are_quarantined_and_every_row_is_counted(steps) -> None:
