@@ -61,13 +61,17 @@ ledger_state = sa.Table(
     "llmops_ledger_state",
     metadata,
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
-    # The last record known to chain correctly from genesis, and its hash.
+    # The last record known to chain correctly from genesis, and its hash; FOLLOWS_HEAD once the
+    # head is that record (every append verifies before it moves the head, so no write is needed).
     sa.Column("verified_seq", sa.BigInteger(), nullable=False),
     sa.Column("verified_hash", sa.String(64), nullable=False),
     # Set when a check failed: what failed, and when; appends are refused while it is set.
     sa.Column("blocked", sa.Text(), nullable=True),
     sa.Column("blocked_at", sa.String(32), nullable=True),
 )
+
+
+FOLLOWS_HEAD = -1
 
 
 class LedgerIntegrityError(PermanentError, RuntimeError):
@@ -184,14 +188,24 @@ class Ledger:
         payload = json.loads(_canonical(payload))
         with self.engine.begin() as conn:
             head = conn.execute(
-                sa.select(ledger_head.c.seq, ledger_head.c.record_hash)
-                .where(ledger_head.c.id == 1)
-                .with_for_update()
+                sa.select(
+                    ledger_head.c.seq,
+                    ledger_head.c.record_hash,
+                    ledger_state.c.verified_seq,
+                    ledger_state.c.verified_hash,
+                    ledger_state.c.blocked,
+                    ledger_state.c.blocked_at,
+                )
+                .join_from(ledger_head, ledger_state, sa.true())
+                .where(ledger_head.c.id == 1, ledger_state.c.id == 1)
+                .with_for_update(of=ledger_head)
             ).first()
-            state = conn.execute(sa.select(ledger_state).where(ledger_state.c.id == 1)).first()
-            if state.blocked:
-                raise LedgerBlocked(_blocked_message(state.blocked, state.blocked_at))
-            problem = _check_since(conn, state.verified_seq, state.verified_hash, head)
+            if head.blocked:
+                raise LedgerBlocked(_blocked_message(head.blocked, head.blocked_at))
+            if head.verified_seq == FOLLOWS_HEAD:
+                problem = _check_since(conn, head.seq, head.record_hash, head)
+            else:
+                problem = _check_since(conn, head.verified_seq, head.verified_hash, head)
             if problem is None:
                 existing = conn.execute(
                     sa.select(ledger_events).where(ledger_events.c.event_id == event_id)
@@ -234,11 +248,10 @@ class Ledger:
             .where(ledger_head.c.id == 1)
             .values(seq=fields["seq"], record_hash=record_hash)
         )
-        conn.execute(
-            ledger_state.update()
-            .where(ledger_state.c.id == 1)
-            .values(verified_seq=fields["seq"], verified_hash=record_hash)
-        )
+        if head.verified_seq != FOLLOWS_HEAD:  # the first append after a catch-up check
+            conn.execute(
+                ledger_state.update().where(ledger_state.c.id == 1).values(verified_seq=FOLLOWS_HEAD)
+            )
         log.info(
             "ledger: %s %s (%s) seq=%s",
             fields["event_type"],
@@ -274,7 +287,7 @@ class Ledger:
                     .values(
                         blocked=None,
                         blocked_at=None,
-                        verified_seq=result.records,
+                        verified_seq=FOLLOWS_HEAD,
                         verified_hash=result.head_hash,
                     )
                 )
