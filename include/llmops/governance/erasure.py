@@ -11,6 +11,7 @@ never the subject itself.
 
 from __future__ import annotations
 
+import json
 import logging
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -215,6 +216,40 @@ class _Erasure:
         self._each(snapshots.TRAINING_ZONE, visit)
 
 
+def _keys_uri(lake: str, pipeline: str, request_id: str) -> str:
+    return storage.join(lake, "erasure", pipeline, f"{request_id}.keys.enc")
+
+
+def carried_keys(lake: str, pipeline: str, request_id: str, kek: Any) -> set[str]:
+    """Record keys an earlier attempt of this request found (encrypted in the lake).
+
+    An attempt that rewrote raw and curated snapshots and then failed leaves the subject's rows
+    only in training sets, which are found by record key; the retry no longer finds those keys in
+    raw or curated, so it reads them from here."""
+    from llmops.privacy.crypto import WrappedKey, decrypt_bytes
+
+    uri = _keys_uri(lake, pipeline, request_id)
+    if not storage.exists(uri):
+        return set()
+    wrapped = WrappedKey.from_dict(storage.read_json(uri + ".key.json"))
+    return set(json.loads(decrypt_bytes(storage.read_bytes(uri), wrapped, kek)))
+
+
+def keep_keys(lake: str, pipeline: str, request_id: str, keys: set[str], kek: Any) -> None:
+    """Encrypt the keys found so far under the lake's key, for a retry of this request."""
+    from llmops.privacy.crypto import encrypt_bytes
+
+    uri = _keys_uri(lake, pipeline, request_id)
+    blob, wrapped = encrypt_bytes(json.dumps(sorted(keys)).encode(), kek)
+    storage.write_json(uri + ".key.json", wrapped.to_dict())
+    storage.write_bytes(uri, blob)
+
+
+def forget_keys(lake: str, pipeline: str, request_id: str) -> None:
+    for uri in (_keys_uri(lake, pipeline, request_id), _keys_uri(lake, pipeline, request_id) + ".key.json"):
+        storage.delete(uri)
+
+
 def _flag_versions(
     spec: PipelineSpec, replaced: dict[str, str], request_id: str, subject_ref: str, run_id: str
 ) -> list[dict[str, Any]]:
@@ -272,8 +307,11 @@ def erase_subject(
     )
 
     erasure = _Erasure(spec, request_id, run_id, kek, lake)
+    erasure.affected_keys |= carried_keys(lake, spec.name, request_id, kek)
     erasure.raw_zones(column, value)  # first: the plain value is there, and it yields the record keys
     erasure.curated(column, value, pseudonymiser)
+    if erasure.affected_keys:
+        keep_keys(lake, spec.name, request_id, erasure.affected_keys, kek)  # before anything can fail
     erasure.training_sets()
     replaced, affected_keys, rows_removed = erasure.replaced, erasure.affected_keys, erasure.rows_removed
     flagged = _flag_versions(spec, replaced, request_id, subject_ref, run_id)
@@ -303,6 +341,7 @@ def erase_subject(
         "models_flagged": flagged,
     }
     record(spec, ErasureCompleted(**summary), f"erasure/{request_id}", run_id)
+    forget_keys(lake, spec.name, request_id)
     log.info(
         "erasure %s on %s: %d rows in %d snapshots; %d model version(s) flagged",
         request_id,
