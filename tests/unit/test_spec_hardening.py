@@ -267,3 +267,14 @@ def test_an_undefined_connection_stops_ingest_naming_the_field(demo, demo_connec
         "sources[1].conn_id: Airflow connection 'support_tickets_api' is not defined (Admin > Connections, "
         "or env var AIRFLOW_CONN_SUPPORT_TICKETS_API)"
     ]
+
+
+def test_object_storage_without_a_named_connection_uses_the_sdk_credentials(demo, demo_connections):
+    """A files source on s3:// that names no connection may rely on the instance's credentials
+    (aws_default need not exist); one that names a connection needs it."""
+    raw = copy.deepcopy(demo)
+    raw["sources"].append(_files_source("s3://bucket/drops/"))
+    check_ingest(parse_spec(raw))
+    raw["sources"][2]["conn_id"] = "drops_s3"
+    with pytest.raises(EnvironmentMismatch, match=r"sources\[2\].conn_id: Airflow connection 'drops_s3'"):
+        check_ingest(parse_spec(raw))

@@ -67,8 +67,11 @@ def source_connections(spec: PipelineSpec) -> dict[str, str]:
     for i, source in enumerate(spec.sources):
         conn_id = getattr(source, "conn_id", None)
         uri = getattr(source, "uri", None)
-        if conn_id and not (uri and _is_local(uri)):  # local files need no connection
-            fields[f"sources[{i}].conn_id"] = conn_id
+        if not conn_id or (uri and _is_local(uri)):  # local files need no connection
+            continue
+        if uri and "conn_id" not in source.model_fields_set:
+            continue  # object storage's default connection may be absent: the SDK's own credentials
+        fields[f"sources[{i}].conn_id"] = conn_id
     return fields
 
 
