@@ -91,6 +91,7 @@ def probe_salt(spec: PipelineSpec, run_id: str) -> str:
 def build_probe(spec: PipelineSpec, data: dict[str, Any], root: str, run_id: str) -> dict[str, Any] | None:
     """Write the probe prompts under `root`; return the job's ``pii_probe`` block and a summary."""
     from llmops.evaluation.probes import value_hash
+    from llmops.governance.integrity import read_checked
 
     probe = spec.evaluation.pii_probe
     if not probe.enabled:
@@ -103,7 +104,7 @@ def build_probe(spec: PipelineSpec, data: dict[str, Any], root: str, run_id: str
     train = []
     for dataset, snapshot_id in datasets:
         ref = snapshots.snapshot_ref(settings.lake_root, "sft", spec.name, dataset, snapshot_id)
-        train += [r for r in snapshots.read_snapshot(ref).to_pylist() if r["split"] == "train"]
+        train += [r for r in read_checked(spec, ref).to_pylist() if r["split"] == "train"]
     placeholder = _placeholder_pattern()
     prompts: list[str] = []
     keys: set[str] = set()
