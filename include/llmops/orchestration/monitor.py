@@ -78,13 +78,16 @@ def resolve_champion(spec: PipelineSpec) -> dict[str, Any] | None:
 def _read(spec: PipelineSpec, snapshot_id: str, role: str) -> tuple[Any, dict[str, Any]]:
     lake = get_settings().lake_root
     ref = snapshots.snapshot_ref(lake, "curated", spec.name, snapshots.CURATED_DATASET, snapshot_id)
+    from llmops.governance.integrity import check_snapshot
+
     try:
-        manifest = snapshots.read_manifest(ref)
+        snapshots.read_manifest(ref)
     except snapshots.SnapshotError:
         raise MonitoringError(
             f"the {role} curated snapshot {snapshot_id} of '{spec.name}' is gone (retention or erasure?): "
             f"cannot measure drift against it"
         ) from None
+    manifest = check_snapshot(spec, ref)  # drift measured against altered data would mislead
     return snapshots.read_snapshot(ref), manifest
 
 
