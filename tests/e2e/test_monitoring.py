@@ -119,14 +119,18 @@ class _Receiver:
 
 @pytest.fixture
 def drifted_snapshot(demo):
-    """Publish a curated snapshot of new tickets about another product, with new categories;
+    """Publish a curated snapshot of new tickets about another product, with new categories, and
+    record it in the ledger as curation does (monitoring reads only snapshots the ledger knows);
     put the previous LATEST marker back (and remove the snapshot) afterwards."""
     import random
 
     import pyarrow as pa
 
     from llmops import snapshots
+    from llmops.ledger import record
+    from llmops.ledger.events import PiiHandled
     from llmops.settings import get_settings
+    from llmops.specs import load_pipeline
 
     lake = get_settings().lake_root
     previous = snapshots.get_latest(lake, "curated", PIPELINE, "records")
@@ -163,6 +167,25 @@ def drifted_snapshot(demo):
         },
         run_id="e2e-drift",
         identity={"e2e": "drifted"},
+    )
+    published = snapshots.read_manifest(ref)
+    record(
+        load_pipeline(PIPELINE),
+        PiiHandled(
+            validated_snapshot_id="e2e-drift",
+            curated_snapshot_id=ref.snapshot_id,
+            uri=ref.uri,
+            row_count=published["row_count"],
+            carried_forward_rows=0,
+            sha256=published["content_sha256"],
+            files=published["files"],
+            columns=list(table.column_names),
+            privacy={},
+            residual_pii={},
+            governance=manifest["governance"],
+        ),
+        f"curated/{ref.snapshot_id}",
+        "e2e-drift",
     )
     snapshots.set_latest(ref, lake)
     try:
