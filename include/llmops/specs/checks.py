@@ -28,7 +28,7 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri
 
 
-def local_path_problem(field: str, uri: str, *, relative_to: Path | None = None) -> str | None:
+def local_path_problem(field: str, uri: str) -> str | None:
     """Why a local path a spec field names may not be read, or None (s3:// URIs are not checked)."""
     from llmops.settings import get_settings
 
@@ -37,7 +37,7 @@ def local_path_problem(field: str, uri: str, *, relative_to: Path | None = None)
     settings = get_settings()
     path = Path(uri)
     if not path.is_absolute():
-        path = (relative_to or settings.project_dir) / path
+        path = settings.project_dir / path
     resolved = path.resolve()  # symlinks too: a link inside a root may point anywhere
     if any(resolved.is_relative_to(root) for root in settings.data_roots):
         return None
