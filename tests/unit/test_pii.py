@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from llmops.privacy import pii, pii_types
-from llmops.privacy.detectors import load_first_names
+from llmops.privacy.names import load_first_names
 from llmops.privacy.pii import (
     Pseudonymiser,
     Span,

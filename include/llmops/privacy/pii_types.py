@@ -163,7 +163,7 @@ for _entry in (
     PiiType("phone", f"{_DETECTOR_MODULE}:detect_phone", 60, digits_only, description="phone number"),
     PiiType(
         "person_name",
-        f"{_DETECTOR_MODULE}:detect_person_name",
+        "llmops.privacy.names:detect_person_name",
         70,
         casefolded_words,
         description="person name (gazetteer and cues)",

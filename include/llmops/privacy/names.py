@@ -1,0 +1,217 @@
+"""Person names found without a model: a first-name gazetteer plus conversational cues.
+
+Why a gazetteer: it is fast (one trie-shaped regex the engine skips through in C) and needs no model
+hub; a cue ("my name is", "Regards,", a title) catches names the list does not know. The optional NER
+engine (:mod:`llmops.privacy.name_engines`) adds recall on uncued names at the cost of a model.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from llmops.privacy.pii_types import Span
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regex alternation shaped as a trie: matching cost depends on name length, not list size."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        terminal = "" in node
+        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        if len(alts) == 1 and not terminal:
+            return alts[0]
+        return "(?:" + "|".join(alts) + ")" + ("?" if terminal else "")
+
+    return build(trie)
+
+
+_LATIN = [chr(c) for c in range(0x41, 0x250)]
+_UPPER = "[" + "".join(re.escape(c) for c in _LATIN if c.isalpha() and c.isupper()) + "]"
+_LOWER = "[" + "".join(re.escape(c) for c in _LATIN if c.isalpha() and c.islower()) + "]"
+# Smith, O'Brien, McDonald, D'Angelo, Müller, Al-Farsi, Okonkwo-Bello
+_NAME_TOKEN = (
+    rf"{_UPPER}(?:['’]{_UPPER})?{_LOWER}+(?:{_UPPER}{_LOWER}+)?"
+    rf"(?:-{_UPPER}(?:['’]{_UPPER})?{_LOWER}+(?:{_UPPER}{_LOWER}+)?)?(?![^\W_])"
+)
+_PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|dos|das|le|la|bin|ibn|al|el|ter|ten)"
+_SURNAMES = rf"(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{0,2}}"
+_PARTICLES = frozenset(_PARTICLE[3:-1].split("|"))
+
+# Conversational cues that introduce a name even when it is not in the gazetteer.
+_CUE_PHRASES = (
+    "my name is", "my name's", "i'm", "i’m", "i am", "this is", "hi", "hello", "hey", "dear",
+    "regards", "thanks", "thank you", "cheers", "best", "sincerely", "yours", "signed",
+)  # fmt: skip
+_TITLES = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Herr", "Frau", "Mme", "Mlle", "Sr", "Sra")
+
+
+def _case_variants(phrase: str) -> set[str]:
+    words = phrase.split(" ")
+    return {phrase, phrase[:1].upper() + phrase[1:], " ".join(w[:1].upper() + w[1:] for w in words)}
+
+
+# Literal tries (not (?i:...)) so the engine can jump to candidate first letters; the word boundary
+# before a cue is checked in Python.
+_CUE_TRIE = _trie_pattern(v for p in _CUE_PHRASES for v in _case_variants(p)).replace("\\ ", r"[ \t]+")
+_CUE_SEP = r"(?:[ \t]*[,:][ \t]*(?:\r?\n[ \t]*){0,2}|[ \t]*(?:\r?\n[ \t]*){1,2}|[ \t]+)"
+_CUE_RX = re.compile(rf"{_CUE_TRIE}{_CUE_SEP}(?P<name>{_NAME_TOKEN}{_SURNAMES})")
+_TITLE_RX = re.compile(
+    rf"{_trie_pattern(_TITLES)}\.?[ \t]+(?P<name>(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}{_SURNAMES})"
+)
+
+
+# Capitalised words that follow a cue or a first name without being a name. Kept deliberately broad:
+# a missed surname costs recall on one token, a false surname swallows the next sentence's first word.
+_STOP_WORDS = frozenset(
+    """
+    A About Account Accounts Admin After Again Agent All Already Also Am An And Any Anyone Are As At
+    Back Bad Bank Be Because Before Being Best Billing Both Broken But By Can Card Care Cheers Could
+    Critical Customer Customers Dear Department Desk Did Do Does Done During Each Email Every Everyone
+    Folks For From Fwd Glad Good Great Guys Had Happy Has Have He Hello Help Her Here Hey Hi His Hope
+    Hoping How However I If Important In Inc Invoice Is It Its Just Kind Kindly Last Let Ltd GmbH
+    Manager Many May Me Might More Most Much Must My Need New No Not Now Ok Okay On Once One Only Or
+    Order Other Our Out Please Regarding Regards Reply Re Sales Same Sent Service Services She Should
+    Since Sir Madam So Some Sorry Still Subject Support Sure Team Thank Thanks That The Their Them
+    Then There These They This Those Ticket To Today Tomorrow Too Under Unfortunately Until Up Urgent
+    Valued Very Was We Were What When Where Which While Who Why Will With World Would Yes Yesterday
+    You Your Yours Writing Calling Reaching Contacting Following Looking Trying Having Getting Going
+    Checking Wondering Waiting Emailing Unable Sincerely Warm
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April June July
+    August September October November December
+    Mr Mrs Ms Miss Mx Dr Prof Herr Frau Mme Mlle Sr Sra Street Road Avenue Office Phone Mobile
+    """.split()
+)
+
+
+def _fold(name: str) -> str:
+    """ASCII-fold a name so that "Jose" matches a gazetteer "José" (and "Lukasz" matches "Łukasz")."""
+    name = name.translate(str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D"}))
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@dataclass(frozen=True)
+class _Gazetteer:
+    names: frozenset[str]
+    ambiguous: frozenset[str]
+    first_name_rx: re.Pattern[str]
+
+
+def load_first_names() -> tuple[frozenset[str], frozenset[str]]:
+    """The shipped gazetteer: (unambiguous names, ambiguous names), each with ASCII-folded variants."""
+    return _gazetteer().names, _gazetteer().ambiguous
+
+
+@lru_cache(maxsize=1)
+def _gazetteer() -> _Gazetteer:
+    source = resources.files("llmops.privacy").joinpath("data", "first_names.txt")
+    try:
+        raw = source.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:  # a wheel built without package data
+        raise RuntimeError(f"first-name gazetteer missing from the llmops package: {source}") from exc
+    names: set[str] = set()
+    ambiguous: set[str] = set()
+    for line in raw.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        target = ambiguous if entry.endswith("*") else names
+        entry = unicodedata.normalize("NFC", entry.rstrip("*").strip())
+        target.update({entry, _fold(entry)})
+    names -= ambiguous
+    # The trie is the first thing in the pattern, so the regex engine can skip to capital letters in C;
+    # the word boundary before a name is checked in Python per candidate.
+    rx = re.compile(
+        rf"(?P<first>{_trie_pattern(names | ambiguous)})(?![^\W_])"
+        rf"(?P<compound>-{_NAME_TOKEN})?(?P<rest>{_SURNAMES})"
+    )
+    return _Gazetteer(frozenset(names), frozenset(ambiguous), rx)
+
+
+_TOKEN_SPLIT = re.compile(r"\S+")
+
+
+def _trim_surnames(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Token spans of ``text[start:end]`` up to (not including) the first stop word; particles kept
+    only when a name token follows them."""
+    kept: list[tuple[int, int]] = []
+    if start == end:
+        return kept
+    pending: list[tuple[int, int]] = []
+    for tok in _TOKEN_SPLIT.finditer(text, start, end):
+        word = tok.group()
+        if word in _PARTICLES:
+            pending.append(tok.span())
+            continue
+        if word in _STOP_WORDS:
+            break
+        kept.extend(pending)
+        pending.clear()
+        kept.append(tok.span())
+    return kept
+
+
+def _boundary_before(text: str, start: int) -> bool:
+    return start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "_'’-")
+
+
+def _gazetteer_names(text: str) -> list[tuple[int, int]]:
+    gaz = _gazetteer()
+    out: list[tuple[int, int]] = []
+    pos = 0
+    search = gaz.first_name_rx.search
+    while True:
+        m = search(text, pos)
+        if m is None:
+            return out
+        pos = m.start() + 1
+        if not _boundary_before(text, m.start()):
+            continue
+        head_end = m.end("compound") if m.group("compound") else m.end("first")
+        surnames = _trim_surnames(text, m.start("rest"), m.end("rest"))
+        if m.group("first") in gaz.ambiguous and not (surnames or m.group("compound")):
+            # "Will you ...", "May I ...": an ambiguous first name needs a capitalised name after it.
+            # "Will Anna call?" is accepted as one name on purpose: rejecting it would also reject
+            # "Jack Thomas" or "Grace Kelly" and leak the first name; over-redacting "Will" is cheaper.
+            continue
+        end = surnames[-1][1] if surnames else head_end
+        out.append((m.start(), end))
+        pos = end
+
+
+def _cued_names(text: str) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for rx in (_CUE_RX, _TITLE_RX):
+        pos = 0
+        while (m := rx.search(text, pos)) is not None:
+            pos = m.start() + 1
+            if not _boundary_before(text, m.start()):
+                continue
+            tokens = _trim_surnames(text, m.start("name"), m.end("name"))
+            if tokens and tokens[0][0] == m.start("name"):
+                out.append((tokens[0][0], tokens[-1][1]))
+                pos = tokens[-1][1]
+    return out
+
+
+def detect_person_name(text: str) -> list[Span]:
+    """Gazetteer first names (plus a following capitalised surname) and names introduced by a cue."""
+    spans = [Span(s, e, "person_name") for s, e in _gazetteer_names(text)]
+    spans += [Span(s, e, "person_name") for s, e in _cued_names(text)]
+    return spans
