@@ -56,8 +56,12 @@ _PARTICLES = frozenset(_PARTICLE[3:-1].split("|"))
 # Conversational cues that introduce a name even when it is not in the gazetteer.
 _CUE_PHRASES = (
     "my name is", "my name's", "i'm", "i’m", "i am", "this is", "hi", "hello", "hey", "dear",
-    "regards", "thanks", "thank you", "cheers", "best", "sincerely", "yours", "signed",
+    "regards", "thanks", "thank you", "cheers", "best", "sincerely", "yours", "signed", "cc",
 )  # fmt: skip
+# Cues after which people also write names in lowercase ("cc ingrid abernathy", "thanks maria").
+_LOWERCASE_NAME_CUES = frozenset(
+    {"cc", "hi", "hello", "hey", "dear", "regards", "thanks", "thank you", "cheers", "best", "signed"}
+)
 _TITLES = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Herr", "Frau", "Mme", "Mlle", "Sr", "Sra")
 
 
@@ -71,6 +75,12 @@ def _case_variants(phrase: str) -> set[str]:
 _CUE_TRIE = _trie_pattern(v for p in _CUE_PHRASES for v in _case_variants(p)).replace("\\ ", r"[ \t]+")
 _CUE_SEP = r"(?:[ \t]*[,:][ \t]*(?:\r?\n[ \t]*){0,2}|[ \t]*(?:\r?\n[ \t]*){1,2}|[ \t]+)"
 _CUE_RX = re.compile(rf"{_CUE_TRIE}{_CUE_SEP}(?P<name>{_NAME_TOKEN}{_SURNAMES})")
+_LOWER_WORD = rf"{_LOWER}+(?:['’\-]{_LOWER}+)?"
+# A lowercase name ends the line or the clause: "cc ingrid abernathy", "thanks maria, ...".
+_LOWER_CUE_RX = re.compile(
+    rf"(?P<cue>{_CUE_TRIE}){_CUE_SEP}(?P<name>{_LOWER_WORD}(?:[ \t]+{_LOWER_WORD}){{0,2}})"
+    r"(?=[ \t]*(?:[,.;:!?)\r\n\x00]|\Z))"
+)
 _TITLE_RX = re.compile(
     rf"{_trie_pattern(_TITLES)}\.?[ \t]+(?P<name>(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}{_SURNAMES})"
 )
@@ -97,6 +107,11 @@ _STOP_WORDS = frozenset(
     Mr Mrs Ms Miss Mx Dr Prof Herr Frau Mme Mlle Sr Sra Street Road Avenue Office Phone Mobile
     """.split()
 )
+
+
+def non_name_words() -> frozenset[str]:
+    """Capitalised words that follow a cue or open a sentence without being a name."""
+    return _STOP_WORDS
 
 
 def _fold(name: str) -> str:
@@ -210,8 +225,32 @@ def _cued_names(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _lowercase_name_ok(cue: str, words: list[str]) -> bool:
+    """A lowercase name after a cue: every word a plausible name word, and the first one a known first
+    name (after "cc", which is followed by nothing but names, any name-shaped words will do)."""
+    if " ".join(cue.casefold().split()) not in _LOWERCASE_NAME_CUES:
+        return False
+    if any(word.capitalize() in _STOP_WORDS or word in _PARTICLES for word in words):
+        return False
+    first = words[0].capitalize()
+    return cue.casefold() == "cc" or first in _gazetteer().names
+
+
+def _lowercase_cued_names(text: str) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while (m := _LOWER_CUE_RX.search(text, pos)) is not None:
+        pos = m.start() + 1
+        if _boundary_before(text, m.start()) and _lowercase_name_ok(m.group("cue"), m.group("name").split()):
+            out.append(m.span("name"))
+            pos = m.end("name")
+    return out
+
+
 def detect_person_name(text: str) -> list[Span]:
-    """Gazetteer first names (plus a following capitalised surname) and names introduced by a cue."""
+    """Gazetteer first names (plus a following capitalised surname), names introduced by a cue, and
+    lowercase names right after a greeting, sign-off or "cc"."""
     spans = [Span(s, e, "person_name") for s, e in _gazetteer_names(text)]
     spans += [Span(s, e, "person_name") for s, e in _cued_names(text)]
+    spans += [Span(s, e, "person_name") for s, e in _lowercase_cued_names(text)]
     return spans

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from llmops.privacy.name_engines import NameEngine
     from llmops.specs.schema import PrivacySpec
 
 log = logging.getLogger(__name__)
@@ -90,21 +91,36 @@ def _resolve(spans: list[Span]) -> list[Span]:
     return out
 
 
-def scan_text(text: str, types: Iterable[str] | None = None) -> list[Span]:
-    """All PII spans in ``text`` (optionally only ``types``), non-overlapping and sorted by start.
-
-    Restricting ``types`` also restricts overlap resolution, so a type you did not ask for can never
-    hide one you did.
-    """
+def _detect(text: str, types: tuple[str, ...]) -> list[Span]:
     spans: list[Span] = []
-    for pii_type in _check_types(types):
+    for pii_type in types:
         spans.extend(pii_types.get(pii_type).detect(text))
     return _resolve(spans)
 
 
-def scan_many(texts: Sequence[str], types: Iterable[str] | None = None) -> list[list[Span]]:
-    """``[scan_text(t, types) for t in texts]``, computed over batched joins of the texts."""
+def scan_text(text: str, types: Iterable[str] | None = None, names: NameEngine | None = None) -> list[Span]:
+    """All PII spans in ``text`` (optionally only ``types``), non-overlapping and sorted by start.
+
+    Restricting ``types`` also restricts overlap resolution, so a type you did not ask for can never
+    hide one you did. ``names`` adds a name engine (:mod:`llmops.privacy.name_engines`) to the
+    gazetteer.
+    """
+    return scan_many([text], types, names)[0]
+
+
+def scan_many(
+    texts: Sequence[str], types: Iterable[str] | None = None, names: NameEngine | None = None
+) -> list[list[Span]]:
+    """``[scan_text(t, types, names) for t in texts]``, computed over batched joins of the texts."""
     wanted = _check_types(types)
+    result = _scan_batched(texts, wanted)
+    if names is not None and "person_name" in wanted:
+        for row in names.refine(texts, result):
+            result[row] = _resolve(result[row])
+    return result
+
+
+def _scan_batched(texts: Sequence[str], wanted: tuple[str, ...]) -> list[list[Span]]:
     result: list[list[Span]] = [[] for _ in texts]
     first = 0
     while first < len(texts):
@@ -118,7 +134,7 @@ def scan_many(texts: Sequence[str], types: Iterable[str] | None = None) -> list[
         for t in batch:
             offsets.append(pos)
             pos += len(t) + 1
-        for span in scan_text(_SEP.join(batch), wanted):
+        for span in _detect(_SEP.join(batch), wanted):
             i = bisect.bisect_right(offsets, span.start) - 1
             base = offsets[i]
             if span.end > base + len(batch[i]):  # no shipped pattern can match the separator
