@@ -219,6 +219,7 @@ for _metric in (
     Metric("macro_recall", "Label recall (macro)", lowest=0.0, highest=1.0),
     Metric("macro_f1", "Label F1 (macro)", lowest=0.0, highest=1.0),
     Metric("pii_leakage_rate", "PII leakage rate", lower_is_better=True, methods=EVERY_METHOD, percent=True),
+    Metric("canary_exposure", "Canary exposure", lower_is_better=True, methods=EVERY_METHOD, percent=True),
     Metric("toxicity_rate", "Toxicity rate", lower_is_better=True, percent=True),
     Metric("refusal_rate", "Refusal rate", lower_is_better=True, percent=True),
     Metric("preference_win_rate", "Preference win rate", methods=PAIRS, percent=True),

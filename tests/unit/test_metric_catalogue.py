@@ -109,12 +109,13 @@ def test_bad_registrations_are_refused(metric: metrics.Metric, problem: str) -> 
 
 
 def test_the_catalogue_keeps_what_each_method_measures() -> None:
-    """Expect continued pre-training to measure loss, perplexity and leakage only, and the
-    preference-only metrics to stay out of SFT."""
+    """Expect continued pre-training to measure loss, perplexity, leakage and canary exposure only,
+    and the preference-only metrics to stay out of SFT."""
     assert metrics.produced_by("continued_pretraining") == (
         "eval_loss",
         "eval_perplexity",
         "pii_leakage_rate",
+        "canary_exposure",
     )
     assert "reward_margin" not in metrics.produced_by("sft")
     assert metrics.stage_metrics() == ("eval_loss", "eval_perplexity", "reward_accuracy", "reward_margin")

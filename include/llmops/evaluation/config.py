@@ -49,6 +49,7 @@ def _term(value: str) -> str:
 Location = Annotated[str, Field(min_length=1), AfterValidator(check_location)]
 Term = Annotated[str, AfterValidator(_term)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$"), AfterValidator(str.lower)]
+TypeName = Annotated[str, Field(pattern=IDENTIFIER.pattern)]
 
 
 class GoldenSetTarget(StrictConfig):
@@ -73,11 +74,27 @@ class PiiProbeTarget(StrictConfig):
     """
 
     prompts_file: Location = Field(
-        description="JSONL of {'prompt': str}: training-record prefixes cut just before a redacted "
-        "value, and prompts around planted canaries."
+        description="JSONL of {'prompt': str, 'kind': 'record' | 'canary'}: training-record prefixes cut "
+        "just before a personal value (record), and train rows cut before a canary's secret (canary)."
     )
     target_hashes: list[Sha256Hex] = Field(description="value_hash(salt, value) of every value to look for.")
-    salt: str = Field(min_length=1, repr=False, description="The salt the target hashes were made with.")
+    salt: str = Field(
+        min_length=1,
+        repr=False,
+        description="The salt the target hashes were made with; env:NAME reads it from the environment "
+        "(how the orchestrator passes it: never written beside the hashes).",
+    )
+    salt_context: str | None = Field(
+        default=None,
+        max_length=400,
+        description="When set, the salt is HMAC(salt, context) (llmops.evaluation.probes.salt_for): a "
+        "secret shared with a pod still gives each run its own salt.",
+    )
+    target_types: dict[TypeName, list[Sha256Hex]] = Field(
+        default={},
+        description="PII type (or 'canary') -> its target hashes, so the result can say which types "
+        "leaked and how many canaries were completed.",
+    )
     max_new_tokens: int = Field(default=48, gt=0, le=4096)
     max_ngram: int = Field(default=8, gt=0, le=64, description="Longest value, in words, that can be found.")
 

@@ -53,9 +53,12 @@ def evaluate_gates(
     metrics: dict[str, Any],
     champion: dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
+    evidence: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Check every gate; `champion` and `baseline` hold the metrics of the current champion and of
     the base model (adapter disabled) on the same data in the same run, if they were scored.
+    `evidence` (metric -> words) is added to the reason of a failed gate on that metric, e.g. which
+    PII types leaked and how many values (never the values).
 
     A champion comparison passes when there is no champion yet (the first model sets the bar); a
     base comparison fails when the base model was not scored (nothing proves the improvement).
@@ -112,6 +115,8 @@ def evaluate_gates(
                     )
                 else:
                     notes.append(f"beats the base model {base:.4g} by {gain:.4g}")
+        if problems and (evidence or {}).get(gate.metric):
+            problems.append(f"[{(evidence or {})[gate.metric]}]")
         results.append(
             GateResult(
                 gate.metric,

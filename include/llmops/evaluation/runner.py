@@ -64,7 +64,7 @@ from llmops.evaluation.measure import (
     measure_with_golden,
     pair_logprobs,
 )
-from llmops.evaluation.probes import score_leakage
+from llmops.evaluation.probes import CANARY_PROMPT, leak_summary, salt_for, score_leakage
 from llmops.jobs.artifacts import json_safe, weights_sha256, write_json_atomic
 from llmops.jobs.config import ConfigError
 from llmops.jobs.runtime import (
@@ -90,22 +90,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def resolve_salt(value: str) -> str:
-    """``env:NAME`` reads the probe's salt from the environment, so it is never written anywhere."""
+def resolve_salt(value: str, context: str | None = None) -> str:
+    """``env:NAME`` reads the probe's salt from the environment, so it is never written anywhere;
+    with a context, the salt is derived from it (:func:`llmops.evaluation.probes.salt_for`)."""
     if not value.startswith("env:"):
-        return value
+        return salt_for(value, context)
     salt = os.environ.get(value.removeprefix("env:"))
     if not salt:
         raise JobInputError(f"pii_probe.salt: environment variable {value.removeprefix('env:')} is not set")
-    return salt
+    return salt_for(salt, context)
 
 
 def read_prompts_jsonl(path: Path, field: str) -> list[str]:
     """Prompts from JSONL rows of ``{"prompt": str}``; errors name the field, file and line."""
+    return [prompt for prompt, _ in read_probe_jsonl(path, field)]
+
+
+def read_probe_jsonl(path: Path, field: str) -> list[tuple[str, str]]:
+    """(prompt, kind) of JSONL rows of ``{"prompt": str, "kind": "record" | "canary"}`` (kind
+    defaults to record); errors name the field, file and line."""
     path = Path(path)
     if not path.is_file():
         raise JobInputError(f"{field}: file not found: {path}")
-    prompts: list[str] = []
+    prompts: list[tuple[str, str]] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -116,14 +123,17 @@ def read_prompts_jsonl(path: Path, field: str) -> list[str]:
                 raise JobInputError(f"{field}: {path}:{number}: invalid JSON ({exc.msg})") from None
             if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
                 raise JobInputError(f"{field}: {path}:{number}: expected an object with a string 'prompt'")
-            prompts.append(record["prompt"])
+            kind = record.get("kind", "record")
+            if kind not in ("record", CANARY_PROMPT):
+                raise JobInputError(f"{field}: {path}:{number}: 'kind' must be 'record' or 'canary'")
+            prompts.append((record["prompt"], kind))
     if not prompts:
         raise JobInputError(f"{field}: {path} has no rows")
     return prompts
 
 
 def run_pii_probe(
-    model: Any, tokenizer: Any, prompts: list[str], config: EvalJobConfig, device: str
+    model: Any, tokenizer: Any, prompts: list[tuple[str, str]], config: EvalJobConfig, device: str
 ) -> dict[str, Any]:
     """Generate for every probe prompt and count generations holding a target value (by hash)."""
     probe = config.pii_probe
@@ -131,17 +141,25 @@ def run_pii_probe(
     generations, _ = generate(
         model,
         tokenizer,
-        prompts,
+        [prompt for prompt, _ in prompts],
         max_new_tokens=probe.max_new_tokens,
         device=device,
         chat_template=config.chat_template,
     )
-    result = score_leakage(resolve_salt(probe.salt), generations, probe.target_hashes, probe.max_ngram)
+    result = score_leakage(
+        resolve_salt(probe.salt, probe.salt_context),
+        generations,
+        probe.target_hashes,
+        probe.max_ngram,
+        kinds=[kind for _, kind in prompts],
+        target_types=probe.target_types,
+    )
     logger.info(
-        "pii probe: %d of %d prompts produced a target value (%d distinct)",
+        "pii probe: %d of %d prompts produced a target value (%d distinct); %s",
         result["leaked_prompts"],
         result["prompts"],
         len(result["matched_hashes"]),
+        leak_summary(result) or "nothing leaked",
     )
     return result
 
@@ -225,7 +243,7 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         field = f"golden_sets[{i}].file"
         golden[golden_set.name] = read_prompt_completion_jsonl(fetch_file(golden_set.file, field), field)
     probe_prompts = (
-        read_prompts_jsonl(
+        read_probe_jsonl(
             fetch_file(config.pii_probe.prompts_file, "pii_probe.prompts_file"), "pii_probe.prompts_file"
         )
         if config.pii_probe
@@ -284,6 +302,8 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     if config.pii_probe is not None:
         result["pii_probe"] = run_pii_probe(model, tokenizer, probe_prompts, config, device)
         result["pii_leakage_rate"] = result["pii_probe"]["pii_leakage_rate"]
+        if result["pii_probe"].get("canary_exposure") is not None:
+            result["canary_exposure"] = result["pii_probe"]["canary_exposure"]
     else:
         result["pii_probe"] = None
     if config.include_baseline:

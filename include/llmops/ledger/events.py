@@ -162,6 +162,7 @@ class _TrainingDataset(Event):
     stats: dict[str, Any]
     columns: list[str]
     split_sha256: dict[str, str] | None = None  # train.jsonl/eval.jsonl: what the jobs check they read
+    canaries: dict[str, Any] | None = None  # planted in the train split: counts and keyed hashes only
 
 
 class StageDatasetCreated(_TrainingDataset):

@@ -33,8 +33,8 @@ def _evaluation(report: dict[str, Any]) -> list[str]:
         )
     if not evaluation["probes"]["pii_leakage"].get("canaries"):
         out.append(
-            "The PII leakage probe used prompts cut where personal data stood in training records; no planted "
-            "canaries were configured."
+            "The PII leakage probe used prompts cut where personal data stood in training records; no "
+            "canaries were planted (privacy.canaries), so memorisation of training text was not measured."
         )
     out.append(
         "Toxicity is the share of answers containing a blocked term from the spec, and refusal the share "

@@ -489,6 +489,12 @@ def evaluation_section(evaluated: LedgerRecord | None, gated: LedgerRecord | Non
             "pii_leakage": {
                 "rate": metrics.get("pii_leakage_rate"),
                 **{k: probe.get(k) for k in ("prompts", "leaked_prompts", "target_values", "canaries")},
+                # Types and counts only: the probe never returns a value.
+                **{
+                    k: probe.get(k)
+                    for k in ("leaked_types", "planted_canaries", "canaries_exposed", "canary_exposure")
+                    if k in probe
+                },
             },
             "toxicity": {"rate": metrics.get("toxicity_rate")},
             "refusal": {"rate": metrics.get("refusal_rate")},

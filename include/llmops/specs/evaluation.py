@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from llmops import metrics
-from llmops.specs.base import Identifier, StrictModel, reject_parent_segments
+from llmops.specs.base import ConnId, Identifier, StrictModel, reject_parent_segments
 
 
 class GoldenSet(StrictModel):
@@ -28,7 +28,15 @@ class PiiProbe(StrictModel):
     max_prompts: int = Field(default=40, gt=0)
     max_new_tokens: int = Field(default=48, gt=0, le=1024)
     canaries: list[str] = Field(
-        default=[], description="Values planted in the raw data that must never come out of the model."
+        default=[],
+        description="Values planted in the raw data that must never come out of the model (the synthetic "
+        "canaries of privacy.canaries are planted and probed without being listed here).",
+    )
+    salt_conn_id: ConnId = Field(
+        default="llmops_probe_salt",
+        description="kubernetes launcher only: connection whose password is the secret the probe's salt is "
+        "derived from; the pod must get the same value as LLMOPS_PROBE_SALT from a kubernetes.secrets "
+        "entry (a local job gets a salt in its environment instead).",
     )
 
 

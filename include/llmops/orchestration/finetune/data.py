@@ -10,7 +10,9 @@ rejected for ``preference``. The same governance applies to all of them, in this
    redacted, but templates may pull in columns outside ``privacy.free_text``);
 3. the method's Great Expectations suite (``great_expectations/expectations/llmops_*.json``),
    whose row-level failures are left out and whose blocking failures stop the run;
-4. a content-addressed snapshot (Parquet + the JSON Lines the job reads) per stage.
+4. canaries (``privacy.canaries``) appended to a few train rows, never eval rows, for the
+   leakage probe (:mod:`llmops.evaluation.canaries`); recorded as counts and keyed hashes only;
+5. a content-addressed snapshot (Parquet + the JSON Lines the job reads) per stage.
 """
 
 from __future__ import annotations
@@ -130,6 +132,49 @@ def check_suite(method: str, rows: list[dict[str, str]]) -> tuple[list[dict[str,
     return kept, summary
 
 
+#: The field of a training row a canary is appended to, per method row shape: trained-on text.
+CANARY_FIELDS = ("completion", "text", "chosen")
+
+
+def canary_context(pipeline: str, curated_snapshot_id: str, stage_name: str, seed: int) -> str:
+    """What, with the key, makes a training set's canaries: the same on a retry, new for new data."""
+    return f"{pipeline}:{curated_snapshot_id}:{stage_name}:{seed}"
+
+
+def plant_canaries(
+    spec: PipelineSpec,
+    method: str,
+    context: str,
+    rows: list[dict[str, str]],
+) -> dict[str, Any] | None:
+    """Append canaries to a few train rows (in place); return what may be recorded of them: counts
+    and keyed hashes, never the text. None when the spec plants none."""
+    settings = spec.privacy.canaries
+    if not (settings.enabled and spec.evaluation.pii_probe.enabled):
+        return None
+    from llmops.evaluation.canaries import canary_hash, plan
+    from llmops.privacy.keys import get_pseudonymisation_key
+
+    key = get_pseudonymisation_key(spec.privacy.canary_key_conn_id)
+    field = next(f for f in CANARY_FIELDS if f in get_method(method).row_fields)
+    train_keys = [r["key"] for r in rows if r["split"] == "train"]
+    planted = plan(train_keys, key, context, settings.fraction, settings.repeats)
+    for row in rows:
+        canary = planted.get(row["key"]) if row["split"] == "train" else None
+        if canary is not None:
+            row[field] = f"{row[field]} {canary.text}"
+    distinct = {c.text: c for c in planted.values()}.values()
+    return {
+        "count": len(distinct),
+        "rows": len(planted),
+        "fraction": settings.fraction,
+        "repeats": settings.repeats,
+        "field": field,
+        "context": context,
+        "hashes": sorted(canary_hash(key, c) for c in distinct),
+    }
+
+
 def write_dataset(
     spec: PipelineSpec,
     stage: MethodData,
@@ -145,6 +190,9 @@ def write_dataset(
 
     rows, skipped, replaced = build_rows(spec, stage, df, seed)
     rows, suite = check_suite(stage.method, rows)
+    canaries = plant_canaries(
+        spec, stage.method, canary_context(spec.name, curated_snapshot_id, stage_name, seed), rows
+    )
     split_rows = {s: [r for r in rows if r["split"] == s] for s in ("train", "eval")}
     if not split_rows["train"] or not split_rows["eval"]:
         raise TrainingDataError(
@@ -176,6 +224,7 @@ def write_dataset(
             "train_rows": len(split_rows["train"]),
             "eval_rows": len(split_rows["eval"]),
             "skipped_rows": sum(skipped.values()),
+            "canaries": canaries,
         },
         run_id=run_id,
         identity={
@@ -184,6 +233,7 @@ def write_dataset(
             "seed": seed,
             "stage": stage_name,
             "method": stage.method,
+            **({"canaries": {k: canaries[k] for k in ("fraction", "repeats", "hashes")}} if canaries else {}),
         },
     )
     split_sha256 = snapshots.write_split_files(ref.uri, rows, fields)
@@ -199,6 +249,7 @@ def write_dataset(
         "skipped_rows": sum(skipped.values()),
         "skipped_by_rule": skipped,
         "pii_replacements": replaced,
+        **({"canaries": canaries} if canaries else {}),
         "suite": suite,
         "stats": {
             split: {

@@ -180,10 +180,16 @@ def check_gates(
     pipeline: str, evaluation: dict[str, Any], trained: dict[str, Any], run_id: str
 ) -> dict[str, Any]:
     from llmops.evaluation.gates import evaluate_gates, raise_if_failed
+    from llmops.evaluation.probes import leak_summary
 
     spec = run_spec(pipeline, run_id)
+    leaks = leak_summary(evaluation.get("pii_probe"))
     decision = evaluate_gates(
-        list(spec.gates), evaluation["metrics"], evaluation.get("champion"), evaluation.get("baseline")
+        list(spec.gates),
+        evaluation["metrics"],
+        evaluation.get("champion"),
+        evaluation.get("baseline"),
+        evidence={"pii_leakage_rate": leaks, "canary_exposure": leaks},
     )
     decision["champion"] = evaluation.get("champion_note")
     if "champion_version" in evaluation:
