@@ -66,13 +66,15 @@ def test_without_the_registration_the_type_is_unknown_to_specs_and_scans() -> No
     """Expect the spec and the scanner to refuse the type when nothing registered it."""
     raw = _raw_spec()
     raw["privacy"]["free_text"]["types"]["employee_id"] = "mask"
-    with pytest.raises(SpecError, match="unknown PII type\\(s\\) 'employee_id'; known: email, iban"):
+    with pytest.raises(
+        SpecError, match="unknown PII type\\(s\\) 'employee_id'; known: credential, email, iban"
+    ):
         parse_spec(raw)
     with pytest.raises(ValueError, match="unknown PII type"):
         scan_text("EMP-004211", ["employee_id"])
 
 
-@pytest.mark.parametrize(("priority", "winner"), [(5, "mailbox"), (65, "email")])
+@pytest.mark.parametrize(("priority", "winner"), [(1, "mailbox"), (65, "email")])
 def test_priority_decides_overlaps(priority: int, winner: str) -> None:
     """Expect the type with the lower priority number to win when two detectors claim one text."""
 

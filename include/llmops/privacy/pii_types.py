@@ -133,8 +133,17 @@ def masks() -> dict[str, str]:
 
 
 _DETECTOR_MODULE = "llmops.privacy.detectors"
-# Checksum-validated types come before looser ones, so a card number is never reported as a phone.
+# Checksum-validated types come before looser ones, so a card number is never reported as a phone;
+# a credential comes first of all (a token can contain anything, and must be removed whole).
 for _entry in (
+    PiiType(
+        "credential",
+        "llmops.privacy.credentials:detect_credential",
+        5,
+        as_is,
+        mask="[CREDENTIAL]",
+        description="secret: API key, token, private key or password",
+    ),
     PiiType("email", f"{_DETECTOR_MODULE}:detect_email", 10, lowercase, description="e-mail address"),
     PiiType(
         "iban", f"{_DETECTOR_MODULE}:detect_iban", 20, compact_upper, description="IBAN (ISO 13616 mod-97)"
