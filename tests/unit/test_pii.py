@@ -194,8 +194,8 @@ def test_us_ssn_invalid_areas_groups_serials(value: str) -> None:
     assert found(f"SSN {value}.") == []
 
 
-def test_us_ssn_needs_the_dashed_format() -> None:
-    assert found("SSN 123456789", ["us_ssn"]) == []
+def test_us_ssn_needs_the_dashed_format_or_a_cue() -> None:
+    assert found("ref 123456789", ["us_ssn"]) == []
     assert found("id ABC-123-45-6789", ["us_ssn"]) == []
 
 

@@ -14,6 +14,7 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING
 
+from llmops.privacy import cues
 from llmops.privacy.pii_types import Span
 
 if TYPE_CHECKING:
@@ -77,6 +78,12 @@ _IBAN_LENGTHS: dict[str, int] = {
 
 _SSN_RX = re.compile(_num_start(r"\d") + r"\d\d-\d\d-\d{4}" + _NUM_END)
 _SSN_NEVER_ISSUED = frozenset({"078051120", "219099999"})  # SSA-voided numbers once seen in ads
+# Spaced or unseparated SSNs are only SSNs after a cue (a bare 9-digit run is an order number as often).
+_SSN_CUED_RX = re.compile(r"(?<![\w\-])(\d{3})([ ]?)(\d{2})\2(\d{4})(?![\w\-]|[.,]\d)")
+_SSN_CUES = cues.spellings(
+    "ssn", "ss#", "ss #", "social security", "soc. sec.", "taxpayer id", "taxpayer identification"
+)
+_SSN_CUE_REACH = 40
 
 _IPV4_RX = re.compile(r"\d(?<![\w.\-]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w\-]|\.\d)")
 _IPV6_RX = re.compile(
@@ -263,8 +270,7 @@ def detect_iban(text: str) -> list[Span]:
     return [Span(s, e, "iban") for s, e in _scan_with(_IBAN_RX, text, _validate_iban)]
 
 
-def _ssn_ok(ssn: str) -> bool:
-    area, group, serial = ssn.split("-")
+def _ssn_ok(area: str, group: str, serial: str) -> bool:
     return (
         area not in ("000", "666")
         and area[0] != "9"
@@ -279,8 +285,18 @@ def _ipv4_ok(candidate: str) -> bool:
 
 
 def detect_us_ssn(text: str) -> list[Span]:
-    """US SSNs written AAA-GG-SSSS, excluding areas 000/666/900-999, group 00 and serial 0000."""
-    return [Span(m.start(), m.end(), "us_ssn") for m in _SSN_RX.finditer(text) if _ssn_ok(m.group())]
+    """US SSNs: AAA-GG-SSSS anywhere; "AAA GG SSSS" and "AAAGGSSSS" only within ~40 characters after
+    a cue ("SSN", "social security (number)", "SS#", "taxpayer id"). SSA rules exclude areas
+    000/666/900-999, group 00 and serial 0000."""
+    spans = [
+        Span(m.start(), m.end(), "us_ssn") for m in _SSN_RX.finditer(text) if _ssn_ok(*m.group().split("-"))
+    ]
+    spans += [
+        Span(m.start(), m.end(), "us_ssn")
+        for m in cues.after_cues(text, _SSN_CUES, _SSN_CUED_RX, _SSN_CUE_REACH)
+        if _ssn_ok(m.group(1), m.group(3), m.group(4))
+    ]
+    return spans
 
 
 def detect_ip_address(text: str) -> list[Span]:
