@@ -20,10 +20,11 @@ _VALUE_CHARS = 40  # the longest value a cue may introduce
 
 
 def spellings(*cues: str) -> tuple[str, ...]:
-    """Each cue as written, capitalised and in capitals ("date of birth", "Date of birth", ...)."""
+    """Each cue as written, capitalised, in capitals and as a headline ("Date of Birth")."""
     out: dict[str, None] = {}
     for cue in cues:
-        for variant in (cue, cue[:1].upper() + cue[1:], cue.upper(), cue.title()):
+        headline = " ".join(w[:1].upper() + w[1:] if len(w) > 2 else w for w in cue.split(" "))
+        for variant in (cue, cue[:1].upper() + cue[1:], cue.upper(), cue.title(), headline):
             out[variant] = None
     return tuple(out)
 

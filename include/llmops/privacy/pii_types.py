@@ -149,6 +149,14 @@ for _entry in (
         "iban", f"{_DETECTOR_MODULE}:detect_iban", 20, compact_upper, description="IBAN (ISO 13616 mod-97)"
     ),
     PiiType(
+        "national_id",
+        "llmops.privacy.national_ids:detect_national_id",
+        25,  # checksum and cue: before cards and phones, which its digits could also pass for
+        compact_upper,
+        mask="[NATIONAL_ID]",
+        description="national identification number (UK NINO, DE Steuer-ID, FR NIR, ES DNI/NIE, NL BSN, IT CF)",
+    ),
+    PiiType(
         "payment_card",
         f"{_DETECTOR_MODULE}:detect_payment_card",
         30,
@@ -168,6 +176,14 @@ for _entry in (
         50,
         ip_address,
         description="IPv4 or IPv6 address",
+    ),
+    PiiType(
+        "date_of_birth",
+        "llmops.privacy.birth_dates:detect_date_of_birth",
+        55,  # a cued date is never a phone number
+        as_is,
+        mask="[DATE_OF_BIRTH]",
+        description="date of birth (a date after a birth cue)",
     ),
     PiiType("phone", f"{_DETECTOR_MODULE}:detect_phone", 60, digits_only, description="phone number"),
     PiiType(
