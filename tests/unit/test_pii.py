@@ -16,7 +16,6 @@ from llmops.privacy.pii import (
     Span,
     apply_privacy_policy,
     detect_column_type,
-    find_residual_pii,
     redact_text,
     scan_many,
     scan_text,
@@ -520,16 +519,6 @@ def test_apply_privacy_policy() -> None:
     }
     assert report.counts_by_column == {"customer_email": 2, "customer_phone": 2, "account_ref": 3, "body": 5}
     assert report.free_text_columns == ["body"]
-
-    assert find_residual_pii(out, ["body", "customer_email", "customer_phone"]) == {}
-
-
-def test_find_residual_pii_counts_before_redaction() -> None:
-    df = pd.DataFrame(RAW)
-    assert find_residual_pii(df, ["body"]) == {"person_name": 2, "email": 1, "phone": 1, "payment_card": 1}
-    assert find_residual_pii(df, ["body"], ["phone"]) == {"phone": 1}
-    with pytest.raises(ValueError, match="'nope'"):
-        find_residual_pii(df, ["nope"])
 
 
 def test_report_is_json_and_holds_no_raw_values() -> None:

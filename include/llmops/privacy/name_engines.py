@@ -114,8 +114,15 @@ def _sentences(text: str) -> Iterator[tuple[int, str]]:
             yield m.start() + cut, sentence[cut : cut + _MAX_SENTENCE_CHARS]
 
 
+def spacy_installed(model: str) -> bool:
+    """Whether spaCy and the pipeline package ``model`` can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("spacy") is not None and importlib.util.find_spec(model) is not None
+
+
 @lru_cache(maxsize=4)
-def _load_spacy(model: str) -> Any:
+def load_spacy(model: str) -> Any:
     try:
         import spacy
     except ImportError as exc:
@@ -181,7 +188,7 @@ class SpacyNames:
         cache = _sentence_cache(self.model)
         todo = [s for s in sentences if s not in cache]
         if todo:
-            nlp = _load_spacy(self.model)
+            nlp = load_spacy(self.model)
             with _SPACY_LOCK:
                 for sentence, doc in zip(todo, nlp.pipe(todo, batch_size=_PIPE_BATCH), strict=True):
                     if len(cache) >= _CACHE_SENTENCES:

@@ -244,6 +244,9 @@ class PrivacyReport:
     allowed_columns: dict[str, str] = field(default_factory=dict)
     free_text_columns: list[str] = field(default_factory=list)
     free_text_actions: dict[str, str] = field(default_factory=dict)
+    #: Text columns the policy does not name, scanned for every type (default deny).
+    scanned_by_default: list[str] = field(default_factory=list)
+    name_engine: str = "gazetteer"
 
     def add(self, pii_type: str, action: str, column: str, n: int) -> None:
         if n <= 0:
@@ -268,6 +271,8 @@ class PrivacyReport:
             "allowed_columns": dict(sorted(self.allowed_columns.items())),
             "free_text_columns": list(self.free_text_columns),
             "free_text_actions": dict(sorted(self.free_text_actions.items())),
+            "scanned_by_default": list(self.scanned_by_default),
+            "name_engine": self.name_engine,
             "total_replacements": self.total_replacements,
         }
 
@@ -319,26 +324,27 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> Non
         )
 
 
-def apply_privacy_policy(
-    df: pd.DataFrame, policy: PrivacySpec, pseudonymiser: Pseudonymiser | None = None
-) -> tuple[pd.DataFrame, PrivacyReport]:
-    """Apply column policies, then the free-text policy; return a new frame and a count-only report.
+class UnscannableColumn(ValueError):
+    """A column the policy does not name holds personal data that scanning cannot safely rewrite."""
 
-    Column actions: ``drop`` removes the column; ``mask`` replaces every non-null value with the mask
-    of the column's detected type (or ``[REDACTED]``); ``pseudonymise`` replaces each value with a
-    keyed token; ``allow`` keeps it and records the justification. Free-text redaction runs on
-    ``policy.free_text.columns`` except those already dropped, masked or pseudonymised as a whole.
-    """
-    free_text = policy.free_text
-    _require_columns(df, policy.columns, "privacy policy 'columns'")
-    if free_text is not None:
-        _require_columns(df, free_text.columns, "privacy policy 'free_text.columns'")
-        _check_actions(free_text.types, pseudonymiser)
-    if pseudonymiser is None and any(p.action == "pseudonymise" for p in policy.columns.values()):
-        raise ValueError("a Pseudonymiser is required for the 'pseudonymise' column action")
 
-    out = df.copy()
-    report = PrivacyReport(rows_scanned=len(df))
+def _unnamed_text_columns(df: pd.DataFrame, policy: PrivacySpec, system_columns: Iterable[str]) -> list[str]:
+    """Columns holding text that neither a column rule nor the free-text policy names."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    named = (
+        set(policy.columns) | set(policy.free_text.columns if policy.free_text else ()) | set(system_columns)
+    )
+    return [
+        str(c)
+        for c in df.columns
+        if c not in named and (is_string_dtype(df[c].dtype) or is_object_dtype(df[c].dtype))
+    ]
+
+
+def _apply_column_rules(
+    out: pd.DataFrame, policy: PrivacySpec, pseudonymiser: Pseudonymiser | None, report: PrivacyReport
+) -> pd.DataFrame:
     for column, rule in policy.columns.items():
         report.column_actions[column] = rule.action
         if rule.action == "drop":
@@ -361,7 +367,86 @@ def apply_privacy_policy(
             new_values = [tokens[v] for v in texts]
         out[column] = _with_values(out[column], mask, new_values)
         report.add(col_type or "unclassified", rule.action, column, len(texts))
+    return out
 
+
+def _redact_column(
+    out: pd.DataFrame,
+    column: str,
+    actions: Mapping[str, str],
+    pseudonymiser: Pseudonymiser | None,
+    names: NameEngine | None,
+    report: PrivacyReport,
+) -> None:
+    mask, texts = _non_null_texts(out[column])
+    originals = out[column][mask].tolist()
+    counts: Counter[str] = Counter()
+    new_values = [
+        _apply_spans(text, spans, actions, pseudonymiser, counts) if spans else original
+        for text, original, spans in zip(texts, originals, scan_many(texts, actions, names), strict=True)
+    ]
+    if counts:
+        out[column] = _with_values(out[column], mask, new_values)
+    for pii_type, n in counts.items():
+        report.add(pii_type, actions[pii_type], column, n)
+
+
+def _scan_unnamed(
+    out: pd.DataFrame,
+    column: str,
+    actions: Mapping[str, str],
+    pseudonymiser: Pseudonymiser | None,
+    names: NameEngine | None,
+    protected: Iterable[str],
+) -> dict[str, int]:
+    """Personal data in an unnamed column that must not be rewritten in place: a record key (masking
+    it would merge records) or values that are not plain text (lists, mappings)."""
+    values = out[column].dropna().tolist()
+    if column in protected:
+        texts = [v if isinstance(v, str) else str(v) for v in values]
+    else:
+        texts = [str(v) for v in values if not isinstance(v, str)]
+    found: Counter[str] = Counter()
+    for spans in scan_many(texts, actions, names):
+        found.update(s.pii_type for s in spans)
+    return dict(found)
+
+
+def apply_privacy_policy(
+    df: pd.DataFrame,
+    policy: PrivacySpec,
+    pseudonymiser: Pseudonymiser | None = None,
+    *,
+    key_columns: Iterable[str] = (),
+    system_columns: Iterable[str] = (),
+) -> tuple[pd.DataFrame, PrivacyReport]:
+    """Apply column policies, then the free-text policy, then scan every other text column; return a
+    new frame and a count-only report.
+
+    Column actions: ``drop`` removes the column; ``mask`` replaces every non-null value with the mask
+    of the column's detected type (or ``[REDACTED]``); ``pseudonymise`` replaces each value with a
+    keyed token; ``allow`` keeps it and records the justification. Free-text redaction runs on
+    ``policy.free_text.columns`` except those already dropped, masked or pseudonymised as a whole.
+
+    Default deny: a text column the policy does not name at all (``system_columns`` aside) is scanned
+    for every type, with the free-text action where the policy gives one and ``mask`` otherwise. Such
+    a column that is a record key (``key_columns``), or holds values that are not strings, is not
+    rewritten: personal data found there raises :class:`UnscannableColumn` naming the column.
+    """
+    from llmops.privacy.name_engines import engine_for
+
+    free_text = policy.free_text
+    _require_columns(df, policy.columns, "privacy policy 'columns'")
+    if free_text is not None:
+        _require_columns(df, free_text.columns, "privacy policy 'free_text.columns'")
+        _check_actions(free_text.types, pseudonymiser)
+    if pseudonymiser is None and any(p.action == "pseudonymise" for p in policy.columns.values()):
+        raise ValueError("a Pseudonymiser is required for the 'pseudonymise' column action")
+    names = engine_for(policy.names.engine, policy.names.model)
+    unnamed = _unnamed_text_columns(df, policy, system_columns)
+
+    report = PrivacyReport(rows_scanned=len(df), name_engine=policy.names.engine)
+    out = _apply_column_rules(df.copy(), policy, pseudonymiser, report)
     if free_text is not None:
         actions = dict(free_text.types)
         report.free_text_actions = dict(sorted(actions.items()))
@@ -375,39 +460,32 @@ def apply_privacy_policy(
             if action == "allow":
                 log.warning("column %s is both 'allow'ed and listed as free text; redacting it", column)
             report.free_text_columns.append(column)
-            mask, texts = _non_null_texts(out[column])
-            counts: Counter[str] = Counter()
-            new_values = [
-                _apply_spans(text, spans, actions, pseudonymiser, counts) if spans else text
-                for text, spans in zip(texts, scan_many(texts, actions), strict=True)
-            ]
-            out[column] = _with_values(out[column], mask, new_values)
-            for pii_type, n in counts.items():
-                report.add(pii_type, actions[pii_type], column, n)
+            _redact_column(out, column, actions, pseudonymiser, names, report)
+
+    default_actions = {
+        t: (free_text.types.get(t, "mask") if free_text else "mask") for t in pii_types.names()
+    }
+    if pseudonymiser is None:
+        default_actions = dict.fromkeys(default_actions, "mask")
+    keys = set(key_columns)
+    for column in unnamed:
+        found = _scan_unnamed(out, column, default_actions, pseudonymiser, names, keys)
+        if found:
+            what = "a record key" if column in keys else "values that are not text"
+            raise UnscannableColumn(
+                f"column {column!r} is not named in the privacy policy and holds personal data in "
+                f"{what} ({', '.join(f'{t}: {n}' for t, n in sorted(found.items()))}): name it under "
+                f"privacy.columns (pseudonymise keeps a key stable; drop removes it)"
+            )
+        report.scanned_by_default.append(column)
+        if column not in keys:
+            _redact_column(out, column, default_actions, pseudonymiser, names, report)
 
     log.info(
-        "privacy policy applied: %d rows, %d replacements, %d columns dropped",
+        "privacy policy applied: %d rows, %d replacements, %d columns dropped, %d scanned by default",
         report.rows_scanned,
         report.total_replacements,
         len(report.columns_dropped),
+        len(report.scanned_by_default),
     )
     return out, report
-
-
-def find_residual_pii(
-    df: pd.DataFrame, columns: Iterable[str], types: Iterable[str] | None = None
-) -> dict[str, int]:
-    """Rescan output columns and count PII spans left per type (empty dict means nothing found).
-
-    Used as a post-condition after :func:`apply_privacy_policy`; masks and pseudonym tokens do not
-    match any detector.
-    """
-    columns = list(columns)
-    _require_columns(df, columns, "residual PII scan")
-    wanted = _check_types(types)
-    counts: Counter[str] = Counter()
-    for column in columns:
-        _, texts = _non_null_texts(df[column])
-        for spans in scan_many(texts, wanted):
-            counts.update(s.pii_type for s in spans)
-    return dict(counts)

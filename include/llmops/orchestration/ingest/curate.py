@@ -9,6 +9,7 @@ from llmops import snapshots
 from llmops.errors import PermanentError
 from llmops.ledger import record
 from llmops.ledger.events import CuratedSnapshotPublished, PiiHandled, WatermarkAdvanced
+from llmops.privacy.pii import UnscannableColumn
 from llmops.settings import get_settings
 from llmops.snapshots import SOURCE_COLUMN
 from llmops.specs.pinned import run_spec
@@ -16,6 +17,7 @@ from llmops.specs.pinned import run_spec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from llmops.privacy.pii import PrivacyReport
     from llmops.specs import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,35 @@ log = logging.getLogger(__name__)
 
 class PiiResidualFound(PermanentError, RuntimeError):
     """PII of a handled type is still detectable after the privacy policy ran."""
+
+
+class PrivacyPolicyGap(PermanentError, ValueError):
+    """A column the privacy policy does not name holds personal data that cannot be redacted in place."""
+
+
+def _residual_check(spec: PipelineSpec, curated: pd.DataFrame, report: PrivacyReport) -> dict[str, Any]:
+    """What a second, independent engine still finds in every column the policy redacted or scanned:
+    the free-text types in free-text columns, every type in columns scanned by default."""
+    from llmops.privacy import pii_types
+    from llmops.privacy.residual import ResidualReport, check_residual
+
+    privacy = spec.privacy
+    handled = dict(privacy.free_text.types) if privacy.free_text else {}
+    name_model = privacy.names.model if privacy.names.engine == "spacy" else None
+    total = ResidualReport()
+    for columns, types in (
+        (report.free_text_columns, list(handled)),
+        ([c for c in report.scanned_by_default if c != spec.dataset.key], list(pii_types.names())),
+    ):
+        if columns and types:
+            part = check_residual(curated, columns, types, name_model)
+            for column, found in part.by_column.items():
+                total.by_column[column] = found
+                for t, n in found.items():
+                    total.found[t] = total.found.get(t, 0) + n
+            total.suspected_names.update(part.suspected_names)
+            total.name_rows_read += part.name_rows_read
+    return total.to_dict()
 
 
 def _carry_forward(spec: PipelineSpec, curated: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -53,7 +84,7 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
 
     from llmops.ingest.state import set_watermark
     from llmops.privacy.keys import get_key_ring, get_pseudonymisation_key
-    from llmops.privacy.pii import Pseudonymiser, apply_privacy_policy, find_residual_pii
+    from llmops.privacy.pii import Pseudonymiser, apply_privacy_policy
 
     spec = run_spec(pipeline, run_id)
     settings = get_settings()
@@ -63,14 +94,14 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
     v_manifest = snapshots.read_manifest(v_ref)
     df = snapshots.read_snapshot(v_ref, get_key_ring()).to_pandas()
     pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
-    curated, report = apply_privacy_policy(df, spec.privacy, pseudonymiser)
-    residual: dict[str, int] = {}
-    if spec.privacy.free_text is not None:
-        residual = {
-            t: n
-            for t, n in find_residual_pii(curated, list(spec.privacy.free_text.columns)).items()
-            if n and t in spec.privacy.free_text.types
-        }
+    try:
+        curated, report = apply_privacy_policy(
+            df, spec.privacy, pseudonymiser, key_columns=[spec.dataset.key], system_columns=[SOURCE_COLUMN]
+        )
+    except UnscannableColumn as exc:
+        raise PrivacyPolicyGap(str(exc)) from None
+    residual_check = _residual_check(spec, curated, report)
+    residual = dict(residual_check["found"])
     curated, carried = _carry_forward(spec, curated)
     governance = {s.name: s.governance.model_dump() for s in spec.sources}
     ref, manifest = snapshots.write_snapshot(
@@ -81,7 +112,7 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
         table=pa.Table.from_pandas(curated, preserve_index=False),
         metadata={
             "inputs": {"validated_snapshot_id": v_ref.snapshot_id, "carried_forward_rows": carried},
-            "privacy": report.to_dict(),
+            "privacy": {**report.to_dict(), "residual_check": residual_check},
             "governance": governance,
             "purpose": spec.purpose,
         },
@@ -97,13 +128,16 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
         "sha256": manifest["content_sha256"],
         "files": [{k: f[k] for k in ("name", "rows", "sha256")} for f in manifest["files"]],
         "columns": [c["name"] for c in manifest["schema"]],
-        "privacy": report.to_dict(),
+        "privacy": {**report.to_dict(), "residual_check": residual_check},
         "residual_pii": residual,
         "governance": governance,
     }
     record(spec, PiiHandled(**payload), f"curated/{ref.snapshot_id}", run_id)
     if residual:
-        raise PiiResidualFound(f"PII still detectable after redaction: {residual}")
+        raise PiiResidualFound(
+            f"PII still detectable after redaction by an independent engine (counts per type and "
+            f"column, never values): {residual_check['by_column']}"
+        )
     snapshots.set_latest(ref, settings.lake_root)
     record(spec, CuratedSnapshotPublished(asset=spec.curated_asset_uri), f"curated/{ref.snapshot_id}", run_id)
     for source_name, item in (v_manifest.get("inputs_by_source") or {}).items():
