@@ -39,7 +39,7 @@ def _residual_check(spec: PipelineSpec, curated: pd.DataFrame, report: PrivacyRe
 
     privacy = spec.privacy
     handled = dict(privacy.free_text.types) if privacy.free_text else {}
-    name_model = privacy.names.model if privacy.names.engine == "spacy" else None
+    name_model = privacy.names.model  # read for suspected names wherever that pipeline is installed
     total = ResidualReport()
     for columns, types in (
         (report.free_text_columns, list(handled)),
