@@ -67,15 +67,16 @@ def test_blocking_failure_says_what_and_by_how_much(suite):
 
 
 def test_results_never_contain_raw_failing_values(suite):
-    """Expect stored results to hold masked samples only, never the raw PII that failed."""
+    """Expect stored results to hold the shapes of failing values only: no content, not even personal
+    data a detector would miss (a name no list knows)."""
     df = _frame()
     df.loc[5, "category"] = "contact anna.schmidt@example.org please"
-    df.loc[6, "customer_email"] = "not-an-email +49 30 1234567"
+    df.loc[6, "customer_email"] = "not-an-email +49 30 1234567 Oluwaseun"
     outcome = validate_dataframe(df, suite, pii_masker())
     stored = json.dumps(outcome.to_dict())
-    assert "anna.schmidt@example.org" not in stored
-    assert "1234567" not in stored
-    assert "[EMAIL]" in stored
+    for raw in ("anna", "schmidt", "example", "1234567", "Oluwaseun", "contact"):
+        assert raw not in stored
+    assert "aaaaaaa aaaa.aaaaaaa@aaaaaaa.aaa aaaaaa" in stored
 
 
 def test_missing_suite_and_bad_severity(tmp_path):

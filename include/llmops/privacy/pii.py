@@ -144,6 +144,31 @@ def _scan_batched(texts: Sequence[str], wanted: tuple[str, ...]) -> list[list[Sp
     return result
 
 
+_SHAPE_CHARS = 40
+
+
+def value_shape(value: str) -> str:
+    """The form of a value without its content: letters become ``A``/``a``, digits ``9``, other
+    characters stay, at most 40 of them ("Anna Smith, +49 30" -> "Aaaa Aaaaa, +99 99").
+
+    Why: a failing value's form is what one needs to see why it failed (a pattern, a length, a
+    separator), and it cannot be read back to the value the way a masked sample can, where any
+    personal data the detectors miss would stay readable.
+    """
+    out = []
+    for ch in value[:_SHAPE_CHARS]:
+        if ch.isdigit():
+            out.append("9")
+        elif ch.isalpha():
+            out.append("A" if ch.isupper() else "a")
+        elif ch.isspace():
+            out.append(" ")
+        else:
+            out.append(ch)
+    more = len(value) - _SHAPE_CHARS
+    return "".join(out) + (f"...(+{more} chars)" if more > 0 else "")
+
+
 def normalise(value: str, pii_type: str) -> str:
     """Canonical form hashed for pseudonyms, so formatting variants of one value share a token."""
     known = pii_types.REGISTRY.get(pii_type)
