@@ -44,7 +44,8 @@ _DATE_RX = re.compile(
     rf"|(?P<mon2>{_MONTH_NAMES})\.?[ ]+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?,?[ ]+(?P<my>\d{{4}}))"
     r"(?![\w\-]|[./]\d)"
 )
-_CUES = cues.spellings(
+cues.define(
+    _TYPE,
     "dob",
     "d.o.b",
     "date of birth",
@@ -91,6 +92,6 @@ def detect_date_of_birth(text: str) -> list[Span]:
     """A date (ISO, d/m/y, m/d/y, "12 March 1984", "March 12, 1984") right after a birth cue."""
     return [
         Span(m.start(), m.end(), _TYPE)
-        for m in cues.after_cues(text, _CUES, _DATE_RX, _CUE_REACH)
+        for m in cues.after_cues(text, _TYPE, _DATE_RX, _CUE_REACH)
         if _real_date(m)
     ]

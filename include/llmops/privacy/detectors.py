@@ -41,6 +41,36 @@ _NUM_END = r"(?![\w@]|[.,:/\-]\d)"
 _EMAIL_LOCAL = re.compile(r"(?<![\w.%+\-])[\w%+\-](?:[\w.%+\-]{0,62}[\w%+\-])?\Z")
 _EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w\-])")
 
+# Obfuscated addresses: "anna [at] example [dot] com", "anna(at)example(dot)com", "anna.k3 at example dot
+# com", "anna AT example DOT com", "anna at example.com". Anchored on the rare tokens: a bracketed
+# "at" (strong evidence) or " at " / " AT " followed at once by a whole domain; the spaced forms then
+# also need a top-level domain from _TLDS and a local part that looks like one (see _spaced_local_ok).
+_TLDS = frozenset(
+    """
+    com org net edu gov mil int info biz name pro app dev io ai co me tv cc eu uk de fr es it nl be at ch
+    se no dk fi is ie pt pl cz sk hu ro bg gr hr si rs ua ru tr il ae sa in pk cn jp kr tw hk sg my th
+    vn id ph au nz ca us mx br ar cl pe za ng ke eg ma lu li ee lv lt cloud online shop store tech email
+    """.split()
+)
+_LABEL = r"[^\W_](?:[\w\-]{0,61}[^\W_])?"
+_DOT_WORD = r"(?:[ ]?(?:\[dot\]|\(dot\)|\[DOT\]|\(DOT\))[ ]?|[ ]dot[ ]|[ ]DOT[ ])"
+_OBFUSCATED_DOMAIN = (
+    rf"(?P<domain>{_LABEL}(?:(?:\.|{_DOT_WORD}){_LABEL})*(?:\.|{_DOT_WORD})(?P<tld>[^\W\d_]{{2,63}}))"
+)
+_DOMAIN_END = rf"(?![\w\-@]|\.[^\W_]|{_DOT_WORD}[^\W_])"
+# One pattern per opening literal: the engine finds a literal prefix fast, a character class slowly.
+_EMAIL_OBFUSCATED_RXS = tuple(
+    (re.compile(rf"{re.escape(anchor)}{'' if spaced else '[ ]?'}{_OBFUSCATED_DOMAIN}{_DOMAIN_END}"), spaced)
+    for anchor, spaced in (
+        ("(at)", False),
+        ("[at]", False),
+        ("(AT)", False),
+        ("[AT]", False),
+        (" at ", True),
+        (" AT ", True),
+    )
+)
+
 # Phone candidates: optional "+", digit groups separated by one space, dash, dot or slash, optional
 # parenthesised area code. The look-ahead demands about 7 digits before any Python code runs.
 _PHONE_GROUP = r"(?:\(\d{1,5}\)[ ]?)?\d{1,15}"
@@ -76,12 +106,17 @@ _IBAN_LENGTHS: dict[str, int] = {
     "VA": 22, "VG": 24, "XK": 20,
 }  # fmt: skip
 
-_SSN_RX = re.compile(_num_start(r"\d") + r"\d\d-\d\d-\d{4}" + _NUM_END)
+# Anchored on its first dash (far rarer than a digit, so the engine skips to it in C); the look-behinds
+# are _num_start's, shifted by the three digits before the dash. The match starts at that dash.
+_SSN_RX = re.compile(
+    r"-(?<=\d\d\d-)(?<![\w+#@&=/\\$€£¥]\d\d\d-)(?<!\d[.,:\-]\d\d\d-)(?<![^\W\d_]-\d\d\d-)"
+    r"\d\d-\d{4}" + _NUM_END
+)
 _SSN_NEVER_ISSUED = frozenset({"078051120", "219099999"})  # SSA-voided numbers once seen in ads
 # Spaced or unseparated SSNs are only SSNs after a cue (a bare 9-digit run is an order number as often).
 _SSN_CUED_RX = re.compile(r"(?<![\w\-])(\d{3})([ ]?)(\d{2})\2(\d{4})(?![\w\-]|[.,]\d)")
-_SSN_CUES = cues.spellings(
-    "ssn", "ss#", "ss #", "social security", "soc. sec.", "taxpayer id", "taxpayer identification"
+cues.define(
+    "us_ssn", "ssn", "ss#", "ss #", "social security", "soc. sec.", "taxpayer id", "taxpayer identification"
 )
 _SSN_CUE_REACH = 40
 
@@ -235,9 +270,41 @@ def _validate_ipv6(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     return None
 
 
-def detect_email(text: str) -> list[Span]:
-    """Email addresses (Unicode local parts and internationalised domains included)."""
+def _spaced_local_ok(local: str, at_word: str) -> bool:
+    """A spaced " at " needs a local part no sentence has before "at": one with a digit or one of
+    ``._+-%`` ("anna.k3", "sipho1973"), a known first name ("anna at example.com"), or, before a
+    capitalised "AT", any word not itself in capitals ("anna AT example DOT com")."""
+    if any(not ch.isalpha() for ch in local):
+        return True
+    if at_word == "AT" and not local.isupper():
+        return True
+    from llmops.privacy.names import load_first_names
+
+    return local[:1].upper() + local[1:].lower() in load_first_names()[0]
+
+
+def _obfuscated_emails(text: str, rx: re.Pattern[str], spaced: bool) -> list[Span]:
     out: list[Span] = []
+    for m in rx.finditer(text):
+        start = m.start()
+        if not spaced and start and text[start - 1] == " ":
+            start -= 1  # "anna [at] example.com"
+        local = _EMAIL_LOCAL.search(text, max(0, start - 64), start)
+        if local is None:
+            continue
+        if spaced and not (
+            m.group("tld").lower() in _TLDS
+            and _spaced_local_ok(local.group(), text[m.start() + 1 : m.start() + 3])
+        ):
+            continue
+        out.append(Span(local.start(), m.end(), "email"))
+    return out
+
+
+def detect_email(text: str) -> list[Span]:
+    """Email addresses (Unicode local parts and internationalised domains included), plain or
+    obfuscated ("anna [at] example [dot] com", "anna.k3 at example dot com", "anna AT example DOT com")."""
+    out = [span for rx, spaced in _EMAIL_OBFUSCATED_RXS for span in _obfuscated_emails(text, rx, spaced)]
     pos = 0
     while (at := text.find("@", pos)) >= 0:
         pos = at + 1
@@ -289,11 +356,13 @@ def detect_us_ssn(text: str) -> list[Span]:
     a cue ("SSN", "social security (number)", "SS#", "taxpayer id"). SSA rules exclude areas
     000/666/900-999, group 00 and serial 0000."""
     spans = [
-        Span(m.start(), m.end(), "us_ssn") for m in _SSN_RX.finditer(text) if _ssn_ok(*m.group().split("-"))
+        Span(m.start() - 3, m.end(), "us_ssn")
+        for m in _SSN_RX.finditer(text)
+        if _ssn_ok(text[m.start() - 3 : m.start()], *m.group()[1:].split("-"))
     ]
     spans += [
         Span(m.start(), m.end(), "us_ssn")
-        for m in cues.after_cues(text, _SSN_CUES, _SSN_CUED_RX, _SSN_CUE_REACH)
+        for m in cues.after_cues(text, "us_ssn", _SSN_CUED_RX, _SSN_CUE_REACH)
         if _ssn_ok(m.group(1), m.group(3), m.group(4))
     ]
     return spans

@@ -38,7 +38,8 @@ _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 # Digits, optionally grouped by single spaces, dots or dashes: "36 574 261 809", "2 84 12 76 451 089 46".
 _DIGITS_RX = re.compile(r"(?<![\w\-])\d(?:[ .\-]?\d){8,14}(?![\w\-]|[.,]\d)")
 _CUE_REACH = 40
-_CUES = cues.spellings(
+cues.define(
+    _TYPE,
     "steuer-id",
     "Steuer-ID",
     "steuer-idnr",
@@ -57,6 +58,10 @@ _CUES = cues.spellings(
     "numero de securite sociale",
     "sécurité sociale",
     "n° de sécu",
+    # Generic wording: the value must still pass one of the three checksums.
+    "id number",
+    "identity number",
+    "national id",
 )
 
 
@@ -102,7 +107,7 @@ def detect_national_id(text: str) -> list[Span]:
     for m in _DNI_RX.finditer(text):
         if ok["dni"](m.group()):
             out.append(Span(m.start(), m.end(), _TYPE))
-    for m in cues.after_cues(text, _CUES, _DIGITS_RX, _CUE_REACH):
+    for m in cues.after_cues(text, _TYPE, _DIGITS_RX, _CUE_REACH):
         digits = re.sub(r"\D", "", m.group())
         if any(ok[kind](digits) for kind in ("idnr", "nir", "bsn")):
             out.append(Span(m.start(), m.end(), _TYPE))

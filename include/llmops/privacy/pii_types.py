@@ -40,6 +40,19 @@ def lowercase(value: str) -> str:
     return _nfc(value).lower()
 
 
+_OBFUSCATED_AT = re.compile(r"[ ]?[\[(]at[\])][ ]?|[ ]at[ ]", re.IGNORECASE)
+_OBFUSCATED_DOT = re.compile(r"[ ]?[\[(]dot[\])][ ]?|[ ]dot[ ]", re.IGNORECASE)
+
+
+def email_address(value: str) -> str:
+    """The canonical "local@domain" (lowercase) of a plain or obfuscated address, so that
+    "Anna [at] Example [dot] com" and "anna@example.com" share a pseudonym."""
+    value = _nfc(value)
+    if "@" not in value:
+        value = _OBFUSCATED_DOT.sub(".", _OBFUSCATED_AT.sub("@", value, count=1))
+    return value.lower()
+
+
 def digits_only(value: str) -> str:
     return "".join(ch for ch in _nfc(value) if ch.isdigit())
 
@@ -144,7 +157,7 @@ for _entry in (
         mask="[CREDENTIAL]",
         description="secret: API key, token, private key or password",
     ),
-    PiiType("email", f"{_DETECTOR_MODULE}:detect_email", 10, lowercase, description="e-mail address"),
+    PiiType("email", f"{_DETECTOR_MODULE}:detect_email", 10, email_address, description="e-mail address"),
     PiiType(
         "iban", f"{_DETECTOR_MODULE}:detect_iban", 20, compact_upper, description="IBAN (ISO 13616 mod-97)"
     ),
