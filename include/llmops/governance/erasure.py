@@ -7,16 +7,21 @@ rewritten as a new version without those rows (everything else kept: the counts 
 the old version is deleted, key files first. Model versions trained on an affected snapshot are
 tagged for review in the registry. The ledger records all of it under a keyed token of the subject,
 never the subject itself.
+
+Keyed hashes of the subject and of the record keys found go on the pipeline's suppression list
+(`llmops.governance.suppression`), so that the next ingest from a source that still holds the
+subject does not bring them back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
+from llmops.governance import suppression
+from llmops.governance.suppression import normalise_value
 from llmops.governance.sweep import SnapshotsNotDone, failure_message
 from llmops.ledger import record
 from llmops.ledger.events import (
@@ -25,6 +30,7 @@ from llmops.ledger.events import (
     ErasureModelFlagged,
     ErasureRequested,
     ErasureSnapshotRewritten,
+    ErasureSuppressed,
 )
 from llmops.settings import get_settings
 
@@ -46,14 +52,7 @@ class ErasureError(RuntimeError):
 
 def normalise_subject(spec: PipelineSpec, value: str) -> str:
     """The subject value as the pipeline stores it after normalisation."""
-    rules = spec.dataset.normalization
-    if rules.unicode_nfc:
-        value = unicodedata.normalize("NFC", value)
-    if rules.trim:
-        value = value.strip()
-    if spec.dataset.subject_column in rules.lowercase_columns:
-        value = value.lower()
-    return value
+    return normalise_value(spec, spec.dataset.subject_column or "", value)
 
 
 def _normalised_column(spec: PipelineSpec, series: pd.Series) -> pd.Series:
@@ -305,6 +304,8 @@ def erase_subject(
         f"erasure/{request_id}",
         run_id,
     )
+    # Listed before the sweep: an ingest that extracts from now on keeps the subject out.
+    first = suppression.add_erased(spec, request_id, value, ())
 
     erasure = _Erasure(spec, request_id, run_id, kek, lake)
     erasure.affected_keys |= carried_keys(lake, spec.name, request_id, kek)
@@ -312,6 +313,19 @@ def erase_subject(
     erasure.curated(column, value, pseudonymiser)
     if erasure.affected_keys:
         keep_keys(lake, spec.name, request_id, erasure.affected_keys, kek)  # before anything can fail
+    listed = suppression.add_erased(spec, request_id, value, erasure.affected_keys)
+    record(
+        spec,
+        ErasureSuppressed(
+            request_id=request_id,
+            subject_ref=subject_ref,
+            entries=listed["entries"],
+            added=first["added"] + listed["added"],
+            key_id=listed["key_id"],
+        ),
+        f"erasure/{request_id}",
+        run_id,
+    )
     erasure.training_sets()
     replaced, affected_keys, rows_removed = erasure.replaced, erasure.affected_keys, erasure.rows_removed
     flagged = _flag_versions(spec, replaced, request_id, subject_ref, run_id)
@@ -339,6 +353,7 @@ def erase_subject(
         "rows_removed": rows_removed,
         "snapshots_rewritten": len(replaced),
         "models_flagged": flagged,
+        "suppression_entries": listed["entries"],
     }
     record(spec, ErasureCompleted(**summary), f"erasure/{request_id}", run_id)
     forget_keys(lake, spec.name, request_id)

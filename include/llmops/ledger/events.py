@@ -108,6 +108,7 @@ class DatasetValidated(Event):
     validation: dict[str, Any]
     quality: dict[str, Any]
     quality_trend: Any
+    rows_suppressed: int | None = None  # rows of erased subjects dropped at extract and validation
 
 
 class PiiHandled(Event):
@@ -486,6 +487,19 @@ class ErasureCompleted(Event):
     rows_removed: int
     snapshots_rewritten: int
     models_flagged: list[dict[str, Any]]
+    suppression_entries: int | None = None  # keyed hashes listed so that ingest keeps them out
+
+
+class ErasureSuppressed(Event):
+    """The subject and record keys of a request are on the pipeline's suppression list: counts and
+    the public id of the hashing key only."""
+
+    name = "erasure.suppressed"
+    request_id: str
+    subject_ref: str
+    entries: int
+    added: int
+    key_id: str
 
 
 class ErasureFailed(Event):

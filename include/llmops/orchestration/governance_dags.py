@@ -89,8 +89,10 @@ Trigger with the data subject's identifier (the value of the pipelines' `dataset
 e.g. an email address) and the request reference. For each pipeline: the subject's records are
 removed from every raw, validated, quarantine, curated and training snapshot (new versions are
 written, the old ones deleted, key files first), and every model version trained on an affected
-snapshot is tagged `llmops.erasure_review` in the registry. The ledger records the request under a
-keyed token of the subject, never the identifier itself.
+snapshot is tagged `llmops.erasure_review` in the registry. Keyed hashes of the subject and of their
+record keys go on the pipeline's suppression list, so later ingest runs drop their rows even where
+a source still holds them. The ledger records the request under a keyed token of the subject, never
+the identifier itself.
 
 Every pipeline with a spec file is covered. One whose spec does not load, or a snapshot that cannot
 be read or rewritten, fails that pipeline's task after every other snapshot and pipeline is done,

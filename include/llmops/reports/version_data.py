@@ -195,6 +195,7 @@ def validation_section(pipeline: str, record: LedgerRecord) -> dict[str, Any]:
         "rows_after_normalisation": payload.get("rows_after_normalisation"),
         "rows_accepted": payload.get("rows_accepted"),
         "rows_quarantined": payload.get("rows_quarantined"),
+        "rows_suppressed": payload.get("rows_suppressed") or 0,  # rows of erased subjects left out
         "quarantine_fraction": round(payload.get("rows_quarantined", 0) / after, 6) if after else None,
         "counts_reconcile": payload.get("counts_reconcile"),
         "quarantine_reasons": [

@@ -1,4 +1,8 @@
-"""Ingest steps before validation: plan the partitions, extract each one, commit raw snapshots."""
+"""Ingest steps before validation: plan the partitions, extract each one, commit raw snapshots.
+
+Rows of subjects on the pipeline's erasure suppression list are dropped as they are extracted, so
+they reach no staged part and no raw snapshot; the raw manifest counts them (`rows_suppressed`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots
+from llmops.governance.suppression import ROWS_SUPPRESSED, Suppression
 from llmops.ledger import record
 from llmops.ledger.events import ContractViolated, IngestPlanned, RawSnapshotCreated
 from llmops.settings import get_settings
@@ -75,6 +80,16 @@ def plan(pipeline: str, run_id: str) -> list[dict[str, Any]]:
     return items
 
 
+def _note_suppressed(meta: dict[str, Any], suppression: Suppression) -> None:
+    """Count the rows left out for erased subjects; drop the extractor's notes about those rows."""
+    from llmops.ingest.common import UNDECODABLE
+
+    meta[ROWS_SUPPRESSED] = suppression.rows_suppressed
+    noted = meta.get(UNDECODABLE)
+    if noted:
+        noted[:] = [n for n in noted if str(n.get("key")) not in suppression.keys_dropped]
+
+
 def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Extract one planned item into a staged, encrypted part; return its description."""
     import pyarrow as pa
@@ -86,8 +101,11 @@ def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[
     source = spec.source(item["source"])
     key = spec.dataset.key
     schema = pa.schema([(c, pa.string()) for c in source.columns])
+    suppression = Suppression.load(spec)
     with _drift_recorded(spec, run_id, item):
         batches, meta = behaviour_of(source).extract(source, item, key, schema)
+        if suppression is not None:  # erased subjects' rows are never staged
+            batches = suppression.stream(batches)
         part = snapshots.stage_part(
             lake_root=get_settings().lake_root,
             pipeline=spec.name,
@@ -98,6 +116,8 @@ def extract_partition(pipeline: str, item: dict[str, Any], run_id: str) -> dict[
             schema=schema,
             kek=get_key_ring(),
         )
+    if suppression is not None:
+        _note_suppressed(meta, suppression)
     from llmops import lineage
 
     lineage.emit_extract(spec, source, meta)  # OpenLineage; never raises
@@ -132,6 +152,8 @@ def commit_raw(
             "sample": item.get("sample"),
         }
         meta["row_count"] = sum(p["rows"] for p in mine)  # what was committed, after any sampling
+        if any(ROWS_SUPPRESSED in p["source_meta"] for p in mine):
+            meta[ROWS_SUPPRESSED] = sum(p["source_meta"].get(ROWS_SUPPRESSED, 0) for p in mine)
         if any(UNDECODABLE in p["source_meta"] for p in mine):  # every partition's, for validation
             meta[UNDECODABLE] = [u for p in mine for u in p["source_meta"].get(UNDECODABLE) or []]
         ref, manifest = snapshots.commit_parts(

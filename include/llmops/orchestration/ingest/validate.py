@@ -1,5 +1,9 @@
 """The validate step of ingest: normalise the raw snapshots, check the contract and the GX suite,
-quarantine failing rows and write the validated snapshot."""
+quarantine failing rows and write the validated snapshot.
+
+Rows of erased subjects (the pipeline's suppression list) are dropped before anything is written:
+extraction already left them out of the raw snapshots; what an erasure listed since is dropped
+here. The validated manifest (`suppression`) and the ledger (`rows_suppressed`) count both."""
 
 from __future__ import annotations
 
@@ -44,13 +48,33 @@ def key_problems(keys: pd.Series, key: str) -> dict[int, str]:
     return out
 
 
-def reconcile(rows_in: int, accepted: int, quarantined: int, deduplicated: int) -> None:
-    """Every row read is accepted, quarantined or removed as a duplicate: raise when not."""
-    if rows_in != accepted + quarantined + deduplicated:
+def reconcile(rows_in: int, accepted: int, quarantined: int, deduplicated: int, suppressed: int = 0) -> None:
+    """Every row read is accepted, quarantined, removed as a duplicate or suppressed (an erased
+    subject's): raise when not."""
+    if rows_in != accepted + quarantined + deduplicated + suppressed:
         raise RowsUnaccounted(
             f"row counts do not reconcile: {rows_in} in != {accepted} accepted + {quarantined} "
-            f"quarantined + {deduplicated} deduplicated"
+            f"quarantined + {deduplicated} deduplicated + {suppressed} suppressed"
         )
+
+
+def _suppress(
+    spec: PipelineSpec, df: pd.DataFrame, raw_manifests: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop rows of erased subjects that reached this step (an erasure that completed after the
+    extraction); count them with those the extraction already left out."""
+    from llmops.governance.suppression import ROWS_SUPPRESSED, Suppression
+
+    at_extract = sum(int(m["source"].get(ROWS_SUPPRESSED) or 0) for m in raw_manifests)
+    suppression = Suppression.load(spec)
+    if suppression is not None:
+        df = suppression.drop_from(df).reset_index(drop=True)
+    at_validate = suppression.rows_suppressed if suppression is not None else 0
+    return df, {
+        "rows_suppressed": at_extract + at_validate,
+        "at_extract": at_extract,
+        "at_validate": at_validate,
+    }
 
 
 def _normalise(
@@ -186,9 +210,9 @@ def _undecodable_rows(frame: pd.DataFrame, key: str, manifest: dict[str, Any]) -
 
 def _read_and_check_contracts(
     spec: PipelineSpec, raw: list[dict[str, Any]], reference: Any, kek: Any, mask: Any
-) -> tuple[list[pd.DataFrame], list[Any], dict[tuple[str, int], list[str]]]:
-    """Each raw snapshot as a frame tagged with its source and row, its contract outcome, and the
-    contract's row-level reasons by (source, row)."""
+) -> tuple[list[pd.DataFrame], list[Any], dict[tuple[str, int], list[str]], list[dict[str, Any]]]:
+    """Each raw snapshot as a frame tagged with its source and row, its contract outcome, the
+    contract's row-level reasons by (source, row), and the snapshots' manifests."""
     from llmops.governance.integrity import check_snapshot
     from llmops.quality.contracts import evaluate_contract
 
@@ -196,10 +220,12 @@ def _read_and_check_contracts(
     frames = []
     contracts = []
     contract_rows: dict[tuple[str, int], list[str]] = {}
+    manifests = []
     for item in sorted(raw, key=lambda r: r["source"]):
         source = spec.source(item["source"])
         ref = snapshots.snapshot_ref(settings.lake_root, "raw", spec.name, source.name, item["snapshot_id"])
         manifest = check_snapshot(spec, ref)  # the ledger's record of it, not only its manifest
+        manifests.append(manifest)
         frame = snapshots.read_snapshot(ref, kek).to_pandas()
         outcome = evaluate_contract(
             source.name,
@@ -218,7 +244,7 @@ def _read_and_check_contracts(
         frame[SOURCE_COLUMN] = source.name
         frame[SOURCE_ROW] = range(len(frame))
         frames.append(frame)
-    return frames, contracts, contract_rows
+    return frames, contracts, contract_rows, manifests
 
 
 def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | None = None) -> dict[str, Any]:
@@ -242,7 +268,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     reference = datetime.fromisoformat(now) if now else datetime.now(UTC)
     kek = get_key_ring()
     mask = pii_masker()
-    frames, contracts, contract_rows = _read_and_check_contracts(spec, raw, reference, kek, mask)
+    frames, contracts, contract_rows, manifests = _read_and_check_contracts(spec, raw, reference, kek, mask)
     broken = [c for c in contracts if not c.ok]
     if broken:
         violations = [v for c in broken for v in c.table_violations]
@@ -263,6 +289,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         [f.reindex(columns=[*columns, SOURCE_COLUMN, SOURCE_ROW]) for f in frames], ignore_index=True
     )
     rows_in = len(df)
+    df, suppressed = _suppress(spec, df, manifests)
     df, normalisation, key_failures = _normalise(df, spec)
     origin = list(zip(df[SOURCE_COLUMN], df[SOURCE_ROW], strict=True))
     df = df.drop(columns=[SOURCE_ROW])
@@ -312,12 +339,14 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
             "inputs": identity["inputs"],
             "inputs_by_source": inputs,
             "quarantine_snapshot_id": q_ref.snapshot_id,
+            "suppression": suppressed,
         },
         kek=kek,
         run_id=run_id,
         identity=identity,
     )
-    reconciled = rows_in == len(accepted) + len(quarantined) + normalisation["rows_deduplicated"]
+    dropped = normalisation["rows_deduplicated"] + suppressed["at_validate"]
+    reconciled = rows_in == len(accepted) + len(quarantined) + dropped
     quality = quality_metrics(
         df.drop(columns=[SOURCE_COLUMN]),
         key=spec.dataset.key,
@@ -339,6 +368,7 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
         "rows_after_normalisation": normalisation["output_rows"],
         "rows_accepted": len(accepted),
         "rows_quarantined": len(quarantined),
+        "rows_suppressed": suppressed["rows_suppressed"],
         "counts_reconcile": reconciled,
         "quarantine_reasons": reasons,
         "normalisation": normalisation,
@@ -354,7 +384,13 @@ def validate(pipeline: str, raw: list[dict[str, Any]], run_id: str, now: str | N
     from llmops import lineage
 
     lineage.emit_validate(spec, raw, payload)  # OpenLineage, failing checks included; never raises
-    reconcile(rows_in, len(accepted), len(quarantined), normalisation["rows_deduplicated"])
+    reconcile(
+        rows_in,
+        len(accepted),
+        len(quarantined),
+        normalisation["rows_deduplicated"],
+        suppressed["at_validate"],
+    )
     if outcome.blocking_failures:
         raise BlockingExpectationFailed(
             f"suite '{spec.validation.suite}' failed {len(outcome.blocking_failures)} blocking expectation(s): "
