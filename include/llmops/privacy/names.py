@@ -126,6 +126,11 @@ class _Gazetteer:
     names: frozenset[str]
     ambiguous: frozenset[str]
     first_name_rx: re.Pattern[str]
+    not_names: frozenset[str]
+
+
+def _phrase_key(text: str) -> str:
+    return " ".join(re.sub(r"['’\-&]", " ", _fold(text)).casefold().split())
 
 
 def load_first_names() -> tuple[frozenset[str], frozenset[str]]:
@@ -156,7 +161,13 @@ def _gazetteer() -> _Gazetteer:
         rf"(?P<first>{_trie_pattern(names | ambiguous)})(?![^\W_])"
         rf"(?P<compound>-{_NAME_TOKEN})?(?P<rest>{_SURNAMES})"
     )
-    return _Gazetteer(frozenset(names), frozenset(ambiguous), rx)
+    not_names = (
+        resources.files("llmops.privacy").joinpath("data", "not_names.txt").read_text(encoding="utf-8")
+    )
+    brands = frozenset(
+        _phrase_key(line) for line in not_names.splitlines() if line.strip() and not line.startswith("#")
+    )
+    return _Gazetteer(frozenset(names), frozenset(ambiguous), rx, brands)
 
 
 _TOKEN_SPLIT = re.compile(r"\S+")
@@ -206,6 +217,9 @@ def _gazetteer_names(text: str) -> list[tuple[int, int]]:
             # "Jack Thomas" or "Grace Kelly" and leak the first name; over-redacting "Will" is cheaper.
             continue
         end = surnames[-1][1] if surnames else head_end
+        if _phrase_key(text[m.start() : end]) in gaz.not_names:
+            pos = end
+            continue
         out.append((m.start(), end))
         pos = end
 
