@@ -10,6 +10,7 @@ spec loader). Python code runs per candidate match, never per character.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import TYPE_CHECKING
@@ -52,20 +53,18 @@ _TLDS = frozenset(
     vn id ph au nz ca us mx br ar cl pe za ng ke eg ma lu li ee lv lt cloud online shop store tech email
     """.split()
 )
-_LABEL = r"[^\W_](?:[\w\-]{0,61}[^\W_])?"
+# Atomic labels and a possessive repetition: no backtracking when " at " is followed by ordinary words.
+_LABEL = r"(?>[^\W_][\w\-]{0,62})"
 _DOT_WORD = r"(?:[ ]?(?:\[dot\]|\(dot\)|\[DOT\]|\(DOT\))[ ]?|[ ]dot[ ]|[ ]DOT[ ])"
-_OBFUSCATED_DOMAIN = (
-    rf"(?P<domain>{_LABEL}(?:(?:\.|{_DOT_WORD}){_LABEL})*(?:\.|{_DOT_WORD})(?P<tld>[^\W\d_]{{2,63}}))"
-)
+_OBFUSCATED_DOMAIN = rf"(?P<domain>{_LABEL}(?:(?:\.|{_DOT_WORD}){_LABEL})++)"
+_LAST_LABEL = re.compile(r"[^ .\])]+\Z")
 _DOMAIN_END = rf"(?![\w\-@]|\.[^\W_]|{_DOT_WORD}[^\W_])"
 # One pattern per opening literal: the engine finds a literal prefix fast, a character class slowly.
 _EMAIL_OBFUSCATED_RXS = tuple(
-    (re.compile(rf"{re.escape(anchor)}{'' if spaced else '[ ]?'}{_OBFUSCATED_DOMAIN}{_DOMAIN_END}"), spaced)
+    (re.compile(rf"{anchor}{'' if spaced else '[ ]?'}{_OBFUSCATED_DOMAIN}{_DOMAIN_END}"), spaced)
     for anchor, spaced in (
-        ("(at)", False),
-        ("[at]", False),
-        ("(AT)", False),
-        ("[AT]", False),
+        (r"\((?:at|AT)\)", False),
+        (r"\[(?:at|AT)\]", False),
         (" at ", True),
         (" AT ", True),
     )
@@ -77,11 +76,14 @@ _PHONE_GROUP = r"(?:\(\d{1,5}\)[ ]?)?\d{1,15}"
 _PHONE_RX = re.compile(
     _num_start(r"[+(\d]")
     + r"(?=[ ()]{0,2}(?:[ ().\-/]{0,3}\d){6})"
-    + rf"(?:(?<=\+)[ ]?{_PHONE_GROUP}|(?<=\()\d{{1,5}}\)[ ]?\d{{1,15}}|(?<=\d)\d{{0,14}})"
+    + rf"(?:(?<=\+)[ ]?(?:\d{{1,4}}[ ]?\(0\)[ ]?)?{_PHONE_GROUP}|(?<=\()\d{{1,5}}\)[ ]?\d{{1,15}}|(?<=\d)\d{{0,14}})"
     + rf"(?:(?:[ ]?[\-./][ ]?|[ ]){_PHONE_GROUP}){{0,7}}"
     + _NUM_END
 )
 _PHONE_ITEM = re.compile(r"\(\d+\)|\d+")
+# Regions whose national formats libphonenumber is asked about when the rules above are unsure.
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN")
+_PHONE_SEPARATORS = re.compile(r"[^\d()]+")
 _DIGITS = re.compile(r"\d+")
 _SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}(?!\d)")
 _DATE_PREFIX = re.compile(r"(?:\d{4}([\-./])\d{1,2}\1\d{1,2}|\d{1,2}([\-./])\d{1,2}\2\d{2,4})(?![\-./]?\d)")
@@ -188,19 +190,72 @@ def _phone_digits_ok(cand: str) -> bool:
     return lens == [5, 5] and runs[0][0] in "6789"  # Indian mobile 98765 43210
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _valid_in_a_region(digits: str) -> bool:
+    """Whether libphonenumber knows ``digits`` (a national number as written) in one of PHONE_REGIONS.
+
+    The numbers are built directly (a full ``phonenumbers.parse`` costs ~30 µs per region): the
+    region's trunk prefix is dropped, Italy keeps its leading zero.
+    """
+    import phonenumbers
+    from phonenumbers import PhoneMetadata, PhoneNumber
+
+    for region in PHONE_REGIONS:
+        meta = PhoneMetadata.metadata_for_region(region)
+        if meta is None:
+            continue
+        national = digits
+        trunk = meta.national_prefix or ""
+        if trunk and national.startswith(trunk):
+            national = national[len(trunk) :]
+        elif trunk == "0" and national.startswith("0"):
+            continue
+        if not national or len(national) > 15:
+            continue
+        number = PhoneNumber(country_code=meta.country_code, national_number=int(national))
+        if region == "IT" and national.startswith("0"):
+            number.italian_leading_zero = True
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
+
+
+def _phone_shaped(cand: str, runs: list[str]) -> bool:
+    """Groupings worth asking libphonenumber about: 2-3 groups, 8-11 digits, one kind of separator, and
+    not the 4-4 of card and reference numbers (longer groupings are IDs, cards, IPs or versions)."""
+    n = sum(map(len, runs))
+    if not 2 <= len(runs) <= 3 or not 8 <= n <= 11 or all(len(r) == 4 for r in runs):
+        return False
+    return len(set(_PHONE_SEPARATORS.findall(cand.replace("(", "").replace(")", " ")))) == 1
+
+
 def _inside_iban(text: str, start: int) -> bool:
     return _IBAN_HEAD.search(text, max(0, start - 42), start) is not None
 
 
 def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-    if _inside_iban(text, m.start()):
+    start = m.start()
+    # The tail of a longer digit chain whose head was no phone ("Reference 4857 0442 1381 4384",
+    # "1 58 05 06 489 503 89") is none either.
+    if start > 1 and text[start].isdigit() and text[start - 1] in " -./" and text[start - 2].isdigit():
+        return None
+    if _inside_iban(text, start):
         return None
     cand = m.group()
     ends = [it.end() for it in _PHONE_ITEM.finditer(cand)]
     for end in reversed(ends):  # try dropping trailing groups: "+49 30 1234567 2026"
         sub = cand[:end]
         if _phone_digits_ok(sub):
-            return m.start(), m.start() + end
+            return start, start + end
+    runs = _DIGITS.findall(cand)
+    if (
+        not cand.startswith("+")
+        and _phone_shaped(cand, runs)
+        and not _DATE_PREFIX.match(cand)
+        and not _SSN_SHAPE.match(cand)
+        and _valid_in_a_region("".join(runs))
+    ):
+        return start, m.end()
     return None
 
 
@@ -292,8 +347,11 @@ def _obfuscated_emails(text: str, rx: re.Pattern[str], spaced: bool) -> list[Spa
         local = _EMAIL_LOCAL.search(text, max(0, start - 64), start)
         if local is None:
             continue
+        tld = _LAST_LABEL.search(m.group("domain"))
+        if tld is None or not (2 <= len(tld.group()) <= 63 and tld.group().isalpha()):
+            continue
         if spaced and not (
-            m.group("tld").lower() in _TLDS
+            tld.group().lower() in _TLDS
             and _spaced_local_ok(local.group(), text[m.start() + 1 : m.start() + 3])
         ):
             continue

@@ -60,6 +60,7 @@ cues.define(
     "n° de sécu",
     # Generic wording: the value must still pass one of the three checksums.
     "id number",
+    "ID number",
     "identity number",
     "national id",
 )
