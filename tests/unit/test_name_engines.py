@@ -44,7 +44,7 @@ def test_lowercase_words_after_cues_that_are_not_names(text: str) -> None:
 
 
 def test_spacy_engine_finds_names_no_cue_introduces() -> None:
-    text = "I already spoke with Oluwaseun Abernathy yesterday about the refund."
+    text = "I already met Oluwaseun Abernathy yesterday about the refund."
     assert names(text) == []  # the gazetteer does not know either word
     assert names(text, SPACY) == ["Oluwaseun Abernathy"]
 
@@ -79,16 +79,16 @@ def test_spacy_engine_reads_only_sentences_with_candidates() -> None:
     texts = [
         "The parcel arrived late. It was damaged.\nPlease refund me.",
         "Thanks, Anna Smith",  # cue-introduced: the gazetteer's answer is trusted
-        "I spoke with Oluwaseun yesterday.",
+        "I met Oluwaseun yesterday.",
     ]
     base = scan_many(texts, ["person_name"])
     work = SPACY.candidates(texts, base)
-    assert [(row, sentence) for row, _, sentence in work] == [(2, "I spoke with Oluwaseun yesterday.")]
+    assert [(row, sentence) for row, _, sentence in work] == [(2, "I met Oluwaseun yesterday.")]
 
 
 def test_batched_result_equals_row_by_row() -> None:
     texts = [
-        "I already spoke with Oluwaseun Abernathy yesterday.",
+        "I already met Oluwaseun Abernathy yesterday.",
         "My Mercedes Benz broke down.",
         "cc ingrid abernathy",
         "",
@@ -97,21 +97,21 @@ def test_batched_result_equals_row_by_row() -> None:
 
 
 def test_policy_selects_the_engine_and_reports_it() -> None:
-    df = pd.DataFrame({"body": ["I already spoke with Oluwaseun Abernathy yesterday."]})
+    df = pd.DataFrame({"body": ["I already met Oluwaseun Abernathy yesterday."]})
     policy = {"free_text": {"columns": ["body"], "types": {"person_name": "mask"}}}
     out, report = apply_privacy_policy(df, PrivacySpec.model_validate(policy))
-    assert out["body"][0] == "I already spoke with Oluwaseun Abernathy yesterday."
+    assert out["body"][0] == "I already met Oluwaseun Abernathy yesterday."
     assert report.name_engine == "gazetteer"
     out, report = apply_privacy_policy(
         df, PrivacySpec.model_validate({**policy, "names": {"engine": "spacy"}})
     )
-    assert out["body"][0] == "I already spoke with [PERSON_NAME] yesterday."
+    assert out["body"][0] == "I already met [PERSON_NAME] yesterday."
     assert report.name_engine == "spacy"
 
 
 def test_a_missing_spacy_pipeline_is_named() -> None:
     with pytest.raises(RuntimeError, match="'no_such_pipeline' is not installed"):
-        scan_text("I spoke with Oluwaseun Abernathy.", None, SpacyNames("no_such_pipeline"))
+        scan_text("I met Oluwaseun Abernathy.", None, SpacyNames("no_such_pipeline"))
 
 
 def test_unknown_engine_is_refused() -> None:

@@ -83,9 +83,7 @@ def test_only_the_types_asked_for_are_judged() -> None:
 
 @pytest.mark.skipif(not spacy_installed(DEFAULT_SPACY_MODEL), reason="spaCy pipeline not installed")
 def test_names_are_reported_as_suspected_from_a_sample() -> None:
-    df = pd.DataFrame(
-        {"body": ["I already spoke with Oluwaseun Abernathy yesterday.", "[PERSON_NAME] called."]}
-    )
+    df = pd.DataFrame({"body": ["I already met Oluwaseun Abernathy yesterday.", "[PERSON_NAME] called."]})
     report = check_residual(df, ["body"], ["person_name"], DEFAULT_SPACY_MODEL)
     assert report.suspected_names == {"body": 1} and report.found == {}
     assert report.name_rows_read == 2

@@ -57,10 +57,14 @@ _PARTICLES = frozenset(_PARTICLE[3:-1].split("|"))
 _CUE_PHRASES = (
     "my name is", "my name's", "i'm", "i’m", "i am", "this is", "hi", "hello", "hey", "dear",
     "regards", "thanks", "thank you", "cheers", "best", "sincerely", "yours", "signed", "cc",
+    "name", "full name", "account holder", "account holder is", "holder", "contact person",
+    "billing contact", "forwarded message from", "spoke with", "spoke to", "talked to",
+    "forwarding to", "escalated to", "assigned to",
 )  # fmt: skip
 # Cues after which people also write names in lowercase ("cc ingrid abernathy", "thanks maria").
 _LOWERCASE_NAME_CUES = frozenset(
     {"cc", "hi", "hello", "hey", "dear", "regards", "thanks", "thank you", "cheers", "best", "signed"}
+    | {"spoke with", "spoke to", "talked to", "forwarding to", "escalated to", "assigned to"}
 )
 _TITLES = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Herr", "Frau", "Mme", "Mlle", "Sr", "Sra")
 
@@ -78,9 +82,9 @@ _CUE_RX = re.compile(rf"{_CUE_TRIE}{_CUE_SEP}(?P<name>{_NAME_TOKEN}{_SURNAMES})"
 _LOWER_WORD = rf"{_LOWER}+(?:['’\-]{_LOWER}+)?"
 # A lowercase name ends the line or the clause: "cc ingrid abernathy", "thanks maria, ...".
 _LOWER_CUE_RX = re.compile(
-    rf"(?P<cue>{_CUE_TRIE}){_CUE_SEP}(?P<name>{_LOWER_WORD}(?:[ \t]+{_LOWER_WORD}){{0,2}})"
-    r"(?=[ \t]*(?:[,.;:!?)\r\n\x00]|\Z))"
+    rf"(?P<cue>{_CUE_TRIE}){_CUE_SEP}(?P<name>{_LOWER_WORD}(?:[ \t]+{_LOWER_WORD}){{0,2}})(?![^\W_])"
 )
+_CLAUSE_END = re.compile(r"[ \t]*(?:[,.;:!?)\r\n\x00]|\Z)")
 _TITLE_RX = re.compile(
     rf"{_trie_pattern(_TITLES)}\.?[ \t]+(?P<name>(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}{_SURNAMES})"
 )
@@ -239,15 +243,26 @@ def _cued_names(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _lowercase_name_ok(cue: str, words: list[str]) -> bool:
-    """A lowercase name after a cue: every word a plausible name word, and the first one a known first
-    name (after "cc", which is followed by nothing but names, any name-shaped words will do)."""
-    if " ".join(cue.casefold().split()) not in _LOWERCASE_NAME_CUES:
-        return False
-    if any(word.capitalize() in _STOP_WORDS or word in _PARTICLES for word in words):
-        return False
-    first = words[0].capitalize()
-    return cue.casefold() == "cc" or first in _gazetteer().names
+def _lowercase_name(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """The lowercase name after a cue: its words up to the first common word; the first one a known
+    first name, except after "cc", which is followed by nothing but names (up to the clause's end)."""
+    cue = " ".join(m.group("cue").casefold().split())
+    if cue not in _LOWERCASE_NAME_CUES:
+        return None
+    words = list(_TOKEN_SPLIT.finditer(text, m.start("name"), m.end("name")))
+    kept = []
+    for word in words:
+        if word.group().capitalize() in _STOP_WORDS or word.group() in _PARTICLES:
+            break
+        kept.append(word)
+    if not kept:
+        return None
+    if cue == "cc":
+        if len(kept) < len(words) or not _CLAUSE_END.match(text, m.end("name")):
+            return None
+    elif kept[0].group().capitalize() not in _gazetteer().names:
+        return None
+    return kept[0].start(), kept[-1].end()
 
 
 def _lowercase_cued_names(text: str) -> list[tuple[int, int]]:
@@ -255,9 +270,9 @@ def _lowercase_cued_names(text: str) -> list[tuple[int, int]]:
     pos = 0
     while (m := _LOWER_CUE_RX.search(text, pos)) is not None:
         pos = m.start() + 1
-        if _boundary_before(text, m.start()) and _lowercase_name_ok(m.group("cue"), m.group("name").split()):
-            out.append(m.span("name"))
-            pos = m.end("name")
+        if _boundary_before(text, m.start()) and (span := _lowercase_name(text, m)) is not None:
+            out.append(span)
+            pos = span[1]
     return out
 
 
