@@ -38,9 +38,9 @@ _MONTHS = {
 _MONTH_NAMES = "|".join(sorted(map(re.escape, _MONTHS), key=len, reverse=True))
 _DAY = r"(?P<d>\d{1,2})(?:st|nd|rd|th|\.)?"
 _DATE_RX = re.compile(
-    r"(?i:(?P<iso_y>\d{4})-(?P<iso_m>\d{1,2})-(?P<iso_d>\d{1,2})"
+    r"(?i:(?P<iso_y>\d{4})(?P<iso_s>[\-/.])(?P<iso_m>\d{1,2})(?P=iso_s)(?P<iso_d>\d{1,2})"
     r"|(?P<a>\d{1,2})(?P<s>[./\-])(?P<b>\d{1,2})(?P=s)(?P<y>\d{4}|\d{2})"
-    rf"|{_DAY}[ ]+(?:of[ ]+)?(?P<mon>{_MONTH_NAMES})\.?[ ]+(?P<dy>\d{{4}})"
+    rf"|{_DAY}[ ]+(?:of[ ]+)?(?P<mon>{_MONTH_NAMES})\.?,?[ ]+(?P<dy>\d{{4}})"
     rf"|(?P<mon2>{_MONTH_NAMES})\.?[ ]+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?,?[ ]+(?P<my>\d{{4}}))"
     r"(?![\w\-]|[./]\d)"
 )
@@ -59,6 +59,13 @@ cues.define(
     "né le",
     "née le",
     "date de naissance",
+    "geboortedatum",
+    "fecha de nacimiento",
+    "data di nascita",
+    "date-of-birth",
+    "birth",
+    "geburtstag",
+    "geb.",
 )
 _CUE_REACH = 12  # ": ", " is ", " was " between the cue and the date
 

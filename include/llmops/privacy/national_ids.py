@@ -29,11 +29,11 @@ _LETTER_START = r"[A-Z](?<![^\W_][A-Z])"
 _SHAPED_RX = re.compile(
     _LETTER_START + r"(?:"
     r"(?P<cf>[A-Z]{5}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z])"
-    r"|(?P<nie>(?<=[XYZ])-?\d{7}-?[A-Z])"
+    r"|(?P<nie>(?<=[XYZ])[\- ]?\d{7}[\- ]?[A-Z])"
     r"|(?P<nino>[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])"
     r")(?![^\W_])"
 )
-_DNI_RX = re.compile(r"\d(?<![\w.\-/]\d)\d{7}-?[A-Z](?![^\W_])")
+_DNI_RX = re.compile(r"\d(?<![\w.\-/]\d)\d{7}[\- ]?[A-Z](?![^\W_])")
 _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 # Digits, optionally grouped by single spaces, dots or dashes: "36 574 261 809", "2 84 12 76 451 089 46".
 _DIGITS_RX = re.compile(r"(?<![\w\-])\d(?:[ .\-]?\d){8,14}(?![\w\-]|[.,]\d)")
@@ -63,6 +63,14 @@ cues.define(
     "ID number",
     "identity number",
     "national id",
+    "sofinummer",
+    "sofi-nummer",
+    "numéro insee",
+    "numero insee",
+    "personal id",
+    "personal identification number",
+    "identification number",
+    "citizen service number",
 )
 
 
