@@ -12,34 +12,9 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
 
+from llmops.privacy.cues import trie_pattern
 from llmops.privacy.pii_types import Span
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-
-def _trie_pattern(words: Iterable[str]) -> str:
-    """One regex alternation shaped as a trie: matching cost depends on name length, not list size."""
-    trie: dict[str, Any] = {}
-    for word in words:
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def build(node: dict[str, Any]) -> str:
-        terminal = "" in node
-        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not alts:
-            return ""
-        if len(alts) == 1 and not terminal:
-            return alts[0]
-        return "(?:" + "|".join(alts) + ")" + ("?" if terminal else "")
-
-    return build(trie)
-
 
 _LATIN = [chr(c) for c in range(0x41, 0x250)]
 _UPPER = "[" + "".join(re.escape(c) for c in _LATIN if c.isalpha() and c.isupper()) + "]"
@@ -76,7 +51,7 @@ def _case_variants(phrase: str) -> set[str]:
 
 # Literal tries (not (?i:...)) so the engine can jump to candidate first letters; the word boundary
 # before a cue is checked in Python.
-_CUE_TRIE = _trie_pattern(v for p in _CUE_PHRASES for v in _case_variants(p)).replace("\\ ", r"[ \t]+")
+_CUE_TRIE = trie_pattern(v for p in _CUE_PHRASES for v in _case_variants(p)).replace("\\ ", r"[ \t]+")
 _CUE_SEP = r"(?:[ \t]*[,:][ \t]*(?:\r?\n[ \t]*){0,2}|[ \t]*(?:\r?\n[ \t]*){1,2}|[ \t]+)"
 _CUE_RX = re.compile(rf"{_CUE_TRIE}{_CUE_SEP}(?P<name>{_NAME_TOKEN}{_SURNAMES})")
 _LOWER_WORD = rf"{_LOWER}+(?:['’\-]{_LOWER}+)?"
@@ -86,7 +61,7 @@ _LOWER_CUE_RX = re.compile(
 )
 _CLAUSE_END = re.compile(r"[ \t]*(?:[,.;:!?)\r\n\x00]|\Z)")
 _TITLE_RX = re.compile(
-    rf"{_trie_pattern(_TITLES)}\.?[ \t]+(?P<name>(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}{_SURNAMES})"
+    rf"{trie_pattern(_TITLES)}\.?[ \t]+(?P<name>(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}{_SURNAMES})"
 )
 
 
@@ -162,7 +137,7 @@ def _gazetteer() -> _Gazetteer:
     # The trie is the first thing in the pattern, so the regex engine can skip to capital letters in C;
     # the word boundary before a name is checked in Python per candidate.
     rx = re.compile(
-        rf"(?P<first>{_trie_pattern(names | ambiguous)})(?![^\W_])"
+        rf"(?P<first>{trie_pattern(names | ambiguous)})(?![^\W_])"
         rf"(?P<compound>-{_NAME_TOKEN})?(?P<rest>{_SURNAMES})"
     )
     not_names = (
