@@ -119,8 +119,7 @@ def _read(zone: str, dataset: str, snapshot_id: str):
     from llmops.settings import get_settings
 
     ref = snapshots.snapshot_ref(get_settings().lake_root, zone, PIPELINE, dataset, snapshot_id)
-    kek = get_key_ring() if zone == "raw" else None
-    return snapshots.read_manifest(ref), snapshots.read_snapshot(ref, kek).to_pandas()
+    return snapshots.read_manifest(ref), snapshots.read_snapshot(ref, get_key_ring()).to_pandas()
 
 
 def _store_rows() -> list[dict]:
