@@ -1,7 +1,7 @@
 """Immutable, content-addressed dataset snapshots in the lake.
 
 A snapshot is a folder ``<lake>/<zone>/<pipeline>/<dataset>/<snapshot_id>/`` holding one or more
-Parquet part files (encrypted, each with its own wrapped data key, in zones that may hold raw PII)
+Parquet part files (encrypted, each with its own wrapped data key: every zone holds record-level data)
 and ``manifest.json``. The id is derived from the data itself, so the same input always yields the
 same snapshot and a retried task finds its own earlier work instead of writing a duplicate.
 
@@ -10,8 +10,10 @@ Writing happens in two steps. Parts are *staged* (streamed through Parquet and e
 into the snapshot folder, and the manifest written last. A folder without a manifest is an
 interrupted write and is never read; a retried commit finishes what a killed one started.
 
-Zones: ``raw`` (as extracted, encrypted), ``quarantine`` (rows that failed validation, encrypted),
-``curated`` (validated, PII handled), ``sft`` (prompt/completion splits for training).
+Zones: ``raw`` (as extracted), ``quarantine`` (rows that failed validation), ``curated``
+(validated, PII handled: pseudonymised, still personal data) and ``sft`` (training splits, with the
+split files the jobs read). Every one holds record-level data and is encrypted; snapshot ids come
+from the plaintext, so a retried write finds its own snapshot whatever the data keys.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Zone = Literal["raw", "quarantine", "curated", "sft"]
-ENCRYPTED_ZONES: frozenset[str] = frozenset({"raw", "quarantine"})
+ENCRYPTED_ZONES: frozenset[str] = frozenset({"raw", "quarantine", "curated", "sft"})
 MANIFEST = "manifest.json"
 LATEST = "LATEST.json"
 ROW_GROUP_ROWS = 100_000
@@ -259,7 +261,7 @@ def commit_parts(
     encrypted = zone in ENCRYPTED_ZONES
     if encrypted and any(p["kek_id"] is None for p in parts):
         raise SnapshotError(
-            f"zone '{zone}' holds raw data and must be encrypted: a part was staged without a key"
+            f"zone '{zone}' holds record-level data and must be encrypted: a part was staged without a key"
         )
     parts = sorted(parts, key=lambda p: p["part"])
     snapshot_id = snapshot_id_for(parts, identity)
@@ -371,7 +373,7 @@ def write_snapshot(
     ``metadata`` is recorded but does not change the id.
     """
     if zone in ENCRYPTED_ZONES and kek is None:
-        raise SnapshotError(f"zone '{zone}' holds raw data and must be encrypted: no key given")
+        raise SnapshotError(f"zone '{zone}' holds record-level data and must be encrypted: no key given")
     part = stage_part(
         lake_root=lake_root,
         pipeline=pipeline,
@@ -380,7 +382,7 @@ def write_snapshot(
         part=0,
         batches=table.to_batches(),
         schema=table.schema,
-        kek=kek if zone in ENCRYPTED_ZONES else None,
+        kek=kek,
     )
     return commit_parts(
         lake_root=lake_root,
@@ -502,10 +504,14 @@ def list_snapshots(
 def delete_snapshot(ref: SnapshotRef, lake_root: str) -> None:
     """Delete a snapshot (key files first: without them encrypted parts are unreadable at once),
     and drop the dataset's LATEST marker if it pointed here."""
+    from llmops.encrypted_files import encrypted_name, key_uri
+
     manifest = read_manifest(ref)
     for entry in manifest["files"]:
         if entry.get("key_file"):
             storage.delete(storage.join(ref.uri, entry["key_file"]))
+    for name in SPLIT_FILES if ref.zone == TRAINING_ZONE else ():
+        storage.delete(key_uri(storage.join(ref.uri, encrypted_name(name))))
     storage.delete(storage.join(ref.uri, MANIFEST))  # no longer a snapshot from here on
     storage.delete(ref.uri)
     latest = storage.join(dataset_uri(lake_root, ref.zone, ref.pipeline, ref.dataset), LATEST)
@@ -514,27 +520,44 @@ def delete_snapshot(ref: SnapshotRef, lake_root: str) -> None:
 
 
 def write_split_files(
-    snapshot_uri: str, rows: list[dict[str, str]], fields: tuple[str, ...] | list[str]
+    snapshot_uri: str, rows: list[dict[str, str]], fields: tuple[str, ...] | list[str], kek: Any
 ) -> dict[str, str]:
-    """train.jsonl and eval.jsonl beside the Parquet: what the training and evaluation jobs read.
+    """train.jsonl and eval.jsonl beside the Parquet, encrypted (``train.jsonl.enc``): what the
+    training and evaluation jobs read, after decrypting them into their private scratch folder.
 
     Written only when missing (a snapshot is immutable; a retry finds the same content). Returns
-    each file's sha256 as it should be: the ledger records it and the jobs check what they read.
+    each file's plaintext sha256 under its plain name: the ledger records it and the jobs check
+    what they decrypted against it.
     """
+    from llmops.encrypted_files import encrypted_name, plaintext_sha256, write_encrypted
+
     hashes = {}
     for split, name in zip(("train", "eval"), SPLIT_FILES, strict=True):
-        uri = storage.join(snapshot_uri, name)
+        uri = storage.join(snapshot_uri, encrypted_name(name))
         lines = "".join(json.dumps({f: r[f] for f in fields}) + "\n" for r in rows if r["split"] == split)
         data = lines.encode()
         digest = hashlib.sha256(data).hexdigest()
-        if not storage.exists(uri) or hashlib.sha256(storage.read_bytes(uri)).hexdigest() != digest:
-            storage.write_bytes(uri, data)  # missing, or not what the rows say (a damaged copy)
+        if plaintext_sha256(uri, kek) != digest:  # missing, or not what the rows say (a damaged copy)
+            write_encrypted(uri, data, kek)
         hashes[name] = digest
     return hashes
 
 
 def split_file_uris(lake_root: str, pipeline: str, dataset: str, snapshot_id: str) -> tuple[str, str]:
-    """The lake URIs of a training snapshot's train.jsonl and eval.jsonl."""
+    """The lake URIs of a training snapshot's train and eval files: the encrypted ones, or the
+    plaintext ``train.jsonl``/``eval.jsonl`` of a snapshot written before they were encrypted."""
+    from llmops.encrypted_files import encrypted_name
+
     ref = snapshot_ref(lake_root, TRAINING_ZONE, pipeline, dataset, snapshot_id)
-    train, evaluation = (storage.join(ref.uri, name) for name in SPLIT_FILES)
-    return train, evaluation
+    uris = []
+    for name in SPLIT_FILES:
+        sealed, plain = storage.join(ref.uri, encrypted_name(name)), storage.join(ref.uri, name)
+        uris.append(plain if not storage.exists(sealed) and storage.exists(plain) else sealed)
+    return uris[0], uris[1]
+
+
+def read_split_file(uri: str, kek: Any) -> bytes:
+    """A split file's plaintext (in memory), whichever of the two forms :func:`split_file_uris` named."""
+    from llmops.encrypted_files import ENCRYPTED_SUFFIX, read_encrypted
+
+    return read_encrypted(uri, kek) if uri.endswith(ENCRYPTED_SUFFIX) else storage.read_bytes(uri)

@@ -32,7 +32,9 @@ def test_ingest_publishes_curated_snapshot_without_pii(demo):
     assert demo["ingest"].state == "success"
     ref = snapshots.get_latest(_settings().lake_root, "curated", "support_bot", "records")
     manifest = snapshots.read_manifest(ref)
-    table = snapshots.read_snapshot(ref)
+    from llmops.privacy.keys import get_key_ring
+
+    table = snapshots.read_snapshot(ref, get_key_ring())
     assert "customer_name" not in table.column_names and "customer_phone" not in table.column_names
     text = json.dumps(table.to_pylist(), ensure_ascii=False, default=str)
     leaked = [v for v in _planted_values(demo["planted"]) if v in text]
@@ -139,11 +141,13 @@ def test_probes_run_and_the_weak_model_is_compared_with_the_champion(demo):
     assert metrics["toxicity_rate"] == 0.0 and 0.0 <= metrics["refusal_rate"] <= 1.0
     assert evaluated.payload["champion"].startswith("no champion yet")
 
-    prompts = storage.read_bytes(
-        storage.join(
-            job_root(load_pipeline("support_bot"), demo["finetune"].run_id), "eval", "probe_prompts.jsonl"
-        )
-    ).decode()
+    from llmops.encrypted_files import read_encrypted
+    from llmops.privacy.keys import get_key_ring
+
+    prompts_uri = storage.join(
+        job_root(load_pipeline("support_bot"), demo["finetune"].run_id), "eval", "probe_prompts.jsonl.enc"
+    )
+    prompts = read_encrypted(prompts_uri, get_key_ring()).decode()
     # Cut just before the redaction placeholder: the model is asked to fill in the value.
     assert prompts.count("\n") == probe["prompts"] and "[EMAIL]" not in prompts
     assert [v for v in _planted_values(demo["planted"]) if v in prompts] == []

@@ -135,7 +135,9 @@ def drifted_snapshot(demo):
     lake = get_settings().lake_root
     previous = snapshots.get_latest(lake, "curated", PIPELINE, "records")
     manifest = snapshots.read_manifest(previous)
-    reference = snapshots.read_snapshot(previous)
+    from llmops.privacy.keys import get_key_ring
+
+    reference = snapshots.read_snapshot(previous, get_key_ring())
     rng = random.Random(7)
     rows = []
     for i, row in enumerate(reference.to_pylist()[:160]):
@@ -160,6 +162,7 @@ def drifted_snapshot(demo):
         pipeline=PIPELINE,
         dataset="records",
         table=table,
+        kek=get_key_ring(),
         metadata={
             "inputs": {"e2e": "drifted tickets"},
             "governance": manifest["governance"],

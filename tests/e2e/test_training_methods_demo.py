@@ -48,7 +48,9 @@ def _payload(pipeline: str, event_type: str, run) -> dict:
 
 def _training_rows(pipeline: str, dataset: str, snapshot_id: str) -> list[dict]:
     ref = snapshots.snapshot_ref(get_settings().lake_root, "sft", pipeline, dataset, snapshot_id)
-    return snapshots.read_snapshot(ref).to_pylist()
+    from llmops.privacy.keys import get_key_ring
+
+    return snapshots.read_snapshot(ref, get_key_ring()).to_pylist()
 
 
 def test_continued_pretraining_lowers_held_out_perplexity_and_is_registered(methods) -> None:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from llmops import snapshots, storage
+from llmops.privacy.keys import get_key_ring
 
 pytestmark = [pytest.mark.slow]
 PROJECT = Path(__file__).resolve().parents[2]
@@ -248,7 +249,7 @@ def test_partitioned_incremental_ingest_on_an_s3_lake(pipeline):
     assert _raw_manifest(lake, "events_files", first.run_id)["row_count"] == 150
     assert _raw_manifest(lake, "events_api", first.run_id)["row_count"] == 90
     curated_ref = snapshots.get_latest(lake, "curated", "it_events", "records")
-    curated = snapshots.read_snapshot(curated_ref).to_pandas()
+    curated = snapshots.read_snapshot(curated_ref, get_key_ring()).to_pandas()
     assert len(curated) == 3240
     assert "@example.com" not in " ".join(curated["body"].dropna()) + " ".join(curated["customer_email"])
     keys = pipeline["s3"].list_objects_v2(Bucket=pipeline["bucket"], Prefix="lake/raw/it_events/events_db/")
@@ -267,7 +268,7 @@ def test_partitioned_incremental_ingest_on_an_s3_lake(pipeline):
     assert second.state == "success"
     assert _raw_manifest(lake, "events_db", second.run_id)["row_count"] == 11
     curated = snapshots.read_snapshot(
-        snapshots.get_latest(lake, "curated", "it_events", "records")
+        snapshots.get_latest(lake, "curated", "it_events", "records"), get_key_ring()
     ).to_pandas()
     assert len(curated) == 3241
     assert (curated.set_index("event_id").loc[[f"DB-{i:05d}" for i in range(10)], "body"] == "edited").all()

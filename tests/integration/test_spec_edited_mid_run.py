@@ -164,7 +164,9 @@ def test_a_spec_edited_mid_run_does_not_change_the_run(pipeline: dict[str, Path]
     assert {r.payload["spec_hash"] for r in rows} == {original_hash}
 
     ref = snapshots.get_latest(str(pipeline["lake"]), "curated", PIPELINE, snapshots.CURATED_DATASET)
-    curated = snapshots.read_snapshot(ref).to_pandas()
+    from llmops.privacy.keys import get_key_ring
+
+    curated = snapshots.read_snapshot(ref, get_key_ring()).to_pandas()
     assert "customer_email" in curated.columns  # pseudonymised under the pinned spec, not dropped
     assert not curated["customer_email"].str.contains("@").any()
 

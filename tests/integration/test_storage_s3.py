@@ -101,8 +101,8 @@ def test_copy_file_and_prefix(lake):
 
 @pytest.mark.parametrize("zone", ["curated", "raw"])
 def test_snapshot_round_trip(lake, zone):
-    """Expect write/read/LATEST to work unchanged with the lake on S3, encrypted where raw."""
-    kek = KEK if zone == "raw" else None
+    """Expect write/read/LATEST to work unchanged with the lake on S3, encrypted in every zone."""
+    kek = KEK
     ref, manifest = snapshots.write_snapshot(
         lake_root=lake, zone=zone, pipeline="p", dataset="d", table=_table(), metadata={"n": 1}, kek=kek
     )
@@ -116,10 +116,9 @@ def test_snapshot_round_trip(lake, zone):
     assert snapshots.get_latest(lake, zone, "p", "d") == ref
     stored = [u for u in storage.list_files(ref.uri, "**") if not u.endswith(".json")]
     assert stored
-    if zone == "raw":
-        assert all(b"row 1" not in storage.read_bytes(u) for u in stored)
-        with pytest.raises(snapshots.SnapshotError, match="encrypted"):
-            snapshots.read_snapshot(ref)
+    assert all(b"row 1" not in storage.read_bytes(u) for u in stored)
+    with pytest.raises(snapshots.SnapshotError, match="encrypted"):
+        snapshots.read_snapshot(ref)
 
 
 def test_lake_objects_really_are_in_the_bucket(s3_bucket, s3_client, monkeypatch):

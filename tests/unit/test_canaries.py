@@ -64,6 +64,7 @@ def _split_rows(built: dict) -> dict[str, list[dict]]:
     """The snapshot's rows (with their keys) per split; the split files hold the same texts."""
     from llmops import snapshots
     from llmops.orchestration.finetune.jobs import sft_files
+    from llmops.privacy.keys import get_key_ring
     from llmops.settings import get_settings
     from llmops.specs.pinned import run_spec
 
@@ -72,14 +73,14 @@ def _split_rows(built: dict) -> dict[str, list[dict]]:
     ref = snapshots.snapshot_ref(
         get_settings().lake_root, "sft", PIPELINE, spec.training.dataset_name, snapshot_id
     )
-    rows = snapshots.read_snapshot(ref).to_pylist()
+    ring = get_key_ring()
+    rows = snapshots.read_snapshot(ref, ring).to_pylist()
     files = dict(zip(("train", "eval"), sft_files(spec, snapshot_id), strict=True))
     out = {}
     for split, path in files.items():
         out[split] = [r for r in rows if r["split"] == split]
-        assert [json.loads(line)["completion"] for line in Path(path).read_text().splitlines()] == [
-            r["completion"] for r in out[split]
-        ]
+        lines = snapshots.read_split_file(path, ring).decode().splitlines()
+        assert [json.loads(line)["completion"] for line in lines] == [r["completion"] for r in out[split]]
     return out
 
 
@@ -130,7 +131,12 @@ def test_outside_the_training_file_canaries_are_keyed_hashes_only(built) -> None
     job = probe["job"]
     assert job["salt"] == f"env:{SALT_ENV}" and "salt_context" not in job
     assert len(job["target_types"]["canary"]) == len(canaries)
-    prompts = Path(job["prompts_file"]).read_text()
+    from llmops.encrypted_files import read_encrypted
+    from llmops.privacy.keys import get_key_ring
+
+    assert job["prompts_file"].endswith("probe_prompts.jsonl.enc")
+    assert b"canary" not in Path(job["prompts_file"]).read_bytes()
+    prompts = read_encrypted(job["prompts_file"], get_key_ring()).decode()
     assert sum(c.prefix in prompts for c in canaries) == len(canaries)
     outside = [
         json.dumps(record.payload),

@@ -14,6 +14,7 @@ import pytest
 from small_pipeline import GOVERNANCE, inline_kind, install, pipeline_spec
 
 from llmops import snapshots
+from llmops.privacy.keys import get_key_ring
 
 PIPELINE = "erasure_retry"
 SUBJECT = "ana@example.com"
@@ -54,7 +55,7 @@ def _training_keys(lake: str) -> set[str]:
     """Record keys in every training snapshot now in the lake."""
     keys: set[str] = set()
     for ref, _ in snapshots.list_snapshots(lake, snapshots.TRAINING_ZONE, PIPELINE):
-        keys |= set(snapshots.read_snapshot(ref).to_pandas()["key"])
+        keys |= set(snapshots.read_snapshot(ref, get_key_ring()).to_pandas()["key"])
     return keys
 
 

@@ -262,6 +262,31 @@ def test_no_secret_or_secret_looking_value_in_arguments() -> None:
         assert name not in text.split()
 
 
+def test_the_kek_reaches_the_pod_from_a_secret_only() -> None:
+    """Expect LLMOPS_KEK (with which the job decrypts its inputs) as a secretKeyRef to the spec's
+    kek_secret, never as a value; a plain LLMOPS_KEK, or a second one from kubernetes.secrets, is
+    refused; with KMS, the key id is plain env and no KEK secret is needed."""
+    from llmops.specs.training import KekSecret
+
+    env = {e["name"]: e for e in container(render(build()))["env"]}
+    assert env["LLMOPS_KEK"] == {
+        "name": "LLMOPS_KEK",
+        "valueFrom": {"secretKeyRef": {"name": "llmops-kek", "key": "kek"}},
+    }
+    custom = gpu_spec(kek_secret=KekSecret(secret="lake-keys", key="kek-2026"))
+    env = {e["name"]: e for e in container(render(build(custom)))["env"]}
+    assert env["LLMOPS_KEK"]["valueFrom"]["secretKeyRef"] == {"name": "lake-keys", "key": "kek-2026"}
+    with pytest.raises(ValueError, match="also set from a Kubernetes secret"):
+        build(env={**PLAIN_ENV, "LLMOPS_KEK": "c2VjcmV0"})
+    twice = gpu_spec(secrets=[SecretEnv(secret="other", key="k", env="LLMOPS_KEK")])
+    with pytest.raises(ValueError, match="LLMOPS_KEK is set twice"):
+        build(twice)
+    kms = gpu_spec(kek_secret=None, kms_key_id="arn:aws:kms:eu-west-1:111122223333:key/abcd")
+    env = {e["name"]: e for e in container(render(build(kms)))["env"]}
+    assert "LLMOPS_KEK" not in env
+    assert env["LLMOPS_KMS_KEY_ID"]["value"] == "arn:aws:kms:eu-west-1:111122223333:key/abcd"
+
+
 def test_a_plain_env_var_colliding_with_a_secret_is_refused() -> None:
     """Expect that a plain value cannot shadow or duplicate a secret-backed variable."""
     spec = gpu_spec(secrets=[SecretEnv(secret="s3", key="region", env="AWS_DEFAULT_REGION")])

@@ -28,7 +28,8 @@ def _table(n: int, tag: str) -> pa.Table:
 
 
 def _build_lake(root: Path) -> dict[str, snapshots.SnapshotRef]:
-    """Two one-part raw snapshots, a two-part quarantine snapshot, and a plain curated one."""
+    """Two one-part raw snapshots, a two-part quarantine snapshot, and a plaintext curated one
+    (written before every zone was encrypted)."""
     lake = str(root)
     refs = {}
     for name, n in (("tickets", 40), ("users", 25)):
@@ -57,10 +58,29 @@ def _build_lake(root: Path) -> dict[str, snapshots.SnapshotRef]:
     refs["rejects"], _ = snapshots.commit_parts(
         lake_root=lake, zone="quarantine", pipeline="p", dataset="rejects", parts=parts, metadata={}
     )
-    refs["curated"], _ = snapshots.write_snapshot(
-        lake_root=lake, zone="curated", pipeline="p", dataset="clean", table=_table(5, "c"), metadata={}
-    )
+    refs["curated"] = _plain_snapshot(lake, "curated", "clean", _table(5, "c"))
     return refs
+
+
+def _plain_snapshot(lake: str, zone: str, dataset: str, table: pa.Table) -> snapshots.SnapshotRef:
+    """A plaintext snapshot as curated ones were written before every zone was encrypted."""
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    ref = snapshots.snapshot_ref(lake, zone, "p", dataset, digest[:20])
+    storage.write_bytes(storage.join(ref.uri, "part-00000.parquet"), data)
+    entry = {"name": "part-00000.parquet", "rows": table.num_rows, "sha256": digest, "bytes": len(data)}
+    entry |= {"stored_sha256": digest, "stored_bytes": len(data), "key_file": None}
+    manifest = {"snapshot_id": ref.snapshot_id, "zone": zone, "pipeline": "p", "dataset": dataset}
+    manifest |= {"files": [entry], "encryption": None, "content_sha256": snapshots.content_sha256([entry])}
+    storage.write_json(storage.join(ref.uri, snapshots.MANIFEST), manifest)
+    return ref
 
 
 def _files(root: Path) -> dict[str, bytes]:

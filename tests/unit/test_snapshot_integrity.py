@@ -5,13 +5,16 @@ dataset was built are refused by the steps and jobs that read them, naming what 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from small_pipeline import inline_kind, inline_source, install, pipeline_spec
 
 from llmops import snapshots
+from llmops.privacy.keys import get_key_ring
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PIPELINE = "integrity_check"
 ROWS = [{"ticket_id": f"T-{i:02d}", "body": f"parcel {i} late"} for i in range(12)]
@@ -25,21 +28,30 @@ def registered():
 
 
 def _rewrite_with_recomputed_hashes(folder: Path, edit: Any) -> None:
-    """What an attacker with write access to the lake does: edit the rows, then recompute every
-    hash in the manifest so that the snapshot verifies against its manifest."""
+    """What an attacker with write access to the lake and the key does: decrypt, edit the rows,
+    encrypt again, then recompute every hash in the manifest so that the snapshot verifies."""
     import hashlib
     import io
 
     import pyarrow.parquet as pq
 
+    from llmops.privacy.crypto import WrappedKey, decrypt_bytes, encrypt_bytes
+    from llmops.privacy.keys import get_key_ring
+
+    ring = get_key_ring()
     manifest = json.loads((folder / "manifest.json").read_text())
     for entry in manifest["files"]:
-        table = edit(pq.read_table(folder / entry["name"]))
+        wrapped = WrappedKey.from_dict(json.loads((folder / entry["key_file"]).read_text()))
+        plain = decrypt_bytes((folder / entry["name"]).read_bytes(), wrapped, ring)
+        table = edit(pq.read_table(io.BytesIO(plain)))
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         data = buffer.getvalue()
-        (folder / entry["name"]).write_bytes(data)
-        entry["sha256"] = entry["stored_sha256"] = hashlib.sha256(data).hexdigest()
+        blob, wrapped = encrypt_bytes(data, ring)
+        (folder / entry["name"]).write_bytes(blob)
+        (folder / entry["key_file"]).write_text(json.dumps(wrapped.to_dict()))
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+        entry["stored_sha256"] = hashlib.sha256(blob).hexdigest()
     manifest["content_sha256"] = snapshots.content_sha256(manifest["files"])
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
@@ -71,7 +83,8 @@ def test_a_curated_snapshot_edited_with_its_manifest_is_not_trained_on(
         snapshots.read_snapshot(
             snapshots.snapshot_ref(
                 str(tmp_path / "lake"), "curated", PIPELINE, snapshots.CURATED_DATASET, curated_id
-            )
+            ),
+            get_key_ring(),
         ).num_rows
         == 12
     )  # it verifies against its manifest
@@ -113,13 +126,16 @@ def test_a_raw_snapshot_without_a_ledger_record_is_not_validated(
 def test_the_split_files_jobs_read_are_checked_against_the_ledger(
     registered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ledger records the hashes of train.jsonl/eval.jsonl when the dataset is built; the job
-    config carries them, and a file edited afterwards is refused by the job's check."""
-    from llmops.jobs.artifacts import file_sha256
+    """The ledger records the plaintext hashes of train.jsonl/eval.jsonl when the dataset is built;
+    the job config carries them, and a file edited afterwards is refused by the job's check (on
+    what it decrypted; the files are stored encrypted)."""
+    from llmops.encrypted_files import plaintext_sha256, read_encrypted, write_encrypted
+    from llmops.jobs.inputs import JobInput, decrypted_inputs
     from llmops.jobs.runtime import DataFileTampered, check_data_file
     from llmops.orchestration.finetune.data import prepare_training_data, start_finetune
     from llmops.orchestration.finetune.jobs import sft_files, split_hashes
     from llmops.orchestration.ingest import curate, extract, validate
+    from llmops.privacy.keys import get_key_ring
     from llmops.specs.pinned import run_spec
 
     install(tmp_path, SPEC, monkeypatch.setenv)
@@ -133,12 +149,16 @@ def test_the_split_files_jobs_read_are_checked_against_the_ledger(
     spec = run_spec(PIPELINE, finetune_run)
     train_file, eval_file = sft_files(spec, data["sft_snapshot_id"])
     hashes = split_hashes(spec, data["sft_snapshot_id"])
+    ring = get_key_ring()
     assert hashes == {
-        "train_sha256": file_sha256(Path(train_file)),
-        "eval_sha256": file_sha256(Path(eval_file)),
+        "train_sha256": plaintext_sha256(train_file, ring),
+        "eval_sha256": plaintext_sha256(eval_file, ring),
     }
-    check_data_file(Path(train_file), hashes["train_sha256"], "train_file")
-    with open(train_file, "a") as handle:
-        handle.write('{"prompt": "planted", "completion": "planted"}\n')
+    with decrypted_inputs([JobInput(train_file, "train_file", hashes["train_sha256"])]) as [plain]:
+        check_data_file(plain, hashes["train_sha256"], "train_file")
+    # Whoever holds the key can rewrite the file: the recorded plaintext hash still catches it.
+    planted = read_encrypted(train_file, ring) + b'{"prompt": "planted", "completion": "planted"}\n'
+    write_encrypted(train_file, planted, ring)
     with pytest.raises(DataFileTampered, match="train_file: .* is not the file recorded"):
-        check_data_file(Path(train_file), hashes["train_sha256"], "train_file")
+        with decrypted_inputs([JobInput(train_file, "train_file", hashes["train_sha256"])]):
+            pass

@@ -1,4 +1,4 @@
-"""Snapshots: content-addressed, immutable, verified on read, encrypted where raw data lives."""
+"""Snapshots: content-addressed, immutable, verified on read, encrypted in every zone."""
 
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def _flip_byte(path) -> None:
 
 
 def test_identity_changes_the_id(tmp_path):
-    a, _ = _write(str(tmp_path), _table(), zone="sft", identity={"seed": 1})
-    b, _ = _write(str(tmp_path), _table(), zone="sft", identity={"seed": 2})
+    a, _ = _write(str(tmp_path), _table(), zone="sft", kek=KEK, identity={"seed": 1})
+    b, _ = _write(str(tmp_path), _table(), zone="sft", kek=KEK, identity={"seed": 2})
     assert a.snapshot_id != b.snapshot_id
 
 
@@ -83,39 +83,45 @@ def test_raw_zone_refuses_plaintext(tmp_path):
         _write(str(tmp_path), _table())
 
 
-def test_curated_zone_is_plain_parquet(tmp_path):
-    ref, manifest = _write(str(tmp_path), _table(), zone="curated")
-    assert manifest["encryption"] is None
-    assert snapshots.read_snapshot(ref).equals(_table())
+@pytest.mark.parametrize("zone", ["curated", "sft"])
+def test_every_record_zone_is_encrypted(tmp_path, zone):
+    """Expect curated and sft snapshots encrypted like raw ones, with the id of the plaintext."""
+    ref, manifest = _write(str(tmp_path), _table(), zone=zone, kek=KEK)
+    assert manifest["encryption"]["kek_ids"] and manifest["files"][0]["name"] == "part-00000.parquet.enc"
+    assert b"row 1" not in storage.read_bytes(storage.join(ref.uri, "part-00000.parquet.enc"))
+    assert snapshots.read_snapshot(ref, KEK).equals(_table())
+    again, _ = _write(str(tmp_path / "again"), _table(), zone=zone, kek=OTHER_KEK)
+    assert again.snapshot_id == ref.snapshot_id  # content-addressed: the data keys do not count
+    with pytest.raises(snapshots.SnapshotError, match="must be encrypted"):
+        _write(str(tmp_path), _table(), zone=zone)
 
 
 def test_tampered_data_is_detected(tmp_path):
-    """Expect a data file that no longer matches its manifest hash to be refused."""
-    ref, _ = _write(str(tmp_path), _table(), zone="curated")
-    other, _ = _write(str(tmp_path / "other"), _table(7), zone="curated")
-    storage.write_bytes(
-        storage.join(ref.uri, "part-00000.parquet"),
-        storage.read_bytes(storage.join(other.uri, "part-00000.parquet")),
-    )
+    """Expect a data file that no longer matches its manifest hash to be refused (here: another
+    snapshot's part and key file, which decrypt fine)."""
+    ref, _ = _write(str(tmp_path), _table(), zone="curated", kek=KEK)
+    other, _ = _write(str(tmp_path / "other"), _table(7), zone="curated", kek=KEK)
+    for name in ("part-00000.parquet.enc", "part-00000.parquet.enc.key.json"):
+        storage.write_bytes(storage.join(ref.uri, name), storage.read_bytes(storage.join(other.uri, name)))
     with pytest.raises(
-        snapshots.SnapshotError, match="part-00000.parquet does not match the manifest's sha256"
+        snapshots.SnapshotError, match="part-00000.parquet.enc does not match the manifest's sha256"
     ):
-        snapshots.read_snapshot(ref)
+        snapshots.read_snapshot(ref, KEK)
 
 
 def test_folder_without_manifest_is_not_a_snapshot(tmp_path):
     """Expect an interrupted write (data but no manifest) to be invisible to readers."""
-    ref, _ = _write(str(tmp_path), _table(), zone="curated")
+    ref, _ = _write(str(tmp_path), _table(), zone="curated", kek=KEK)
     storage.local_path(storage.join(ref.uri, "manifest.json")).unlink()
     with pytest.raises(snapshots.SnapshotError, match="manifest.json missing"):
-        snapshots.read_snapshot(ref)
+        snapshots.read_snapshot(ref, KEK)
 
 
 def test_latest_pointer(tmp_path):
     lake = str(tmp_path)
     with pytest.raises(snapshots.SnapshotError, match="run the p__ingest DAG first"):
         snapshots.get_latest(lake, "curated", "p", "d")
-    ref, _ = _write(lake, _table(), zone="curated")
+    ref, _ = _write(lake, _table(), zone="curated", kek=KEK)
     snapshots.set_latest(ref, lake)
     assert snapshots.get_latest(lake, "curated", "p", "d") == ref
 

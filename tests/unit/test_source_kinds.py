@@ -67,6 +67,7 @@ def test_a_registered_kind_runs_through_the_ingest_steps(
     from llmops.ledger.events import RawSnapshotCreated
     from llmops.lineage.steps import source_location
     from llmops.orchestration.ingest import curate, extract, validate
+    from llmops.privacy.keys import get_key_ring
 
     assert registered is INLINE
     install(tmp_path, SPEC, monkeypatch.setenv, [NOT_NULL_KEY])
@@ -91,7 +92,8 @@ def test_a_registered_kind_runs_through_the_ingest_steps(
     curated = snapshots.read_snapshot(
         snapshots.snapshot_ref(
             lake, "curated", PIPELINE, snapshots.CURATED_DATASET, result["curated_snapshot_id"]
-        )
+        ),
+        get_key_ring(),
     ).to_pandas()
     assert len(curated) == 12
     assert not curated["body"].str.contains("@example.com").any()

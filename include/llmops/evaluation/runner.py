@@ -67,9 +67,9 @@ from llmops.evaluation.measure import (
 from llmops.evaluation.probes import CANARY_PROMPT, leak_summary, salt_for, score_leakage
 from llmops.jobs.artifacts import json_safe, weights_sha256, write_json_atomic
 from llmops.jobs.config import ConfigError
+from llmops.jobs.inputs import JobInput, decrypted_inputs
 from llmops.jobs.runtime import (
     JobInputError,
-    check_data_file,
     library_versions,
     load_base_model,
     load_tokenizer,
@@ -81,7 +81,7 @@ from llmops.jobs.runtime import (
     resolve_dtype,
     setup_logging,
 )
-from llmops.jobs.staging import fetch_file, fetch_model_dir, is_remote, model_weights_sha256
+from llmops.jobs.staging import fetch_model_dir, is_remote, model_weights_sha256
 from llmops.training.methods import get_method
 
 if TYPE_CHECKING:
@@ -225,6 +225,25 @@ def read_eval_rows(path: Path, config: EvalJobConfig) -> list[dict[str, str]]:
     return read_jsonl_rows(path, "eval_file", config.data_format, config.method)
 
 
+def read_inputs(
+    config: EvalJobConfig,
+) -> tuple[list[dict[str, str]], dict[str, list[dict[str, str]]], list[tuple[str, str]]]:
+    """The eval rows, golden sets and probe prompts, in memory; the encrypted ones are decrypted
+    into a private scratch folder that is gone before any model loads."""
+    inputs = [JobInput(config.eval_file, "eval_file", config.eval_sha256)]
+    inputs += [JobInput(g.file, f"golden_sets[{i}].file") for i, g in enumerate(config.golden_sets)]
+    if config.pii_probe:
+        inputs.append(JobInput(config.pii_probe.prompts_file, "pii_probe.prompts_file"))
+    with decrypted_inputs(inputs) as paths:
+        rows = read_eval_rows(paths[0], config)
+        golden = {
+            g.name: read_prompt_completion_jsonl(paths[1 + i], f"golden_sets[{i}].file")
+            for i, g in enumerate(config.golden_sets)
+        }
+        probe = read_probe_jsonl(paths[-1], "pii_probe.prompts_file") if config.pii_probe else []
+    return rows, golden, probe
+
+
 def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
     """Run one evaluation and write ``config.output_file``; returns what was written."""
     # Every input is fetched and read before the ML libraries load: a bad input fails in seconds.
@@ -235,20 +254,7 @@ def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
         if config.champion_adapter_path
         else None
     )
-    eval_path = fetch_file(config.eval_file, "eval_file")
-    check_data_file(eval_path, config.eval_sha256, "eval_file")
-    rows = read_eval_rows(eval_path, config)
-    golden: dict[str, list[dict[str, str]]] = {}
-    for i, golden_set in enumerate(config.golden_sets):
-        field = f"golden_sets[{i}].file"
-        golden[golden_set.name] = read_prompt_completion_jsonl(fetch_file(golden_set.file, field), field)
-    probe_prompts = (
-        read_probe_jsonl(
-            fetch_file(config.pii_probe.prompts_file, "pii_probe.prompts_file"), "pii_probe.prompts_file"
-        )
-        if config.pii_probe
-        else []
-    )
+    rows, golden, probe_prompts = read_inputs(config)
     champion_base_dir = (
         fetch_model_dir(config.champion_base_model_path, "champion_base_model_path")
         if config.champion_base_model_path

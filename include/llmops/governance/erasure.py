@@ -66,7 +66,7 @@ def _rewrite(
     keep: pd.DataFrame,
     removed: int,
     request_id: str,
-    kek: bytes | None,
+    kek: Any,
     run_id: str,
 ) -> str:
     """Write the snapshot again without the subject's rows; delete the old version."""
@@ -116,7 +116,7 @@ def _rewrite(
     split_sha256 = None
     if ref.zone == snapshots.TRAINING_ZONE:  # the trainer reads JSON Lines beside the Parquet
         fields = [c for c in keep.columns if c not in ("key", "split")]
-        split_sha256 = snapshots.write_split_files(new_ref.uri, keep.to_dict(orient="records"), fields)
+        split_sha256 = snapshots.write_split_files(new_ref.uri, keep.to_dict(orient="records"), fields, kek)
     latest = storage.join(snapshots.dataset_uri(lake, ref.zone, ref.pipeline, ref.dataset), snapshots.LATEST)
     repoint = storage.exists(latest) and storage.read_json(latest).get("snapshot_id") == ref.snapshot_id
     snapshots.delete_snapshot(ref, lake)
@@ -164,9 +164,9 @@ class _Erasure:
                 self.failures[snapshots.failed_file(exc) or ref.uri] = type(exc).__name__
         self.failures.update(unreadable)
 
-    def _drop(self, ref: Any, manifest: dict[str, Any], df: Any, hit: Any, kek: Any) -> None:
+    def _drop(self, ref: Any, manifest: dict[str, Any], df: Any, hit: Any) -> None:
         self.replaced[ref.snapshot_id] = _rewrite(
-            self.spec, ref, manifest, df[~hit], int(hit.sum()), self.request_id, kek, self.run_id
+            self.spec, ref, manifest, df[~hit], int(hit.sum()), self.request_id, self.kek, self.run_id
         )
         self.rows_removed += int(hit.sum())
 
@@ -180,7 +180,7 @@ class _Erasure:
             hit = _normalised_column(self.spec, df[column]) == value
             if hit.any():
                 self.affected_keys |= {str(k) for k in df.loc[hit, self.key] if k is not None}
-                self._drop(ref, manifest, df, hit, self.kek)
+                self._drop(ref, manifest, df, hit)
 
         for zone in ("raw", "quarantine"):
             self._each(zone, visit)
@@ -190,7 +190,7 @@ class _Erasure:
         key = self.key
 
         def visit(ref: Any, manifest: dict[str, Any]) -> None:
-            df = snapshots.read_snapshot(ref).to_pandas()
+            df = snapshots.read_snapshot(ref, self.kek).to_pandas()
             hit = df[key].astype(str).isin(self.affected_keys) if key in df.columns else None
             if column in df.columns:
                 column_type = (manifest.get("privacy") or {}).get("column_types", {}).get(column) or "value"
@@ -199,7 +199,7 @@ class _Erasure:
                 if key in df.columns:
                     self.affected_keys |= {str(k) for k in df.loc[by_subject, key]}
             if hit is not None and hit.any():
-                self._drop(ref, manifest, df, hit, None)
+                self._drop(ref, manifest, df, hit)
 
         self._each("curated", visit)
 
@@ -207,10 +207,10 @@ class _Erasure:
         """Training datasets: by record key."""
 
         def visit(ref: Any, manifest: dict[str, Any]) -> None:
-            df = snapshots.read_snapshot(ref).to_pandas()
+            df = snapshots.read_snapshot(ref, self.kek).to_pandas()
             hit = df["key"].astype(str).isin(self.affected_keys)
             if hit.any():
-                self._drop(ref, manifest, df, hit, None)
+                self._drop(ref, manifest, df, hit)
 
         self._each(snapshots.TRAINING_ZONE, visit)
 

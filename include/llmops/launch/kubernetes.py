@@ -8,7 +8,8 @@
 Choices that matter in production, and why:
 
 * Credentials reach the pod only as references to Kubernetes secrets (``envFrom.secretRef`` or
-  ``env.valueFrom.secretKeyRef``). Plain env values, the config URI and annotations are checked for
+  ``env.valueFrom.secretKeyRef``); so does the lake's KEK (``LLMOPS_KEK`` from ``kek_secret``),
+  with which the job decrypts its inputs into a private folder under ``/dev/shm``. Plain env values, the config URI and annotations are checked for
   credential-shaped content, because anything there is readable by whoever can read the pod.
 * ``durable=True`` (the Airflow 3.3 name of ``reattach_on_restart``): a retry after a lost worker
   reconnects to the still-running pod instead of starting a second GPU job.
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from llmops.specs.schema import Distributed, KubernetesSpec
+
+#: The job's KEK variable and the KMS key id variable (llmops.privacy.keys: not imported, this
+#: module is imported at DAG parse time and stays light).
+JOB_KEK_ENV = "LLMOPS_KEK"
+KMS_KEY_ID_ENV = "LLMOPS_KMS_KEY_ID"
 
 TRAINING_MODULE = "llmops.training"
 EVALUATION_MODULE = "llmops.evaluation"
@@ -286,13 +292,22 @@ def _secrets_and_env(spec: KubernetesSpec, env: Mapping[str, str]) -> tuple[list
 
     secrets = []
     secret_envs: set[str] = set()
+    if spec.kek_secret is not None:
+        secrets.append(Secret("env", JOB_KEK_ENV, spec.kek_secret.secret, spec.kek_secret.key))
+        secret_envs.add(JOB_KEK_ENV)
     for secret in spec.secrets:
         if secret.key is None:
             secrets.append(Secret("env", None, secret.secret))
         else:
             assert secret.env is not None
+            if secret.env.upper() in secret_envs:
+                raise ValueError(
+                    f"kubernetes.secrets: {secret.env} is set twice (the KEK comes from kubernetes.kek_secret)"
+                )
             secrets.append(Secret("env", secret.env, secret.secret, secret.key))
             secret_envs.add(secret.env.upper())  # the provider upper-cases the variable name
+    if spec.kms_key_id:
+        env = {KMS_KEY_ID_ENV: spec.kms_key_id, **env}
     plain_env = _plain_env(env, secret_envs)
     env_vars = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(plain_env.items())]
     # Which pod and node ran the job, for its own records. In env_vars rather than the operator's

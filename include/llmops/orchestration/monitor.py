@@ -88,7 +88,9 @@ def _read(spec: PipelineSpec, snapshot_id: str, role: str) -> tuple[Any, dict[st
             f"cannot measure drift against it"
         ) from None
     manifest = check_snapshot(spec, ref)  # drift measured against altered data would mislead
-    return snapshots.read_snapshot(ref), manifest
+    from llmops.privacy.keys import get_key_ring
+
+    return snapshots.read_snapshot(ref, get_key_ring()), manifest
 
 
 def _column(table: Any, name: str, snapshot_id: str, role: str) -> list[Any]:

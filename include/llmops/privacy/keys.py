@@ -183,9 +183,14 @@ class KmsKeyWrapper:
         """The boto3 KMS client from the connection (built once per wrapper)."""
         with self._lock:
             if self._client is None:
-                from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+                try:
+                    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+                except ImportError:  # a job in the trainer image: the pod's own AWS identity
+                    import boto3
 
-                self._client = AwsBaseHook(aws_conn_id=self._conn_id, client_type="kms").conn
+                    self._client = boto3.client("kms")
+                else:
+                    self._client = AwsBaseHook(aws_conn_id=self._conn_id, client_type="kms").conn
             return self._client
 
     def describe(self) -> dict[str, Any]:
@@ -388,9 +393,11 @@ class KeyRing:
         *,
         kms_conn_id: str | None = DEFAULT_KMS_CONN_ID,
         local_kek: bytes | None = None,
+        resolve_local: Callable[[], bytes] | None = None,
     ) -> None:
         self.primary = primary
         self._kms_conn_id = kms_conn_id
+        self._resolve_local = resolve_local or get_kek
         self._local = primary if isinstance(primary, LocalKeyWrapper) else None
         if local_kek is not None:
             self._local = LocalKeyWrapper(local_kek)
@@ -413,7 +420,7 @@ class KeyRing:
             # Decrypt under the key the record names, through this ring's connection.
             return _kms_decrypt(self._kms.client, wrapped, _kms_arn_of(wrapped))
         if self._local is None:
-            self._local = LocalKeyWrapper(get_kek())
+            self._local = LocalKeyWrapper(self._resolve_local())
         return self._local.unwrap(wrapped)
 
 
@@ -423,3 +430,85 @@ def get_key_ring() -> KeyRing:
     if selected is not None:
         return KeyRing(KmsKeyWrapper(*selected), kms_conn_id=selected[1])
     return KeyRing(LocalKeyWrapper(get_kek()))
+
+
+# --------------------------------------------------------------------------------------------------
+# Keys inside a job
+# --------------------------------------------------------------------------------------------------
+
+#: A job's local KEK, base64: set from a Kubernetes secret in a pod, or by the local launcher when
+#: the orchestrator's key comes from a connection only Airflow can read. Never in a job config.
+JOB_KEK_ENV = "LLMOPS_KEK"
+
+
+def _connection_env_password(conn_id: str) -> str | None:
+    """The password of an ``AIRFLOW_CONN_<ID>`` variable (URI or JSON form), read without Airflow."""
+    import json
+    from urllib.parse import unquote, urlsplit
+
+    value = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    if not value:
+        return None
+    if value.startswith("{"):
+        try:
+            password = json.loads(value).get("password")
+        except (ValueError, AttributeError):
+            return None
+        return password if isinstance(password, str) else None
+    password = urlsplit(value).password
+    return unquote(password) if password else None
+
+
+def _job_local_kek() -> bytes | None:
+    """The local KEK as a job finds it: ``LLMOPS_KEK``, else the ``llmops_kek`` connection's env
+    variable, else an existing key file. A job never creates a key: a new one could decrypt nothing."""
+    from llmops.privacy.crypto import key_from_b64, load_or_create_key_file
+    from llmops.settings import get_settings
+
+    settings = get_settings()
+    if os.environ.get(JOB_KEK_ENV, "").strip():
+        return key_from_b64(os.environ[JOB_KEK_ENV], what=JOB_KEK_ENV)
+    password = _connection_env_password(settings.kek_conn_id)
+    if password:
+        return key_from_b64(password, what=f"connection '{settings.kek_conn_id}' password")
+    if settings.kek_file.is_file():
+        return load_or_create_key_file(settings.kek_file)  # exists: read, with the permission checks
+    return None
+
+
+def _no_local_kek() -> bytes:
+    from llmops.privacy.crypto import KeyMaterialError
+
+    raise KeyMaterialError(
+        f"this job's input is wrapped under a local KEK, and the job has none: set {JOB_KEK_ENV} "
+        "(Kubernetes: training.kubernetes.kek_secret), the llmops_kek connection's AIRFLOW_CONN_ "
+        "variable, or LLMOPS_KEK_FILE to an existing key file"
+    )
+
+
+def job_key_ring() -> KeyRing:
+    """The key ring of a training or evaluation job, which may run without Airflow (the trainer
+    image has none): KMS when ``LLMOPS_KMS_KEY_ID`` is set (the process's AWS identity), and the
+    local KEK from :func:`_job_local_kek`, resolved the first time a local record is met."""
+    local = _job_local_kek()
+    selected = kms_settings()
+    if selected is not None:
+        return KeyRing(
+            KmsKeyWrapper(*selected), kms_conn_id=selected[1], local_kek=local, resolve_local=_no_local_kek
+        )
+    return KeyRing(LocalKeyWrapper(local if local is not None else _no_local_kek()))
+
+
+def local_job_key_env() -> dict[str, str]:
+    """What a local job's environment needs beyond what it inherits to find the KEK the way the
+    orchestrator does: nothing when that is a key file, an ``AIRFLOW_CONN_`` variable or KMS;
+    ``LLMOPS_KEK`` when the key comes from a connection only Airflow can read (a secrets backend,
+    the metadata database). A subprocess's environment is never written anywhere; never give this
+    to a pod (pods get :data:`JOB_KEK_ENV` from a Kubernetes secret)."""
+    from llmops.settings import get_settings
+
+    conn_id = get_settings().kek_conn_id
+    if kms_settings() is not None or os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
+        return {}
+    key = _from_connection(conn_id)
+    return {} if key is None else {JOB_KEK_ENV: base64.b64encode(key).decode()}

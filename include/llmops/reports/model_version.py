@@ -400,7 +400,13 @@ def build_model_version_report(
             if sft
             else None,
             "stages": training_stages(records, sft.run_id if sft else None),
-            "encryption": encryption_section(spec.name, sources, validations),
+            "encryption": encryption_section(
+                spec.name,
+                sources,
+                validations,
+                chain[0]["curated_snapshot_id"] if chain else curated_id,
+                sft_payload,
+            ),
             "snapshots": snapshot_states,
         },
         "training": training,

@@ -287,9 +287,14 @@ def _manifest_encryption(pipeline: str, zone: str, dataset: str, snapshot_id: st
 
 
 def encryption_section(
-    pipeline: str, sources: list[dict[str, Any]], validations: list[dict[str, Any]]
+    pipeline: str,
+    sources: list[dict[str, Any]],
+    validations: list[dict[str, Any]],
+    curated_snapshot_id: str | None = None,
+    sft_payload: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Which key (by id) and algorithm protect the raw-zone snapshots; key material never appears."""
+    """Which key (by id) and algorithm protect each snapshot the version's data went through (raw,
+    validated, quarantine, curated, training set); key material never appears."""
     rows = []
     for source in sources:
         facts = source.get("encryption")
@@ -318,13 +323,30 @@ def encryption_section(
                         **_manifest_encryption(pipeline, zone, dataset, check[key]),
                     }
                 )
+    derived = [("curated", "records", curated_snapshot_id)]
+    if sft_payload:
+        derived.append(
+            ("sft", sft_payload.get("dataset") or "prompt_completion", sft_payload.get("sft_snapshot_id"))
+        )
+    for zone, dataset, snapshot_id in derived:
+        if snapshot_id:
+            rows.append(
+                {
+                    "zone": zone,
+                    "dataset": dataset,
+                    "snapshot_id": snapshot_id,
+                    **_manifest_encryption(pipeline, zone, dataset, snapshot_id),
+                }
+            )
     return {
         "snapshots": rows,
         "algorithms": sorted({r["algorithm"] for r in rows if r["algorithm"]}),
         "kek_ids": sorted({k for r in rows for k in r["kek_ids"]}),
+        # Only snapshots written before every record-level zone was encrypted can be listed here.
         "unencrypted_zones": {
-            "curated": "not encrypted: PII removed, masked or pseudonymised (keyed HMAC) before writing",
-            "sft": "not encrypted: rendered from the curated snapshot",
+            f"{r['zone']}/{r['dataset']}": "not encrypted: written before every record-level zone was"
+            for r in rows
+            if r["note"] == "not encrypted"
         },
     }
 

@@ -67,6 +67,14 @@ class SecretEnv(StrictModel):
         return self
 
 
+class KekSecret(StrictModel):
+    """The Kubernetes secret key holding the lake's KEK: base64, as in the ``llmops_kek``
+    connection's password. Jobs decrypt their inputs (split files, probe prompts) with it."""
+
+    secret: str = Field(default="llmops-kek", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    key: str = Field(default="kek", pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class KubernetesSpec(StrictModel):
     """Where and how training pods run when `launcher: kubernetes`."""
 
@@ -87,6 +95,16 @@ class KubernetesSpec(StrictModel):
     tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu")]
     secrets: list[SecretEnv] = Field(
         default=[], description="Credentials for the pod (object storage, MLflow): never passed as arguments."
+    )
+    kek_secret: KekSecret | None = Field(
+        default_factory=KekSecret,
+        description="Where the pod's LLMOPS_KEK comes from (a secretKeyRef); null only when every data key "
+        "is wrapped by AWS KMS (kms_key_id).",
+    )
+    kms_key_id: str | None = Field(
+        default=None,
+        description="The AWS KMS key (id, ARN or alias) the lake's data keys are wrapped with, when KMS is used: "
+        "the pod unwraps them with its own AWS identity (kms:Decrypt).",
     )
     startup_timeout_seconds: int = Field(
         default=1800, ge=60, description="Time for a GPU node pool to scale up and pull the image."

@@ -21,11 +21,11 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmops.jobs.inputs import JobInput, decrypted_inputs
 from llmops.jobs.results import RESULT_FILE
 from llmops.jobs.runtime import (
     DistributedContext,
     JobInputError,
-    check_data_file,
     check_quantization_support,
     job_wall_seconds,
     library_versions,
@@ -36,7 +36,7 @@ from llmops.jobs.runtime import (
     resolve_device,
     resolve_dtype,
 )
-from llmops.jobs.staging import OutputLocation, fetch_file, fetch_model_dir, model_weights_sha256
+from llmops.jobs.staging import OutputLocation, fetch_model_dir, model_weights_sha256
 from llmops.training.checkpoints import (
     CHECKPOINTS_DIR,
     checkpoint_callback,
@@ -153,17 +153,19 @@ def _stage_inputs(config: TrainingJobConfig, recipe: TrainerRecipe, dist: Distri
     check_launch(config, dist)
     if not dist.is_main:
         logging.getLogger("llmops").setLevel(logging.WARNING)  # one copy of each log line, from rank 0
-    train_path = fetch_file(config.train_file, "train_file")
-    eval_path = fetch_file(config.eval_file, "eval_file")
-    check_data_file(train_path, config.train_sha256, "train_file")
-    check_data_file(eval_path, config.eval_sha256, "eval_file")
+    inputs = [
+        JobInput(config.train_file, "train_file", config.train_sha256),
+        JobInput(config.eval_file, "eval_file", config.eval_sha256),
+    ]
+    # The rows are read into memory here: the decrypted files are gone before the model loads.
+    with decrypted_inputs(inputs) as (train_path, eval_path):
+        train_rows = recipe.read_rows(train_path, "train_file")
+        eval_rows = recipe.read_rows(eval_path, "eval_file")
+        data_files = {
+            "train_file": data_file_info(config.train_file, train_path, len(train_rows)),
+            "eval_file": data_file_info(config.eval_file, eval_path, len(eval_rows)),
+        }
     base_dir = fetch_model_dir(config.base_model_path)
-    train_rows = recipe.read_rows(train_path, "train_file")
-    eval_rows = recipe.read_rows(eval_path, "eval_file")
-    data_files = {
-        "train_file": data_file_info(config.train_file, train_path, len(train_rows)),
-        "eval_file": data_file_info(config.eval_file, eval_path, len(eval_rows)),
-    }
     return _Job(
         config=config,
         recipe=recipe,

@@ -188,6 +188,8 @@ def write_dataset(
     """Build, check and snapshot one stage's training dataset; returns what the ledger records."""
     import pyarrow as pa
 
+    from llmops.privacy.keys import get_key_ring
+
     rows, skipped, replaced = build_rows(spec, stage, df, seed)
     rows, suite = check_suite(stage.method, rows)
     canaries = plant_canaries(
@@ -201,6 +203,7 @@ def write_dataset(
             "need both"
         )
     fields = get_method(stage.method).row_fields
+    kek = get_key_ring()
     table = pa.Table.from_pylist(
         rows, schema=pa.schema([(name, pa.string()) for name in ("key", *fields, "split")])
     )
@@ -210,6 +213,7 @@ def write_dataset(
         pipeline=spec.name,
         dataset=stage.dataset_name,
         table=table,
+        kek=kek,
         metadata={
             "inputs": {"curated_snapshot_id": curated_snapshot_id},
             "stage": stage_name,
@@ -236,7 +240,7 @@ def write_dataset(
             **({"canaries": {k: canaries[k] for k in ("fraction", "repeats", "hashes")}} if canaries else {}),
         },
     )
-    split_sha256 = snapshots.write_split_files(ref.uri, rows, fields)
+    split_sha256 = snapshots.write_split_files(ref.uri, rows, fields, kek)
     return {
         "split_sha256": split_sha256,
         "stage": stage_name,
@@ -272,10 +276,12 @@ def example_prompt(spec: PipelineSpec, snapshot_id: str) -> str:
 
     Already redacted: it serves as the registered model's input example and the smoke request.
     """
+    from llmops.privacy.keys import get_key_ring
+
     _, eval_uri = snapshots.split_file_uris(
         get_settings().lake_root, spec.name, spec.training.dataset_name, snapshot_id
     )
-    first = json.loads(storage.read_bytes(eval_uri).splitlines()[0])
+    first = json.loads(snapshots.read_split_file(eval_uri, get_key_ring()).splitlines()[0])
     if "prompt" in first:
         return str(first["prompt"])
     return str(first["text"])[:EXAMPLE_PROMPT_CHARS]
@@ -352,7 +358,9 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         )
     c_manifest = check_snapshot(spec, c_ref)  # the ledger's record of it, not only its manifest
     check_purpose(spec, c_ref.snapshot_id, c_manifest)
-    df = snapshots.read_snapshot(c_ref).to_pandas()
+    from llmops.privacy.keys import get_key_ring
+
+    df = snapshots.read_snapshot(c_ref, get_key_ring()).to_pandas()
     training = spec.training
     stages = []
     for stage in training.preceding_stages:

@@ -236,10 +236,12 @@ def run_tags(spec: PipelineSpec, data: dict[str, Any], run_id: str, stage: str) 
 def run_job(pipeline: str, module: str, config_uri: str, run_id: str) -> None:
     """Run one job with the local launcher (the kubernetes launcher is a pod operator instead)."""
     from llmops.launch.local import run_local
+    from llmops.privacy.keys import local_job_key_env
 
     spec = run_spec(pipeline, run_id)
     distributed = spec.training.distributed if module == "llmops.training" else None
     env = job_env(spec)
+    env.update(local_job_key_env())  # to decrypt its inputs: the subprocess's env, written nowhere
     if module == "llmops.evaluation" and spec.evaluation.pii_probe.enabled:
         from llmops.orchestration.finetune.leakage_probe import SALT_ENV, probe_salt
 

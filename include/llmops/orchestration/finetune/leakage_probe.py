@@ -164,8 +164,10 @@ def _salt(spec: PipelineSpec, run_id: str) -> tuple[str, str | None]:
 
 def build_probe(spec: PipelineSpec, data: dict[str, Any], root: str, run_id: str) -> dict[str, Any] | None:
     """Write the probe prompts under `root`; return the job's ``pii_probe`` block and a summary."""
+    from llmops.encrypted_files import encrypted_name, write_encrypted
     from llmops.evaluation.probes import CANARY, CANARY_PROMPT, value_hash
     from llmops.governance.integrity import read_checked
+    from llmops.privacy.keys import get_key_ring
 
     probe = spec.evaluation.pii_probe
     if not probe.enabled:
@@ -180,7 +182,7 @@ def build_probe(spec: PipelineSpec, data: dict[str, Any], root: str, run_id: str
     for dataset, snapshot_id in datasets:
         ref = snapshots.snapshot_ref(settings.lake_root, "sft", spec.name, dataset, snapshot_id)
         rows = sorted(
-            (r for r in read_checked(spec, ref).to_pylist() if r["split"] == "train"),
+            (r for r in read_checked(spec, ref, get_key_ring()).to_pylist() if r["split"] == "train"),
             key=lambda r: (r["key"], _row_text(r)),
         )
         train += rows
@@ -209,10 +211,11 @@ def build_probe(spec: PipelineSpec, data: dict[str, Any], root: str, run_id: str
     by_type: dict[str, set[str]] = {}
     for value, kind in values.items():
         by_type.setdefault(kind, set()).add(value_hash(salt, value))
-    prompts_uri = storage.join(root, "probe_prompts.jsonl")
+    # Prefixes of training records: encrypted like the split files, decrypted only in the job's scratch.
+    prompts_uri = storage.join(root, encrypted_name("probe_prompts.jsonl"))
     lines = [{"prompt": p, "kind": "record"} for p in prompts]
     lines += [{"prompt": p, "kind": CANARY_PROMPT} for p, _ in canaries]
-    storage.write_bytes(prompts_uri, "".join(json.dumps(line) + "\n" for line in lines).encode())
+    write_encrypted(prompts_uri, "".join(json.dumps(line) + "\n" for line in lines).encode(), get_key_ring())
     job = {
         "prompts_file": prompts_uri
         if prompts_uri.startswith("s3://")

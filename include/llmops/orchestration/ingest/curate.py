@@ -70,8 +70,9 @@ def _carry_forward(spec: PipelineSpec, curated: pd.DataFrame) -> tuple[pd.DataFr
     except snapshots.SnapshotError:
         return curated, 0
     from llmops.governance.integrity import read_checked
+    from llmops.privacy.keys import get_key_ring
 
-    previous = read_checked(spec, previous_ref).to_pandas()  # it flows into the new snapshot
+    previous = read_checked(spec, previous_ref, get_key_ring()).to_pandas()  # it flows into the new snapshot
     key = spec.dataset.key
     keep = previous[previous[SOURCE_COLUMN].isin(incremental) & ~previous[key].isin(curated[key])]
     merged = pd.concat([curated, keep.reindex(columns=curated.columns)], ignore_index=True)
@@ -92,7 +93,8 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
         settings.lake_root, "raw", spec.name, "validated", validated["validated_snapshot_id"]
     )
     v_manifest = snapshots.read_manifest(v_ref)
-    df = snapshots.read_snapshot(v_ref, get_key_ring()).to_pandas()
+    kek = get_key_ring()
+    df = snapshots.read_snapshot(v_ref, kek).to_pandas()
     pseudonymiser = Pseudonymiser(get_pseudonymisation_key(spec.privacy.pseudonymisation_conn_id))
     try:
         curated, report = apply_privacy_policy(
@@ -110,6 +112,7 @@ def curate(pipeline: str, validated: dict[str, Any], run_id: str) -> dict[str, A
         pipeline=spec.name,
         dataset=snapshots.CURATED_DATASET,
         table=pa.Table.from_pandas(curated, preserve_index=False),
+        kek=kek,
         metadata={
             "inputs": {"validated_snapshot_id": v_ref.snapshot_id, "carried_forward_rows": carried},
             "privacy": {**report.to_dict(), "residual_check": residual_check},
