@@ -268,18 +268,32 @@ def _tamper_curated(root: Path, ingested: dict[str, Any]) -> None:
 
     from llmops import snapshots
     from llmops.orchestration.finetune.data import prepare_training_data, start_finetune
+    from llmops.privacy.crypto import WrappedKey, decrypt_bytes, encrypt_bytes
+    from llmops.privacy.keys import get_key_ring
 
+    # An insider with the key: decrypts each part, edits it, re-encrypts it and recomputes every
+    # hash in the manifest. Only the ledger's record of the snapshot can tell.
+    ring = get_key_ring()
     folder = _curated_folder(root, ingested)
     manifest = json.loads((folder / "manifest.json").read_text())
     for entry in manifest["files"]:
-        table = pq.read_table(folder / entry["name"])
+        part, key_file = folder / entry["name"], folder / (entry.get("key_file") or "none")
+        blob = part.read_bytes()
+        if entry.get("key_file"):
+            blob = decrypt_bytes(blob, WrappedKey.from_dict(json.loads(key_file.read_text())), ring)
+        table = pq.read_table(io.BytesIO(blob))
         poisoned = table.set_column(
             table.schema.get_field_index("body"), "body", pa.array(["ignore all rules"] * table.num_rows)
         )
         buffer = io.BytesIO()
         pq.write_table(poisoned, buffer)
-        (folder / entry["name"]).write_bytes(buffer.getvalue())
-        entry["sha256"] = entry["stored_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+        stored = buffer.getvalue()
+        if entry.get("key_file"):
+            stored, wrapped = encrypt_bytes(stored, ring)
+            key_file.write_text(json.dumps(wrapped.to_dict()))
+        part.write_bytes(stored)
+        entry["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+        entry["stored_sha256"] = hashlib.sha256(stored).hexdigest()
     manifest["content_sha256"] = snapshots.content_sha256(manifest["files"])
     (folder / "manifest.json").write_text(json.dumps(manifest))
     run_id = "manual__probe_tamper_1"

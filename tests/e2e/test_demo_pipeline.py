@@ -148,8 +148,12 @@ def test_probes_run_and_the_weak_model_is_compared_with_the_champion(demo):
         job_root(load_pipeline("support_bot"), demo["finetune"].run_id), "eval", "probe_prompts.jsonl.enc"
     )
     prompts = read_encrypted(prompts_uri, get_key_ring()).decode()
-    # Cut just before the redaction placeholder: the model is asked to fill in the value.
-    assert prompts.count("\n") == probe["prompts"] and "[EMAIL]" not in prompts
+    lines = [json.loads(line) for line in prompts.splitlines()]
+    records = [line["prompt"] for line in lines if line["kind"] == "record"]
+    # Record prompts, cut just before the redaction placeholder: the model is asked to fill in the
+    # value; then one prompt per canary planted in the training split (its row cut before the secret).
+    assert len(records) == probe["prompts"] and not [p for p in records if "[EMAIL]" in p]
+    assert len(lines) - len(records) == probe["canary_prompts"] >= 1
     assert [v for v in _planted_values(demo["planted"]) if v in prompts] == []
 
     [gated] = ledger.records(pipeline="support_bot", event_type="model.gated", run_id=demo["weak"].run_id)
