@@ -273,3 +273,50 @@ def score_table(
         "model_seconds": round(model_seconds, 3),
         "target_table": ".".join(p for p in (batch.target_schema, batch.target_table) if p),
     }
+
+
+def subject_keys(spec: PipelineSpec, source: sa.Engine, matches: Callable[[Any], bool]) -> set[str]:
+    """Keys of the batch table's rows that belong to a data subject (by the dataset's subject
+    column, when the batch table has it), read in chunks: the source is never loaded whole."""
+    import sqlalchemy as sa
+
+    batch = spec.batch_inference
+    column = spec.dataset.subject_column
+    if batch is None or batch.table is None or not column:
+        return set()
+    inspector = sa.inspect(source)
+    if not inspector.has_table(batch.table, schema=batch.db_schema):
+        return set()
+    found = {c["name"] for c in inspector.get_columns(batch.table, schema=batch.db_schema)}
+    if column not in found or batch.key_column not in found:
+        return set()
+    table = sa.Table(
+        batch.table, sa.MetaData(), sa.Column(batch.key_column), sa.Column(column), schema=batch.db_schema
+    )
+    keys: set[str] = set()
+    query = sa.select(table.c[batch.key_column], table.c[column]).where(table.c[column].is_not(None))
+    with source.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=5000).execute(query)
+        for key, value in result:
+            if key is not None and matches(value):
+                keys.add(str(key))
+    return keys
+
+
+def delete_answers(spec: PipelineSpec, target: sa.Engine, keys: set[str]) -> int:
+    """Delete every model's answers for these record keys from the results table (erasure)."""
+    import sqlalchemy as sa
+
+    batch = spec.batch_inference
+    if batch is None or not keys:
+        return 0
+    if not sa.inspect(target).has_table(batch.target_table, schema=batch.target_schema):
+        return 0
+    table = results_table(batch, sa.MetaData())
+    ordered = sorted(keys)
+    removed = 0
+    with target.begin() as conn:
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            removed += conn.execute(sa.delete(table).where(table.c.record_key.in_(chunk))).rowcount or 0
+    return removed

@@ -8,6 +8,10 @@ the old version is deleted, key files first. Model versions trained on an affect
 tagged for review in the registry. The ledger records all of it under a keyed token of the subject,
 never the subject itself.
 
+Copies outside the snapshots go too: staged parts of extractions not yet committed, the
+record-bearing files (leakage probe prompts) of finetune runs that read a rewritten snapshot, and
+the batch-inference answers for the subject's records.
+
 Keyed hashes of the subject and of the record keys found go on the pipeline's suppression list
 (`llmops.governance.suppression`), so that the next ingest from a source that still holds the
 subject does not bring them back.
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REVIEW_TAG = "llmops.erasure_review"
+# Files in a job folder that hold records (or text cut from them), plain or encrypted with their key.
+RECORD_FILE_SUFFIXES = (".jsonl", ".jsonl.enc", ".jsonl.enc.key.json")
 
 
 class ErasureError(RuntimeError):
@@ -152,6 +158,8 @@ class _Erasure:
         self.replaced: dict[str, str] = {}
         self.rows_removed = 0
         self.failures: dict[str, str] = {}
+        self.staging_removed = 0
+        self.job_files_removed = 0
 
     def _each(self, zone: str, visit: Callable[[Any, dict[str, Any]], None]) -> None:
         unreadable: list[tuple[str, str]] = []
@@ -203,6 +211,47 @@ class _Erasure:
 
         self._each("curated", visit)
 
+    def staging(self, column: str, value: str) -> None:
+        """Staged parts not yet committed (an extraction that failed, or one running now): a staging
+        folder that holds the subject, or that cannot be read, is removed whole. An extraction still
+        running then fails its commit (a staged part is missing) and its retry extracts again, with
+        the suppression list in force."""
+        root = storage.join(self.lake, "_staging", self.spec.name)
+        doomed: set[str] = set()
+        for uri in storage.list_files(root, "**/*"):
+            folder = uri.rsplit("/", 1)[0]
+            if folder in doomed or uri.endswith(".key.json"):
+                continue
+            try:
+                table = _read_staged_part(uri, self.kek)
+            except Exception:  # half-written or damaged: it cannot be shown to be free of the subject
+                doomed.add(folder)
+                continue
+            if column not in table.column_names:
+                continue
+            values = table.column(column).to_pandas()
+            hit = _normalised_column(self.spec, values) == value
+            if hit.any():
+                if self.key in table.column_names:
+                    keys = table.column(self.key).to_pandas()[hit]
+                    self.affected_keys |= {str(k) for k in keys if k is not None}
+                doomed.add(folder)
+        for folder in sorted(doomed):
+            storage.delete(folder)
+        self.staging_removed += len(doomed)
+
+    def job_files(self) -> None:
+        """Record-bearing files in the job folders of finetune runs that read a rewritten snapshot
+        (the leakage probe's prompts, cut from training records): deleted. Weights, configs and
+        metrics stay; the model versions are flagged for retraining instead."""
+        from llmops.orchestration.finetune.jobs import job_root
+
+        for run_id in sorted(_runs_that_read(self.spec, _rewritten_by(self.spec, self.request_id))):
+            for uri in storage.list_files(job_root(self.spec, run_id), "**/*"):
+                if uri.endswith(RECORD_FILE_SUFFIXES):
+                    storage.delete(uri)
+                    self.job_files_removed += 1
+
     def training_sets(self) -> None:
         """Training datasets: by record key."""
 
@@ -213,6 +262,47 @@ class _Erasure:
                 self._drop(ref, manifest, df, hit)
 
         self._each(snapshots.TRAINING_ZONE, visit)
+
+
+def _read_staged_part(uri: str, kek: Any) -> Any:
+    """One staged Parquet part as a table (decrypted with its key sidecar when it has one)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    blob = storage.read_bytes(uri)
+    if storage.exists(uri + ".key.json"):
+        from llmops.privacy.crypto import WrappedKey, decrypt_bytes
+
+        blob = decrypt_bytes(blob, WrappedKey.from_dict(storage.read_json(uri + ".key.json")), kek)
+    return pq.read_table(io.BytesIO(blob))
+
+
+def _rewritten_by(spec: PipelineSpec, request_id: str) -> set[str]:
+    """Snapshots this request rewrote, in this attempt or an earlier one (from the ledger)."""
+    from llmops.ledger import get_ledger
+
+    return {
+        ErasureSnapshotRewritten.read(r).old_snapshot_id
+        for r in get_ledger().records(pipeline=spec.name, event_type=ErasureSnapshotRewritten.name)
+        if r.payload.get("request_id") == request_id
+    }
+
+
+def _runs_that_read(spec: PipelineSpec, snapshot_ids: set[str]) -> set[str]:
+    """Finetune runs whose ledger records name one of these snapshots as their data."""
+    from llmops.ledger import get_ledger
+    from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, ModelTrained, StageDatasetCreated
+
+    if not snapshot_ids:
+        return set()
+    fields = ("curated_snapshot_id", "sft_snapshot_id", "snapshot_id")
+    runs: set[str] = set()
+    for event in (FinetuneStarted, StageDatasetCreated, FinalDatasetCreated, ModelTrained):
+        for r in get_ledger().records(pipeline=spec.name, event_type=event.name):
+            if r.run_id and any(r.payload.get(f) in snapshot_ids for f in fields):
+                runs.add(r.run_id)
+    return runs
 
 
 def _keys_uri(lake: str, pipeline: str, request_id: str) -> str:
@@ -310,6 +400,7 @@ def erase_subject(
     erasure = _Erasure(spec, request_id, run_id, kek, lake)
     erasure.affected_keys |= carried_keys(lake, spec.name, request_id, kek)
     erasure.raw_zones(column, value)  # first: the plain value is there, and it yields the record keys
+    erasure.staging(column, value)
     erasure.curated(column, value, pseudonymiser)
     if erasure.affected_keys:
         keep_keys(lake, spec.name, request_id, erasure.affected_keys, kek)  # before anything can fail
@@ -327,6 +418,8 @@ def erase_subject(
         run_id,
     )
     erasure.training_sets()
+    erasure.job_files()
+    batch_answers_removed = _erase_batch_answers(spec, value, erasure.affected_keys)
     replaced, affected_keys, rows_removed = erasure.replaced, erasure.affected_keys, erasure.rows_removed
     flagged = _flag_versions(spec, replaced, request_id, subject_ref, run_id)
     if erasure.failures:
@@ -354,6 +447,9 @@ def erase_subject(
         "snapshots_rewritten": len(replaced),
         "models_flagged": flagged,
         "suppression_entries": listed["entries"],
+        "staging_folders_removed": erasure.staging_removed,
+        "job_files_removed": erasure.job_files_removed,
+        "batch_answers_removed": batch_answers_removed,
     }
     record(spec, ErasureCompleted(**summary), f"erasure/{request_id}", run_id)
     forget_keys(lake, spec.name, request_id)
@@ -366,6 +462,16 @@ def erase_subject(
         len(flagged),
     )
     return summary
+
+
+def _erase_batch_answers(spec: PipelineSpec, value: str, keys: set[str]) -> int:
+    """Batch-inference answers for the subject's records (found in the lake, or by the subject
+    column of the batch table) deleted from the results table."""
+    if spec.batch_inference is None:
+        return 0
+    from llmops.orchestration.batch import erase_answers
+
+    return erase_answers(spec, keys, lambda v: isinstance(v, str) and normalise_subject(spec, v) == value)
 
 
 def _flag_models(models: list[dict[str, str]], request_id: str) -> None:

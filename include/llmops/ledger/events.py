@@ -488,6 +488,9 @@ class ErasureCompleted(Event):
     snapshots_rewritten: int
     models_flagged: list[dict[str, Any]]
     suppression_entries: int | None = None  # keyed hashes listed so that ingest keeps them out
+    staging_folders_removed: int = 0  # uncommitted extractions that held the subject
+    job_files_removed: int = 0  # probe prompts and other record-bearing job files
+    batch_answers_removed: int = 0  # rows of the batch-inference results table
 
 
 class ErasureSuppressed(Event):

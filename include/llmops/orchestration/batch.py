@@ -91,3 +91,18 @@ def batch_score(pipeline: str, run_id: str, scored_at: str) -> dict[str, Any]:
         summary["target_table"],
     )
     return {k: v for k, v in payload.items() if k != "source"}
+
+
+def erase_answers(spec: Any, keys: set[str], is_subject: Any) -> int:
+    """Delete the batch answers of a data subject's records: the keys the lake held, plus the batch
+    table's rows whose subject column holds the subject. Returns the rows deleted."""
+    from llmops.deployment.batch import delete_answers, subject_keys
+
+    batch = spec.batch_inference
+    source = _engine(batch.conn_id)
+    target = _engine(batch.target_conn_id) if batch.target_conn_id else source
+    try:
+        return delete_answers(spec, target, set(keys) | subject_keys(spec, source, is_subject))
+    finally:
+        source.dispose()
+        target.dispose()
