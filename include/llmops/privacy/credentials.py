@@ -64,6 +64,21 @@ _MORE_KEYWORDS = (
     "auth_?token",
     "bearer_?token",
 )
+# Token shapes of providers detect-secrets has no plugin for: (literal prefix, pattern at the prefix).
+_MORE_TOKENS = (
+    ("glpat-", r"glpat-[0-9A-Za-z_\-]{20,64}"),  # GitLab personal access token
+    ("sk-proj-", r"sk-proj-[0-9A-Za-z_\-]{40,200}"),  # OpenAI project key
+    ("sk-ant-", r"sk-ant-[a-z]{3,5}\d{2}-[0-9A-Za-z_\-]{80,120}"),  # Anthropic API key
+    ("T3BlbkFJ", r"sk-[0-9A-Za-z]{20}T3BlbkFJ[0-9A-Za-z]{20}"),  # OpenAI legacy key
+    ("npm_", r"npm_[0-9A-Za-z]{36}"),  # npm access token
+    ("pypi-AgE", r"pypi-AgE[0-9A-Za-z_\-]{50,300}"),  # PyPI API token (a macaroon)
+    ("SG.", r"SG\.[0-9A-Za-z_\-]{22}\.[0-9A-Za-z_\-]{43}"),  # SendGrid API key
+    ("hf_", r"hf_[A-Za-z0-9]{34,40}"),  # Hugging Face token
+    ("ya29.", r"ya29\.[0-9A-Za-z_\-]{30,300}"),  # Google OAuth access token
+    ("dop_v1_", r"dop_v1_[a-f0-9]{64}"),  # DigitalOcean token
+    ("shpat_", r"shpat_[a-fA-F0-9]{32}"),  # Shopify access token
+    ("xapp-", r"xapp-\d-[A-Z0-9]{9,12}-\d{10,14}-[a-f0-9]{32,80}"),  # Slack app-level token
+)
 # Every keyword contains one of these: a cheap test before the keyword regex runs on a window.
 _STEMS = ("pass", "pwd", "secret", "key", "token", "kennwort", "contras")
 _WINDOW = 48  # characters before a separator in which its keyword must end
@@ -83,6 +98,7 @@ class _Anchored:
     rx: re.Pattern[str]
     offset: int | None = None
     group: int = 0
+    random: bool = False  # the match must also look random (see random_token), not like a word
 
     def matches(self, text: str) -> Iterator[re.Match[str]]:
         if self.offset is None:
@@ -136,6 +152,10 @@ def _patterns() -> _Patterns:
         _Anchored("github_pat_", re.compile(r"github_pat_[0-9A-Za-z]{22}_[0-9A-Za-z]{59}")),
         _Anchored("AIza", re.compile(r"AIza[0-9A-Za-z_\-]{35}")),
         _Anchored("pk_live_", re.compile(r"pk_live_[0-9a-zA-Z]{24}")),
+        # Stripe secret and restricted keys are longer than detect-secrets' 24 characters nowadays.
+        _Anchored("k_live_", re.compile(r"[rs]k_live_[0-9a-zA-Z]{24,247}"), offset=1),
+        # Provider prefixes that detect-secrets has no plugin for, each found with str.find.
+        *(_Anchored(prefix, re.compile(pattern), offset=0, random=True) for prefix, pattern in _MORE_TOKENS),
     )
     markers = [rx.pattern.removeprefix("BEGIN ") for rx in private_key.PrivateKeyDetector.denylist]
     begin = "|".join(re.escape(m) for m in markers if not m.startswith("PuTTY"))
@@ -147,7 +167,8 @@ def _patterns() -> _Patterns:
         # detect-secrets' basic-auth pattern refuses passwords holding RFC 3986 sub-delimiters
         # ("!", "$", "&", "+", ...), which pasted URLs do contain; this one stops only at the
         # characters that end the userinfo.
-        basic_auth=re.compile(r"://[^\s:/?#\[\]@]+:([^\s/?#\[\]@]+)@"),
+        # "?" and "#" are kept too (pasted passwords hold them), unless they follow a port number.
+        basic_auth=re.compile(r"://[^\s:/?#\[\]@]+:(?!\d+[?#])([^\s/\[\]@]+)@"),
         keyword_before=re.compile(
             rf"(?:{'|'.join(map(re.escape, words))})[\w\-]{{0,30}}(?:[ ](?:access[ ])?key)?"
             r"[\]'\"]{0,2}[ \t]*\Z"
@@ -190,13 +211,27 @@ def looks_secret(value: str) -> bool:
     return _entropy(value) >= 2.0
 
 
+def random_token(value: str, min_length: int = 20) -> bool:
+    """Whether ``value`` looks machine-generated: long, mixing at least two of upper case, lower case
+    and digits, with high character entropy (a word, a hex hash or a version string does not)."""
+    if len(value) < min_length:
+        return False
+    classes = sum(
+        (any(c.isupper() for c in value), any(c.islower() for c in value), any(c.isdigit() for c in value))
+    )
+    return classes >= 2 and _entropy(value) >= 3.5 and len(set(value)) >= 12
+
+
 def _token_spans(text: str, p: _Patterns) -> list[Span]:
     out: list[Span] = []
     for anchored in p.tokens:
         for m in anchored.matches(text):
             start, end = m.span(anchored.group)
-            if _SEP not in m.group() and not _glued(text, start, end):
-                out.append(Span(start, end, _TYPE))
+            if _SEP in m.group() or _glued(text, start, end):
+                continue
+            if anchored.random and not random_token(text[start:end]):
+                continue
+            out.append(Span(start, end, _TYPE))
     return out
 
 
@@ -265,18 +300,30 @@ def _keyword_spans(text: str, p: _Patterns) -> list[Span]:
             pos = i + 1
             window = text[max(0, i - _WINDOW) : i]
             lowered = window.lower()
-            if not any(stem in lowered for stem in _STEMS) or not p.keyword_before.search(lowered):
+            if not any(stem in lowered for stem in _STEMS):
                 continue
+            # "password: x" is a cued value; "leaked this token in a log line: x" only vouches for x
+            # when x is a long random token.
+            cued = p.keyword_before.search(lowered) is not None
             m = _VALUE.match(text, _AFTER_SEPARATOR.match(text, i + len(sep)).end())
             if m is None:
                 continue
             value = m.group(2)
             if not m.group(1):  # unquoted: a sentence's closing punctuation is not part of it
                 value = value.rstrip(".,;:?)")
-            if looks_secret(value):
+            if looks_secret(value) if cued else _bare_token(value):
                 out.append(Span(m.start(2), m.start(2) + len(value), _TYPE))
                 pos = m.end()
     return out
+
+
+_BARE_TOKEN = re.compile(r"[0-9A-Za-z_\-]{32,200}")
+
+
+def _bare_token(value: str) -> bool:
+    """A long random run of token characters: no path, URL, UUID or hash (those are single-class or
+    have separators in fixed places)."""
+    return _BARE_TOKEN.fullmatch(value) is not None and random_token(value, 32)
 
 
 _FINDERS: tuple[Callable[[str, _Patterns], list[Span]], ...] = (

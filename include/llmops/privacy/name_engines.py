@@ -169,6 +169,8 @@ class SpacyNames:
         others: dict[int, list[tuple[int, int]]] = {}
         for row, offset, sentence in work:
             for label, start, end in entities[sentence]:
+                if label == "PERSON" and not _plausible_person(sentence[start:end]):
+                    continue
                 if label == "PERSON":
                     persons.setdefault(row, []).append(Span(offset + start, offset + end, PERSON))
                 else:
@@ -197,6 +199,17 @@ class SpacyNames:
                         cache.clear()
                     cache[sentence] = [_entity(ent) for ent in doc.ents if ent.label_ in _RELEVANT]
         return {s: cache[s] for s in sentences}
+
+
+def _plausible_person(entity: str) -> bool:
+    """Whether a PERSON entity of the model can be a name: letters but no digit ("Order #80324",
+    "Postcode SW1A"), starting with a capital, and not one common word alone ("Email")."""
+    if not entity[:1].isupper() or any(ch.isdigit() for ch in entity):
+        return False
+    from llmops.privacy.names import word_not_name
+
+    words = [w.strip(".,:;") for w in entity.split()]
+    return not (len(words) == 1 and (words[0] in _openers() or word_not_name(words[0])))
 
 
 def _entity(ent: Any) -> tuple[str, int, int]:

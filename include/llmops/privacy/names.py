@@ -60,6 +60,9 @@ _LOWER_CUE_RX = re.compile(
     rf"(?P<cue>{_CUE_TRIE}){_CUE_SEP}(?P<name>{_LOWER_WORD}(?:[ \t]+{_LOWER_WORD}){{0,2}})(?![^\W_])"
 )
 _CLAUSE_END = re.compile(r"[ \t]*(?:[,.;:!?)\r\n\x00]|\Z)")
+# Endings of English adjectives and nouns that no given name or surname has: a single capitalised word
+# with one of them after "this is" or "I am" is emphasis ("This is Unacceptable"), not a name.
+_NOT_A_NAME_SUFFIX = re.compile(r"(?:able|ible|ful|ous|ment|ness|ing)\Z")
 _TITLE_RX = re.compile(
     rf"{trie_pattern(_TITLES)}\.?[ \t]+(?P<name>(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}{_SURNAMES})"
 )
@@ -86,6 +89,11 @@ _STOP_WORDS = frozenset(
     Mr Mrs Ms Miss Mx Dr Prof Herr Frau Mme Mlle Sr Sra Street Road Avenue Office Phone Mobile
     """.split()
 )
+
+
+def word_not_name(word: str) -> bool:
+    """Whether one capitalised word ends like an adjective or noun no name ends with ("Unacceptable")."""
+    return _NOT_A_NAME_SUFFIX.search(word) is not None
 
 
 def non_name_words() -> frozenset[str]:
@@ -213,6 +221,8 @@ def _cued_names(text: str) -> list[tuple[int, int]]:
                 continue
             tokens = _trim_surnames(text, m.start("name"), m.end("name"))
             if tokens and tokens[0][0] == m.start("name"):
+                if len(tokens) == 1 and _NOT_A_NAME_SUFFIX.search(text, *tokens[0]):
+                    continue  # "This is Unacceptable", "I am Furious": a word, not a name
                 out.append((tokens[0][0], tokens[-1][1]))
                 pos = tokens[-1][1]
     return out

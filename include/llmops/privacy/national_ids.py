@@ -4,8 +4,13 @@ Shaped identifiers whose letters and checksum make chance matches rare are found
 Italian codice fiscale, Spanish DNI and NIE, and the UK National Insurance number (stdnum has no
 NINO module, so that one is its shape plus HMRC's allocation rules: no D, F, I, Q, U, V as either
 prefix letter, no O second, none of the prefixes BG, GB, KN, NK, NT, TN, ZZ, suffix A-D; it carries no
-checksum). All-digit identifiers (German Steuer-ID, French NIR, Dutch BSN) are found only after a cue
-naming them: their checksums pass for one random digit run in ten or eleven.
+checksum; written "AB123456C", "AB 12 34 56 C" or "AB 123456 C"). The DNI may be grouped with dots
+("12.345.678-Z"); an omocodic codice fiscale (digits written as letters L-V) is one too. All-digit
+identifiers (German Steuer-ID, French NIR, Dutch BSN) are found only next to a cue naming them, after
+it ("Steuer-ID: 36 574 261 809") or right before a trailing one ("111222333 (BSN)", "... is my tax
+ID"): their checksums pass for one random digit run in ten or eleven. After an English "social
+security" cue only the NIR's checksum is tried (a US SSN would pass the BSN's one time in eleven).
+Lowercase codici fiscali and NINOs count only after their own cue.
 
 Candidates are found by literal cues or by patterns that start with one literal-ish character, and
 python-stdnum (imported when the detector first runs) decides.
@@ -28,16 +33,33 @@ _TYPE = "national_id"
 _LETTER_START = r"[A-Z](?<![^\W_][A-Z])"
 _SHAPED_RX = re.compile(
     _LETTER_START + r"(?:"
-    r"(?P<cf>[A-Z]{5}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z])"
+    # Omocodic codes (a clash of two people's codes) write digits as the letters L-V.
+    r"(?P<cf>[A-Z]{5}[\dLMNP-V]{2}[A-EHLMPRST][\dLMNP-V]{2}[A-Z][\dLMNP-V]{3}[A-Z])"
     r"|(?P<nie>(?<=[XYZ])[\- ]?\d{7}[\- ]?[A-Z])"
     r"|(?P<nino>[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])"
     r")(?![^\W_])"
 )
-_DNI_RX = re.compile(r"\d(?<![\w.\-/]\d)\d{7}[\- ]?[A-Z](?![^\W_])")
+# DNI: 8 digits, or grouped with dots as on the card ("12.345.678-Z"), then the check letter.
+_DNI_RX = re.compile(r"\d(?<![\w.\-/]\d)(?:\d{7}|\d\.\d{3}\.\d{3})[\- ]?[A-Z](?![^\W_])")
 _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+_NINO_LAYOUTS = re.compile(r"[A-Z]{2}(?:\d{6}|(?: \d{2}){3} | \d{6} ?)[A-D]")
+# Lowercase codice fiscale and NINO, after their own cue only ("codice fiscale rssmra85t10a562s").
+_LOWER_CF_RX = re.compile(
+    r"(?i:[a-z]{6}[\dlmnp-v]{2}[a-ehlmprst][\dlmnp-v]{2}[a-z][\dlmnp-v]{3}[a-z])(?![^\W_])"
+)
+_LOWER_NINO_RX = re.compile(r"[a-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[a-d](?![^\W_])")
 # Digits, optionally grouped by single spaces, dots or dashes: "36 574 261 809", "2 84 12 76 451 089 46".
-_DIGITS_RX = re.compile(r"(?<![\w\-])\d(?:[ .\-]?\d){8,14}(?![\w\-]|[.,]\d)")
+# French grouping uses (narrow) no-break spaces: "2 95 10 99 126 111 93" with U+00A0 or U+202F.
+_DIGITS_RX = re.compile(r"(?<![\w\-])\d(?:[ .\-\u00a0\u202f]?\d){8,14}(?![\w\-]|[.,]\d)")
 _CUE_REACH = 40
+# Cues written after the number: "111222333 (BSN)", "36574261809 is my tax ID". Each starts with "("
+# or "is ", which the engine skips to; the digits must end right before it.
+_TRAILING_RX = re.compile(
+    r"\((?i:bsn|steuer-?id(?:nr)?|idnr|nir|insee|tax[ \-]?id|sofinummer|burgerservicenummer)\)"
+    r"|is (?:my|his|her|their|the) (?i:bsn|steuer-?id(?:nr)?|idnr|nir|insee number|tax[ \-]?id|sofinummer"
+    r"|burgerservicenummer|citizen service number)(?![^\W_])"
+)
+_DIGITS_BEFORE_RX = re.compile(r"(?<![\w\-])\d(?:[ .\-\u00a0\u202f]?\d){8,14}[ \t]*\Z")
 cues.define(
     _TYPE,
     "steuer-id",
@@ -71,7 +93,44 @@ cues.define(
     "personal identification number",
     "identification number",
     "citizen service number",
+    "tax ID",
+    "tax ID number",
+    "tax ID no",
+    "TIN",
+    "Steuer ID",
+    "Steuer-Nr",
+    "Steueridentnummer",
+    "Steuer-Identifikationsnummer",
+    "SteuerID",
+    "SteuerIdNr",
+    "tax-id",
+    "Tax-ID",
+    "Identifikationsnr",
+    "national ID",
+    "national identity number",
+    "national identification number",
+    "personal ID",
+    "personal number",
+    "ID no",
+    "ID-Nr",
+    "BSN-nummer",
+    "burger service nummer",
+    "burgerservicenr",
+    "persoonsnummer",
+    "numéro NIR",
+    "numero NIR",
+    "numéro de sécu",
+    "numero de secu",
+    "carte vitale",
+    "n° SS",
 )
+# A social security number after an English cue is a US SSN unless it is a French NIR (15 digits,
+# mod 97): these cues try the NIR checksum only, so a US number never passes the BSN 11-test here.
+_NIR_ONLY = "national_id:nir"
+# ("social security" is also the US SSN's cue: one spelling, two groups; a longer one would hide it.)
+cues.define(_NIR_ONLY, "social security", "social insurance number", "securite sociale")
+_LOWER_CUES = "national_id:lower"
+cues.define(_LOWER_CUES, "codice fiscale", "CF", "C.F.", "NINO", "NI number", "national insurance number")
 
 
 def _nino_ok(value: str) -> bool:
@@ -80,7 +139,7 @@ def _nino_ok(value: str) -> bool:
         prefix[0] not in "DFIQUV"
         and prefix[1] not in "DFIOQUV"
         and prefix not in _NINO_BAD_PREFIXES
-        and (len(value) == 9 or re.fullmatch(r"[A-Z]{2} \d{2} \d{2} \d{2} [A-D]", value) is not None)
+        and _NINO_LAYOUTS.fullmatch(value) is not None
     )
 
 
@@ -104,8 +163,27 @@ def _validators() -> dict[str, Callable[[str], bool]]:
     }
 
 
+def _cued_spans(text: str, ok: dict[str, Callable[[str], bool]]) -> list[Span]:
+    """All-digit IDs after (or right before) a cue, lowercase CF and NINO after their own cue."""
+    out: list[Span] = []
+    for group, kinds in ((_TYPE, ("idnr", "nir", "bsn")), (_NIR_ONLY, ("nir",))):
+        for m in cues.after_cues(text, group, _DIGITS_RX, _CUE_REACH):
+            digits = re.sub(r"\D", "", m.group())
+            if any(ok[kind](digits) for kind in kinds):
+                out.append(Span(m.start(), m.end(), _TYPE))
+    for cue in _TRAILING_RX.finditer(text):
+        m = _DIGITS_BEFORE_RX.search(text, max(0, cue.start() - 30), cue.start())
+        if m is not None and any(ok[kind](re.sub(r"\D", "", m.group())) for kind in ("idnr", "nir", "bsn")):
+            out.append(Span(m.start(), m.start() + len(m.group().rstrip()), _TYPE))
+    for rx, kind in ((_LOWER_CF_RX, "cf"), (_LOWER_NINO_RX, "nino")):
+        for m in cues.after_cues(text, _LOWER_CUES, rx, _CUE_REACH):
+            if m.group().islower() and ok[kind](m.group().upper()):
+                out.append(Span(m.start(), m.end(), _TYPE))
+    return out
+
+
 def detect_national_id(text: str) -> list[Span]:
-    """IT codice fiscale, ES DNI/NIE, UK NINO anywhere; DE Steuer-ID, FR NIR, NL BSN after a cue."""
+    """IT codice fiscale, ES DNI/NIE, UK NINO anywhere; DE Steuer-ID, FR NIR, NL BSN next to a cue."""
     ok = _validators()
     out: list[Span] = []
     for m in _SHAPED_RX.finditer(text):
@@ -114,10 +192,6 @@ def detect_national_id(text: str) -> list[Span]:
         if ok[kind](value):
             out.append(Span(m.start(), m.end(), _TYPE))
     for m in _DNI_RX.finditer(text):
-        if ok["dni"](m.group()):
+        if ok["dni"](m.group().replace(".", "")):
             out.append(Span(m.start(), m.end(), _TYPE))
-    for m in cues.after_cues(text, _TYPE, _DIGITS_RX, _CUE_REACH):
-        digits = re.sub(r"\D", "", m.group())
-        if any(ok[kind](digits) for kind in ("idnr", "nir", "bsn")):
-            out.append(Span(m.start(), m.end(), _TYPE))
-    return out
+    return out + _cued_spans(text, ok)
