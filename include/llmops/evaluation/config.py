@@ -110,7 +110,17 @@ class EvalJobConfig(StrictConfig):
     base_model_path: str = Field(
         min_length=1, description="Directory saved with save_pretrained: a local path or an s3:// prefix."
     )
-    adapter_path: str = Field(min_length=1, description="The adapter/ directory written by the training job.")
+    adapter_path: str = Field(
+        min_length=1,
+        description="The adapter/ directory written by the training job (encrypted or, from before "
+        "outputs were encrypted, plaintext).",
+    )
+    adapter_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="weights_sha256 the adapter's plaintext weights must have (the training result's "
+        "adapter_sha256): a folder replaced whole, even by one that decrypts, is refused.",
+    )
     eval_file: str = Field(
         min_length=1,
         description="Held-out JSONL; rows per method: sft {'prompt', 'completion'}, continued_pretraining "

@@ -47,6 +47,7 @@ Exit status: 0 success, 2 unusable config or inputs, 1 the evaluation itself fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ from llmops.evaluation.probes import CANARY_PROMPT, leak_summary, salt_for, scor
 from llmops.jobs.artifacts import json_safe, weights_sha256, write_json_atomic
 from llmops.jobs.config import ConfigError
 from llmops.jobs.inputs import JobInput, decrypted_inputs
+from llmops.jobs.outputs import opened_model_dir
 from llmops.jobs.runtime import (
     JobInputError,
     library_versions,
@@ -81,7 +83,7 @@ from llmops.jobs.runtime import (
     resolve_dtype,
     setup_logging,
 )
-from llmops.jobs.staging import fetch_model_dir, is_remote, model_weights_sha256
+from llmops.jobs.staging import is_remote, model_weights_sha256
 from llmops.training.methods import get_method
 
 if TYPE_CHECKING:
@@ -178,8 +180,12 @@ def _warn_on_base_mismatch(adapter_dir: Path, base_dir: Path) -> None:
         )
 
 
-def _adapter_dir(location: str, field: str) -> Path:
-    adapter_dir = fetch_model_dir(location, field)
+def _adapter_dir(
+    location: str, field: str, models: contextlib.ExitStack, expected_sha256: str | None = None
+) -> Path:
+    """The adapter folder, decrypted into a scratch folder that lives as long as `models` when the
+    training job published it encrypted (:mod:`llmops.jobs.outputs`)."""
+    adapter_dir = models.enter_context(opened_model_dir(location, field, expected_sha256=expected_sha256))
     if not (adapter_dir / "adapter_config.json").is_file():
         raise JobInputError(f"{field}: {location} has no adapter_config.json")
     return adapter_dir
@@ -245,18 +251,24 @@ def read_inputs(
 
 
 def evaluate_adapter(config: EvalJobConfig) -> dict[str, Any]:
-    """Run one evaluation and write ``config.output_file``; returns what was written."""
+    """Run one evaluation and write ``config.output_file``; returns what was written. Models
+    published encrypted are decrypted into scratch folders removed when it returns or fails."""
+    with contextlib.ExitStack() as models:
+        return _evaluate(config, models)
+
+
+def _evaluate(config: EvalJobConfig, models: contextlib.ExitStack) -> dict[str, Any]:
     # Every input is fetched and read before the ML libraries load: a bad input fails in seconds.
-    base_dir = fetch_model_dir(config.base_model_path)
-    adapter_dir = _adapter_dir(config.adapter_path, "adapter_path")
+    base_dir = models.enter_context(opened_model_dir(config.base_model_path))
+    adapter_dir = _adapter_dir(config.adapter_path, "adapter_path", models, config.adapter_sha256)
     champion_dir = (
-        _adapter_dir(config.champion_adapter_path, "champion_adapter_path")
+        _adapter_dir(config.champion_adapter_path, "champion_adapter_path", models)
         if config.champion_adapter_path
         else None
     )
     rows, golden, probe_prompts = read_inputs(config)
     champion_base_dir = (
-        fetch_model_dir(config.champion_base_model_path, "champion_base_model_path")
+        models.enter_context(opened_model_dir(config.champion_base_model_path, "champion_base_model_path"))
         if config.champion_base_model_path
         else None
     )

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,20 +175,44 @@ class OutputLocation:
 
     For a local ``output_dir`` both are the same folder and publishing is a no-op. For an
     ``s3://`` one, the job works in a per-output folder of the cache (the same path on every
-    rank, so a distributed job agrees on it) and uploads what it publishes.
+    rank, so a distributed job agrees on it) and uploads what it publishes. With a key (``kek``:
+    the job's inputs are encrypted, so are its outputs) the job works in a private scratch folder
+    (:func:`llmops.jobs.outputs.job_work_dir`) whatever ``output_dir`` is, and publishes folders
+    encrypted file by file (:func:`llmops.jobs.outputs.publish_encrypted_tree`).
     """
 
     uri: str
     local_dir: Path
     remote: bool
+    kek: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def for_uri(cls, uri: str) -> OutputLocation:
+    def for_uri(cls, uri: str, kek: Any = None, needed_bytes: int = 0) -> OutputLocation:
+        if kek is not None:
+            from llmops.jobs.outputs import job_work_dir
+
+            return cls(uri=uri, local_dir=job_work_dir(uri, needed_bytes), remote=True, kek=kek)
         if not is_remote(uri):
             return cls(uri=uri, local_dir=Path(uri), remote=False)
         name = uri.rstrip("/").rsplit("/", 1)[-1] or "output"
         key = canonical_json_sha256(uri)[:16]
         return cls(uri=uri, local_dir=cache_root() / "jobs" / f"{name}-{key}", remote=True)
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether published folders are encrypted (and ``local_dir`` is a private scratch folder)."""
+        return self.kek is not None
+
+    def fetch_file(self, rel: str, local: Path, field: str = "output_dir") -> None:
+        """A published file's plaintext into `local` (decrypted when it was published encrypted)."""
+        from llmops import storage
+
+        if not self.encrypted:
+            storage.copy(self.join(rel), str(local))
+            return
+        from llmops.jobs.outputs import decrypt_published_file
+
+        decrypt_published_file(self.join(rel), local, self.kek, field)
 
     def join(self, *parts: str) -> str:
         """The published location (URI or path) of a relative path."""
@@ -216,6 +240,10 @@ class OutputLocation:
         from llmops import storage
 
         root = self.local_dir / rel
+        if self.encrypted:
+            from llmops.jobs.outputs import publish_encrypted_tree
+
+            return publish_encrypted_tree(root, self.join(rel), self.kek, plain=(last,) if last else ())
         files = sorted(
             p.relative_to(root).as_posix()
             for p in root.rglob("*")

@@ -6,6 +6,10 @@ checkpoint but is not one. Each checkpoint therefore gets a marker file, written
 Trainer finished it (and, for a remote output, uploaded after every other file): only marked
 checkpoints are resumed from, and unmarked ones are deleted.
 
+A job whose outputs are encrypted writes its checkpoints in its private scratch folder and
+publishes each one encrypted file by file (the marker, which holds no record data, stays plain
+and is published last); resuming decrypts the published checkpoint back into the scratch folder.
+
 The marker also records the job's training fingerprint (config and input digests), so a
 checkpoint left in an output directory by a *different* job is refused instead of silently
 continuing someone else's run.
@@ -125,8 +129,8 @@ def _prepare_remote(location: OutputLocation, root: Path, fingerprint: str) -> P
         marker = json.loads(storage.read_bytes(marker_uri))
         _check_fingerprint(marker, fingerprint, f"checkpoints/{name}")
         local = root / name
-        for rel in marker["files"]:
-            storage.copy(storage.join(prefix, name, rel), str(local / rel))
+        for rel in marker["files"]:  # decrypted when the job's outputs are encrypted
+            location.fetch_file(f"{CHECKPOINTS_DIR}/{name}/{rel}", local / rel, f"checkpoints/{name}")
         write_json_atomic(local / MARKER_FILE, marker)
         logger.info("fetched checkpoint %s (%d files) from %s", name, len(marker["files"]), prefix)
         return local

@@ -1,7 +1,9 @@
 """The job driver every training method shares: stage the inputs, load the base model exactly as a
 real one is loaded (``from_pretrained``), train a LoRA adapter, measure eval loss before and after,
 prove the base weights were left alone, and publish ``adapter/``, ``manifest.json`` and
-``result.json`` (last) to ``output_dir``.
+``result.json`` (last) to ``output_dir``. A job whose inputs are encrypted works in a private
+scratch folder and publishes ``adapter/``, ``checkpoints/`` and ``merged/`` encrypted
+(:mod:`llmops.jobs.outputs`); the scratch folder is removed when the job ends, whatever happens.
 
 Robustness: checkpoints (adapter, optimizer, scheduler, RNG) every ``save_steps`` under
 ``output_dir/checkpoints/`` (mirrored to object storage), resumed automatically by a rerun of
@@ -15,13 +17,15 @@ evaluation yields (:mod:`llmops.training.sft`, :mod:`.cpt`, :mod:`.dpo`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmops.jobs.inputs import JobInput, decrypted_inputs
+from llmops.jobs.inputs import JobInput, _job_key_ring, decrypted_inputs, is_encrypted
+from llmops.jobs.outputs import is_encrypted_dir, opened_model_dir, remove_work_dir, stored_model_dir
 from llmops.jobs.results import RESULT_FILE
 from llmops.jobs.runtime import (
     DistributedContext,
@@ -36,7 +40,7 @@ from llmops.jobs.runtime import (
     resolve_device,
     resolve_dtype,
 )
-from llmops.jobs.staging import OutputLocation, fetch_model_dir, model_weights_sha256
+from llmops.jobs.staging import OutputLocation, fetch_file, model_weights_sha256
 from llmops.training.checkpoints import (
     CHECKPOINTS_DIR,
     checkpoint_callback,
@@ -143,9 +147,35 @@ class _Outcome:
     merged_sha256: str | None = None
 
 
-def _stage_inputs(config: TrainingJobConfig, recipe: TrainerRecipe, dist: DistributedContext) -> _Job:
+def _output_location(
+    config: TrainingJobConfig, dist: DistributedContext, base_dir: Path, stack: contextlib.ExitStack
+) -> OutputLocation:
+    """A job given encrypted inputs works in a private scratch folder (removed when the job ends,
+    on success and on failure) and publishes adapter, checkpoints and merged model encrypted."""
+    base_bytes = sum(p.stat().st_size for p in base_dir.rglob("*") if p.is_file())
+    # Room for the checkpoints (adapter, optimizer state) and, when merged, a full model copy.
+    needed = base_bytes if config.merge_adapter else base_bytes // 4
+    location = OutputLocation.for_uri(config.output_dir, _job_key_ring(), needed)
+    if dist.local_rank == 0:
+        stack.callback(remove_work_dir, location.local_dir)
+    logger.info("outputs are written in %s and published encrypted to %s", location.local_dir, location.uri)
+    return location
+
+
+def _inputs_encrypted(config: TrainingJobConfig, inputs: list[JobInput]) -> bool:
+    """Outputs are protected as the inputs they derive from: encrypted when any input is (the
+    split files, or a chained stage's merged base model)."""
+    if any(is_encrypted(fetch_file(item.location, item.field)) for item in inputs):
+        return True
+    return is_encrypted_dir(stored_model_dir(config.base_model_path, "base_model_path"))
+
+
+def _stage_inputs(
+    config: TrainingJobConfig, recipe: TrainerRecipe, dist: DistributedContext, stack: contextlib.ExitStack
+) -> _Job:
     """Fetch the base model and data, read and check the rows (before torch is imported: a wrong
-    path fails in seconds)."""
+    path fails in seconds). An encrypted base model (a chained stage's merged model) is decrypted
+    into a scratch folder that lives as long as `stack`."""
     if config.method != recipe.name:
         raise JobInputError(
             f"method: the job is {config.method!r} but was given to the {recipe.name!r} trainer"
@@ -165,12 +195,15 @@ def _stage_inputs(config: TrainingJobConfig, recipe: TrainerRecipe, dist: Distri
             "train_file": data_file_info(config.train_file, train_path, len(train_rows)),
             "eval_file": data_file_info(config.eval_file, eval_path, len(eval_rows)),
         }
-    base_dir = fetch_model_dir(config.base_model_path)
+    base_dir = stack.enter_context(opened_model_dir(config.base_model_path))
+    encrypted = _inputs_encrypted(config, inputs)
     return _Job(
         config=config,
         recipe=recipe,
         dist=dist,
-        location=OutputLocation.for_uri(config.output_dir),
+        location=_output_location(config, dist, base_dir, stack)
+        if encrypted
+        else OutputLocation.for_uri(config.output_dir),
         base_dir=base_dir,
         train_rows=train_rows,
         eval_rows=eval_rows,
@@ -450,11 +483,15 @@ def _result(
 
 
 def _publish(job: _Job, manifest: dict[str, Any], result: dict[str, Any], mlflow_run_id: str | None) -> None:
-    """Artifacts first, the manifest, then result.json last (its presence means done)."""
+    """Artifacts first (encrypted file by file when the job's inputs were encrypted), the manifest,
+    then result.json last (its presence means done). The manifest and result hold settings,
+    hashes and figures, no record data, and stay plaintext for the orchestrator."""
     config, location = job.config, job.location
     if mlflow_run_id is not None and result["adapter_path"] and config.mlflow and config.mlflow.log_adapter:
         import mlflow
 
+        # The tracking server's artifact store is protected by that store (server-side encryption
+        # and access control), not by the lake's keys: docs/encryption_zones.md.
         mlflow.log_artifacts(str(location.local_dir / ADAPTER_DIR), artifact_path=ADAPTER_DIR)
     if location.remote:
         for folder in (ADAPTER_DIR, MERGED_DIR):
@@ -465,8 +502,16 @@ def _publish(job: _Job, manifest: dict[str, Any], result: dict[str, Any], mlflow
 
 
 def run_training(config: TrainingJobConfig, method: TrainerRecipe) -> dict[str, Any]:
-    """Run one LoRA job of ``method`` and return the result that is also written to ``result.json``."""
-    job = _stage_inputs(config, method, DistributedContext.from_env())
+    """Run one LoRA job of ``method`` and return the result that is also written to ``result.json``.
+
+    Every scratch folder the job decrypted into or wrote its plaintext outputs in is removed when
+    it returns or fails."""
+    with contextlib.ExitStack() as stack:
+        return _run(config, method, stack)
+
+
+def _run(config: TrainingJobConfig, method: TrainerRecipe, stack: contextlib.ExitStack) -> dict[str, Any]:
+    job = _stage_inputs(config, method, DistributedContext.from_env(), stack)
     _set_up_runtime(job)
     tokenizer = load_tokenizer(job.base_dir)
     if config.chat_template:
@@ -491,7 +536,7 @@ def run_training(config: TrainingJobConfig, method: TrainerRecipe) -> dict[str, 
             log_final_metrics(extra, int(trainer.state.global_step))
         manifest, result = _result(job, outcome, flat, packing_check, pruning, mlflow_run_id, resume_from)
         _publish(job, manifest, result, mlflow_run_id)
-    if job.location.remote:
+    if job.location.remote and not job.location.encrypted:
         shutil.rmtree(job.location.local_dir, ignore_errors=True)  # everything is in object storage now
     resumed_from_step = step_of(resume_from)
     logger.info(

@@ -101,6 +101,8 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
     job = {
         "base_model_path": trained["base_model_dir"],
         "adapter_path": trained["adapter_dir"],
+        # The evaluated weights must be the trained ones: a swapped adapter folder is refused.
+        "adapter_sha256": trained.get("adapter_sha256"),
         "eval_file": eval_file,
         "eval_sha256": split_hashes(spec, trained["sft_snapshot_id"])["eval_sha256"],
         "output_file": job_location(storage.join(root, "output", "metrics.json")),

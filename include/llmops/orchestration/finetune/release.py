@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], run_id: str) -> dict[str, Any]:
     from llmops import __version__
-    from llmops.jobs.staging import fetch_model_dir
+    from llmops.jobs.outputs import opened_model_dir
+    from llmops.privacy.keys import get_key_ring
     from llmops.registry import mlflow_registry
 
     spec = run_spec(pipeline, run_id)
@@ -38,29 +39,36 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
         return {k: existing[-1].payload[k] for k in ("model_name", "version", "model_uri")}
     from llmops.orchestration.finetune.data import example_prompt
 
-    registered = mlflow_registry.log_and_register_model(
-        run_id=trained["mlflow_run_id"],
-        model_name=spec.registry.model_name,
-        base_model_dir=fetch_model_dir(trained["base_model_dir"]),
-        adapter_dir=fetch_model_dir(trained["adapter_dir"], "adapter_path"),
-        tags={
-            "llmops.pipeline": spec.name,
-            "llmops.spec_hash": spec_hash(spec),
-            "llmops.code_version": __version__,
-            "llmops.curated_snapshot_id": trained["curated_snapshot_id"],
-            "llmops.sft_snapshot_id": trained["sft_snapshot_id"],
-            "llmops.airflow_run_id": run_id,
-            "llmops.gates_passed": str(decision["passed"]).lower(),
-            "llmops.adapter_uri": trained["adapter_dir"],
-            "llmops.base_model": spec.training.base_model.uri,
-            "llmops.base_model_dir": trained["base_model_dir"],
-            "llmops.method": spec.training.method,
-            "llmops.chain": json.dumps(trained.get("chain") or [])[:4900],
-            "llmops.gates": json.dumps(decision["gates"])[:4900],
-        },
-        max_new_tokens=spec.evaluation.max_new_tokens,
-        input_example=example_prompt(spec, trained["sft_snapshot_id"]),
-    )
+    # The job folder's adapter (and a chained stage's merged base) is encrypted: decrypted into a
+    # scratch folder for the copy into MLflow's artifact store, which holds the registered model in
+    # plaintext under that store's own protection (docs/encryption_zones.md).
+    with (
+        opened_model_dir(trained["base_model_dir"], key_ring=get_key_ring) as base_model_dir,
+        opened_model_dir(trained["adapter_dir"], "adapter_path", key_ring=get_key_ring) as adapter_dir,
+    ):
+        registered = mlflow_registry.log_and_register_model(
+            run_id=trained["mlflow_run_id"],
+            model_name=spec.registry.model_name,
+            base_model_dir=base_model_dir,
+            adapter_dir=adapter_dir,
+            tags={
+                "llmops.pipeline": spec.name,
+                "llmops.spec_hash": spec_hash(spec),
+                "llmops.code_version": __version__,
+                "llmops.curated_snapshot_id": trained["curated_snapshot_id"],
+                "llmops.sft_snapshot_id": trained["sft_snapshot_id"],
+                "llmops.airflow_run_id": run_id,
+                "llmops.gates_passed": str(decision["passed"]).lower(),
+                "llmops.adapter_uri": trained["adapter_dir"],
+                "llmops.base_model": spec.training.base_model.uri,
+                "llmops.base_model_dir": trained["base_model_dir"],
+                "llmops.method": spec.training.method,
+                "llmops.chain": json.dumps(trained.get("chain") or [])[:4900],
+                "llmops.gates": json.dumps(decision["gates"])[:4900],
+            },
+            max_new_tokens=spec.evaluation.max_new_tokens,
+            input_example=example_prompt(spec, trained["sft_snapshot_id"]),
+        )
     record(
         spec,
         ModelRegistered(

@@ -263,6 +263,7 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     summary = {
         "mlflow_run_id": mlflow_run_id,
         "adapter_dir": result["adapter_path"],
+        "adapter_sha256": result.get("adapter_sha256"),
         "base_model_dir": job.get("base_model_dir") or resolve_base_model(spec.training.base_model.uri),
         "manifest_path": result.get("manifest_path"),
         "sft_snapshot_id": job["sft_snapshot_id"],
