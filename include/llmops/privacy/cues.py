@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-_SEP = "\x00"
+SEP = "\x00"  # joins the rows of a batch
 _VALUE_CHARS = 40  # the longest value a cue may introduce
 
 
@@ -84,22 +84,41 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 
 
-def _cue_ends(text: str) -> dict[str, list[int]]:
-    """Per group, the end offsets of its cues in ``text`` (a cue must not be part of a longer word)."""
-    last = _STATE["last"]
-    if last is not None and last[0] is text:
-        return last[1]
+def _find_cues(text: str, start: int = 0, end: int | None = None) -> dict[str, list[int]]:
+    """Per group, the end offsets of its cues in ``text[start:end]`` (a cue must not be part of a
+    longer word). ``start`` must begin a row: the cue search is then where a search of the whole text
+    would be (no cue spans a NUL), so both find the same cues in the row."""
     rx = _pattern()
     found: dict[str, list[int]] = {}
     size = len(text)
-    for m in rx.finditer(text):
-        start, end = m.span()
-        if (start and _is_word_char(text[start - 1])) or (end < size and text[end].isalpha()):
+    for m in rx.finditer(text, start, size if end is None else end):
+        first, last = m.span()
+        if (first and _is_word_char(text[first - 1])) or (last < size and text[last].isalpha()):
             continue
         for group in _GROUPS[m.group()]:
-            found.setdefault(group, []).append(end)
+            found.setdefault(group, []).append(last)
+    return found
+
+
+def _cue_ends(text: str) -> dict[str, list[int]]:
+    """:func:`_find_cues` over the whole text, kept for the next detector that asks about it."""
+    last = _STATE["last"]
+    if last is not None and last[0] is text:
+        return last[1]
+    found = _find_cues(text)
     _STATE["last"] = (text, found)  # holds the text, so its identity cannot be reused meanwhile
     return found
+
+
+def _values_after(
+    text: str, ends: Iterable[int], value: re.Pattern[str], reach: int, seen: set[int]
+) -> Iterator[re.Match[str]]:
+    for pos in ends:
+        stop = text.find(SEP, pos, pos + reach + _VALUE_CHARS)
+        m = value.search(text, pos, pos + reach + _VALUE_CHARS if stop < 0 else stop)
+        if m is not None and m.start() <= pos + reach and m.start() not in seen:
+            seen.add(m.start())
+            yield m
 
 
 def after_cues(text: str, group: str, value: re.Pattern[str], reach: int) -> Iterator[re.Match[str]]:
@@ -107,10 +126,15 @@ def after_cues(text: str, group: str, value: re.Pattern[str], reach: int) -> Ite
 
     A value found after two cues is yielded once.
     """
+    yield from _values_after(text, _cue_ends(text).get(group, ()), value, reach, set())
+
+
+def after_cues_in_rows(
+    text: str, group: str, value: re.Pattern[str], reach: int, rows: Iterable[tuple[int, int]]
+) -> Iterator[re.Match[str]]:
+    """:func:`after_cues` for the given rows of ``text`` only (``(start, end)`` of rows between NULs,
+    in order): what after_cues yields in those rows, in the same order. For a caller that knows the
+    rows where ``value`` can match, so that cues are looked for in those rows alone."""
     seen: set[int] = set()
-    for pos in _cue_ends(text).get(group, ()):
-        stop = text.find(_SEP, pos, pos + reach + _VALUE_CHARS)
-        m = value.search(text, pos, pos + reach + _VALUE_CHARS if stop < 0 else stop)
-        if m is not None and m.start() <= pos + reach and m.start() not in seen:
-            seen.add(m.start())
-            yield m
+    for start, end in rows:
+        yield from _values_after(text, _find_cues(text, start, end).get(group, ()), value, reach, seen)

@@ -6,6 +6,11 @@ are in :mod:`llmops.privacy.names`.
 
 Every pattern is compiled once, when this module is first imported (by the first scan, not by the
 spec loader). Python code runs per candidate match, never per character.
+
+Each ``detect_*`` function scans a whole text. The batched scan (:mod:`llmops.privacy.pii`) runs the
+same patterns, validators and search loops through :func:`windowed` instead, only in the few windows of
+a batch that can hold a value of the type (:mod:`llmops.privacy.windows`), and finds exactly the same
+spans.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING
 
-from llmops.privacy import cues
+from llmops.privacy import cues, windows
 from llmops.privacy.pii_types import Span
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+
+    from llmops.privacy.windows import Windows
 
 # --------------------------------------------------------------------------------------------------
 # Structured detectors
@@ -241,12 +248,18 @@ def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         return None
     if _inside_iban(text, start):
         return None
-    cand = m.group()
+    length = _phone_length(m.group())
+    return None if length is None else (start, start + length)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _phone_length(cand: str) -> int | None:
+    """How much of a phone candidate is a phone number, or None: its own text decides (the context
+    checks are the caller's), so the answer is kept per candidate (dates and references recur)."""
     ends = [it.end() for it in _PHONE_ITEM.finditer(cand)]
     for end in reversed(ends):  # try dropping trailing groups: "+49 30 1234567 2026"
-        sub = cand[:end]
-        if _phone_digits_ok(sub):
-            return start, start + end
+        if _phone_digits_ok(cand[:end]):
+            return end
     runs = _DIGITS.findall(cand)
     if (
         not cand.startswith("+")
@@ -255,7 +268,7 @@ def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         and not _SSN_SHAPE.match(cand)
         and _valid_in_a_region("".join(runs))
     ):
-        return start, m.end()
+        return len(cand)
     return None
 
 
@@ -271,7 +284,13 @@ def _card_grouping_ok(lens: list[int]) -> bool:
 def _validate_card(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     if _inside_iban(text, m.start()):
         return None
-    cand = m.group()
+    length = _card_length(m.group())
+    return None if length is None else (m.start(), m.start() + length)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _card_length(cand: str) -> int | None:
+    """How much of a card candidate is a card number (its own text decides), or None."""
     runs = list(_DIGITS.finditer(cand))
     seps = {cand[a.end() : b.start()] for a, b in zip(runs, runs[1:], strict=False)}
     if len(seps) > 1:
@@ -286,7 +305,7 @@ def _validate_card(text: str, m: re.Match[str]) -> tuple[int, int] | None:
             and _card_grouping_ok([len(r.group()) for r in runs[:k]])
             and _luhn_ok(digits)
         ):
-            return m.start(), m.start() + runs[k - 1].end()
+            return runs[k - 1].end()
     return None
 
 
@@ -431,3 +450,60 @@ def detect_ip_address(text: str) -> list[Span]:
     spans = [Span(m.start(), m.end(), "ip_address") for m in _IPV4_RX.finditer(text) if _ipv4_ok(m.group())]
     spans += [Span(s, e, "ip_address") for s, e in _scan_with(_IPV6_RX, text, _validate_ipv6)]
     return spans
+
+
+# --------------------------------------------------------------------------------------------------
+# Windowed forms, run by the batched scan (see llmops.privacy.windows)
+# --------------------------------------------------------------------------------------------------
+
+
+def _phone_in(text: str, w: Windows) -> list[Span]:
+    return [Span(s, e, "phone") for s, e in windows.search(_PHONE_RX, text, w.phone, _validate_phone)]
+
+
+def _card_in(text: str, w: Windows) -> list[Span]:
+    return [Span(s, e, "payment_card") for s, e in windows.search(_CARD_RX, text, w.card, _validate_card)]
+
+
+def _iban_in(text: str, w: Windows) -> list[Span]:
+    return [Span(s, e, "iban") for s, e in windows.search(_IBAN_RX, text, w.iban, _validate_iban)]
+
+
+def _ssn_in(text: str, w: Windows) -> list[Span]:
+    spans = [
+        Span(m.start() - 3, m.end(), "us_ssn")
+        for m in windows.finditer(_SSN_RX, text, w.ssn)
+        if _ssn_ok(text[m.start() - 3 : m.start()], *m.group()[1:].split("-"))
+    ]
+    rows = windows.rows_with(_SSN_CUED_RX, text, w.ssn_cued)
+    spans += [
+        Span(m.start(), m.end(), "us_ssn")
+        for m in cues.after_cues_in_rows(text, "us_ssn", _SSN_CUED_RX, _SSN_CUE_REACH, rows)
+        if _ssn_ok(m.group(1), m.group(3), m.group(4))
+    ]
+    return spans
+
+
+def _ip_address_in(text: str, w: Windows) -> list[Span]:
+    spans = [
+        Span(m.start(), m.end(), "ip_address")
+        for m in windows.finditer(_IPV4_RX, text, w.ipv4)
+        if _ipv4_ok(m.group())
+    ]
+    spans += [Span(s, e, "ip_address") for s, e in windows.search(_IPV6_RX, text, w.ipv6, _validate_ipv6)]
+    return spans
+
+
+_WINDOWED: dict[Callable[[str], list[Span]], Callable[[str, Windows], list[Span]]] = {
+    detect_phone: _phone_in,
+    detect_payment_card: _card_in,
+    detect_iban: _iban_in,
+    detect_us_ssn: _ssn_in,
+    detect_ip_address: _ip_address_in,
+}
+
+
+def windowed(detector: Callable[[str], list[Span]]) -> Callable[[str, Windows], list[Span]] | None:
+    """The windowed form of ``detector`` if it is one of this module's, else None (a detector
+    registered in its place runs as it is)."""
+    return _WINDOWED.get(detector)

@@ -92,9 +92,20 @@ def _resolve(spans: list[Span]) -> list[Span]:
 
 
 def _detect(text: str, types: tuple[str, ...]) -> list[Span]:
+    """Every type's spans in ``text`` (a batch), overlaps resolved. Structured types whose detector is
+    the shipped one run windowed (:func:`llmops.privacy.detectors.windowed`): the same spans, found
+    only where the batch can hold them (:mod:`llmops.privacy.windows`)."""
+    from llmops.privacy import detectors, windows
+
     spans: list[Span] = []
+    found: windows.Windows | None = None
+    looked = False
     for pii_type in types:
-        spans.extend(pii_types.get(pii_type).detect(text))
+        detect = pii_types._resolve_detector(pii_types.get(pii_type))
+        fast = detectors.windowed(detect)
+        if fast is not None and not looked:
+            found, looked = windows.locate(text), True
+        spans.extend(detect(text) if fast is None or found is None else fast(text, found))
     return _resolve(spans)
 
 
