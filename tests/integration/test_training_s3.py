@@ -163,3 +163,73 @@ def test_remote_resume_and_missing_inputs(
     assert "train_file: file not found: s3://" in done.stdout
     failed = json.loads(s3_client.get_object(Bucket=bucket, Key="runs/r2/result.json")["Body"].read())
     assert failed["status"] == "failed" and "train_file" in failed["error"]
+
+
+def test_encrypted_outputs_on_object_storage(
+    workspace: dict[str, Path], tmp_path: Path, s3_server: str, s3_bucket: tuple[str, str], s3_client: Any
+) -> None:
+    """A job on encrypted split files publishes its adapter and checkpoints to the bucket as
+    ciphertext with key files, resumes from an encrypted checkpoint there, and the evaluation job
+    reads the encrypted adapter from the bucket."""
+    import base64
+    from pathlib import Path
+
+    from llmops.encrypted_files import write_encrypted
+
+    bucket, _ = s3_bucket
+    kek = bytes(range(3, 35))
+    env = {**_aws_env(s3_server, tmp_path / "cache"), "LLMOPS_KEK": base64.b64encode(kek).decode()}
+    hashes = {}
+    for split in ("train", "eval"):
+        local = tmp_path / f"{split}.jsonl.enc"
+        hashes[split] = write_encrypted(str(local), Path(workspace[split]).read_bytes(), kek)
+        for name in (local.name, local.name + ".key.json"):
+            s3_client.upload_file(str(tmp_path / name), bucket, f"sft/enc/{name}")
+    job = job_config(
+        workspace,
+        f"s3://{bucket}/runs/enc",
+        train_file=f"s3://{bucket}/sft/enc/train.jsonl.enc",
+        eval_file=f"s3://{bucket}/sft/enc/eval.jsonl.enc",
+        train_sha256=hashes["train"],
+        eval_sha256=hashes["eval"],
+        hyperparameters={"learning_rate": 0.01, "epochs": 1, "batch_size": 8, "max_length": 128, "seed": 7},
+        max_steps=4,
+        save_steps=2,
+    )
+    s3_client.put_object(Bucket=bucket, Key="jobs/enc.json", Body=json.dumps(job).encode())
+    check_done(_run("llmops.training", f"s3://{bucket}/jobs/enc.json", env))
+    keys = _keys(s3_client, bucket, "runs/enc/")
+    assert "adapter/adapter_model.safetensors.enc" in keys
+    assert "adapter/adapter_model.safetensors.enc.key.json" in keys
+    plain = {"result.json", "manifest.json", "llmops_checkpoint.json"}
+    leaked = [
+        k for k in keys if k.rsplit("/", 1)[-1] not in plain and not k.endswith((".enc", ".enc.key.json"))
+    ]
+    assert leaked == []
+    first = json.loads(s3_client.get_object(Bucket=bucket, Key="runs/enc/result.json")["Body"].read())
+
+    # Stopped after step 2: the rerun decrypts checkpoint-2 from the bucket and ends where it did.
+    for key in [
+        k for k in keys if k.startswith(("checkpoints/checkpoint-4/", "adapter/")) or k == "result.json"
+    ]:
+        s3_client.delete_object(Bucket=bucket, Key=f"runs/enc/{key}")
+    check_done(_run("llmops.training", f"s3://{bucket}/jobs/enc.json", env))
+    result = json.loads(s3_client.get_object(Bucket=bucket, Key="runs/enc/result.json")["Body"].read())
+    assert result["resumed_from_step"] == 2 and result["global_step"] == 4
+    assert result["adapter_sha256"] == first["adapter_sha256"]
+    assert result["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-4)
+
+    evaluation = {
+        "base_model_path": str(workspace["base"]),
+        "adapter_path": result["adapter_path"],
+        "adapter_sha256": result["adapter_sha256"],
+        "eval_file": f"s3://{bucket}/sft/enc/eval.jsonl.enc",
+        "output_file": "metrics.json",
+        "max_samples": 2,
+        "max_new_tokens": 4,
+        "device": "cpu",
+    }
+    s3_client.put_object(Bucket=bucket, Key="runs/enc/eval/eval.json", Body=json.dumps(evaluation).encode())
+    check_done(_run("llmops.evaluation", f"s3://{bucket}/runs/enc/eval/eval.json", env))
+    metrics = json.loads(s3_client.get_object(Bucket=bucket, Key="runs/enc/eval/metrics.json")["Body"].read())
+    assert metrics["adapter_sha256"] == result["adapter_sha256"]
