@@ -9,6 +9,10 @@ a fresh lake, ledger and key folder, after ``--warmup`` uncounted runs (imports,
 Run against the working tree, and against an older checkout for the baseline::
 
     .venv/bin/python bench/zone_encryption.py [--rows 20000] [--repeat 3] [--src PATH/include]
+
+``--outputs-mb N`` also times a training job's output publication (``llmops.jobs.outputs``) on a
+synthetic model folder with one N MB weights shard: a plain copy, the encrypted publication and the
+decryption a reader does, with the peak resident memory (the shard is streamed, never held whole).
 """
 
 from __future__ import annotations
@@ -113,14 +117,62 @@ def _once(rows: list[dict[str, str]], run: int) -> dict[str, float]:
         return times
 
 
+def _outputs_once(megabytes: int) -> dict[str, float]:
+    import shutil
+
+    from llmops.jobs.outputs import opened_model_dir, publish_encrypted_tree
+
+    kek = os.urandom(32)
+    os.environ["LLMOPS_KEK"] = __import__("base64").b64encode(kek).decode()
+    with tempfile.TemporaryDirectory(prefix="outputsbench-") as tmp:
+        root = Path(tmp)
+        model = root / "model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        with (model / "model.safetensors").open("wb") as fh:
+            for _ in range(megabytes):
+                fh.write(os.urandom(1 << 20))
+        t0 = time.perf_counter()
+        shutil.copytree(model, root / "plain")
+        t1 = time.perf_counter()
+        publish_encrypted_tree(model, str(root / "published"), kek)
+        t2 = time.perf_counter()
+        with opened_model_dir(str(root / "published")) as opened:
+            assert (opened / "model.safetensors").stat().st_size == megabytes << 20
+            t3 = time.perf_counter()
+        return {"plain_copy": t1 - t0, "publish_encrypted": t2 - t1, "open_decrypted": t3 - t2}
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="runs first, not counted (imports, caches)")
     parser.add_argument("--src", default=str(ROOT / "include"), help="the llmops package's parent folder")
+    parser.add_argument("--outputs-mb", type=int, default=0, help="also time job output publication")
+    parser.add_argument("--outputs-only", action="store_true", help="skip the data steps")
     args = parser.parse_args()
     sys.path.insert(0, args.src)
+    if args.outputs_mb:
+        outputs = [_outputs_once(args.outputs_mb) for _ in range(args.repeat)]
+        print(
+            json.dumps(
+                {
+                    "outputs_mb": args.outputs_mb,
+                    "median_s": {k: round(statistics.median(r[k] for r in outputs), 3) for k in outputs[0]},
+                    "peak_rss_mb": _peak_rss_mb(),
+                },
+                indent=2,
+            )
+        )
+        if args.outputs_only:
+            return 0
     rows = _rows(args.rows)
     for i in range(args.warmup):
         _once(rows, -1 - i)
