@@ -46,7 +46,7 @@ _MONTHS = {
     )
     for name in names
 }  # fmt: skip
-_MONTH_NAMES = "|".join(sorted(map(re.escape, _MONTHS), key=len, reverse=True))
+_MONTH_NAMES = cues.trie_pattern(_MONTHS)  # a trie: cheap to try at every position
 _MON = rf"(?:{_MONTH_NAMES})\.?"
 _ORDINAL = r"(?:st|nd|rd|th|er|º|°|\.)?"
 _YEAR = r"\d{4}|['’]?\d{2}(?![\d:])"  # "85" and "'85", but not the hour of "85:00"
@@ -65,7 +65,6 @@ _DATE = (
     r"(?![\w\-]|[./]\d)"
 )
 _DATE_RX = re.compile(_DATE)
-_DATE_BEFORE_RX = re.compile(rf"{_DATE}[ \t]*[,\-–]?[ \t]*\Z")
 _CUES = (
     "dob",
     "DoB",
@@ -101,23 +100,31 @@ _CUES = (
     "nato il",
     "nata il",
     "(b.",
+    "b.",
     "geb.-datum",
     "geb.datum",
     "bday",
     "b-day",
+    # Field names of pasted records and payloads: date_of_birth=..., "birthDate": "...".
+    "date_of_birth",
+    "birth_date",
+    "dateOfBirth",
+    "birthDate",
+    "DateOfBirth",
+    # Other European languages (numeric dates).
+    "data de nascimento",
+    "data urodzenia",
+    "födelsedatum",
+    "fødselsdato",
+    "syntymäaika",
+    "datum narození",
+    "doğum tarihi",
 )
 cues.define(_TYPE, *_CUES)
-# Cues written after the date: "12/03/1984 (DOB)", "03.03.1985 is my date of birth". Each starts with
-# "(" or "is ", which the engine skips to; the date must end right before it.
-_TRAILING_RX = re.compile(
-    r"\((?i:dob|d\.o\.b\.?|date of birth|birth[ \-]?date|birthday|born|geb\.?|geburtsdatum)\)"
-    r"|is (?:my|his|her|their|the) (?i:date of birth|birth[ \-]?date|birthday|dob|d\.o\.b\.?)(?![^\W_])"
-)
-_TRAILING_REACH = 40
 _CUE_REACH = 12  # ": ", " is ", " was ", " on the " between the cue and the date: anything goes
 # Further from the cue, only words (no digits, no sentence or clause break), optionally a short
 # parenthesis: "date of birth we have on file is", "DOB (dd/mm/yyyy):".
-_WORDS_REACH = 40
+_WORDS_REACH = 60
 
 
 def _year(text: str) -> int:
@@ -167,16 +174,51 @@ _SHORT_CUE = re.compile(
 _NOUN_CUES = tuple(c.lower() for c in _CUES if c.lower() not in {"birthday", "birth", "geburtstag"})
 _CUE_THEN_WORDS = re.compile(
     rf"(?<!\w)(?i:{cues.trie_pattern(_NOUN_CUES)})[.]?(?:[ \t]*\([^()\n\x00]{{1,15}}\))?"
-    r"(?:[ \t]+[^\W\d_]+(?:['’][^\W\d_]+)?){0,7}[ \t]*[:=]?[ \t]*\Z"
+    r"(?:[ \t]+[^\W\d_]+(?:['’][^\W\d_]+)?){0,10}[ \t]*[:=]?[ \t]*\Z"
 )
 
 
+_EVENT_CUE_THEN_WORDS = re.compile(
+    r"(?<!\w)(?i:birthday|birth|geburtstag)(?:[ \t]+[^\W\d_]+(?:['’][^\W\d_]+)?){1,10}[ \t]*[:=]?[ \t]*\Z"
+)
+_EVENT_MIN_AGE_DAYS = 5 * 365
+
+
 def _near_cue(text: str, m: re.Match[str]) -> bool:
-    """Whether a cue ends at most a few characters before ``m``, or only words stand between them."""
+    """Whether a cue ends at most a few characters before ``m``, or only words stand between them
+    (after "birthday", which also names a party or a gift, only for a date at least 5 years back)."""
     start = m.start()
     if _SHORT_CUE.search(text, max(0, start - _CUE_REACH - 30), start) is not None:
         return True
-    return _CUE_THEN_WORDS.search(text, max(0, start - _WORDS_REACH - 30), start) is not None
+    if _CUE_THEN_WORDS.search(text, max(0, start - _WORDS_REACH - 30), start) is not None:
+        return True
+    if _EVENT_CUE_THEN_WORDS.search(text, max(0, start - _WORDS_REACH - 30), start) is None:
+        return False
+    date = _birth_date(m)
+    return date is not None and (dt.date.today() - date).days >= _EVENT_MIN_AGE_DAYS
+
+
+# A date right before a cue ("12/03/1984 (DOB)", "12 March 1984, my date of birth") or a few words
+# before it, linked by a verb ("12/03/1984 is when I was born", "... that's the date of birth on my
+# passport"). "birthday" is left out: "12/05/2025 is my birthday" names this year's one. Searched
+# backwards from each cue's end, which is where the pattern must end.
+_EMPTY = re.compile("")
+_WORD = r"[^\W\d_]+(?:['’][^\W\d_]+)?[ \t]+"
+_DATE_THEN_CUE = re.compile(
+    rf"(?P<date>{_DATE})[ \t]*(?:"
+    r"[,\-–—][ \t]*(?:(?:my|his|her|their|the|a)[ \t]+)?|(?=\()"
+    rf"|(?:[,(\-–—][ \t]*)?(?:{_WORD}){{0,2}}(?:is|was|as|are|were|being|that['’]s|it['’]s)[ \t]+(?:{_WORD}){{0,4}}"
+    rf")\(?(?i:{cues.trie_pattern((*_NOUN_CUES, 'born'))})\Z"
+)
+
+
+def _dates_before_cues(text: str) -> list[Span]:
+    out: list[Span] = []
+    for cue in cues.after_cues(text, _TYPE, _EMPTY, 0):
+        m = _DATE_THEN_CUE.search(text, max(0, cue.start() - 90), cue.start())
+        if m is not None and _plausible(m):
+            out.append(Span(m.start("date"), m.end("date"), _TYPE))
+    return out
 
 
 def detect_date_of_birth(text: str) -> list[Span]:
@@ -187,8 +229,4 @@ def detect_date_of_birth(text: str) -> list[Span]:
         for m in cues.after_cues(text, _TYPE, _DATE_RX, _WORDS_REACH)
         if _plausible(m) and _near_cue(text, m)
     ]
-    for cue in _TRAILING_RX.finditer(text):
-        m = _DATE_BEFORE_RX.search(text, max(0, cue.start() - _TRAILING_REACH), cue.start())
-        if m is not None and _plausible(m):
-            out.append(Span(m.start(), m.start() + len(m.group().rstrip(" \t,-–")), _TYPE))
-    return out
+    return out + _dates_before_cues(text)

@@ -203,13 +203,23 @@ class SpacyNames:
 
 def _plausible_person(entity: str) -> bool:
     """Whether a PERSON entity of the model can be a name: letters but no digit ("Order #80324",
-    "Postcode SW1A"), starting with a capital, and not one common word alone ("Email")."""
+    "Postcode SW1A"), starting with a capital, not one common word alone ("Email"), not a listed brand
+    ("Hugo Boss") or a place ("... Station")."""
     if not entity[:1].isupper() or any(ch.isdigit() for ch in entity):
         return False
-    from llmops.privacy.names import word_not_name
+    from llmops.privacy.names import known_non_name, word_not_name
 
     words = [w.strip(".,:;") for w in entity.split()]
-    return not (len(words) == 1 and (words[0] in _openers() or word_not_name(words[0])))
+    if len(words) == 1:
+        return words[0] not in _openers() and not word_not_name(words[0])
+    return words[-1] not in _PLACE_WORDS and not known_non_name(entity)
+
+
+# Last words of places and organisations that the model sometimes calls a person ("Victoria Station").
+_PLACE_WORDS = frozenset(
+    "Station Street Road Avenue Square Airport Hotel Hospital University College School Bank Inc Ltd "
+    "GmbH Corp Centre Center Mall Store".split()
+)
 
 
 def _entity(ent: Any) -> tuple[str, int, int]:

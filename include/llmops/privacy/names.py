@@ -28,6 +28,9 @@ _PARTICLE = r"(?:van|von|de|da|di|del|della|der|den|du|dos|das|le|la|bin|ibn|al|
 _SURNAMES = rf"(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{0,2}}"
 _PARTICLES = frozenset(_PARTICLE[3:-1].split("|"))
 
+# Role words that precede a full name in tickets ("Customer Anna Schmidt", "Contact Ivo Petrov") but
+# also ordinary words ("Customer Experience"): after them a first name and a surname are required.
+_WEAK_CUES = frozenset({"customer", "contact", "client", "patient", "tenant", "guest", "member"})
 # Conversational cues that introduce a name even when it is not in the gazetteer.
 _CUE_PHRASES = (
     "my name is", "my name's", "i'm", "i’m", "i am", "this is", "hi", "hello", "hey", "dear",
@@ -35,6 +38,11 @@ _CUE_PHRASES = (
     "name", "full name", "account holder", "account holder is", "holder", "contact person",
     "billing contact", "forwarded message from", "spoke with", "spoke to", "talked to",
     "forwarding to", "escalated to", "assigned to",
+    "my colleague", "your colleague", "the technician", "the courier", "the driver", "your agent",
+    "my husband", "my wife", "my partner", "my son", "my daughter", "my mother", "my father",
+    "attn", "attention", "on behalf of", "named", "ask for", "speak to", "speak with", "handled by",
+    "signed by", "account owner", "cardholder", "card holder", "customer name", "contact name",
+    *sorted(_WEAK_CUES),
 )  # fmt: skip
 # Cues after which people also write names in lowercase ("cc ingrid abernathy", "thanks maria").
 _LOWERCASE_NAME_CUES = frozenset(
@@ -53,11 +61,18 @@ def _case_variants(phrase: str) -> set[str]:
 # before a cue is checked in Python.
 _CUE_TRIE = trie_pattern(v for p in _CUE_PHRASES for v in _case_variants(p)).replace("\\ ", r"[ \t]+")
 _CUE_SEP = r"(?:[ \t]*[,:][ \t]*(?:\r?\n[ \t]*){0,2}|[ \t]*(?:\r?\n[ \t]*){1,2}|[ \t]+)"
-_CUE_RX = re.compile(rf"{_CUE_TRIE}{_CUE_SEP}(?P<name>{_NAME_TOKEN}{_SURNAMES})")
+_CUE_RX = re.compile(rf"(?P<cue>{_CUE_TRIE}){_CUE_SEP}(?P<name>{_NAME_TOKEN}{_SURNAMES})")
+# "Anna Schmidt here: ..." opens a chat message or a call note; the name must open its line.
+_HERE_RX = re.compile(r"[ \t]+here[:,]")
+_NAME_BEFORE_HERE = re.compile(rf"(?:^|(?<=[\n\x00]))(?P<name>{_NAME_TOKEN}(?:[ \t]+{_NAME_TOKEN}){{1,2}})\Z")
 _LOWER_WORD = rf"{_LOWER}+(?:['’\-]{_LOWER}+)?"
 # A lowercase name ends the line or the clause: "cc ingrid abernathy", "thanks maria, ...".
+# (Only the cues after which a lowercase name is taken: the others would be matched and dropped.)
+_LOWER_CUE_TRIE = trie_pattern(v for p in _LOWERCASE_NAME_CUES for v in _case_variants(p)).replace(
+    "\\ ", r"[ \t]+"
+)
 _LOWER_CUE_RX = re.compile(
-    rf"(?P<cue>{_CUE_TRIE}){_CUE_SEP}(?P<name>{_LOWER_WORD}(?:[ \t]+{_LOWER_WORD}){{0,2}})(?![^\W_])"
+    rf"(?P<cue>{_LOWER_CUE_TRIE}){_CUE_SEP}(?P<name>{_LOWER_WORD}(?:[ \t]+{_LOWER_WORD}){{0,2}})(?![^\W_])"
 )
 _CLAUSE_END = re.compile(r"[ \t]*(?:[,.;:!?)\r\n\x00]|\Z)")
 # Endings of English adjectives and nouns that no given name or surname has: a single capitalised word
@@ -94,6 +109,11 @@ _STOP_WORDS = frozenset(
 def word_not_name(word: str) -> bool:
     """Whether one capitalised word ends like an adjective or noun no name ends with ("Unacceptable")."""
     return _NOT_A_NAME_SUFFIX.search(word) is not None
+
+
+def known_non_name(phrase: str) -> bool:
+    """Whether ``phrase`` is a brand or place listed as no person ("Hugo Boss", "Victoria Station")."""
+    return _phrase_key(phrase) in _gazetteer().not_names
 
 
 def non_name_words() -> frozenset[str]:
@@ -223,8 +243,26 @@ def _cued_names(text: str) -> list[tuple[int, int]]:
             if tokens and tokens[0][0] == m.start("name"):
                 if len(tokens) == 1 and _NOT_A_NAME_SUFFIX.search(text, *tokens[0]):
                     continue  # "This is Unacceptable", "I am Furious": a word, not a name
+                if rx is _TITLE_RX and known_non_name(text[m.start() : tokens[-1][1]].replace(".", " ")):
+                    continue  # "Dr. Martens": a brand written with a title
+                if rx is _CUE_RX and len(tokens) < 2 and m.group("cue").casefold() in _WEAK_CUES:
+                    continue
                 out.append((tokens[0][0], tokens[-1][1]))
                 pos = tokens[-1][1]
+    return out
+
+
+def _here_names(text: str) -> list[tuple[int, int]]:
+    """Two or three capitalised words that open a line and are followed by "here:" or "here,"."""
+    out: list[tuple[int, int]] = []
+    for here in _HERE_RX.finditer(text):
+        m = _NAME_BEFORE_HERE.search(text, max(0, here.start() - 60), here.start())
+        if m is None:
+            continue
+        tokens = _trim_surnames(text, m.start("name"), m.end("name"))
+        if len(tokens) >= 2 and tokens[0][0] == m.start("name") and tokens[-1][1] == m.end("name"):
+            if not known_non_name(text[m.start() : m.end()]):
+                out.append((m.start(), m.end()))
     return out
 
 
@@ -266,5 +304,6 @@ def detect_person_name(text: str) -> list[Span]:
     lowercase names right after a greeting, sign-off or "cc"."""
     spans = [Span(s, e, "person_name") for s, e in _gazetteer_names(text)]
     spans += [Span(s, e, "person_name") for s, e in _cued_names(text)]
+    spans += [Span(s, e, "person_name") for s, e in _here_names(text)]
     spans += [Span(s, e, "person_name") for s, e in _lowercase_cued_names(text)]
     return spans

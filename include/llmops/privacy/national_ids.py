@@ -39,8 +39,17 @@ _SHAPED_RX = re.compile(
     r"|(?P<nino>[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])"
     r")(?![^\W_])"
 )
-# DNI: 8 digits, or grouped with dots as on the card ("12.345.678-Z"), then the check letter.
-_DNI_RX = re.compile(r"\d(?<![\w.\-/]\d)(?:\d{7}|\d\.\d{3}\.\d{3})[\- ]?[A-Z](?![^\W_])")
+# One pass over digits for two shapes. The DNI: 8 digits, or grouped with dots as on the card
+# ("12.345.678-Z"), then the check letter. The NIR and the Steuer-ID in their official grouping
+# ("1 85 05 78 006 084 36", "36 574 261 809"): grouping and checksum (mod 97; ISO 7064 plus the
+# Steuer-ID's one-repeated-digit rule) together are rare enough by chance to be found without a cue;
+# compact or otherwise grouped, they still need one.
+_DIGIT_START_RX = re.compile(
+    r"\d(?<![\w.\-/]\d)(?:"
+    r"(?P<dni>(?:\d{7}|\d\.\d{3}\.\d{3})[\- ]?[A-Z](?![^\W_]))"
+    r"|(?<!,\d)(?P<grouped>(?<=[12]) \d{2} \d{2} \d{2} \d{3} \d{3} \d{2}|\d \d{3} \d{3} \d{3})(?![\w\-]|[.,]\d| \d)"
+    r")"
+)
 _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 _NINO_LAYOUTS = re.compile(r"[A-Z]{2}(?:\d{6}|(?: \d{2}){3} | \d{6} ?)[A-D]")
 # Lowercase codice fiscale and NINO, after their own cue only ("codice fiscale rssmra85t10a562s").
@@ -52,14 +61,22 @@ _LOWER_NINO_RX = re.compile(r"[a-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[a-d](?![^\W_])")
 # French grouping uses (narrow) no-break spaces: "2 95 10 99 126 111 93" with U+00A0 or U+202F.
 _DIGITS_RX = re.compile(r"(?<![\w\-])\d(?:[ .\-\u00a0\u202f]?\d){8,14}(?![\w\-]|[.,]\d)")
 _CUE_REACH = 40
-# Cues written after the number: "111222333 (BSN)", "36574261809 is my tax ID". Each starts with "("
-# or "is ", which the engine skips to; the digits must end right before it.
-_TRAILING_RX = re.compile(
-    r"\((?i:bsn|steuer-?id(?:nr)?|idnr|nir|insee|tax[ \-]?id|sofinummer|burgerservicenummer)\)"
-    r"|is (?:my|his|her|their|the) (?i:bsn|steuer-?id(?:nr)?|idnr|nir|insee number|tax[ \-]?id|sofinummer"
-    r"|burgerservicenummer|citizen service number)(?![^\W_])"
+# Digits right before a cue ("111222333 (BSN)", "36574261809, my tax ID") or a few words before it,
+# linked by a verb ("36574261809, that's my Steuer-ID", "111222333 was the BSN on the old contract").
+# Searched backwards from each cue's end, which is where the pattern must end.
+_EMPTY = re.compile("")
+_SPECIFIC_CUES = (
+    "steuer-id", "steuer-idnr", "steuerid", "idnr", "steueridentifikationsnummer", "identifikationsnummer",
+    "steuer-identifikationsnummer", "tax id", "tax identification number", "bsn", "burgerservicenummer",
+    "sofinummer", "citizen service number", "nir", "insee", "numéro de sécurité sociale", "sécurité sociale",
+)  # fmt: skip
+_WORD = r"[^\W\d_]+(?:['’][^\W\d_]+)?[ \t]+"
+_DIGITS_THEN_CUE = re.compile(
+    r"(?P<id>(?<![\w\-])\d(?:[ .\-\u00a0\u202f]?\d){8,14})[ \t]*(?:"
+    r"[,\-–—][ \t]*(?:(?:my|his|her|their|the|a)[ \t]+)?|(?=\()"
+    rf"|,?[ \t]*(?:{_WORD}){{0,2}}(?:is|was|as|are|were|being|that['’]s|it['’]s)[ \t]+(?:{_WORD}){{0,4}}"
+    rf")\(?(?i:{cues.trie_pattern(_SPECIFIC_CUES)})\Z"
 )
-_DIGITS_BEFORE_RX = re.compile(r"(?<![\w\-])\d(?:[ .\-\u00a0\u202f]?\d){8,14}[ \t]*\Z")
 cues.define(
     _TYPE,
     "steuer-id",
@@ -123,6 +140,18 @@ cues.define(
     "numero de secu",
     "carte vitale",
     "n° SS",
+    "ID no.",
+    "ID #",
+    "ID card number",
+    "identity card number",
+    "identification no",
+    # Field names of pasted records and payloads: tax_id=..., "nationalId": "...".
+    "tax_id",
+    "taxId",
+    "national_id",
+    "nationalId",
+    "id_number",
+    "steuer_id",
 )
 # A social security number after an English cue is a US SSN unless it is a French NIR (15 digits,
 # mod 97): these cues try the NIR checksum only, so a US number never passes the BSN 11-test here.
@@ -171,10 +200,12 @@ def _cued_spans(text: str, ok: dict[str, Callable[[str], bool]]) -> list[Span]:
             digits = re.sub(r"\D", "", m.group())
             if any(ok[kind](digits) for kind in kinds):
                 out.append(Span(m.start(), m.end(), _TYPE))
-    for cue in _TRAILING_RX.finditer(text):
-        m = _DIGITS_BEFORE_RX.search(text, max(0, cue.start() - 30), cue.start())
-        if m is not None and any(ok[kind](re.sub(r"\D", "", m.group())) for kind in ("idnr", "nir", "bsn")):
-            out.append(Span(m.start(), m.start() + len(m.group().rstrip()), _TYPE))
+    for cue in cues.after_cues(text, _TYPE, _EMPTY, 0):
+        m = _DIGITS_THEN_CUE.search(text, max(0, cue.start() - 90), cue.start())
+        if m is not None and any(
+            ok[kind](re.sub(r"\D", "", m.group("id"))) for kind in ("idnr", "nir", "bsn")
+        ):
+            out.append(Span(m.start("id"), m.end("id"), _TYPE))
     for rx, kind in ((_LOWER_CF_RX, "cf"), (_LOWER_NINO_RX, "nino")):
         for m in cues.after_cues(text, _LOWER_CUES, rx, _CUE_REACH):
             if m.group().islower() and ok[kind](m.group().upper()):
@@ -191,7 +222,12 @@ def detect_national_id(text: str) -> list[Span]:
         value = text[m.start() : m.end()]
         if ok[kind](value):
             out.append(Span(m.start(), m.end(), _TYPE))
-    for m in _DNI_RX.finditer(text):
-        if ok["dni"](m.group().replace(".", "")):
+    for m in _DIGIT_START_RX.finditer(text):
+        if m.group("dni"):
+            valid = ok["dni"](m.group().replace(".", ""))
+        else:
+            digits = m.group().replace(" ", "")
+            valid = ok["nir" if len(digits) == 15 else "idnr"](digits)
+        if valid:
             out.append(Span(m.start(), m.end(), _TYPE))
     return out + _cued_spans(text, ok)
