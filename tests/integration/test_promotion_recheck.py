@@ -149,3 +149,49 @@ def test_concurrent_promotions_gated_against_one_champion_move_it_once(model):
     assert registry.alias_version(model, "champion") == won[0]
     assert registry.alias_version(model, "previous") == "1"
     assert lost[0].expected == "1" and lost[0].current == won[0]
+
+
+def _spec_allowing_unavailable_champion(tmp_path: Path) -> None:
+    path = Path(tmp_path) / "pipelines" / f"{PIPELINE}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["evaluation"]["on_champion_unavailable"] = "pass"
+    path.write_text(yaml.safe_dump(raw))
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default-fails", "spec-says-pass"])
+def test_a_champion_whose_adapter_is_gone_fails_the_comparison_unless_the_spec_allows(
+    model, tmp_path, allowed
+):
+    """Expect the champion comparison to fail closed when the champion exists but cannot be scored
+    (its adapter deleted): the gate names why; `on_champion_unavailable: pass` lets it pass, recorded."""
+    from mlflow import MlflowClient
+
+    from llmops.evaluation.gates import GateFailed
+    from llmops.orchestration.finetune.evaluate import champion_adapter, check_gates
+    from llmops.specs import load_pipeline
+
+    adapter = tmp_path / "champion-adapter"
+    adapter.mkdir()
+    client = MlflowClient()
+    client.set_model_version_tag(model, "1", "llmops.adapter_uri", str(adapter))
+    client.set_model_version_tag(model, "1", "llmops.base_model", "tiny-support-base")
+    registry.promote(model, "1")
+    adapter.rmdir()  # deleted by hand, or by retention
+    if allowed:
+        _spec_allowing_unavailable_champion(tmp_path)
+    spec = load_pipeline(PIPELINE)
+    path, note, _ = champion_adapter(spec, "1")
+    assert path is None and "no longer at" in note
+    evaluation = {"metrics": METRICS, "champion": None, "champion_note": note, "champion_version": "1"}
+    run_id = f"run-unavailable-{allowed}"
+    if allowed:
+        decision = check_gates(PIPELINE, evaluation, {"mlflow_run_id": f"mlflow-{run_id}"}, run_id)
+        (gate,) = [g for g in decision["gates"] if g["beat_champion_by"] is not None]
+        assert gate["passed"] and "passed as the spec allows" in gate["reason"]
+    else:
+        with pytest.raises(GateFailed, match="the champion could not be scored"):
+            check_gates(PIPELINE, evaluation, {"mlflow_run_id": f"mlflow-{run_id}"}, run_id)
+    [gated] = _records("model.gated")
+    assert gated.payload["passed"] is allowed
+    assert "no longer at" in gated.payload["champion_unavailable"]
+    assert gated.payload["on_champion_unavailable"] == ("pass" if allowed else "fail")

@@ -85,3 +85,19 @@ def test_gates_on_metrics_the_final_method_does_not_measure_are_refused():
         SpecError, match="gates: metric 'token_f1' is not measured for method 'continued_pretraining'"
     ):
         parse_spec(raw)
+
+
+def test_a_champion_that_could_not_be_scored_fails_closed():
+    """Expect a beat_champion_by gate to fail when a champion exists but was not scored, with the
+    reason, unless the spec says to pass; and a champion scored without the metric to fail too."""
+    gates = [Gate(metric="token_f1", beat_champion_by=0.0), Gate(metric="token_f1", min=0.5)]
+    closed = evaluate_gates(gates, {"token_f1": 0.9}, None, champion_unavailable="adapter gone")
+    assert not closed["passed"] and closed["gates"][1]["passed"]
+    assert closed["gates"][0]["reason"] == "the champion could not be scored (adapter gone)"
+    assert closed["champion_unavailable"] == "adapter gone" and closed["on_champion_unavailable"] == "fail"
+    allowed = evaluate_gates(
+        gates, {"token_f1": 0.9}, None, champion_unavailable="adapter gone", on_champion_unavailable="pass"
+    )
+    assert allowed["passed"] and "on_champion_unavailable: pass" in allowed["gates"][0]["reason"]
+    missing = evaluate_gates(gates, {"token_f1": 0.9}, {"eval_loss": 0.3})
+    assert not missing["passed"] and "produced no token_f1" in missing["gates"][0]["reason"]

@@ -48,20 +48,52 @@ def _improvement(gate: Gate, observed: float, other: float) -> float:
     return (other - observed) if gate.lower_is_better else (observed - other)
 
 
+def _versus_champion(
+    gate: Gate,
+    observed: float,
+    rival: float | None,
+    scored: bool,
+    unavailable: str | None,
+    on_unavailable: str,
+) -> tuple[str | None, str | None]:
+    """(problem, note) of a beat_champion_by gate."""
+    if rival is None and unavailable is not None:
+        unscored = f"the champion could not be scored ({unavailable})"
+        if on_unavailable == "pass":
+            return None, f"{unscored}; passed as the spec allows (on_champion_unavailable: pass)"
+        return unscored, None
+    if rival is None and scored:
+        return f"the champion was scored but produced no {gate.metric}", None
+    if rival is None:
+        return None, "no champion to beat yet"
+    margin = gate.beat_champion_by or 0.0
+    gain = _improvement(gate, observed, rival)
+    if gain < margin:
+        return (
+            f"{observed:.4g} vs champion {rival:.4g}: must be better by {margin:.4g}, is better by {gain:.4g}",
+            None,
+        )
+    return None, f"beats champion {rival:.4g} by {gain:.4g}"
+
+
 def evaluate_gates(
     gates: list[Gate],
     metrics: dict[str, Any],
     champion: dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
     evidence: dict[str, str] | None = None,
+    champion_unavailable: str | None = None,
+    on_champion_unavailable: str = "fail",
 ) -> dict[str, Any]:
     """Check every gate; `champion` and `baseline` hold the metrics of the current champion and of
     the base model (adapter disabled) on the same data in the same run, if they were scored.
     `evidence` (metric -> words) is added to the reason of a failed gate on that metric, e.g. which
     PII types leaked and how many values (never the values).
 
-    A champion comparison passes when there is no champion yet (the first model sets the bar); a
-    base comparison fails when the base model was not scored (nothing proves the improvement).
+    A champion comparison passes when there is no champion yet (the first model sets the bar). When
+    there is one but it could not be scored (`champion_unavailable` says why), the comparison fails
+    unless `on_champion_unavailable` is "pass": a gate that cannot be checked must not open. A base
+    comparison fails when the base model was not scored (nothing proves the improvement).
     """
     results: list[GateResult] = []
     for gate in gates:
@@ -91,18 +123,11 @@ def evaluate_gates(
         if gate.max is not None and observed > gate.max:
             problems.append(f"{observed:.4g} > max {gate.max:.4g} (over by {observed - gate.max:.4g})")
         if gate.beat_champion_by is not None:
-            if rival is None:
-                notes.append("no champion to beat yet")
-            else:
-                margin = gate.beat_champion_by
-                gain = _improvement(gate, observed, rival)
-                if gain < margin:
-                    problems.append(
-                        f"{observed:.4g} vs champion {rival:.4g}: must be better by {margin:.4g}, "
-                        f"is better by {gain:.4g}"
-                    )
-                else:
-                    notes.append(f"beats champion {rival:.4g} by {gain:.4g}")
+            problem, note = _versus_champion(
+                gate, observed, rival, champion is not None, champion_unavailable, on_champion_unavailable
+            )
+            problems += [problem] if problem else []
+            notes += [note] if note else []
         if gate.beat_base_by is not None:
             if base is None:
                 problems.append("the base model was not scored: no improvement over it to check")
@@ -136,6 +161,8 @@ def evaluate_gates(
         "passed": passed,
         "gates": [r.to_dict() for r in results],
         "champion_compared": champion is not None,
+        "champion_unavailable": champion_unavailable,
+        "on_champion_unavailable": on_champion_unavailable if champion_unavailable else None,
         "base_compared": baseline is not None,
     }
 

@@ -274,6 +274,9 @@ class ModelGated(Event):
     # The champion version current when the evaluation ran (None: none), recorded when the spec
     # compares with the champion; promotion re-checks it under the promotion lock.
     champion_version: Version | None = None
+    # A champion existed but could not be scored: why, and whether the spec let its gates pass.
+    champion_unavailable: str | None = None
+    on_champion_unavailable: str | None = None
 
 
 class ModelRegistered(Event):

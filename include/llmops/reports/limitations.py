@@ -27,7 +27,12 @@ def _evaluation(report: dict[str, Any]) -> list[str]:
             "No golden (curated reference) set was evaluated: quality is measured on the held-out split only."
         )
     gates = evaluation.get("gates") or {}
-    if gates and not gates.get("champion_compared"):
+    if gates and gates.get("champion_unavailable") and gates.get("on_champion_unavailable") == "pass":
+        out.append(
+            f"The champion could not be scored ({gates['champion_unavailable']}); its comparison gates "
+            "passed because the spec says on_champion_unavailable: pass."
+        )
+    elif gates and not gates.get("champion_compared"):
         out.append(
             f"Not compared with a champion on the same data ({evaluation.get('champion_note') or 'none'})."
         )

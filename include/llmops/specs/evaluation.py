@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from llmops import metrics
@@ -58,6 +60,12 @@ class EvaluationSpec(StrictModel):
     )
     compare_with_champion: bool = Field(
         default=True, description="Also evaluate the current champion on the same data in the same run."
+    )
+    on_champion_unavailable: Literal["fail", "pass"] = Field(
+        default="fail",
+        description="When a champion exists but cannot be scored (adapter gone, another base model, a "
+        "load error): 'fail' fails every beat_champion_by gate with the reason; 'pass' lets them pass, "
+        "and the report says so.",
     )
 
 

@@ -186,12 +186,20 @@ def check_gates(
 
     spec = run_spec(pipeline, run_id)
     leaks = leak_summary(evaluation.get("pii_probe"))
+    # A champion that exists but was not scored (its adapter gone, another base model, a load error).
+    unavailable = (
+        evaluation.get("champion_note") or "not scored"
+        if evaluation.get("champion_version") and evaluation.get("champion") is None
+        else None
+    )
     decision = evaluate_gates(
         list(spec.gates),
         evaluation["metrics"],
         evaluation.get("champion"),
         evaluation.get("baseline"),
         evidence={"pii_leakage_rate": leaks, "canary_exposure": leaks},
+        champion_unavailable=unavailable,
+        on_champion_unavailable=spec.evaluation.on_champion_unavailable,
     )
     decision["champion"] = evaluation.get("champion_note")
     if "champion_version" in evaluation:
