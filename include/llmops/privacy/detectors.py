@@ -24,7 +24,7 @@ from llmops.privacy import cues, windows
 from llmops.privacy.pii_types import Span
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     from llmops.privacy.windows import Windows
 
@@ -67,13 +67,14 @@ _OBFUSCATED_DOMAIN = rf"(?P<domain>{_LABEL}(?:(?:\.|{_DOT_WORD}){_LABEL})++)"
 _LAST_LABEL = re.compile(r"[^ .\])]+\Z")
 _DOMAIN_END = rf"(?![\w\-@]|\.[^\W_]|{_DOT_WORD}[^\W_])"
 # One pattern per opening literal: the engine finds a literal prefix fast, a character class slowly.
+# With each, the literals every match starts with (the windowed scan finds them all in one pass).
 _EMAIL_OBFUSCATED_RXS = tuple(
-    (re.compile(rf"{anchor}{'' if spaced else '[ ]?'}{_OBFUSCATED_DOMAIN}{_DOMAIN_END}"), spaced)
-    for anchor, spaced in (
-        (r"\((?:at|AT)\)", False),
-        (r"\[(?:at|AT)\]", False),
-        (" at ", True),
-        (" AT ", True),
+    (re.compile(rf"{anchor}{'' if spaced else '[ ]?'}{_OBFUSCATED_DOMAIN}{_DOMAIN_END}"), spaced, literals)
+    for anchor, spaced, literals in (
+        (r"\((?:at|AT)\)", False, ("(at)", "(AT)")),
+        (r"\[(?:at|AT)\]", False, ("[at]", "[AT]")),
+        (" at ", True, (" at ",)),
+        (" AT ", True, (" AT ",)),
     )
 )
 
@@ -236,17 +237,22 @@ def _phone_shaped(cand: str, runs: list[str]) -> bool:
     return len(set(_PHONE_SEPARATORS.findall(cand.replace("(", "").replace(")", " ")))) == 1
 
 
-def _inside_iban(text: str, start: int) -> bool:
-    return _IBAN_HEAD.search(text, max(0, start - 42), start) is not None
+_IBAN_HEAD_REACH = 42
 
 
-def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+def _inside_iban(text: str, start: int, w: Windows | None = None) -> bool:
+    if w is not None and not w.iban_head_before(start, _IBAN_HEAD_REACH):
+        return False  # no IBAN can start close enough before: the pattern below cannot match
+    return _IBAN_HEAD.search(text, max(0, start - _IBAN_HEAD_REACH), start) is not None
+
+
+def _validate_phone(text: str, m: re.Match[str], w: Windows | None = None) -> tuple[int, int] | None:
     start = m.start()
     # The tail of a longer digit chain whose head was no phone ("Reference 4857 0442 1381 4384",
     # "1 58 05 06 489 503 89") is none either.
     if start > 1 and text[start].isdigit() and text[start - 1] in " -./" and text[start - 2].isdigit():
         return None
-    if _inside_iban(text, start):
+    if _inside_iban(text, start, w):
         return None
     length = _phone_length(m.group())
     return None if length is None else (start, start + length)
@@ -281,8 +287,8 @@ def _card_grouping_ok(lens: list[int]) -> bool:
     return all(n == 4 for n in lens[:-1]) and 1 <= lens[-1] <= 4
 
 
-def _validate_card(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-    if _inside_iban(text, m.start()):
+def _validate_card(text: str, m: re.Match[str], w: Windows | None = None) -> tuple[int, int] | None:
+    if _inside_iban(text, m.start(), w):
         return None
     length = _card_length(m.group())
     return None if length is None else (m.start(), m.start() + length)
@@ -357,9 +363,20 @@ def _spaced_local_ok(local: str, at_word: str) -> bool:
     return local[:1].upper() + local[1:].lower() in load_first_names()[0]
 
 
-def _obfuscated_emails(text: str, rx: re.Pattern[str], spaced: bool) -> list[Span]:
+def _literal_finditer(rx: re.Pattern[str], text: str, starts: Iterable[int]) -> Iterator[re.Match[str]]:
+    """``rx.finditer(text)`` for a pattern that can match only at ``starts`` (sorted)."""
+    pos = 0
+    for i in starts:
+        if i >= pos and (m := rx.match(text, i)) is not None:
+            yield m
+            pos = max(m.end(), i + 1)
+
+
+def _obfuscated_emails(
+    text: str, rx: re.Pattern[str], spaced: bool, matches: Iterable[re.Match[str]] | None = None
+) -> list[Span]:
     out: list[Span] = []
-    for m in rx.finditer(text):
+    for m in rx.finditer(text) if matches is None else matches:
         start = m.start()
         if not spaced and start and text[start - 1] == " ":
             start -= 1  # "anna [at] example.com"
@@ -381,7 +398,12 @@ def _obfuscated_emails(text: str, rx: re.Pattern[str], spaced: bool) -> list[Spa
 def detect_email(text: str) -> list[Span]:
     """Email addresses (Unicode local parts and internationalised domains included), plain or
     obfuscated ("anna [at] example [dot] com", "anna.k3 at example dot com", "anna AT example DOT com")."""
-    out = [span for rx, spaced in _EMAIL_OBFUSCATED_RXS for span in _obfuscated_emails(text, rx, spaced)]
+    out = [span for rx, spaced, _ in _EMAIL_OBFUSCATED_RXS for span in _obfuscated_emails(text, rx, spaced)]
+    return out + _plain_emails(text)
+
+
+def _plain_emails(text: str) -> list[Span]:
+    out: list[Span] = []
     pos = 0
     while (at := text.find("@", pos)) >= 0:
         pos = at + 1
@@ -457,12 +479,28 @@ def detect_ip_address(text: str) -> list[Span]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _email_in(text: str, w: Windows) -> list[Span]:
+    out = [
+        span
+        for rx, spaced, literals in _EMAIL_OBFUSCATED_RXS
+        for span in _obfuscated_emails(
+            text,
+            rx,
+            spaced,
+            _literal_finditer(rx, text, sorted(i for lit in literals for i in w.at_words[lit])),
+        )
+    ]
+    return out + _plain_emails(text)
+
+
 def _phone_in(text: str, w: Windows) -> list[Span]:
-    return [Span(s, e, "phone") for s, e in windows.search(_PHONE_RX, text, w.phone, _validate_phone)]
+    validate = functools.partial(_validate_phone, w=w)
+    return [Span(s, e, "phone") for s, e in windows.search(_PHONE_RX, text, w.phone, validate)]
 
 
 def _card_in(text: str, w: Windows) -> list[Span]:
-    return [Span(s, e, "payment_card") for s, e in windows.search(_CARD_RX, text, w.card, _validate_card)]
+    validate = functools.partial(_validate_card, w=w)
+    return [Span(s, e, "payment_card") for s, e in windows.search(_CARD_RX, text, w.card, validate)]
 
 
 def _iban_in(text: str, w: Windows) -> list[Span]:
@@ -495,6 +533,7 @@ def _ip_address_in(text: str, w: Windows) -> list[Span]:
 
 
 _WINDOWED: dict[Callable[[str], list[Span]], Callable[[str, Windows], list[Span]]] = {
+    detect_email: _email_in,
     detect_phone: _phone_in,
     detect_payment_card: _card_in,
     detect_iban: _iban_in,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import hmac
+import itertools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -133,24 +134,21 @@ def scan_many(
 
 def _scan_batched(texts: Sequence[str], wanted: tuple[str, ...]) -> list[list[Span]]:
     result: list[list[Span]] = [[] for _ in texts]
+    # ends[i]: where row i's separator falls when every row is joined; a batch takes rows while the
+    # batch stays under _BATCH_CHARS (at least one row).
+    ends = list(itertools.accumulate(len(t) + 1 for t in texts))
     first = 0
     while first < len(texts):
-        last, size = first, 0
-        while last < len(texts) and (size == 0 or size + len(texts[last]) < _BATCH_CHARS):
-            size += len(texts[last]) + 1
-            last += 1
+        base = ends[first - 1] if first else 0
+        last = max(bisect.bisect_left(ends, base + _BATCH_CHARS + 1, first), first + 1)
         batch = texts[first:last]
-        offsets: list[int] = []
-        pos = 0
-        for t in batch:
-            offsets.append(pos)
-            pos += len(t) + 1
+        offsets = [0, *(end - base for end in ends[first : last - 1])]
         for span in _detect(_SEP.join(batch), wanted):
             i = bisect.bisect_right(offsets, span.start) - 1
-            base = offsets[i]
-            if span.end > base + len(batch[i]):  # no shipped pattern can match the separator
+            base_i = offsets[i]
+            if span.end > base_i + len(batch[i]):  # no shipped pattern can match the separator
                 raise RuntimeError("internal error: a PII span crossed a row boundary")
-            result[first + i].append(Span(span.start - base, span.end - base, span.pii_type))
+            result[first + i].append(Span(span.start - base_i, span.end - base_i, span.pii_type))
         first = last
     return result
 

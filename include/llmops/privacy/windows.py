@@ -25,6 +25,7 @@ tests/unit/test_pii_scan_equivalence.py holds the scan to the spans of whole-tex
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from typing import TYPE_CHECKING, Any
@@ -48,14 +49,30 @@ _ANY_DIGIT = re.compile(r"\d")
 Window = tuple[int, int]
 
 
+# The spelled-out "at" that obfuscated e-mail addresses start with (detectors._EMAIL_OBFUSCATED_RXS).
+AT_WORDS = ("(at)", "(AT)", "[at]", "[AT]", " at ", " AT ")
+
+
 class Windows:
-    """The windows of one text (a batch of rows joined with NUL), per detector, sorted and disjoint."""
+    """The windows of one text (a batch of rows joined with NUL), per detector, sorted and disjoint.
 
-    __slots__ = ("card", "iban", "ipv4", "ipv6", "phone", "ssn", "ssn_cued")
+    Also ``at_words``, the offsets of each of AT_WORDS, and ``iban_heads``, the sorted offsets where an
+    IBAN can start: two capitals, not after a letter or digit, then two digits.
+    """
 
-    def __init__(self, **found: list[Window]) -> None:
+    __slots__ = ("at_words", "card", "iban", "iban_heads", "ipv4", "ipv6", "phone", "ssn", "ssn_cued")
+
+    def __init__(self, at_words: dict[str, list[int]], iban_heads: list[int], **found: list[Window]) -> None:
+        self.at_words = at_words
+        self.iban_heads = iban_heads
         for name in self.__slots__:
-            setattr(self, name, found.get(name, []))
+            if name not in ("at_words", "iban_heads"):
+                setattr(self, name, found.get(name, []))
+
+    def iban_head_before(self, pos: int, reach: int) -> bool:
+        """Whether an IBAN can start within ``reach`` characters before ``pos`` and end there."""
+        k = bisect.bisect_left(self.iban_heads, pos - reach)
+        return k < len(self.iban_heads) and self.iban_heads[k] <= pos - 4
 
 
 @functools.cache
@@ -129,13 +146,16 @@ def _digit_clusters(codes: numpy.ndarray) -> dict[str, numpy.ndarray]:
     }
 
 
-def _iban_windows(codes: numpy.ndarray, digits: numpy.ndarray) -> list[Window]:
-    """Around each "[A-Z]{2}\\d{2}" (found from the offsets of digits that the next one follows)."""
+def _iban_heads(codes: numpy.ndarray, digits: numpy.ndarray) -> numpy.ndarray:
+    """Offsets of "[A-Z]{2}\\d{2}" not after an ASCII letter or digit (the IBAN patterns' look-behind
+    refuses those), found from the offsets of digits that the next one follows."""
     np = _numpy()[0]
     pairs = digits[:-1][np.diff(digits) == 1]
     pairs = pairs[pairs >= 2]
     at = pairs[((codes[pairs - 2] - 65) < 26) & ((codes[pairs - 1] - 65) < 26)] - 2
-    return _merged(at, at + _IBAN_READS, len(codes))
+    before = codes[np.maximum(at - 1, 0)]
+    glued = (at > 0) & (((before - 48) < 10) | (((before | 0x20) - 97) < 26))
+    return at[~glued]
 
 
 def _ipv6_windows(codes: numpy.ndarray) -> list[Window]:
@@ -150,6 +170,21 @@ def _ipv6_windows(codes: numpy.ndarray) -> list[Window]:
     return _merged(at[first[pairs]] - _LEAD, at[last[pairs]] + _IPV6_TAIL, len(codes))
 
 
+def _at_words(codes: numpy.ndarray) -> dict[str, list[int]]:
+    np = _numpy()[0]
+    if len(codes) < 4:
+        return {word: [] for word in AT_WORDS}
+    folded = codes | 0x20
+    at = np.flatnonzero((folded[1:-2] == ord("a")) & (folded[2:-1] == ord("t")))
+    found = {}
+    for word in AT_WORDS:
+        keep = codes[at] == ord(word[0])
+        for k in range(1, 4):
+            keep &= codes[at + k] == ord(word[k])
+        found[word] = at[keep].tolist()
+    return found
+
+
 def locate(text: str) -> Windows | None:
     """Where in ``text`` each structured type can have a value; None: scan the whole text."""
     codes = _codes(text)
@@ -161,14 +196,17 @@ def locate(text: str) -> Windows | None:
     def around(mask: numpy.ndarray) -> list[Window]:
         return _merged(c["start"][mask] - _LEAD, c["end"][mask] + _TAIL, size)
 
+    heads = _iban_heads(codes, c["at"])
     return Windows(
+        _at_words(codes),
+        heads.tolist(),
         phone=around(c["digits"] >= 6),  # "+" and six digits, or seven digits
         card=around(c["digits"] >= 13),
         ssn=around((c["digits"] >= 9) & (c["dashes"] >= 2)),
         ssn_cued=around(c["digits"] >= 9),
         ipv4=around((c["digits"] >= 4) & (c["dots"] >= 3)),
         ipv6=_ipv6_windows(codes),
-        iban=_iban_windows(codes, c["at"]),
+        iban=_merged(heads, heads + _IBAN_READS, size),
     )
 
 
