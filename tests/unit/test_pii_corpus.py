@@ -23,8 +23,10 @@ HELDOUT = DATA / "pii_corpus_heldout.jsonl"
 # Types the corpus labels; the last three may not be registered yet (their detectors are landing).
 CORPUS_TYPES = {*pii_type_names(), "credential", "national_id", "date_of_birth"}
 
-# Floors sit about 0.02 below what the development corpus measures (credential recall: the detector
-# still misses long Stripe keys and bare high-entropy tokens after prose such as "leaked this token").
+# Floors sit about 0.01-0.03 below what the development corpus measures (person names: 0.990 recall
+# with the gazetteer; the misses are unknown first names with no cue, ambiguous first names such as
+# "Will" or "Rose" alone, an unknown lowercase name; phone: bare 10-digit US numbers are left alone
+# on purpose).
 MIN_RECALL = {
     "email": 0.97,
     "payment_card": 0.99,
@@ -32,8 +34,8 @@ MIN_RECALL = {
     "us_ssn": 0.99,
     "ip_address": 0.99,
     "phone": 0.95,
-    "person_name": 0.85,
-    "credential": 0.85,
+    "person_name": 0.97,
+    "credential": 0.98,
     "national_id": 0.98,
     "date_of_birth": 0.98,
 }
@@ -97,4 +99,4 @@ def test_precision_structured(scores: dict[str, Score], pii_type: str) -> None:
 
 def test_person_name_precision_regression_guard(scores: dict[str, Score]) -> None:
     # Names are heuristic (gazetteer + cues); this guards against regressions, it is no guarantee.
-    assert scores["person_name"].precision >= 0.9, format_scores(scores)
+    assert scores["person_name"].precision >= 0.98, format_scores(scores)

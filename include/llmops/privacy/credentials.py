@@ -210,15 +210,19 @@ def looks_secret(value: str) -> bool:
     return _entropy(value) >= 2.0
 
 
+_HEX = re.compile(r"[0-9a-f\-]+|[0-9A-F\-]+")
+
+
 def random_token(value: str, min_length: int = 20) -> bool:
-    """Whether ``value`` looks machine-generated: long, mixing at least two of upper case, lower case
-    and digits, with high character entropy (a word, a hex hash or a version string does not)."""
-    if len(value) < min_length:
+    """Whether ``value`` looks machine-generated like an API key: long, upper and lower case mixed
+    with digits (or of very high entropy without them), many distinct characters. A word, a
+    snake_case name, a hex hash or a UUID does not."""
+    if len(value) < min_length or len(set(value)) < 12 or _HEX.fullmatch(value):
         return False
-    classes = sum(
-        (any(c.isupper() for c in value), any(c.islower() for c in value), any(c.isdigit() for c in value))
-    )
-    return classes >= 2 and _entropy(value) >= 3.5 and len(set(value)) >= 12
+    if not (any(c.isupper() for c in value) and any(c.islower() for c in value)):
+        return False
+    entropy = _entropy(value)
+    return entropy >= 3.5 if any(c.isdigit() for c in value) else entropy >= 4.0
 
 
 def _token_spans(text: str, p: _Patterns) -> list[Span]:
