@@ -170,18 +170,30 @@ def _ipv6_windows(codes: numpy.ndarray) -> list[Window]:
     return _merged(at[first[pairs]] - _LEAD, at[last[pairs]] + _IPV6_TAIL, len(codes))
 
 
+_AT_PAIRS = (ord("a") | ord("t") << 8, ord("A") | ord("T") << 8)  # "at" and "AT" as little-endian uint16
+
+
 def _at_words(codes: numpy.ndarray) -> dict[str, list[int]]:
+    """Offsets of each of AT_WORDS: "at" or "AT" found as character pairs (two aligned passes), then
+    the characters around the few hits compared."""
     np = _numpy()[0]
-    if len(codes) < 4:
-        return {word: [] for word in AT_WORDS}
-    folded = codes | 0x20
-    at = np.flatnonzero((folded[1:-2] == ord("a")) & (folded[2:-1] == ord("t")))
+    size = len(codes)
+    hits = []
+    for shift in (0, 1):
+        pairs = codes[shift : shift + (size - shift) // 2 * 2].view("<u2")
+        hits.append(np.flatnonzero((pairs == _AT_PAIRS[0]) | (pairs == _AT_PAIRS[1])) * 2 + shift)
+    at = np.concatenate(hits)
+    start = at[(at >= 1) & (at + 2 < size)] - 1
+    before, after = codes[start], codes[start + 3]
+    start = start[
+        ((before == 32) | (before == 40) | (before == 91)) & ((after == 32) | (after == 41) | (after == 93))
+    ]
     found = {}
     for word in AT_WORDS:
-        keep = codes[at] == ord(word[0])
+        keep = codes[start] == ord(word[0])
         for k in range(1, 4):
-            keep &= codes[at + k] == ord(word[k])
-        found[word] = at[keep].tolist()
+            keep &= codes[start + k] == ord(word[k])
+        found[word] = np.sort(start[keep]).tolist()
     return found
 
 
