@@ -150,6 +150,13 @@ BARE = "VOU21T59044L9HjpO2tz5kPWeJWrjhzQ4oTs7PfN"
         (f"Stripe key {STRIPE_LONG} and more", STRIPE_LONG),
         (f"Our monitoring leaked this token in a log line: {BARE}", BARE),
         ("mysql://admin:Falcon9579?@prod-db-1.example.com/app", "Falcon9579?"),
+        ("token=+LdUYe45azsDTvz/aVxv7tyojB3CaP2yMPCjrxUK", "+LdUYe45azsDTvz/aVxv7tyojB3CaP2yMPCjrxUK"),
+        (
+            "API credentials: KVUzEbuT8B5HWorExXbZmF86bPrcbBnj47MWHN5Y",
+            "KVUzEbuT8B5HWorExXbZmF86bPrcbBnj47MWHN5Y",
+        ),
+        ("new password Tiger_Mango7, please", "Tiger_Mango7"),
+        ("password: Sunflower2695?", "Sunflower2695?"),
     ],
 )
 def test_credential_more_shapes(text: str, secret: str) -> None:
@@ -169,6 +176,9 @@ def test_credential_more_shapes(text: str, secret: str) -> None:
         "glpat-aaaaaaaaaaaaaaaaaaaaaaaa is a placeholder",
         "http://example.com:8080?q=a@b",  # a port, not a password
         "the secret of the product: TrailBackpack Pro 2",
+        "password reset link sent",
+        "Forgot password? Click here",
+        "Password 2 times wrong, account locked",
     ],
 )
 def test_credential_more_negatives(text: str) -> None:

@@ -63,6 +63,7 @@ _MORE_KEYWORDS = (
     "access_?token",
     "auth_?token",
     "bearer_?token",
+    "credentials?",
 )
 # Token shapes of providers detect-secrets has no plugin for: (literal prefix, pattern at the prefix).
 # Each prefix costs one str.find over the text: only long-lived keys that tickets do hold are listed.
@@ -81,7 +82,7 @@ _MORE_TOKENS = (
     ("xapp-", r"xapp-\d-[A-Z0-9]{9,12}-\d{10,14}-[a-f0-9]{32,80}"),  # Slack app-level token
 )
 # Every keyword contains one of these: a cheap test before the keyword regex runs on a window.
-_STEMS = ("pass", "pwd", "secret", "key", "token", "kennwort", "contras")
+_STEMS = ("pass", "pwd", "secret", "key", "token", "kennwort", "contras", "credential")
 _WINDOW = 48  # characters before a separator in which its keyword must end
 
 
@@ -313,20 +314,43 @@ def _keyword_spans(text: str, p: _Patterns) -> list[Span]:
                 continue
             value = m.group(2)
             if not m.group(1):  # unquoted: a sentence's closing punctuation is not part of it
-                value = value.rstrip(".,;:?)")
+                value = value.rstrip(".,;:)")  # not "?" or "!": passwords end with them too
             if looks_secret(value) if cued else _bare_token(value):
                 out.append(Span(m.start(2), m.start(2) + len(value), _TYPE))
                 pos = m.end()
     return out
 
 
-_BARE_TOKEN = re.compile(r"[0-9A-Za-z_\-]{32,200}")
+_BARE_TOKEN = re.compile(r"[0-9A-Za-z_\-+/]{32,200}={0,2}")  # base64 and base64url alphabets
 
 
 def _bare_token(value: str) -> bool:
-    """A long random run of token characters: no path, URL, UUID or hash (those are single-class or
-    have separators in fixed places)."""
+    """A long random run of token characters (an AWS secret key holds "+" and "/"): no path, URL,
+    UUID or hash (those are single-case or have separators in fixed places)."""
     return _BARE_TOKEN.fullmatch(value) is not None and random_token(value, 32)
+
+
+# "new password Tiger_Mango7": a password keyword right before its value, with no separator; the value
+# must then hold a digit or a symbol besides looking secret, so "password reset link" stays prose.
+# One str.find per ending, for both capitalisations: "password ", "Password ", "passwort ", "Passwort ".
+_BARE_KEYWORDS = ("assword ", "asswort ")
+
+
+def _bare_keyword_spans(text: str, p: _Patterns) -> list[Span]:  # noqa: ARG001 - a finder's signature
+    out: list[Span] = []
+    for keyword in _BARE_KEYWORDS:
+        pos = 0
+        while (i := text.find(keyword, pos)) >= 0:
+            pos = i + len(keyword)
+            if i == 0 or text[i - 1] not in "pP" or (i > 1 and text[i - 2].isalnum()):
+                continue
+            m = _VALUE.match(text, pos)
+            if m is None or m.group(1):
+                continue
+            value = m.group(2).rstrip(".,;:)")
+            if looks_secret(value) and not value.isalpha() and not value.isdigit():
+                out.append(Span(m.start(2), m.start(2) + len(value), _TYPE))
+    return out
 
 
 _FINDERS: tuple[Callable[[str, _Patterns], list[Span]], ...] = (
@@ -335,6 +359,7 @@ _FINDERS: tuple[Callable[[str, _Patterns], list[Span]], ...] = (
     _jwt_spans,
     _basic_auth_spans,
     _keyword_spans,
+    _bare_keyword_spans,
 )
 
 
