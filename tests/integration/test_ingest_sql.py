@@ -140,3 +140,63 @@ def test_airflow_connection_to_sqlalchemy_url(monkeypatch, tmp_path):
     )
     assert "p@ss/word" not in str(pg)  # SQLAlchemy renders the password masked
     assert sqlalchemy_url(get_connection("t_my")).drivername == "mysql+pymysql"
+
+
+def test_sources_are_read_in_read_only_sessions(source_table):
+    """Expect the extraction engine to refuse a write on every database: whatever slips past the
+    spec's query check (a function with side effects, a row lock) cannot change the source."""
+    from llmops.ingest.sql import _engine
+
+    url, table = source_table
+    engine = _engine(sa.make_url(url))
+    try:
+        with pytest.raises(sa.exc.DBAPIError), engine.connect() as conn:
+            conn.execute(sa.text(f"DELETE FROM {table}"))
+            conn.commit()
+    finally:
+        engine.dispose()
+    check = sa.create_engine(url)
+    with check.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar() == len(ROWS)
+    check.dispose()
+
+
+def test_a_query_that_locks_rows_is_refused_on_postgres(postgres_url):
+    """Expect `SELECT ... FOR UPDATE` (it passes the statement check: it writes no table) to fail
+    in the read-only session, naming the source."""
+    engine = sa.create_engine(postgres_url)
+    name = f"locks_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {name} (ticket_id TEXT PRIMARY KEY, body TEXT)"))
+        conn.execute(sa.text(f"INSERT INTO {name} VALUES ('T-1', 'hello')"))
+    source = SqlSource(
+        kind="sql",
+        name="db",
+        conn_id="unused",
+        query=f"SELECT ticket_id, body FROM {name} FOR UPDATE",
+        columns=["ticket_id", "body"],
+        governance=GOVERNANCE,
+    )
+    try:
+        with pytest.raises(SourceError, match="source 'db'"):
+            extract_sql(source, order_by="ticket_id", url=postgres_url)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "WITH gone AS (DELETE FROM tickets RETURNING *) SELECT * FROM gone",
+        "SELECT * INTO tickets_copy FROM tickets",
+        "WITH u AS (UPDATE tickets SET body = '' RETURNING ticket_id) SELECT * FROM u",
+    ],
+)
+def test_a_query_that_writes_is_refused_by_the_spec(query):
+    """Expect statements that start like a read but write a table to be refused, naming the table."""
+    with pytest.raises(ValueError, match="query must only read, but it writes to tickets"):
+        SqlSource(
+            kind="sql", name="db", conn_id="unused", query=query, columns=["ticket_id"], governance=GOVERNANCE
+        )

@@ -50,9 +50,39 @@ def source_url(source: SqlSource) -> Any:
 
 
 def _engine(url: Any) -> sa.Engine:
+    """An engine whose every session is read-only: extraction never writes to a source, whatever
+    its query says (the spec check refuses writing statements; this refuses what slips past it,
+    e.g. a function with side effects or `SELECT ... FOR UPDATE`)."""
     import sqlalchemy as sa
 
-    return sa.create_engine(url, future=True, pool_pre_ping=True)
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    sa.event.listen(engine, "connect", _read_only_session(engine.dialect.name))
+    return engine
+
+
+def _read_only_session(dialect: str) -> Any:
+    """A pool `connect` hook that makes a new DBAPI connection's session read-only."""
+    statements = {
+        "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        "mysql": "SET SESSION TRANSACTION READ ONLY",
+        "mariadb": "SET SESSION TRANSACTION READ ONLY",
+        "sqlite": "PRAGMA query_only = ON",
+    }
+    statement = statements.get(dialect)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if statement is None:
+            log.warning("%s sources are not read in a read-only session (no known statement)", dialect)
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+        if dialect != "sqlite":
+            dbapi_connection.commit()  # ends the driver's implicit transaction; the setting stays
+
+    return on_connect
 
 
 # What a driver's error code means, in words that quote nothing: the driver's own message can

@@ -122,3 +122,25 @@ def one_of(value: str, allowed: tuple[str, ...]) -> str:
         expected = ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
         raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
     return value
+
+
+def check_read_only_query(query: str) -> None:
+    """A spec's `query` must only read: one SELECT (or WITH ... SELECT) statement that writes no
+    table. A real SQL parser (OpenLineage's, which Airflow's lineage uses too) finds the tables a
+    statement writes, so `WITH d AS (DELETE ... RETURNING *) SELECT ...` and `SELECT ... INTO t` are
+    refused as well; sources are also read in read-only sessions (`llmops.ingest.sql`)."""
+    text = query.strip().rstrip(";").strip()
+    head = text.split(None, 1)[0].upper() if text else ""
+    if head not in ("SELECT", "WITH"):
+        raise ValueError("query must be a single SELECT (or WITH ... SELECT) statement")
+    if ";" in text:
+        raise ValueError("query must be a single statement (no ';' inside)")
+    from openlineage_sql import parse
+
+    try:
+        parsed = parse([text], dialect="generic")
+    except Exception:  # the parser's message quotes the statement: not repeated
+        parsed = None
+    written = sorted({t.qualified_name for t in (parsed.out_tables if parsed else [])})
+    if written:
+        raise ValueError(f"query must only read, but it writes to {', '.join(written)}")

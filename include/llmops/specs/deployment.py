@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from llmops.specs.base import ConnId, Identifier, StrictModel
+from llmops.specs.base import ConnId, Identifier, StrictModel, check_read_only_query
 from llmops.specs.sources import ScalarParam
 from llmops.specs.training import SecretEnv, Toleration, template_fields
 
@@ -155,9 +155,7 @@ class BatchInferenceSpec(StrictModel):
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of 'table' or 'query'")
         if self.query is not None:
-            head = self.query.lstrip().split(None, 1)[0].upper() if self.query.strip() else ""
-            if head not in ("SELECT", "WITH") or ";" in self.query.rstrip().rstrip(";"):
-                raise ValueError("query must be a single SELECT (or WITH ... SELECT) statement")
+            check_read_only_query(self.query)
         elif self.params:
             raise ValueError("params are only used with 'query'")
         return self

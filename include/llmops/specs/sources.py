@@ -20,6 +20,7 @@ from llmops.specs.base import (
     Governance,
     Identifier,
     StrictModel,
+    check_read_only_query,
     reject_parent_segments,
 )
 
@@ -91,11 +92,7 @@ class SqlSource(StrictModel):
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of 'table' or 'query'")
         if self.query is not None:
-            head = self.query.lstrip().split(None, 1)[0].upper() if self.query.strip() else ""
-            if head not in ("SELECT", "WITH"):
-                raise ValueError("query must be a single SELECT (or WITH ... SELECT) statement")
-            if ";" in self.query.rstrip().rstrip(";"):
-                raise ValueError("query must be a single statement (no ';' inside)")
+            check_read_only_query(self.query)
         elif self.params:
             raise ValueError("params are only used with 'query'")
         return self
