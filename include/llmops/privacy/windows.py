@@ -54,25 +54,69 @@ AT_WORDS = ("(at)", "(AT)", "[at]", "[AT]", " at ", " AT ")
 
 
 class Windows:
-    """The windows of one text (a batch of rows joined with NUL), per detector, sorted and disjoint.
+    """The windows of one text (a batch of rows joined with NUL), per detector, sorted and disjoint;
+    each kind is worked out when a detector first asks for it.
 
     Also ``at_words``, the offsets of each of AT_WORDS, and ``iban_heads``, the sorted offsets where an
     IBAN can start: two capitals, not after a letter or digit, then two digits.
     """
 
-    __slots__ = ("at_words", "card", "iban", "iban_heads", "ipv4", "ipv6", "phone", "ssn", "ssn_cued")
+    def __init__(self, codes: numpy.ndarray) -> None:
+        self._codes = codes
 
-    def __init__(self, at_words: dict[str, list[int]], iban_heads: list[int], **found: list[Window]) -> None:
-        self.at_words = at_words
-        self.iban_heads = iban_heads
-        for name in self.__slots__:
-            if name not in ("at_words", "iban_heads"):
-                setattr(self, name, found.get(name, []))
+    @functools.cached_property
+    def _clusters(self) -> dict[str, numpy.ndarray]:
+        return _digit_clusters(self._codes)
+
+    def _around(self, mask: numpy.ndarray) -> list[Window]:
+        c = self._clusters
+        return _merged(c["start"][mask] - _LEAD, c["end"][mask] + _TAIL, len(self._codes))
+
+    @functools.cached_property
+    def phone(self) -> list[Window]:
+        return self._around(self._clusters["digits"] >= 6)  # "+" and six digits, or seven digits
+
+    @functools.cached_property
+    def card(self) -> list[Window]:
+        return self._around(self._clusters["digits"] >= 13)
+
+    @functools.cached_property
+    def ssn(self) -> list[Window]:
+        return self._around((self._clusters["digits"] >= 9) & (self._clusters["dashes"] >= 2))
+
+    @functools.cached_property
+    def ssn_cued(self) -> list[Window]:
+        return self._around(self._clusters["digits"] >= 9)
+
+    @functools.cached_property
+    def ipv4(self) -> list[Window]:
+        return self._around((self._clusters["digits"] >= 4) & (self._clusters["dots"] >= 3))
+
+    @functools.cached_property
+    def ipv6(self) -> list[Window]:
+        return _ipv6_windows(self._codes)
+
+    @functools.cached_property
+    def _iban_heads(self) -> numpy.ndarray:
+        return _iban_heads(self._codes, self._clusters["at"])
+
+    @functools.cached_property
+    def iban(self) -> list[Window]:
+        return _merged(self._iban_heads, self._iban_heads + _IBAN_READS, len(self._codes))
+
+    @functools.cached_property
+    def iban_heads(self) -> list[int]:
+        return self._iban_heads.tolist()
+
+    @functools.cached_property
+    def at_words(self) -> dict[str, list[int]]:
+        return _at_words(self._codes)
 
     def iban_head_before(self, pos: int, reach: int) -> bool:
         """Whether an IBAN can start within ``reach`` characters before ``pos`` and end there."""
-        k = bisect.bisect_left(self.iban_heads, pos - reach)
-        return k < len(self.iban_heads) and self.iban_heads[k] <= pos - 4
+        heads = self.iban_heads
+        k = bisect.bisect_left(heads, pos - reach)
+        return k < len(heads) and heads[k] <= pos - 4
 
 
 @functools.cache
@@ -200,26 +244,7 @@ def _at_words(codes: numpy.ndarray) -> dict[str, list[int]]:
 def locate(text: str) -> Windows | None:
     """Where in ``text`` each structured type can have a value; None: scan the whole text."""
     codes = _codes(text)
-    if codes is None:
-        return None
-    size = len(codes)
-    c = _digit_clusters(codes)
-
-    def around(mask: numpy.ndarray) -> list[Window]:
-        return _merged(c["start"][mask] - _LEAD, c["end"][mask] + _TAIL, size)
-
-    heads = _iban_heads(codes, c["at"])
-    return Windows(
-        _at_words(codes),
-        heads.tolist(),
-        phone=around(c["digits"] >= 6),  # "+" and six digits, or seven digits
-        card=around(c["digits"] >= 13),
-        ssn=around((c["digits"] >= 9) & (c["dashes"] >= 2)),
-        ssn_cued=around(c["digits"] >= 9),
-        ipv4=around((c["digits"] >= 4) & (c["dots"] >= 3)),
-        ipv6=_ipv6_windows(codes),
-        iban=_merged(heads, heads + _IBAN_READS, size),
-    )
+    return None if codes is None else Windows(codes)
 
 
 def search(
