@@ -128,13 +128,72 @@ def test_rollback_dag_restores_the_previous_champion_and_records_why(approval_pi
     assert unknown.state == "failed"
 
 
+def _two_approvers(pipelines: Path) -> None:
+    path = pipelines / "approval_check.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["registry"]["approval"] = {"required": True, "approvers": ["alice", "carol"], "min_approvers": 2}
+    path.write_text(yaml.safe_dump(raw))
+
+
+@pytest.mark.parametrize(
+    ("answers", "triggered_by", "outcome"),
+    [
+        ([_answer("Approve", "alice")], "alice", "approver_triggered_the_run"),
+        ([_answer("Approve", "alice"), _answer("Approve", "alice")], "bob", "approvers_not_distinct"),
+        ([_answer("Approve", "alice"), _answer("Reject", "carol")], "bob", "rejected"),
+        ([_answer("Approve", "carol"), _answer("Approve", "alice")], "carol", "approver_triggered_the_run"),
+    ],
+    ids=["self-approval", "one-person-twice", "second-rejects", "trigger-among-two"],
+)
+def test_separation_of_duties(approval_pipeline, tmp_path, answers, triggered_by, outcome):
+    """Expect the run's triggering user never to approve it, and two required approvals to need two
+    distinct approvers; each refusal recorded with the answers and the triggering user."""
+    from llmops.orchestration.finetune.release import promote
+
+    if len(answers) > 1:
+        _two_approvers(tmp_path / "pipelines")
+    registry.promote(approval_pipeline, "1")
+    registered = {"model_name": approval_pipeline, "version": "2"}
+    result = promote(
+        "approval_check",
+        registered,
+        f"run-{len(answers)}-{triggered_by}-{outcome}",
+        approval=answers,
+        triggered_by=triggered_by,
+    )
+    assert result == {"promoted": False, "reason": outcome, "champion": "1"}
+    [rejected] = _records("model.rejected")
+    assert rejected.payload["outcome"] == outcome and rejected.payload["triggered_by"] == triggered_by
+    assert [a["id"] for a in rejected.payload["approvers"]] == [a["responded_by_user"]["id"] for a in answers]
+
+
+def test_two_distinct_approvers_promote(approval_pipeline, tmp_path):
+    from llmops.orchestration.finetune.release import promote
+
+    _two_approvers(tmp_path / "pipelines")
+    answers = [_answer("Approve", "carol"), _answer("Approve", "alice")]
+    result = promote(
+        "approval_check",
+        {"model_name": approval_pipeline, "version": "2"},
+        "run-2of2",
+        approval=answers,
+        triggered_by="bob",
+    )
+    assert result["promoted"] is True
+    [approved] = _records("model.approved")
+    assert [a["id"] for a in approved.payload["approvers"]] == ["carol", "alice"]
+
+
+@pytest.mark.parametrize("approver", ["alice", "dag_test"], ids=["approver", "approver-who-triggered"])
 @pytest.mark.slow
 def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
-    approval_pipeline, airflow_db, tmp_path_factory
+    approval_pipeline, airflow_db, tmp_path_factory, tmp_path, approver
 ):
     """A real round trip: the run parks in AWAITING_INPUT, the request shows the gate table, a
-    user who is not an approver is refused (403), alice approves through the HITL REST API (what
-    the UI's Required actions page calls), and `promote` records her and moves the alias."""
+    user who is not an approver is refused (403), the approver answers through the HITL REST API
+    (what the UI's Required actions page calls), and `promote` records them and moves the alias -
+    unless the approver is the user who triggered the run (`dag.test` runs as `dag_test`): then
+    Airflow takes the answer (the user is an assigned approver) but the promotion is refused."""
     import threading
 
     import httpx
@@ -145,6 +204,11 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
     from llmops.orchestration.finetune.dag import _approval_task
     from llmops.specs import load_pipeline
 
+    if approver != "alice":
+        path = tmp_path / "pipelines" / "approval_check.yaml"
+        raw = yaml.safe_load(path.read_text())
+        raw["registry"]["approval"]["approvers"] = ["alice", approver]
+        path.write_text(yaml.safe_dump(raw))
     spec = load_pipeline("approval_check")
     model = approval_pipeline
     with DAG("hitl_approval_check", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) as dag:
@@ -176,7 +240,13 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
         def promote(registered: dict) -> dict:
             context = get_current_context()
             approval = context["ti"].xcom_pull(task_ids="approve")
-            return release.promote("approval_check", registered, context["dag_run"].run_id, approval=approval)
+            return release.promote(
+                "approval_check",
+                registered,
+                context["dag_run"].run_id,
+                approval=[approval],
+                triggered_by=context["dag_run"].triggering_user_name,
+            )
 
         registered = register()
         [collect_train(), check_gates()] >> registered
@@ -194,7 +264,9 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
 
     def answer_as_the_approvers(server) -> None:
         """What a person does in the UI, over the REST API the UI calls (dag.test owns the main thread)."""
-        headers = {name: {"Authorization": f"Bearer {server.token(name)}"} for name in ("alice", "bob")}
+        headers = {
+            name: {"Authorization": f"Bearer {server.token(name)}"} for name in {"alice", "bob", approver}
+        }
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             response = httpx.get(
@@ -216,13 +288,15 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
                 seen["bob"] = httpx.patch(
                     url, json=answer, headers=headers["bob"], timeout=10, trust_env=False
                 )
-                seen["alice"] = httpx.patch(
-                    url, json=answer, headers=headers["alice"], timeout=10, trust_env=False
+                seen["approver"] = httpx.patch(
+                    url, json=answer, headers=headers[approver], timeout=10, trust_env=False
                 )
                 return
             time.sleep(1)
 
-    with run_api_server(tmp_path_factory.mktemp("hitl"), {"alice": "user", "bob": "op"}) as server:
+    with run_api_server(
+        tmp_path_factory.mktemp("hitl"), {"alice": "user", "bob": "op", approver: "user"}
+    ) as server:
         responder = threading.Thread(target=answer_as_the_approvers, args=(server,), daemon=True)
         responder.start()
         run = dag.test()
@@ -232,11 +306,19 @@ def test_approval_through_the_api_server_promotes_with_the_approvers_identity(
     assert detail["options"] == ["Approve", "Reject"]
     assert "| token_f1 | 0.71 |" in detail["body"] and f"{model} version" in detail["body"]
     assert seen["bob"].status_code == 403, seen["bob"].text  # not an approver
-    assert seen["alice"].status_code == 200, seen["alice"].text
+    assert seen["approver"].status_code == 200, seen["approver"].text
     assert run.state == "success"
-    assert registry.alias_version(model, "champion") == "3"
-    [approved] = _records("model.approved")
-    assert approved.payload["approver"]["id"] == "alice"
+    if approver == "alice":
+        assert registry.alias_version(model, "champion") == "3"
+        [approved] = _records("model.approved")
+        assert (
+            approved.payload["approver"]["id"] == "alice" and approved.payload["triggered_by"] == "dag_test"
+        )
+    else:
+        assert registry.alias_version(model, "champion") is None
+        [refused] = _records("model.rejected")
+        assert refused.payload["outcome"] == "approver_triggered_the_run"
+        assert refused.payload["approver"]["id"] == refused.payload["triggered_by"] == "dag_test"
 
 
 def test_finetune_dag_waits_for_approval_between_register_and_promote(approval_pipeline):

@@ -158,6 +158,25 @@ def test_spec_hash_is_stable_and_sensitive(demo_raw):
             ),
             "training.rejected_column: must differ from chosen_column",
         ),
+        (
+            lambda r: r.update(registry={"model_name": "m", "approval": {"required": True}}),
+            "registry.approval.approvers: name who may approve when approval is required",
+        ),
+        (
+            lambda r: r.update(
+                registry={
+                    "model_name": "m",
+                    "approval": {"required": True, "approvers": ["alice"], "min_approvers": 2},
+                }
+            ),
+            "registry.approval.min_approvers: 2 distinct approvals asked, but only 1 approver(s) named",
+        ),
+        (
+            lambda r: r["sources"][0].update(
+                table=None, query="WITH gone AS (DELETE FROM tickets RETURNING *) SELECT * FROM gone"
+            ),
+            "query must only read, but it writes to tickets",
+        ),
     ],
 )
 def test_broken_spec_names_file_and_field(tmp_path, demo_raw, mutate, expected):

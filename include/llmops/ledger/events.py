@@ -295,6 +295,9 @@ class _ApprovalDecision(Event):
     outcome: str
     approver: dict[str, str] | None
     responded_at: Any
+    # Every answer counted (min_approvers > 1), and the run's triggering user, who may not approve.
+    approvers: list[dict[str, str]] | None = None
+    triggered_by: str | None = None
 
 
 class ModelApproved(_ApprovalDecision):

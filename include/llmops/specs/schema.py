@@ -273,11 +273,31 @@ class PrivacySpec(StrictModel):
 
 
 class Approval(StrictModel):
-    """A human decision in the Airflow UI before the champion alias moves."""
+    """A human decision in the Airflow UI before the champion alias moves. Separation of duties:
+    the approvers are named, the user who triggered the run cannot approve it, and
+    ``min_approvers`` distinct approvers must each approve."""
 
     required: bool = False
     timeout_hours: float = Field(default=72, gt=0, description="No answer in time counts as a rejection.")
-    approvers: list[str] = Field(default=[], description="Airflow user ids allowed to decide (empty: any).")
+    approvers: list[str] = Field(
+        default=[], description="Airflow user ids allowed to decide; required when approval is."
+    )
+    min_approvers: int = Field(
+        default=1, ge=1, le=5, description="Distinct approvers who must each approve (one request each)."
+    )
+
+    @model_validator(mode="after")
+    def _named_approvers(self) -> Approval:
+        if self.required and not self.approvers:
+            raise ValueError("approvers: name who may approve when approval is required (anyone is no one)")
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError("approvers: each user once")
+        if self.required and self.min_approvers > len(self.approvers):
+            raise ValueError(
+                f"min_approvers: {self.min_approvers} distinct approvals asked, "
+                f"but only {len(self.approvers)} approver(s) named"
+            )
+        return self
 
 
 class RegistrySpec(StrictModel):

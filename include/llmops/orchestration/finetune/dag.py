@@ -7,6 +7,7 @@ modules at module level; each task imports its step module when it runs.
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +73,11 @@ def _wire(spec: PipelineSpec) -> None:
     decision = steps.check_gates(evaluation, trained)
     registered = steps.register(trained, decision)
     if spec.registry.approval.required:
-        approve = _approval_task(spec)
-        registered >> approve
-        promoted = steps.promote(registered, approve.output)
+        approvals = _approval_tasks(spec)
+        registered >> approvals[0]
+        for earlier, later in itertools.pairwise(approvals):
+            earlier >> later
+        promoted = steps.promote(registered, [a.output for a in approvals])
     else:
         promoted = steps.promote(registered)
     last = steps.deploy(promoted) if spec.deployment.targets else promoted
@@ -204,14 +207,19 @@ class _StepTasks:
         spec = self.spec
 
         @task(pool="default_pool", max_active_tis_per_dag=1)
-        def promote(registered: dict[str, Any], approval: dict[str, Any] | None = None) -> dict[str, Any]:
+        def promote(registered: dict[str, Any], approval: list[Any] | None = None) -> dict[str, Any]:
             """Move `champion` (one promotion per model at a time; the alias is checked after)."""
             with fail_fast():
                 from llmops.orchestration.finetune import release as steps
 
-                enabled = bool(get_current_context()["params"]["promote"])
+                context = get_current_context()
                 return steps.promote(
-                    spec.name, registered, current_run_id(), enabled=enabled, approval=approval
+                    spec.name,
+                    registered,
+                    current_run_id(),
+                    enabled=bool(context["params"]["promote"]),
+                    approval=approval,
+                    triggered_by=getattr(context["dag_run"], "triggering_user_name", None),
                 )
 
         return promote(registered, approval)
@@ -285,18 +293,24 @@ SFT snapshot `{{ ti.xcom_pull(task_ids='collect_train')['sft_snapshot_id'] }}`. 
 """
 
 
-def _approval_task(spec: PipelineSpec) -> Any:
+def _approval_tasks(spec: PipelineSpec) -> list[Any]:
+    """One approval request per required approver (``min_approvers``), one after the other."""
+    return [_approval_task(spec, n) for n in range(1, spec.registry.approval.min_approvers + 1)]
+
+
+def _approval_task(spec: PipelineSpec, n: int = 1) -> Any:
     """A human decision in the Airflow UI (Required actions) before the champion alias moves.
 
     The options are Approve and Reject; no answer before ``registry.approval.timeout_hours``
     resolves to Reject. The task itself never skips or fails on Reject: `promote` reads the
-    decision, records it with the responder's identity, and leaves the champion alone.
+    decisions, records them with the responders' identities, and leaves the champion alone unless
+    enough distinct approvers, none of them the run's triggering user, approved.
     """
     from airflow.providers.standard.operators.hitl import HITLOperator
 
     approval = spec.registry.approval
     return HITLOperator(
-        task_id="approve",
+        task_id="approve" if n == 1 else f"approve_{n}",
         subject=f"Promote {spec.registry.model_name} to champion?",
         body=APPROVAL_BODY,
         options=["Approve", "Reject"],

@@ -86,12 +86,8 @@ def register(pipeline: str, trained: dict[str, Any], decision: dict[str, Any], r
 APPROVE, REJECT = "Approve", "Reject"
 
 
-def approval_outcome(spec: PipelineSpec, response: dict[str, Any] | None) -> dict[str, Any]:
-    """Read the human decision (the approval task's XCom) into what the ledger records.
-
-    No answer before the deadline comes back as the default, "Reject", with no responder: that
-    is a timeout. A responder outside ``registry.approval.approvers`` does not count.
-    """
+def _one_answer(spec: PipelineSpec, response: dict[str, Any] | None) -> dict[str, Any]:
+    """One approval request's answer: approved, rejected, timed out, or from a user not allowed."""
     if not response or not response.get("chosen_options"):
         return {"approved": False, "outcome": "no_decision", "approver": None, "responded_at": None}
     chosen = response["chosen_options"][0]
@@ -111,15 +107,44 @@ def approval_outcome(spec: PipelineSpec, response: dict[str, Any] | None) -> dic
     return outcome
 
 
+def approval_outcome(
+    spec: PipelineSpec,
+    response: dict[str, Any] | list[dict[str, Any] | None] | None,
+    triggered_by: str | None = None,
+) -> dict[str, Any]:
+    """Read the human decisions (the approval tasks' XComs) into what the ledger records.
+
+    No answer before the deadline comes back as the default, "Reject", with no responder: that
+    is a timeout. A responder outside ``registry.approval.approvers`` does not count, nor does the
+    user who triggered the run (separation of duties), nor one person answering twice when
+    ``min_approvers`` asks for several.
+    """
+    responses = response if isinstance(response, list) else [response]
+    answers = [_one_answer(spec, r) for r in responses] or [_one_answer(spec, None)]
+    refused = next((a for a in answers if not a["approved"]), None)
+    outcome = dict(refused or answers[-1])
+    outcome["approvers"] = [a["approver"] for a in answers if a["approver"]]
+    outcome["triggered_by"] = triggered_by
+    if refused is None:
+        ids = [a["approver"]["id"] for a in answers]
+        if triggered_by and triggered_by in ids:
+            outcome.update(approved=False, outcome="approver_triggered_the_run")
+        elif len(set(ids)) < spec.registry.approval.min_approvers:
+            outcome.update(approved=False, outcome="approvers_not_distinct")
+    return outcome
+
+
 def promote(
     pipeline: str,
     registered: dict[str, Any],
     run_id: str,
     enabled: bool = True,
-    approval: dict[str, Any] | None = None,
+    approval: dict[str, Any] | list[dict[str, Any] | None] | None = None,
+    triggered_by: str | None = None,
 ) -> dict[str, Any]:
-    """Move the champion alias, unless promotion is off, the required approval was not given, or
-    the champion changed since the run was gated against it (checked under the promotion lock)."""
+    """Move the champion alias, unless promotion is off, the required approval was not given (by
+    enough distinct approvers, none of them the user who triggered the run), or the champion
+    changed since the run was gated against it (checked under the promotion lock)."""
     from llmops.registry import mlflow_registry
 
     spec = run_spec(pipeline, run_id)
@@ -136,7 +161,7 @@ def promote(
             "champion": mlflow_registry.alias_version(registered["model_name"], "champion"),
         }
     if spec.registry.approval.required:
-        outcome = approval_outcome(spec, approval)
+        outcome = approval_outcome(spec, approval, triggered_by)
         event = ModelApproved if outcome["approved"] else ModelRejected
         record(
             spec,
