@@ -200,3 +200,39 @@ def test_a_query_that_writes_is_refused_by_the_spec(query):
         SqlSource(
             kind="sql", name="db", conn_id="unused", query=query, columns=["ticket_id"], governance=GOVERNANCE
         )
+
+
+def test_a_delete_in_a_cte_that_reaches_extraction_leaves_the_table_unchanged(postgres_url):
+    """Expect a data-modifying CTE that got past the spec check (a spec validated by an older
+    release) to fail naming the source, with every row still there. PostgreSQL refuses it twice:
+    extraction wraps the query in a subquery, where such a CTE is not allowed, and the session is
+    read-only (the row-lock and DELETE tests above show that guard alone)."""
+    engine = sa.create_engine(postgres_url)
+    name = f"cte_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {name} (ticket_id TEXT PRIMARY KEY, body TEXT)"))
+        conn.execute(sa.text(f"INSERT INTO {name} VALUES ('T-1', 'hello'), ('T-2', 'again')"))
+    source = SqlSource.model_construct(
+        kind="sql",
+        name="db",
+        conn_id="unused",
+        table=None,
+        db_schema=None,
+        query=f"WITH gone AS (DELETE FROM {name} RETURNING *) SELECT ticket_id, body FROM gone",
+        params={},
+        columns=["ticket_id", "body"],
+        incremental=None,
+        partitioning=None,
+        sample=None,
+        contract=None,
+        governance=GOVERNANCE,
+    )
+    try:
+        with pytest.raises(SourceError, match="source 'db'"):
+            extract_sql(source, order_by="ticket_id", url=postgres_url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(f"SELECT COUNT(*) FROM {name}")).scalar() == 2
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+        engine.dispose()
