@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -33,6 +34,14 @@ class ExternalError(RuntimeError):
 
 
 MAX_ERROR_CHARS = 500
+# `scheme://user:password@`: the password part, wherever a URL is quoted in a message.
+URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]+@")
+REDACTED = "***"
+
+
+def without_url_credentials(text: str) -> str:
+    """The text with every URL's password replaced (a tracking URI, a connection URL)."""
+    return URL_CREDENTIALS.sub(lambda m: f"{m.group('head')}:{REDACTED}@", text)
 
 
 def is_own_error(exc: BaseException) -> bool:
@@ -71,9 +80,9 @@ def safe_error_text(exc: BaseException | str | None) -> str:
     if exc is None:
         return ""
     if isinstance(exc, str):  # Airflow's own failure notes ("killed externally")
-        return exc[:MAX_ERROR_CHARS]
-    if is_own_error(exc):
-        return str(exc)[:MAX_ERROR_CHARS]
+        return without_url_credentials(exc)[:MAX_ERROR_CHARS]
+    if is_own_error(exc):  # names files, fields, keys; a URL in it loses its password
+        return without_url_credentials(str(exc))[:MAX_ERROR_CHARS]
     kind = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
     codes = _codes(exc)
     detail = f" ({', '.join(codes)})" if codes else ""

@@ -66,3 +66,24 @@ def test_airflow_signals_pass_untouched() -> None:
 
     with pytest.raises(AirflowSkipException, match="nothing new"), fail_fast():
         raise AirflowSkipException("nothing new")
+
+
+def test_a_password_in_a_url_never_reaches_the_ledger(monkeypatch) -> None:
+    """Expect the registry's own 'did not answer' error, which names the tracking URI, to lose the
+    URI's password on its way to the ledger (and any own message quoting a URL to do the same)."""
+    import socket
+
+    from llmops.registry import mlflow_registry
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://svc-user:S3cret-Pa55@127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(mlflow_registry.RegistryUnavailable) as raised:
+        mlflow_registry.alias_version("support_bot", "champion")
+    text = safe_error_text(raised.value)
+    assert "S3cret-Pa55" not in text and f"http://svc-user:***@127.0.0.1:{port}" in text
+    quoted = SourceError("source 'db': postgresql://etl:hunter2@db.internal/x refused")
+    assert safe_error_text(quoted) == "source 'db': postgresql://etl:***@db.internal/x refused"

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from llmops.errors import without_url_credentials
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -212,7 +214,9 @@ def alias_version(model_name: str, alias: str) -> str | None:
         if _not_found(exc):
             return None
         if _unavailable(exc):
-            raise RegistryUnavailable(f"MLflow at {uri} did not answer ({type(exc).__name__})") from None
+            raise RegistryUnavailable(
+                f"MLflow at {without_url_credentials(uri)} did not answer ({type(exc).__name__})"
+            ) from None
         raise
 
 

@@ -8,18 +8,15 @@ so a tracking or database URL with credentials in it can never reach a report.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import REDACTED
+from llmops.errors import URL_CREDENTIALS as _URL_CREDENTIALS
 from llmops.ledger.events import PiiHandled
 
 if TYPE_CHECKING:
     from llmops.ledger import Ledger, LedgerRecord, VerifyResult
-
-# user:password@ right after a URL scheme (the user part may be empty: redis://:secret@host).
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]+@")
-REDACTED = "***"
 
 
 def last(records: list[LedgerRecord], event_type: str) -> LedgerRecord | None:
