@@ -229,3 +229,26 @@ def test_person_name_after_role_words(text: str, name: str) -> None:
 def test_person_name_more_negatives(text: str) -> None:
     """Expect no name in emphasis after "this is", a role word before a common word, or a brand."""
     assert found(text, "person_name") == []
+
+
+@pytest.mark.parametrize(
+    ("entity", "kept"),
+    [
+        ("Oluwaseun Abernathy", True),
+        ("Femke Park", True),
+        ("Order #80324", False),  # digits
+        ("Postcode SW1A", False),
+        ("Email", False),  # one common word
+        ("Unacceptable", False),  # ends like an adjective
+        ("Customer Service", False),  # common words only
+        ("Victoria Station", False),  # a place
+        ("Hugo Boss", False),  # a listed brand
+        ("ingrid", False),  # not capitalised
+    ],
+)
+def test_spacy_person_entities_filtered(entity: str, kept: bool) -> None:
+    """Expect the spaCy engine to keep a PERSON entity only when it can be a name."""
+    pytest.importorskip("spacy")
+    from llmops.privacy.name_engines import _plausible_person
+
+    assert _plausible_person(entity) is kept

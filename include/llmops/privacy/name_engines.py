@@ -212,6 +212,8 @@ def _plausible_person(entity: str) -> bool:
     words = [w.strip(".,:;") for w in entity.split()]
     if len(words) == 1:
         return words[0] not in _openers() and not word_not_name(words[0])
+    if all(w in _openers() for w in words):
+        return False  # "Customer Service", "Thank You"
     return words[-1] not in _PLACE_WORDS and not known_non_name(entity)
 
 
