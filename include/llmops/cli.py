@@ -170,6 +170,26 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 2
 
 
+def cmd_seal_subject(_: argparse.Namespace) -> int:
+    """Read a data subject's identifier from standard input (never the command line, which shell
+    history and process lists keep) and print it sealed, for the erasure request's trigger form."""
+    import getpass
+    import sys
+
+    from llmops.governance.sealed import SealedSubjectError, seal
+
+    if sys.stdin.isatty():
+        identifier = getpass.getpass("Data subject identifier (not echoed): ")
+    else:
+        identifier = sys.stdin.readline()
+    try:
+        print(seal(identifier.strip()))
+    except SealedSubjectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_new_pipeline(args: argparse.Namespace) -> int:
     from llmops.settings import get_settings
     from llmops.specs.schema import PIPELINE_NAME
@@ -246,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         "--unblock", action="store_true", help="lift a block on appends if the whole chain verifies again"
     )
     p.set_defaults(func=cmd_ledger_verify)
+    sub.add_parser(
+        "seal-subject", help="seal a data subject's identifier (read from stdin) for an erasure request"
+    ).set_defaults(func=cmd_seal_subject)
     p = sub.add_parser("serve", help="serve a pipeline's champion over HTTP (mlflow models serve)")
     p.add_argument("pipeline")
     p.add_argument("--version", default=None, help="a registered version instead of the champion")

@@ -142,7 +142,11 @@ def _run(runs: list[tuple[str, dict]]) -> tuple[dict[str, dict], str]:
     return {d["dag_id"]: d for d in done}, output
 
 
-ERASURE = {"subject_id": SUBJECT, "request_id": "DSR-77", "requested_by": "dpo", "pipeline": ""}
+def _erasure() -> dict[str, str]:
+    """The erasure request's conf as the trigger form takes it: the subject sealed."""
+    from llmops.governance.sealed import seal
+
+    return {"subject_id": seal(SUBJECT), "request_id": "DSR-77", "requested_by": "dpo", "pipeline": ""}
 
 
 @pytest.mark.slow
@@ -158,7 +162,7 @@ def test_a_broken_spec_fails_the_run_after_the_other_pipelines_are_done(lake, ai
     _raw(lake, "gov_ok", "tickets", 1)
     _raw(lake, "gov_broken", "tickets", 1)
 
-    runs, output = _run([("data_erasure_request", ERASURE), ("data_retention", {"pipeline": ""})])
+    runs, output = _run([("data_erasure_request", _erasure()), ("data_retention", {"pipeline": ""})])
     erasure, retention = runs["data_erasure_request"], runs["data_retention"]
     assert erasure["state"] == "failed" and retention["state"] == "failed", output[-4000:]
     assert SUBJECT not in _emails(lake, "gov_ok") and SUBJECT in _emails(lake, "gov_broken")
@@ -179,7 +183,7 @@ def test_a_broken_spec_fails_the_run_after_the_other_pipelines_are_done(lake, ai
     assert SUBJECT not in json.dumps([r.payload for r in ledger.records()])
 
     (pipelines / "gov_broken.yaml").write_text(yaml.safe_dump(_spec("gov_broken")))
-    runs, output = _run([("data_erasure_request", ERASURE)])
+    runs, output = _run([("data_erasure_request", _erasure())])
     again = runs["data_erasure_request"]
     assert again["state"] == "success", output[-4000:]
     assert SUBJECT not in _emails(lake, "gov_broken") and SUBJECT not in output

@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
+from llmops.governance.sealed import PATTERN as SEALED_PATTERN
 from llmops.orchestration.dag_support import GOVERNANCE_DEFAULT_ARGS, START_DATE, fail_fast
 from llmops.orchestration.rollback import rollback_dag
 
@@ -100,8 +101,10 @@ naming the file, and the ledger records the failure: the run fails, never leavin
 somewhere in silence. Fix the cause and clear the failed tasks (or trigger again): erasure is
 idempotent, so what was done is found done.
 
-The identifier is kept in this DAG run's configuration in the Airflow metadata database: restrict
-who can trigger and read this DAG (see the production guide).
+The identifier is given sealed: run `llmops seal-subject` (it reads the identifier from standard
+input) and paste what it prints. Airflow keeps a run's configuration in its database, so a plain
+identifier would stay there; the form refuses one before any run exists, and only a worker with the
+lake's keys can open the sealed value.
 """,
         schedule=None,
         start_date=START_DATE,
@@ -113,9 +116,10 @@ who can trigger and read this DAG (see the production guide).
             "subject_id": Param(
                 "",
                 type="string",
-                minLength=1,
-                title="Data subject identifier",
-                description="The value of the subject column (e.g. the customer's email address).",
+                pattern=SEALED_PATTERN,
+                title="Data subject identifier (sealed)",
+                description="The value of the subject column (e.g. the customer's email address), sealed "
+                "with `llmops seal-subject`: paste the sealed:v1:... string it prints.",
             ),
             "request_id": Param(
                 "",
@@ -142,12 +146,17 @@ who can trigger and read this DAG (see the production guide).
         @task
         def pipelines() -> list[str]:
             with fail_fast():
-                return _pipelines(get_current_context()["params"]["pipeline"])
+                from llmops.governance.sealed import unseal
+
+                params = get_current_context()["params"]
+                unseal(params["subject_id"])  # a value that cannot be opened fails once, here
+                return _pipelines(params["pipeline"])
 
         @task(map_index_template="{{ pipeline }}")
         def erase(pipeline: str) -> dict[str, Any]:
             with fail_fast():
                 from llmops.governance.erasure import erase_subject
+                from llmops.governance.sealed import unseal
                 from llmops.governance.sweep import governed_spec
                 from llmops.ledger.events import ErasureFailed
 
@@ -164,7 +173,7 @@ who can trigger and read this DAG (see the production guide).
                     return {"pipeline": pipeline, "skipped": "no dataset.subject_column"}
                 return erase_subject(
                     spec,
-                    params["subject_id"],
+                    unseal(params["subject_id"]),
                     params["request_id"],
                     context["dag_run"].run_id,
                     params["requested_by"],
