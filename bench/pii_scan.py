@@ -396,7 +396,9 @@ def main() -> None:
     for pii_type in ALL_TYPES:
         row = f"{pii_type:14s}"
         for corpus, texts in corpora.items():
-            elapsed, _, counts = _timed(lambda t=pii_type, x=texts: llmops_redact(x, (t,)), 1, cold=True)
+            elapsed, _, counts = _timed(
+                lambda t=pii_type, x=texts: llmops_redact(x, (t,)), args.repeat, cold=True
+            )
             row += f" {sizes[corpus] / MB / elapsed:15.2f} {counts[pii_type]:8,d}"
         print(row)
 
