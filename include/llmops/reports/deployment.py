@@ -263,11 +263,19 @@ def approval_section(
             "ledger": None,
         }
     payload = decision.payload
+    approvers = payload.get("approvers") or ([payload["approver"]] if payload.get("approver") else [])
+    triggered_by = payload.get("triggered_by")
     return {
         **base,
         "decision": payload.get("outcome"),
         "approved": bool(payload.get("approved")),
         "approver": payload.get("approver"),
+        "approvers": approvers,
+        "triggered_by": triggered_by,
+        # Separation of duties: nobody approved their own run, and enough distinct people answered.
+        "separation_held": bool(approvers)
+        and triggered_by not in {a.get("id") for a in approvers}
+        and len({a.get("id") for a in approvers}) >= spec.registry.approval.min_approvers,
         "responded_at": payload.get("responded_at"),
         "recorded_at": decision.recorded_at,
         "note": None,
