@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 GOVERNANCE = {"data_owner": "qa@example.com", "purposes": ["testing"], "lawful_basis": "contract"}
+# A data subject with three of sixteen tickets (T-00..T-02), for erasure tests.
+SUBJECT = "ana@example.com"
+SUBJECT_ROWS = [
+    {
+        "ticket_id": f"T-{i:02d}",
+        "customer": SUBJECT if i < 3 else f"c{i}@example.com",
+        "body": f"parcel {i} late",
+    }
+    for i in range(16)
+]
 
 
 def pipeline_spec(name: str, sources: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pytest
-from small_pipeline import GOVERNANCE, inline_kind, install, pipeline_spec
+from small_pipeline import GOVERNANCE, SUBJECT, SUBJECT_ROWS, inline_kind, install, pipeline_spec
 
 from llmops import snapshots, storage
 from llmops.encrypted_files import write_encrypted
@@ -20,15 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 PIPELINE = "erasure_copies"
-SUBJECT = "ana@example.com"
-ROWS = [
-    {
-        "ticket_id": f"T-{i:02d}",
-        "customer": SUBJECT if i < 3 else f"c{i}@example.com",
-        "body": f"parcel {i} late",
-    }
-    for i in range(16)
-]
+ROWS = SUBJECT_ROWS
 FINETUNE_RUN = "manual__ft_1"
 
 

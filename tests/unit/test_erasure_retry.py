@@ -11,21 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from small_pipeline import GOVERNANCE, inline_kind, install, pipeline_spec
+from small_pipeline import GOVERNANCE, SUBJECT, SUBJECT_ROWS, inline_kind, install, pipeline_spec
 
 from llmops import snapshots
 from llmops.privacy.keys import get_key_ring
 
 PIPELINE = "erasure_retry"
-SUBJECT = "ana@example.com"
-ROWS = [
-    {
-        "ticket_id": f"T-{i:02d}",
-        "customer": SUBJECT if i < 3 else f"c{i}@example.com",
-        "body": f"parcel {i} late",
-    }
-    for i in range(16)
-]
+ROWS = SUBJECT_ROWS
 
 
 @pytest.fixture
