@@ -263,7 +263,6 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     summary = {
         "mlflow_run_id": mlflow_run_id,
         "adapter_dir": result["adapter_path"],
-        "adapter_sha256": result.get("adapter_sha256"),
         "base_model_dir": job.get("base_model_dir") or resolve_base_model(spec.training.base_model.uri),
         "manifest_path": result.get("manifest_path"),
         "sft_snapshot_id": job["sft_snapshot_id"],
@@ -312,4 +311,5 @@ def collect_train(pipeline: str, job: dict[str, Any], run_id: str) -> dict[str, 
     from llmops import lineage
 
     lineage.emit_train(spec, summary)  # OpenLineage: SFT + base model -> MLflow run, adapter; never raises
-    return summary
+    # The evaluation job checks the adapter's weights against it (the event records it in `result`).
+    return {**summary, "adapter_sha256": result.get("adapter_sha256")}
