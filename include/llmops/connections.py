@@ -68,6 +68,55 @@ def sqlalchemy_url(conn: Any) -> sa.URL:
     )
 
 
+def engine_for(conn_id: str) -> sa.Engine:
+    """A SQLAlchemy engine for a database connection (pings before reuse)."""
+    import sqlalchemy as sa
+
+    return sa.create_engine(sqlalchemy_url(get_connection(conn_id)), pool_pre_ping=True)
+
+
+def read_only_engine(url: Any) -> sa.Engine:
+    """An engine whose every session is read-only: extraction never writes to a source, whatever
+    its query says (the spec check refuses writing statements; this refuses what slips past it,
+    e.g. a function with side effects or `SELECT ... FOR UPDATE`)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    sa.event.listen(engine, "connect", _read_only_session(engine.dialect.name))
+    return engine
+
+
+_READ_ONLY = {
+    "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",
+    "mariadb": "SET SESSION TRANSACTION READ ONLY",
+    "sqlite": "PRAGMA query_only = ON",
+}
+
+
+def _read_only_session(dialect: str) -> Any:
+    """A pool `connect` hook that makes a new DBAPI connection's session read-only."""
+    import logging
+
+    statement = _READ_ONLY.get(dialect)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if statement is None:
+            logging.getLogger(__name__).warning(
+                "%s sources are not read in a read-only session (no known statement)", dialect
+            )
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+        if dialect != "sqlite":
+            dbapi_connection.commit()  # ends the driver's implicit transaction; the setting stays
+
+    return on_connect
+
+
 def http_base_url(conn: Any) -> str:
     host = (conn.host or "").rstrip("/")
     if not host:

@@ -87,6 +87,11 @@ def _safe(segment: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", segment)
 
 
+def job_uri(lake_root: str, pipeline: str, run_id: str) -> str:
+    """Where a finetune run's job configs and outputs live (in the lake, so a pod can read them)."""
+    return storage.join(lake_root, "jobs", pipeline, storage.safe_run_id(run_id))
+
+
 def staging_uri(lake_root: str, pipeline: str, dataset: str, run_id: str | None) -> str:
     return storage.join(lake_root, "_staging", pipeline, dataset, _safe(run_id or "adhoc"))
 

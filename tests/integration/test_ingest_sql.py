@@ -145,10 +145,10 @@ def test_airflow_connection_to_sqlalchemy_url(monkeypatch, tmp_path):
 def test_sources_are_read_in_read_only_sessions(source_table):
     """Expect the extraction engine to refuse a write on every database: whatever slips past the
     spec's query check (a function with side effects, a row lock) cannot change the source."""
-    from llmops.ingest.sql import _engine
+    from llmops.connections import read_only_engine
 
     url, table = source_table
-    engine = _engine(sa.make_url(url))
+    engine = read_only_engine(sa.make_url(url))
     try:
         with pytest.raises(sa.exc.DBAPIError), engine.connect() as conn:
             conn.execute(sa.text(f"DELETE FROM {table}"))

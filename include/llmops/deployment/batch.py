@@ -320,3 +320,20 @@ def delete_answers(spec: PipelineSpec, target: sa.Engine, keys: set[str]) -> int
             chunk = ordered[start : start + 500]
             removed += conn.execute(sa.delete(table).where(table.c.record_key.in_(chunk))).rowcount or 0
     return removed
+
+
+def erase_answers(spec: PipelineSpec, keys: set[str], is_subject: Callable[[Any], bool]) -> int:
+    """Delete the batch answers of a data subject's records: the keys the lake held, plus the batch
+    table's rows whose subject column holds the subject. Returns the rows deleted."""
+    from llmops.connections import engine_for
+
+    batch = spec.batch_inference
+    if batch is None:
+        return 0
+    source = engine_for(batch.conn_id)
+    target = engine_for(batch.target_conn_id) if batch.target_conn_id else source
+    try:
+        return delete_answers(spec, target, set(keys) | subject_keys(spec, source, is_subject))
+    finally:
+        source.dispose()
+        target.dispose()

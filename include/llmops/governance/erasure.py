@@ -244,10 +244,8 @@ class _Erasure:
         """Record-bearing files in the job folders of finetune runs that read a rewritten snapshot
         (the leakage probe's prompts, cut from training records): deleted. Weights, configs and
         metrics stay; the model versions are flagged for retraining instead."""
-        from llmops.orchestration.finetune.jobs import job_root
-
         for run_id in sorted(_runs_that_read(self.spec, _rewritten_by(self.spec, self.request_id))):
-            for uri in storage.list_files(job_root(self.spec, run_id), "**/*"):
+            for uri in storage.list_files(snapshots.job_uri(self.lake, self.spec.name, run_id), "**/*"):
                 if uri.endswith(RECORD_FILE_SUFFIXES):
                     storage.delete(uri)
                     self.job_files_removed += 1
@@ -469,7 +467,7 @@ def _erase_batch_answers(spec: PipelineSpec, value: str, keys: set[str]) -> int:
     column of the batch table) deleted from the results table."""
     if spec.batch_inference is None:
         return 0
-    from llmops.orchestration.batch import erase_answers
+    from llmops.deployment.batch import erase_answers
 
     return erase_answers(spec, keys, lambda v: isinstance(v, str) and normalise_subject(spec, v) == value)
 

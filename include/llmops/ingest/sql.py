@@ -19,7 +19,7 @@ import io
 import logging
 from typing import TYPE_CHECKING, Any
 
-from llmops.connections import get_connection, sqlalchemy_url
+from llmops.connections import get_connection, read_only_engine, sqlalchemy_url
 from llmops.ingest.common import (
     UNDECODABLE,
     SchemaDrift,
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     import pyarrow as pa
-    import sqlalchemy as sa
 
     from llmops.specs.schema import SqlSource
 
@@ -47,42 +46,6 @@ _as_text = as_text  # kept for importers of the earlier name
 
 def source_url(source: SqlSource) -> Any:
     return sqlalchemy_url(get_connection(source.conn_id))
-
-
-def _engine(url: Any) -> sa.Engine:
-    """An engine whose every session is read-only: extraction never writes to a source, whatever
-    its query says (the spec check refuses writing statements; this refuses what slips past it,
-    e.g. a function with side effects or `SELECT ... FOR UPDATE`)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
-    sa.event.listen(engine, "connect", _read_only_session(engine.dialect.name))
-    return engine
-
-
-def _read_only_session(dialect: str) -> Any:
-    """A pool `connect` hook that makes a new DBAPI connection's session read-only."""
-    statements = {
-        "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
-        "mysql": "SET SESSION TRANSACTION READ ONLY",
-        "mariadb": "SET SESSION TRANSACTION READ ONLY",
-        "sqlite": "PRAGMA query_only = ON",
-    }
-    statement = statements.get(dialect)
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        if statement is None:
-            log.warning("%s sources are not read in a read-only session (no known statement)", dialect)
-            return
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(statement)
-        finally:
-            cursor.close()
-        if dialect != "sqlite":
-            dbapi_connection.commit()  # ends the driver's implicit transaction; the setting stays
-
-    return on_connect
 
 
 # What a driver's error code means, in words that quote nothing: the driver's own message can
@@ -269,7 +232,7 @@ def plan_sql(
     import sqlalchemy as sa
 
     url = url if url is not None else source_url(source)
-    engine = _engine(url)
+    engine = read_only_engine(url)
     base = _base(source, order_by)
     watermark = None
     sample = {"fraction": source.sample.fraction, "seed": source.sample.seed} if source.sample else None
@@ -540,7 +503,7 @@ def iter_sql_batches(
     url = url if url is not None else source_url(source)
     if item.get("watermark", {}) and item["watermark"].get("empty"):
         return
-    engine = _engine(url)
+    engine = read_only_engine(url)
     dialect = engine.dialect.name
     query = build_query(source, item, order_by, dialect)
     sample = item.get("sample") or {}

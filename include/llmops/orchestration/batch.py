@@ -19,14 +19,6 @@ class NoChampionToScoreWith(LookupError):
     """The model has no champion yet (the task skips)."""
 
 
-def _engine(conn_id: str) -> Any:
-    import sqlalchemy as sa
-
-    from llmops.connections import get_connection, sqlalchemy_url
-
-    return sa.create_engine(sqlalchemy_url(get_connection(conn_id)), pool_pre_ping=True)
-
-
 def load_predictor(model_name: str, version: str, max_new_tokens: int | None) -> Any:
     """The registered version as a function prompts -> answers (loaded once per task)."""
     import mlflow
@@ -57,8 +49,10 @@ def batch_score(pipeline: str, run_id: str, scored_at: str) -> dict[str, Any]:
     version = mlflow_registry.alias_version(name, mlflow_registry.CHAMPION)
     if version is None:
         raise NoChampionToScoreWith(f"{name} has no champion yet: nothing to score with")
-    source = _engine(batch.conn_id)
-    target = _engine(batch.target_conn_id) if batch.target_conn_id else source
+    from llmops.connections import engine_for
+
+    source = engine_for(batch.conn_id)
+    target = engine_for(batch.target_conn_id) if batch.target_conn_id else source
     try:
         summary = score_table(
             spec,
@@ -91,18 +85,3 @@ def batch_score(pipeline: str, run_id: str, scored_at: str) -> dict[str, Any]:
         summary["target_table"],
     )
     return {k: v for k, v in payload.items() if k != "source"}
-
-
-def erase_answers(spec: Any, keys: set[str], is_subject: Any) -> int:
-    """Delete the batch answers of a data subject's records: the keys the lake held, plus the batch
-    table's rows whose subject column holds the subject. Returns the rows deleted."""
-    from llmops.deployment.batch import delete_answers, subject_keys
-
-    batch = spec.batch_inference
-    source = _engine(batch.conn_id)
-    target = _engine(batch.target_conn_id) if batch.target_conn_id else source
-    try:
-        return delete_answers(spec, target, set(keys) | subject_keys(spec, source, is_subject))
-    finally:
-        source.dispose()
-        target.dispose()

@@ -56,7 +56,7 @@ class BaseModelMissing(PermanentError, FileNotFoundError):
 
 def job_root(spec: PipelineSpec, run_id: str) -> str:
     """Where this run's job configs and outputs live: in the lake, so a pod can read them too."""
-    return storage.join(get_settings().lake_root, "jobs", spec.name, safe_run_id(run_id))
+    return snapshots.job_uri(get_settings().lake_root, spec.name, run_id)
 
 
 def job_location(uri: str) -> str:
