@@ -12,17 +12,18 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-from test_training_cpu import check_done, job_config, run_module, tiny_workspace
+from test_training_cpu import check_done, job_config, job_env, run_module, tiny_workspace
 
 from llmops.encrypted_files import write_encrypted
 from llmops.jobs.artifacts import weights_sha256
-
-if TYPE_CHECKING:
-    import subprocess
 
 pytestmark = pytest.mark.slow
 
@@ -229,3 +230,37 @@ def test_a_failed_job_removes_its_scratch_folder(
     assert done.returncode == 2, done.stdout[-3000:]
     assert "was written by a different job" in done.stdout
     assert not work_dir_of(done).exists()
+
+
+def test_a_terminated_job_removes_its_scratch_folders(
+    workspace: dict[str, Path], trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """Expect a job stopped with SIGTERM (a pod deleted, the supervisor's second signal) after its
+    first published checkpoint to exit 143 and leave neither its working folder nor decrypted
+    inputs behind."""
+    output_dir = tmp_path / "run"
+    job = {**trained["job"], "output_dir": str(output_dir), "max_steps": 40, "save_steps": 2}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    log = tmp_path / "job.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmops.training", "--config", str(tmp_path / "job.json")],
+            env=job_env(key_env()),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        first = output_dir / "checkpoints" / "checkpoint-2" / "llmops_checkpoint.json"
+        deadline = time.monotonic() + 180
+        while not first.is_file():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143, log.read_text()[-3000:]
+    text = log.read_text()
+    work = WORK_LINE.search(text)
+    assert work, text[-3000:]
+    assert not Path(work.group(1)).exists()
+    inputs = re.findall(r"decrypting \d+ input\(s\) into (\S+)", text)
+    assert inputs and not any(Path(p).exists() for p in inputs)
+    assert not (output_dir / "result.json").exists()

@@ -6,6 +6,10 @@ started with SIGINT not ignored, and an ignored SIGINT passes through fork and e
 started in the background by a non-interactive shell (``airflow scheduler &``), or any parent that
 ignores it, would leave the job deaf to the interrupt until it is killed. So the job installs the
 handler itself, whatever it inherited.
+
+SIGTERM (a pod deleted, the supervisor's second signal) ends the job with exit status 143 through
+``SystemExit``, so that its ``finally`` blocks still run: the private scratch folders that hold
+decrypted inputs and plaintext outputs are removed (only SIGKILL leaves them behind).
 """
 
 from __future__ import annotations
@@ -17,9 +21,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+def _exit_on_terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def listen_for_interrupts() -> None:
-    """Turn SIGINT into KeyboardInterrupt in this process, even when the parent ignored it."""
+    """Turn SIGINT into KeyboardInterrupt and SIGTERM into SystemExit in this process, even when
+    the parent ignored them."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
 
 
 def run_job(main: Callable[[], int | None]) -> int | None:
