@@ -86,9 +86,15 @@ def mariadb_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
+def mlflow_server_root(tmp_path_factory) -> Path:
+    """Where the session's MLflow server keeps its database and artifacts."""
+    return tmp_path_factory.mktemp("mlflow-server")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_root):
     """A real MLflow tracking server process on 127.0.0.1 (SQLite backend, proxied artifacts)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+    root = mlflow_server_root
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": "",

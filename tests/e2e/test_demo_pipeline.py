@@ -255,61 +255,105 @@ def test_retried_extract_is_idempotent(demo):
 # Governance over time. These change the lake, so they run last in this module.
 
 
-def _lake_text(kek: bytes) -> str:
-    """Every row of every snapshot in the lake, decrypted, as one string."""
-    from llmops import snapshots
+def _answers_for(keys: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The batch-inference answers held for these record keys (the results table is the company's)."""
+    from llmops.cli import demo_dir
 
-    lake = _settings().lake_root
-    chunks = []
-    for zone in ("raw", "quarantine", "curated", "sft"):
-        for ref, _ in snapshots.list_snapshots(lake, zone, "support_bot"):
-            chunks.append(
-                json.dumps(snapshots.read_snapshot(ref, kek).to_pylist(), default=str, ensure_ascii=False)
-            )
-    return "\n".join(chunks)
+    with sqlite3.connect(demo_dir() / "tickets.db") as conn:
+        marks = ", ".join("?" for _ in keys)
+        rows = conn.execute(
+            f"SELECT record_key, model_version FROM support_bot_answers WHERE record_key IN ({marks})", keys
+        ).fetchall()
+    conn.close()
+    return rows
+
+
+def _scan_for_subject(demo, mlflow_server_root) -> list[str]:
+    """Every identifier of the planted subject anywhere the platform wrote: the lake (every zone,
+    staging and job folders, encrypted files decrypted), the ledger, the reports, the OpenLineage
+    events, the Airflow database (XCom, task instances, rendered fields...) and task log, the MLflow
+    tracking database and artifact store. The source systems (the demo's own database and API
+    file) are not the platform's and are left out. The erasure request's own run conf is searched
+    too: it holds the subject sealed."""
+    from identifier_scan import scan
+
+    from llmops.cli import demo_dir
+    from llmops.privacy.keys import get_key_ring
+
+    home = demo["home"]
+    return scan(
+        [home / "llmops", home / "airflow", mlflow_server_root],
+        [*demo["subject"].values(), *demo["subject_keys"]],
+        get_key_ring(),
+        exclude=[demo_dir()],
+    )
 
 
 @pytest.mark.rewrites_demo(step=1)
-def test_erasure_request_removes_the_subject_everywhere(demo):
-    """Expect an erasure request to remove exactly the subject's rows from every snapshot and flag v1."""
+def test_erasure_leaves_no_identifier_of_the_subject_anywhere(demo, mlflow_server_root):
+    """Expect an erasure request to remove every identifier of a subject planted in both source
+    kinds from every byte the platform wrote (batch answers included), flag v1, and keep the subject
+    out of the next ingest of the same sources."""
     from airflow.dag_processing.dagbag import DagBag
 
     from llmops import snapshots
-    from llmops.cli import demo_dir
+    from llmops.demo.tickets_api import serve_in_thread
     from llmops.governance.erasure import open_erasure_reviews
+    from llmops.governance.sealed import seal
     from llmops.ledger import get_ledger
-    from llmops.privacy.keys import get_kek
 
-    with sqlite3.connect(demo_dir() / "tickets.db") as conn:
-        (subject,) = conn.execute(
-            "SELECT customer_email FROM tickets WHERE ticket_id = 'TCK-10002'"
-        ).fetchone()
+    subject, subject_keys = demo["subject"], demo["subject_keys"]
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+    scored = bag.dags["support_bot__batch_inference"].test()
+    assert scored.state == "success"
+    assert [key for key, _ in _answers_for(subject_keys)] == [subject_keys[0]]  # the batch table is the db's
+    task_log = (demo["home"] / "airflow" / "logs" / "e2e-session.log").read_text()
+    assert "committed" in task_log and "support_bot" in task_log  # the log holds the runs' own lines
+    before = _scan_for_subject(demo, mlflow_server_root)
+    # The scan can fail: before erasure it finds the subject in the raw zone (decrypted) and in the jobs.
+    assert any("/lake/raw/" in hit for hit in before), before
+    assert any(subject["customer_email"].lower() in hit.lower() for hit in before)
     lake = _settings().lake_root
-    kek = get_kek()
-    assert subject in _lake_text(kek)
     curated_before = snapshots.read_manifest(snapshots.get_latest(lake, "curated", "support_bot", "records"))
 
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
     run = bag.dags["data_erasure_request"].test(
         run_conf={
-            "subject_id": subject.upper(),
+            "subject_id": seal(subject["customer_email"].upper()),
             "request_id": "DSR-2026-0001",
             "requested_by": "dpo@northwind.example",
             "pipeline": "support_bot",
         }
     )
     assert run.state == "success"
-    assert subject not in _lake_text(kek)
+    assert _scan_for_subject(demo, mlflow_server_root) == []
+    assert _answers_for(subject_keys) == []
     curated_after = snapshots.read_manifest(snapshots.get_latest(lake, "curated", "support_bot", "records"))
-    assert curated_after["row_count"] == curated_before["row_count"] - 1
+    assert curated_after["row_count"] == curated_before["row_count"] - len(subject_keys)
     assert curated_after["erasure"]["replaces"] == curated_before["snapshot_id"]
     assert open_erasure_reviews("support_bot", "1") == ["DSR-2026-0001"]
     (done,) = get_ledger().records(event_type="erasure.completed", run_id=run.run_id)
-    assert done.payload["records_found"] == 1 and done.payload["snapshots_rewritten"] >= 4
+    assert done.payload["records_found"] == len(subject_keys) and done.payload["snapshots_rewritten"] >= 4
     assert done.payload["models_flagged"] == [{"model_name": "support_bot", "version": "1"}]
-    ledger_text = json.dumps([r.payload for r in get_ledger().records()])
-    assert subject not in ledger_text and subject.upper() not in ledger_text
+    assert done.payload["job_files_removed"] >= 2 and done.payload["batch_answers_removed"] == 1
     assert get_ledger().verify().ok
+
+    # The sources still hold the subject: the next ingest keeps them out (suppression list).
+    server, url = serve_in_thread(demo["api_records"], demo["token"])
+    os.environ["AIRFLOW_CONN_SUPPORT_TICKETS_API"] = json.dumps(
+        {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": server.server_address[1],
+            "schema": "http",
+            "password": demo["token"],
+        }
+    )
+    try:
+        again = bag.dags["support_bot__ingest"].test()
+    finally:
+        server.shutdown()
+    assert again.state == "success"
+    assert _scan_for_subject(demo, mlflow_server_root) == []
 
 
 @pytest.mark.rewrites_demo(step=2)
