@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from llmops.encrypted_files import write_encrypted
-from llmops.jobs import inputs
+from llmops.jobs import scratch as scratch_module
 from llmops.jobs.inputs import JobInput, decrypted_inputs
 from llmops.jobs.runtime import DataFileTampered, JobInputError
 from llmops.privacy import keys
@@ -47,7 +47,7 @@ def test_inputs_are_decrypted_privately_and_removed_after_the_block(job_key, sea
     with decrypted_inputs([JobInput(sealed, "train_file", digest)]) as [path]:
         assert path.read_bytes() == DATA
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-        assert path.parent.name.startswith(inputs.SCRATCH_PREFIX)
+        assert path.parent.name.startswith(scratch_module.SCRATCH_PREFIX)
         scratch = path.parent
     assert not scratch.exists()
 
@@ -67,7 +67,7 @@ def test_a_plaintext_that_is_not_the_recorded_one_is_refused_and_removed(
     """Expect the hash check on the decrypted bytes, and no plaintext left behind when it fails."""
     parent = tmp_path / "scratch-parent"
     parent.mkdir()
-    monkeypatch.setattr(inputs, "scratch_parent", lambda needed: parent)
+    monkeypatch.setattr(scratch_module, "scratch_parent", lambda needed: parent)
     with pytest.raises(DataFileTampered, match="train_file: .* is not the file recorded"):
         with decrypted_inputs([JobInput(sealed, "train_file", "0" * 64)]):
             pass
@@ -78,12 +78,12 @@ def test_dev_shm_is_used_only_when_it_has_room(monkeypatch: pytest.MonkeyPatch, 
     """Expect /dev/shm for inputs that fit beside the headroom, the temporary folder otherwise."""
     shm = tmp_path / "shm"
     shm.mkdir()
-    monkeypatch.setattr(inputs, "SHM", shm)
-    free = inputs.shutil.disk_usage(shm).free
-    assert inputs.scratch_parent(1024) == shm
-    assert inputs.scratch_parent(free) is None
-    monkeypatch.setattr(inputs, "SHM", tmp_path / "absent")
-    assert inputs.scratch_parent(1024) is None
+    monkeypatch.setattr(scratch_module, "SHM", shm)
+    free = scratch_module.shutil.disk_usage(shm).free
+    assert scratch_module.scratch_parent(1024) == shm
+    assert scratch_module.scratch_parent(free) is None
+    monkeypatch.setattr(scratch_module, "SHM", tmp_path / "absent")
+    assert scratch_module.scratch_parent(1024) is None
 
 
 def test_plaintext_inputs_pass_through_and_make_no_scratch(tmp_path: Path) -> None:

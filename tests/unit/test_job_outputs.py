@@ -11,6 +11,7 @@ import pytest
 
 from llmops.jobs.artifacts import weights_sha256
 from llmops.jobs.outputs import (
+    OutputLocation,
     is_encrypted_dir,
     job_work_dir,
     opened_model_dir,
@@ -18,7 +19,6 @@ from llmops.jobs.outputs import (
     remove_work_dir,
 )
 from llmops.jobs.runtime import JobInputError
-from llmops.jobs.staging import OutputLocation
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -24,11 +24,14 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.encrypted_files import ENCRYPTED_SUFFIX, KEY_SUFFIX
+from llmops.jobs.artifacts import canonical_json_sha256, write_json_atomic
 from llmops.jobs.runtime import JobInputError, resolve_model_dir
+from llmops.jobs.staging import _fetch, cache_root, is_remote
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -112,31 +115,6 @@ def publish_encrypted_tree(source: Path, dest: str, kek: Any, *, plain: tuple[st
     return len(files)
 
 
-def decrypt_published_file(source: str, target: Path, kek: Any, field: str) -> None:
-    """One published file into `target`: ``<source>.enc`` decrypted when it is there, else the
-    plaintext ``<source>`` of a folder written before outputs were encrypted."""
-    from llmops import storage
-    from llmops.privacy.crypto import CryptoError, WrappedKey, decrypt_file
-
-    sealed = source + ENCRYPTED_SUFFIX
-    if not storage.exists(sealed):
-        storage.copy(source, str(target))
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    local = storage.local_path(sealed) if storage.is_local(sealed) else None
-    with tempfile.TemporaryDirectory(prefix="llmops-fetch-") as tmp:
-        if local is None:
-            local = Path(tmp) / "sealed"
-            storage.copy(sealed, str(local))
-        try:
-            wrapped = WrappedKey.from_dict(storage.read_json(sealed + KEY_SUFFIX))
-            decrypt_file(local, target, wrapped, kek)
-        except FileNotFoundError:
-            raise JobInputError(f"{field}: {sealed} is encrypted but its key file is missing") from None
-        except (CryptoError, ValueError, KeyError) as exc:
-            raise JobInputError(f"{field}: cannot decrypt {sealed}: {exc}") from None
-
-
 def decrypt_tree(source: Path, target: Path, kek: Any, field: str, location: str) -> None:
     """A local published folder's plaintext into `target`: ``*.enc`` files decrypted (each error
     names the file, as `location`/<name>), other files (not encrypted) copied."""
@@ -162,7 +140,6 @@ def decrypt_tree(source: Path, target: Path, kek: Any, field: str, location: str
 
 def stored_model_dir(location: str, field: str) -> Path:
     """The folder as stored (fetched into the cache, still encrypted, for an ``s3://`` one)."""
-    from llmops.jobs.staging import _fetch, is_remote
 
     if is_remote(location):
         return _fetch(location, "models", field, single_file=False)
@@ -191,13 +168,13 @@ def opened_model_dir(
     hash must be that one. `key_ring` returns the keys (default: the job's, as for its inputs).
     """
     from llmops.jobs.artifacts import weights_sha256
-    from llmops.jobs.inputs import _job_key_ring, private_scratch
+    from llmops.jobs.scratch import job_key_ring, private_scratch
 
     raw = stored_model_dir(location, field)
     with contextlib.ExitStack() as stack:
         folder = raw
         if is_encrypted_dir(raw):
-            kek = (key_ring or _job_key_ring)()
+            kek = (key_ring or job_key_ring)()
             folder = stack.enter_context(private_scratch(_folder_bytes(raw)))
             logger.info("%s: decrypting %s into %s (removed once used)", field, location, folder)
             decrypt_tree(raw, folder, kek, field, location)
@@ -221,7 +198,7 @@ def job_work_dir(output_uri: str, needed_bytes: int = 0) -> Path:
     when it has room for `needed_bytes`. A folder left by a killed attempt is reused (and emptied
     by the job's own cleanup when it ends)."""
     from llmops.jobs.artifacts import canonical_json_sha256
-    from llmops.jobs.inputs import scratch_parent
+    from llmops.jobs.scratch import scratch_parent
 
     name = f"{WORK_PREFIX}{os.getuid()}-{canonical_json_sha256(output_uri)[:16]}"
     parents = [p for p in (scratch_parent(0), Path(tempfile.gettempdir())) if p is not None]
@@ -241,3 +218,130 @@ def remove_work_dir(folder: Path) -> None:
         logger.error("could not remove the job's scratch folder %s", folder)
     else:
         logger.info("removed the job's scratch folder %s", folder)
+
+
+@dataclass(frozen=True)
+class OutputLocation:
+    """The job's ``output_dir``: where files are written locally, and where they are published.
+
+    For a local ``output_dir`` both are the same folder and publishing is a no-op. For an
+    ``s3://`` one, the job works in a per-output folder of the cache (the same path on every
+    rank, so a distributed job agrees on it) and uploads what it publishes. With a key (``kek``:
+    the job's inputs are encrypted, so are its outputs) the job works in a private scratch folder
+    (:func:`job_work_dir`) whatever ``output_dir`` is, and publishes folders
+    encrypted file by file (:func:`publish_encrypted_tree`).
+    """
+
+    uri: str
+    local_dir: Path
+    remote: bool
+    kek: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def for_uri(cls, uri: str, kek: Any = None, needed_bytes: int = 0) -> OutputLocation:
+        if kek is not None:
+            return cls(uri=uri, local_dir=job_work_dir(uri, needed_bytes), remote=True, kek=kek)
+        if not is_remote(uri):
+            return cls(uri=uri, local_dir=Path(uri), remote=False)
+        name = uri.rstrip("/").rsplit("/", 1)[-1] or "output"
+        key = canonical_json_sha256(uri)[:16]
+        return cls(uri=uri, local_dir=cache_root() / "jobs" / f"{name}-{key}", remote=True)
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether published folders are encrypted (and ``local_dir`` is a private scratch folder)."""
+        return self.kek is not None
+
+    def fetch_file(self, rel: str, local: Path, field: str = "output_dir") -> None:
+        """A published file's plaintext into `local` (decrypted when it was published encrypted)."""
+        from llmops import storage
+
+        if not self.encrypted:
+            storage.copy(self.join(rel), str(local))
+            return
+        decrypt_published_file(self.join(rel), local, self.kek, field)
+
+    def join(self, *parts: str) -> str:
+        """The published location (URI or path) of a relative path."""
+        if self.remote:
+            from llmops import storage
+
+            return storage.join(self.uri, *parts)
+        return str(self.local_dir.joinpath(*parts))
+
+    def upload_file(self, rel: str) -> None:
+        """Publish one local file (a single PUT: the object appears whole or not at all)."""
+        if self.remote:
+            from llmops import storage
+
+            storage.copy(str(self.local_dir / rel), self.join(rel))
+
+    def upload_tree(self, rel: str, *, last: str | None = None) -> int:
+        """Publish every file under a local folder, ``last`` (a file name in it) last.
+
+        Remote objects under the prefix that the local folder no longer has (from an earlier
+        attempt) are deleted afterwards, so the prefix ends up an exact copy. Returns the count.
+        """
+        if not self.remote:
+            return 0
+        from llmops import storage
+
+        root = self.local_dir / rel
+        if self.encrypted:
+            return publish_encrypted_tree(root, self.join(rel), self.kek, plain=(last,) if last else ())
+        files = sorted(
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        ordered = [f for f in files if f != last] + ([last] if last in files else [])
+        for name in ordered:
+            storage.copy(str(root / name), storage.join(self.uri, rel, name))
+        prefix = storage.join(self.uri, rel)
+        for uri in storage.list_files(prefix, "**"):
+            if uri[len(prefix) + 1 :] not in files:
+                storage.delete(uri)
+        return len(ordered)
+
+    def write_json(self, rel: str, data: Any) -> None:
+        """Write a JSON file locally (atomically) and publish it."""
+        write_json_atomic(self.local_dir / rel, data)
+        self.upload_file(rel)
+
+    def delete(self, rel: str) -> None:
+        """Remove a file or folder locally and, for a remote output, remotely too."""
+        local = self.local_dir / rel
+        if local.is_dir():
+            shutil.rmtree(local, ignore_errors=True)
+        else:
+            local.unlink(missing_ok=True)
+        if self.remote:
+            from llmops import storage
+
+            storage.delete(self.join(rel))
+
+
+def decrypt_published_file(source: str, target: Path, kek: Any, field: str) -> None:
+    """One published file into `target`: ``<source>.enc`` decrypted when it is there, else the
+    plaintext ``<source>`` of a folder written before outputs were encrypted."""
+    from llmops import storage
+    from llmops.encrypted_files import ENCRYPTED_SUFFIX, KEY_SUFFIX
+    from llmops.privacy.crypto import CryptoError, WrappedKey, decrypt_file
+
+    sealed = source + ENCRYPTED_SUFFIX
+    if not storage.exists(sealed):
+        storage.copy(source, str(target))
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    local = storage.local_path(sealed) if storage.is_local(sealed) else None
+    with tempfile.TemporaryDirectory(prefix="llmops-fetch-") as tmp:
+        if local is None:
+            local = Path(tmp) / "sealed"
+            storage.copy(sealed, str(local))
+        try:
+            wrapped = WrappedKey.from_dict(storage.read_json(sealed + KEY_SUFFIX))
+            decrypt_file(local, target, wrapped, kek)
+        except FileNotFoundError:
+            raise JobInputError(f"{field}: {sealed} is encrypted but its key file is missing") from None
+        except (CryptoError, ValueError, KeyError) as exc:
+            raise JobInputError(f"{field}: cannot decrypt {sealed}: {exc}") from None

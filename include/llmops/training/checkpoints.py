@@ -29,7 +29,7 @@ from llmops.jobs.artifacts import canonical_json_sha256, write_json_atomic
 from llmops.jobs.runtime import JobInputError
 
 if TYPE_CHECKING:
-    from llmops.jobs.staging import OutputLocation
+    from llmops.jobs.outputs import OutputLocation
     from llmops.training.config import TrainingJobConfig
 
 logger = logging.getLogger(__name__)

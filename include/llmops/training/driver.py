@@ -24,8 +24,14 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmops.jobs.inputs import JobInput, _job_key_ring, decrypted_inputs, is_encrypted
-from llmops.jobs.outputs import is_encrypted_dir, opened_model_dir, remove_work_dir, stored_model_dir
+from llmops.jobs.inputs import JobInput, decrypted_inputs
+from llmops.jobs.outputs import (
+    OutputLocation,
+    is_encrypted_dir,
+    opened_model_dir,
+    remove_work_dir,
+    stored_model_dir,
+)
 from llmops.jobs.results import RESULT_FILE
 from llmops.jobs.runtime import (
     DistributedContext,
@@ -40,7 +46,8 @@ from llmops.jobs.runtime import (
     resolve_device,
     resolve_dtype,
 )
-from llmops.jobs.staging import OutputLocation, fetch_file, model_weights_sha256
+from llmops.jobs.scratch import is_encrypted, job_key_ring
+from llmops.jobs.staging import fetch_file, model_weights_sha256
 from llmops.training.checkpoints import (
     CHECKPOINTS_DIR,
     checkpoint_callback,
@@ -155,7 +162,7 @@ def _output_location(
     base_bytes = sum(p.stat().st_size for p in base_dir.rglob("*") if p.is_file())
     # Room for the checkpoints (adapter, optimizer state) and, when merged, a full model copy.
     needed = base_bytes if config.merge_adapter else base_bytes // 4
-    location = OutputLocation.for_uri(config.output_dir, _job_key_ring(), needed)
+    location = OutputLocation.for_uri(config.output_dir, job_key_ring(), needed)
     if dist.local_rank == 0:
         stack.callback(remove_work_dir, location.local_dir)
     logger.info("outputs are written in %s and published encrypted to %s", location.local_dir, location.uri)

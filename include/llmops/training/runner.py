@@ -53,7 +53,7 @@ def write_failure(config: TrainingJobConfig, error: BaseException, started: floa
         "elapsed_s": round(time.perf_counter() - started, 3),
         "config_sha256": canonical_json_sha256(config.resolved_dict()),
     }
-    from llmops.jobs.staging import OutputLocation
+    from llmops.jobs.outputs import OutputLocation
 
     try:
         OutputLocation.for_uri(config.output_dir).write_json(RESULT_FILE, result)
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_failure(config, exc, started)
         return 1
     if dist.is_main:
-        from llmops.jobs.staging import OutputLocation
+        from llmops.jobs.outputs import OutputLocation
 
         result_uri = OutputLocation.for_uri(config.output_dir).join(RESULT_FILE)
         print(json.dumps({"status": result["status"], "result": result_uri}))
@@ -104,6 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _remove_stale_result(config: TrainingJobConfig) -> None:
-    from llmops.jobs.staging import OutputLocation
+    from llmops.jobs.outputs import OutputLocation
 
     OutputLocation.for_uri(config.output_dir).delete(RESULT_FILE)
