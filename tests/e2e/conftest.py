@@ -23,6 +23,22 @@ SUBJECT_TEXT = (
 )
 
 
+@pytest.hookimpl(trylast=True)  # after a shuffle (make test-shuffled), so the order holds there too
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that rewrite the shared demo lake (erasure, retention) after every other e2e
+    test, whatever the file order, so readers of the demo never see a lake they emptied; and the
+    rewriters in their declared `rewrites_demo(step=n)` order, since each changes the lake the next
+    one reads (erasure needs the raw snapshots that retention deletes)."""
+    e2e = [i for i, item in enumerate(items) if "/tests/e2e/" in str(item.path).replace("\\", "/")]
+    if not e2e:
+        return
+    span = items[e2e[0] : e2e[-1] + 1]
+    readers = [item for item in span if not item.get_closest_marker("rewrites_demo")]
+    writers = [item for item in span if item.get_closest_marker("rewrites_demo")]
+    writers.sort(key=lambda item: item.get_closest_marker("rewrites_demo").kwargs.get("step", 0))
+    items[e2e[0] : e2e[-1] + 1] = readers + writers
+
+
 def _plant_subject(db: Path, records: list[dict]) -> None:
     """The subject's identifiers in one database ticket and one API record, in columns and text."""
     import sqlite3
