@@ -213,11 +213,14 @@ def test_lake_and_mlflow_artifacts_are_in_the_bucket(production_demo, s3):
     for zone in ("raw/support_bot/", "curated/support_bot/", "sft/support_bot/", "jobs/support_bot/"):
         assert any(key.startswith(f"lake/{zone}") for key in lake), zone
     assert any(key.endswith("audit_report.html") for key in lake)
-    # The chained pipeline's stage wrote its merged model to the bucket, and the final stage read it.
+    # The chained pipeline's stage wrote its merged model to the bucket (encrypted, with its key
+    # file), and the final stage read it; no job wrote plaintext weights to the lake.
     merged = [
         k for k in lake if k.startswith("lake/jobs/support_replies/") and "/stage-answer/output/merged/" in k
     ]
-    assert any(k.endswith(".safetensors") for k in merged), "no merged stage model in the bucket"
+    assert any(k.endswith(".safetensors.enc") for k in merged), "no merged stage model in the bucket"
+    assert all(k + ".key.json" in merged for k in merged if k.endswith(".safetensors.enc"))
+    assert [k for k in lake if k.startswith("lake/jobs/") and k.endswith(".safetensors")] == []
     for dataset in ("text_corpus", "preference_pairs", "prompt_completion"):
         assert any(f"/{dataset}/" in k and k.startswith("lake/sft/") for k in lake), dataset
     artifacts = _keys(s3, "mlflow/")
