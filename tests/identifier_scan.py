@@ -4,6 +4,10 @@ databases read table by table and page by page (deleted rows stay in free pages 
 
 Independent of the code under test: it knows only the storage formats (a `<file>.key.json` beside
 an encrypted file, Parquet, SQLite), not where the platform puts what.
+
+The scan runs in a process of its own: opening and closing a database file in the test process
+would drop the POSIX locks SQLite holds on it there (locks are per process), and the Airflow or
+ledger database could then be corrupted by the next concurrent writer.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def texts(path: Path, kek: Any, skip: Skip) -> Iterator[tuple[str, str]]:
     yield str(path), blob.decode("utf-8", "replace")
 
 
-def scan(
+def _scan_here(
     roots: Iterable[Path],
     needles: Iterable[str],
     kek: Any,
@@ -93,3 +97,55 @@ def scan(
                 lowered = text.lower()
                 found += [f"{needle!r} in {where}" for needle in wanted if needle in lowered]
     return sorted(set(found))
+
+
+def scan(
+    roots: Iterable[Path],
+    needles: Iterable[str],
+    *,
+    skip: Skip | None = None,
+    exclude: Iterable[Path] = (),
+) -> list[str]:
+    """:func:`_scan_here` in a child process (same environment, so the same keys)."""
+    import subprocess
+    import sys
+
+    args = {
+        "roots": [str(r) for r in roots],
+        "needles": list(needles),
+        "skip": {db: sorted(cols) for db, cols in (skip or {}).items()},
+        "exclude": [str(e) for e in exclude],
+    }
+    done = subprocess.run(
+        [sys.executable, __file__],
+        input=json.dumps(args),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"identifier scan failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _main() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+    from llmops.privacy.keys import get_key_ring
+
+    args = json.loads(sys.stdin.read())
+    skip = {db: {tuple(c) for c in cols} for db, cols in args["skip"].items()}
+    found = _scan_here(
+        [Path(r) for r in args["roots"]],
+        args["needles"],
+        get_key_ring(),
+        skip=skip,
+        exclude=[Path(e) for e in args["exclude"]],
+    )
+    print(json.dumps(found))
+
+
+if __name__ == "__main__":
+    _main()

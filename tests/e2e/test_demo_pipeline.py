@@ -174,7 +174,9 @@ def test_registered_model_generates_answers(demo):
 
     prompt = "Ticket (billing): Charged twice for order #12345\nI was charged twice.\nAnswer:"
     answers = model.predict(pd.DataFrame({"prompt": [prompt]}))
-    assert len(answers) == 1 and "refund" in answers[0].lower()
+    answer = answers[0].lower() if len(answers) == 1 else ""
+    # The trained style: a billing answer (refund, back to the payment method) and the team's sign-off.
+    assert "northwind support" in answer and ("refund" in answer or "payment method" in answer), answer
 
 
 def test_failed_gates_leave_champion_untouched_and_still_report(demo):
@@ -278,13 +280,11 @@ def _scan_for_subject(demo, mlflow_server_root) -> list[str]:
     from identifier_scan import scan
 
     from llmops.cli import demo_dir
-    from llmops.privacy.keys import get_key_ring
 
     home = demo["home"]
     return scan(
         [home / "llmops", home / "airflow", mlflow_server_root],
         [*demo["subject"].values(), *demo["subject_keys"]],
-        get_key_ring(),
         exclude=[demo_dir()],
     )
 
