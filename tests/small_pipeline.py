@@ -130,12 +130,14 @@ def inline_kind() -> Iterator[SourceKind]:
         unregister_source_kind("inline")
 
 
-def inline_source(name: str, rows: list[dict[str, str | None]]) -> dict[str, Any]:
+def inline_source(
+    name: str, rows: list[dict[str, str | None]], columns: tuple[str, ...] = ("ticket_id", "body")
+) -> dict[str, Any]:
     return {
         "kind": "inline",
         "name": name,
         "rows": rows,
-        "columns": ["ticket_id", "body"],
+        "columns": list(columns),
         "governance": GOVERNANCE,
     }
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pytest
-from small_pipeline import GOVERNANCE, SUBJECT, SUBJECT_ROWS, inline_kind, install, pipeline_spec
+from small_pipeline import SUBJECT, SUBJECT_ROWS, inline_kind, inline_source, install, pipeline_spec
 
 from llmops import snapshots, storage
 from llmops.encrypted_files import write_encrypted
@@ -39,13 +39,7 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         conn.executemany("INSERT INTO tickets VALUES (?, ?, ?)", [*rows, ("B-99", " Ana@Example.com", "hi")])
     conn.close()
     monkeypatch.setenv("AIRFLOW_CONN_HELPDESK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
-    source = {
-        "kind": "inline",
-        "name": "pasted",
-        "rows": ROWS,
-        "columns": ["ticket_id", "customer", "body"],
-        "governance": GOVERNANCE,
-    }
+    source = inline_source("pasted", ROWS, ("ticket_id", "customer", "body"))
     spec = pipeline_spec(
         PIPELINE,
         [source],

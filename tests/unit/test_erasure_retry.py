@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from small_pipeline import GOVERNANCE, SUBJECT, SUBJECT_ROWS, inline_kind, install, pipeline_spec
+from small_pipeline import SUBJECT, SUBJECT_ROWS, inline_kind, inline_source, install, pipeline_spec
 
 from llmops import snapshots
 from llmops.privacy.keys import get_key_ring
@@ -27,13 +27,7 @@ def trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     from llmops.orchestration.finetune.data import prepare_training_data, start_finetune
 
-    source = {
-        "kind": "inline",
-        "name": "pasted",
-        "rows": ROWS,
-        "columns": ["ticket_id", "customer", "body"],
-        "governance": GOVERNANCE,
-    }
+    source = inline_source("pasted", ROWS, ("ticket_id", "customer", "body"))
     spec = pipeline_spec(PIPELINE, [source], dataset={"key": "ticket_id", "subject_column": "customer"})
     with inline_kind():
         install(tmp_path, spec, monkeypatch.setenv)
