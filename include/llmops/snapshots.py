@@ -421,19 +421,25 @@ def iter_parts(ref_or_uri: SnapshotRef | str, kek: Any = None) -> Iterator[pa.Ta
                 f"snapshot {manifest['snapshot_id']} is encrypted: a key is needed to read it"
             )
         part = storage.join(folder, entry["name"])
+        key_file = storage.join(folder, entry["key_file"]) if entry.get("key_file") else None
         try:
-            blob = storage.read_bytes(part)
-            if entry.get("key_file"):
-                from llmops.privacy.crypto import WrappedKey, decrypt_bytes
-
-                wrapped = WrappedKey.from_dict(storage.read_json(storage.join(folder, entry["key_file"])))
-                blob = decrypt_bytes(blob, wrapped, kek)
+            blob = read_part_bytes(part, key_file, kek)
         except Exception as exc:  # same error, but say which file (a failed tag does not)
             _name_file(exc, part)
             raise
         if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
             raise SnapshotError(f"{part} does not match the manifest's sha256", part)
         yield pq.read_table(io.BytesIO(blob))
+
+
+def read_part_bytes(part: str, key_file: str | None, kek: Any) -> bytes:
+    """A part's Parquet bytes: decrypted with its wrapped key when it has a key file."""
+    blob = storage.read_bytes(part)
+    if key_file is None:
+        return blob
+    from llmops.privacy.crypto import WrappedKey, decrypt_bytes
+
+    return decrypt_bytes(blob, WrappedKey.from_dict(storage.read_json(key_file)), kek)
 
 
 def _name_file(exc: BaseException, path: str) -> None:

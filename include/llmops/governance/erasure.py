@@ -268,12 +268,8 @@ def _read_staged_part(uri: str, kek: Any) -> Any:
 
     import pyarrow.parquet as pq
 
-    blob = storage.read_bytes(uri)
-    if storage.exists(uri + ".key.json"):
-        from llmops.privacy.crypto import WrappedKey, decrypt_bytes
-
-        blob = decrypt_bytes(blob, WrappedKey.from_dict(storage.read_json(uri + ".key.json")), kek)
-    return pq.read_table(io.BytesIO(blob))
+    key_file = uri + ".key.json" if storage.exists(uri + ".key.json") else None
+    return pq.read_table(io.BytesIO(snapshots.read_part_bytes(uri, key_file, kek)))
 
 
 def _rewritten_by(spec: PipelineSpec, request_id: str) -> set[str]:
