@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from llmops.ledger import Ledger
+from llmops.ledger.anchors import FileAnchorStore
 from llmops.ledger.store import LedgerBlocked, metadata
 
 
@@ -22,7 +23,8 @@ def ledger(request, tmp_path):
     engine = sa.create_engine(url)
     metadata.drop_all(engine)
     engine.dispose()
-    store = Ledger(url)
+    # A dropped database is a removed chain to the anchors: each test gets its own anchor store.
+    store = Ledger(url, anchors=FileAnchorStore(tmp_path / "anchors.jsonl"))
     yield store
     metadata.drop_all(store.engine)
     store.engine.dispose()
@@ -140,8 +142,9 @@ def test_a_failed_verification_blocks_every_later_append(ledger):
         ("DELETE FROM llmops_ledger_events WHERE seq = 3", "record seq 3 (the last verified) was altered"),
         (
             "INSERT INTO llmops_ledger_events (seq, event_id, recorded_at, pipeline, event_type, subject, run_id,"
-            " actor, payload, prev_hash, record_hash) SELECT 4, 'forged', recorded_at, pipeline, event_type,"
-            " 'forged', run_id, actor, payload, record_hash, record_hash FROM llmops_ledger_events WHERE seq = 3",
+            " actor, payload, prev_hash, record_hash, key_id) SELECT 4, 'forged', recorded_at, pipeline,"
+            " event_type, 'forged', run_id, actor, payload, record_hash, record_hash, key_id"
+            " FROM llmops_ledger_events WHERE seq = 3",
             "record seq 4: content was altered",
         ),
     ],

@@ -9,6 +9,12 @@ Tamper stops the pipelines: every append first checks the records written since 
 point (usually none: the previous append verified its own), and a chain that fails any check blocks
 every later append - so every run - until an operator has restored it and `llmops ledger-verify
 --unblock` finds the whole chain sound again.
+
+Keyed and anchored: record hashes are HMACs under the ledger key (:mod:`llmops.ledger.chain`,
+:mod:`llmops.ledger.keys`), and `verify()` writes a signed anchor of the head to a store outside
+the database (:mod:`llmops.ledger.anchors`), also every ``LLMOPS_LEDGER_ANCHOR_EVERY`` appends.
+`verify()` checks the rows since the latest anchor and that the anchored row still matches it;
+`verify(full=True)` checks the chain from genesis and every anchor.
 """
 
 from __future__ import annotations
@@ -16,62 +22,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from llmops.errors import PermanentError
+import llmops.ledger.verification as verification
+from llmops.errors import PermanentError, safe_error_text
+from llmops.ledger.anchors import AnchorStore, anchor_store_for
+from llmops.ledger.chain import GENESIS, canonical, record_hash
+from llmops.ledger.keys import LedgerKeys, resolve_ledger_keys
+from llmops.ledger.schema import (
+    FOLLOWS_HEAD,
+    ledger_events,
+    ledger_head,
+    ledger_state,
+    metadata,
+)
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
-
-metadata = sa.MetaData()
-
-ledger_events = sa.Table(
-    "llmops_ledger_events",
-    metadata,
-    sa.Column(
-        "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False
-    ),
-    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
-    sa.Column("recorded_at", sa.String(32), nullable=False),
-    sa.Column("pipeline", sa.String(64), nullable=False, index=True),
-    sa.Column("event_type", sa.String(64), nullable=False, index=True),
-    sa.Column("subject", sa.String(255), nullable=False, index=True),
-    sa.Column("run_id", sa.String(255), nullable=True, index=True),
-    sa.Column("actor", sa.String(255), nullable=False),
-    sa.Column("payload", sa.Text(), nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("record_hash", sa.String(64), nullable=False),
-)
-
-ledger_head = sa.Table(
-    "llmops_ledger_head",
-    metadata,
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
-    sa.Column("seq", sa.BigInteger(), nullable=False),
-    sa.Column("record_hash", sa.String(64), nullable=False),
-)
-
-
-ledger_state = sa.Table(
-    "llmops_ledger_state",
-    metadata,
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
-    # The last record known to chain correctly from genesis, and its hash; FOLLOWS_HEAD once the
-    # head is that record (every append verifies before it moves the head, so no write is needed).
-    sa.Column("verified_seq", sa.BigInteger(), nullable=False),
-    sa.Column("verified_hash", sa.String(64), nullable=False),
-    # Set when a check failed: what failed, and when; appends are refused while it is set.
-    sa.Column("blocked", sa.Text(), nullable=True),
-    sa.Column("blocked_at", sa.String(32), nullable=True),
-)
-
-
-FOLLOWS_HEAD = -1
+ANCHOR_EVERY_ENV = "LLMOPS_LEDGER_ANCHOR_EVERY"
+DEFAULT_ANCHOR_EVERY = 100
 
 
 class LedgerIntegrityError(PermanentError, RuntimeError):
@@ -95,6 +69,7 @@ class LedgerRecord:
     payload: dict[str, Any]
     prev_hash: str
     record_hash: str
+    key_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,15 +84,11 @@ class LedgerRecord:
             "payload": self.payload,
             "prev_hash": self.prev_hash,
             "record_hash": self.record_hash,
+            "key_id": self.key_id,
         }
 
 
-def _canonical(payload: Any) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _record_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + _canonical(fields)).encode()).hexdigest()
+_canonical = canonical
 
 
 def event_id_for(pipeline: str, event_type: str, subject: str, run_id: str | None) -> str:
@@ -130,11 +101,19 @@ class VerifyResult:
     records: int
     head_hash: str
     problem: str | None = None
+    # Rows whose hash was recomputed (incremental: those since the latest anchor).
+    checked: int = 0
+    full: bool = False
+    anchors_checked: int = 0
+    anchored_seq: int | None = None
 
 
 class Ledger:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, keys: LedgerKeys | None = None, anchors: AnchorStore | None = None):
         self.url = url
+        self._keys = keys
+        self._anchors = anchors
+        self.anchor_every = int(os.environ.get(ANCHOR_EVERY_ENV, DEFAULT_ANCHOR_EVERY))
         connect_args: dict[str, Any] = {}
         if url.startswith("sqlite"):
             connect_args = {"timeout": 60}
@@ -142,7 +121,29 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             self._make_sqlite_transactions_immediate()
         metadata.create_all(self.engine, checkfirst=True)
+        self._check_schema()
         self._ensure_head()
+
+    @property
+    def keys(self) -> LedgerKeys:
+        """Resolved on first use: a reader of other tables in this database needs no key."""
+        if self._keys is None:
+            self._keys = resolve_ledger_keys()
+        return self._keys
+
+    @property
+    def anchors(self) -> AnchorStore:
+        if self._anchors is None:
+            self._anchors = anchor_store_for(self.url)
+        return self._anchors
+
+    def _check_schema(self) -> None:
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns(ledger_events.name)}
+        if "key_id" not in columns:
+            raise LedgerIntegrityError(
+                f"{ledger_events.name} was created by a version without keyed hashes (no key_id "
+                "column): its rows cannot be verified under a ledger key; archive it and start a new ledger"
+            )
 
     def _ensure_head(self) -> None:
         """Create the head and state rows up front, so every append locks an existing row.
@@ -186,6 +187,7 @@ class Ledger:
         """Append one event; if the same event was already recorded, return that record unchanged."""
         event_id = event_id or event_id_for(pipeline, event_type, subject, run_id)
         payload = json.loads(_canonical(payload))
+        keys = self.keys
         with self.engine.begin() as conn:
             head = conn.execute(
                 sa.select(
@@ -203,9 +205,11 @@ class Ledger:
             if head.blocked:
                 raise LedgerBlocked(_blocked_message(head.blocked, head.blocked_at))
             if head.verified_seq == FOLLOWS_HEAD:
-                problem = _check_since(conn, head.seq, head.record_hash, head)
+                problem = verification.since_last_verified(conn, keys, head.seq, head.record_hash, head)
             else:
-                problem = _check_since(conn, head.verified_seq, head.verified_hash, head)
+                problem = verification.since_last_verified(
+                    conn, keys, head.verified_seq, head.verified_hash, head
+                )
             if problem is None:
                 existing = conn.execute(
                     sa.select(ledger_events).where(ledger_events.c.event_id == event_id)
@@ -221,12 +225,16 @@ class Ledger:
                     "actor": actor,
                     "payload": payload,
                 }
-                return self._insert(conn, head, entry)
+                record = self._insert(conn, head, entry, keys)
+        if problem is None:
+            if self.anchor_every > 0 and record.seq % self.anchor_every == 0:
+                self._anchor_after_append()
+            return record
         self.block(problem)
         raise LedgerBlocked(_blocked_message(problem, None))
 
     @staticmethod
-    def _insert(conn: Any, head: Any, entry: dict[str, Any]) -> LedgerRecord:
+    def _insert(conn: Any, head: Any, entry: dict[str, Any], keys: LedgerKeys) -> LedgerRecord:
         """Chain `entry` after the head, move the head and the verified point to it."""
         prev_hash = head.record_hash
         fields = {
@@ -234,19 +242,18 @@ class Ledger:
             "event_id": entry["event_id"],
             "recorded_at": datetime.now(UTC).isoformat(timespec="microseconds"),
             **{k: entry[k] for k in ("pipeline", "event_type", "subject", "run_id", "actor", "payload")},
+            "key_id": keys.primary_id,
         }
-        record_hash = _record_hash(prev_hash, fields)
+        hashed = record_hash(keys.primary, prev_hash, fields)
         conn.execute(
             ledger_events.insert().values(
                 **{**fields, "payload": _canonical(fields["payload"])},
                 prev_hash=prev_hash,
-                record_hash=record_hash,
+                record_hash=hashed,
             )
         )
         conn.execute(
-            ledger_head.update()
-            .where(ledger_head.c.id == 1)
-            .values(seq=fields["seq"], record_hash=record_hash)
+            ledger_head.update().where(ledger_head.c.id == 1).values(seq=fields["seq"], record_hash=hashed)
         )
         if head.verified_seq != FOLLOWS_HEAD:  # the first append after a catch-up check
             conn.execute(
@@ -259,7 +266,14 @@ class Ledger:
             fields["pipeline"],
             fields["seq"],
         )
-        return LedgerRecord(**fields, prev_hash=prev_hash, record_hash=record_hash)
+        return LedgerRecord(**fields, prev_hash=prev_hash, record_hash=hashed)
+
+    def _anchor_after_append(self) -> None:
+        """The periodic anchor: a finding blocks; an unreachable store only waits for the next one."""
+        try:
+            self.verify()
+        except Exception as exc:
+            log.warning("ledger: could not write the periodic anchor: %s", safe_error_text(exc))
 
     def block(self, problem: str) -> None:
         """Refuse every later append until :meth:`unblock` (the first problem found is kept)."""
@@ -277,8 +291,8 @@ class Ledger:
         return _blocked_message(state.blocked, state.blocked_at) if state.blocked else None
 
     def unblock(self) -> VerifyResult:
-        """Lift a block once the whole chain verifies again (an operator restored it)."""
-        result = self.verify(block_on_failure=False)
+        """Lift a block once the whole chain and every anchor verify again (an operator restored them)."""
+        result = self.verify(full=True, block_on_failure=False)
         if result.ok:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -314,73 +328,48 @@ class Ledger:
         with self.engine.connect() as conn:
             return [_row_to_record(row) for row in conn.execute(query)]
 
-    def verify(self, *, block_on_failure: bool = True) -> VerifyResult:
-        """Recompute the whole chain; the first broken link is reported by sequence number, and
-        (unless told otherwise) blocks appends. A malformed row is a finding, never a crash."""
-        prev_hash = GENESIS
-        count = 0
-        problem = None
-        with self.engine.connect() as conn:
-            head = conn.execute(sa.select(ledger_head).where(ledger_head.c.id == 1)).first()
-            for row in conn.execute(sa.select(ledger_events).order_by(ledger_events.c.seq)):
-                problem = _link_problem(row, count + 1, prev_hash)
-                if problem:
-                    break
-                prev_hash = row.record_hash
-                count += 1
-        if problem is None and head is not None and (head.seq != count or head.record_hash != prev_hash):
-            problem = f"head points at seq {head.seq} but the chain ends at seq {count}"
-        if problem is None:
-            return VerifyResult(True, count, prev_hash)
-        if block_on_failure:
-            self.block(problem)
-        return VerifyResult(False, count, prev_hash, problem)
+    def verify(self, *, full: bool = False, block_on_failure: bool = True) -> VerifyResult:
+        """Check the chain and anchor its head; the first broken record or anchor is reported and
+        (unless told otherwise) blocks appends. A malformed row is a finding, never a crash.
 
+        Incremental (default): the latest anchor and the records after it. ``full``: every record
+        from genesis and every anchor (what ``llmops ledger-verify --full`` and unblocking run).
+        """
+        keys, store = self.keys, self.anchors
+        outcome, anchor = None, None
+        if full:
+            with self.engine.connect() as conn:
+                head = conn.execute(sa.select(ledger_head).where(ledger_head.c.id == 1)).first()
+                outcome = verification.full(conn, keys, store, head.seq, head.record_hash)
+        if outcome is None or outcome.problem is None:
+            # Under the head lock: appends wait, so the anchored head is the verified one.
+            with self.engine.begin() as conn:
+                head = conn.execute(
+                    sa.select(ledger_head).where(ledger_head.c.id == 1).with_for_update()
+                ).first()
+                since = verification.since_anchor(conn, keys, store, head.seq, head.record_hash)
+                if since.problem is None:
+                    anchor = verification.write_anchor(
+                        conn, keys, store, head.seq, head.record_hash, since.latest
+                    )
+            outcome = outcome if outcome is not None and since.problem is None else since
+        result = VerifyResult(
+            ok=outcome.problem is None,
+            records=outcome.records,
+            head_hash=outcome.head_hash,
+            problem=outcome.problem,
+            checked=outcome.checked,
+            full=full,
+            anchors_checked=outcome.anchors_checked,
+            anchored_seq=anchor.seq if anchor is not None else None,
+        )
+        if not result.ok and block_on_failure:
+            self.block(result.problem or "verification failed")
+        return result
 
-_HASHED_FIELDS = ("seq", "event_id", "recorded_at", "pipeline", "event_type", "subject", "run_id", "actor")
-
-
-def _link_problem(row: Any, expected_seq: int, prev_hash: str) -> str | None:
-    """What is wrong with one stored row as the successor of `prev_hash`, or None."""
-    seq = getattr(row, "seq", None)
-    if seq != expected_seq:
-        return f"record seq {expected_seq} is missing (found seq {seq})"
-    if row.prev_hash != prev_hash:
-        return f"record seq {seq}: chain link broken"
-    try:
-        payload = json.loads(row.payload)
-    except (TypeError, ValueError):
-        return f"record seq {seq}: payload is not valid JSON"
-    fields = {k: getattr(row, k) for k in _HASHED_FIELDS}
-    if _record_hash(prev_hash, {**fields, "payload": payload}) != row.record_hash:
-        return f"record seq {seq}: content was altered"
-    return None
-
-
-def _check_since(conn: Any, verified_seq: int, verified_hash: str, head: Any) -> str | None:
-    """The cheap check before an append: the last verified record is unchanged, and every record
-    after it chains from it up to the head."""
-    rows = conn.execute(
-        sa.select(ledger_events).where(ledger_events.c.seq >= verified_seq).order_by(ledger_events.c.seq)
-    ).all()
-    prev_hash, expected = GENESIS, 1
-    if verified_seq:
-        last = rows[0] if rows and rows[0].seq == verified_seq else None
-        if (
-            last is None
-            or last.record_hash != verified_hash
-            or _link_problem(last, verified_seq, last.prev_hash)
-        ):
-            return f"record seq {verified_seq} (the last verified) was altered or removed"
-        prev_hash, expected, rows = verified_hash, verified_seq + 1, rows[1:]
-    for row in rows:
-        problem = _link_problem(row, expected, prev_hash)
-        if problem:
-            return problem
-        prev_hash, expected = row.record_hash, expected + 1
-    if head.seq != expected - 1 or head.record_hash != prev_hash:
-        return f"head points at seq {head.seq} but the chain ends at seq {expected - 1}"
-    return None
+    def anchor(self) -> VerifyResult:
+        """Verify since the latest anchor and anchor the head (what reports call before they cite it)."""
+        return self.verify()
 
 
 def _blocked_message(problem: str, since: str | None) -> str:
@@ -404,6 +393,7 @@ def _row_to_record(row: Any) -> LedgerRecord:
         payload=json.loads(row.payload),
         prev_hash=row.prev_hash,
         record_hash=row.record_hash,
+        key_id=row.key_id,
     )
 
 
