@@ -161,13 +161,30 @@ def cmd_validate_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    """Verify the whole chain; print where it breaks and whether appends are blocked."""
+    """Verify the chain (since the latest anchor, or with --full from genesis and every anchor);
+    print where it breaks and whether appends are blocked."""
     from llmops.ledger import get_ledger
 
     ledger = get_ledger()
-    result = ledger.unblock() if args.unblock else ledger.verify()
+    result = ledger.unblock() if args.unblock else ledger.verify(full=args.full)
     print(json.dumps({**result.__dict__, "blocked": ledger.blocked()}))
     return 0 if result.ok else 2
+
+
+def cmd_ledger_rotate_key(_: argparse.Namespace) -> int:
+    """Retire the local ledger key file's key (it still verifies old rows) and create a new one."""
+    from llmops.ledger.keys import CONN_ID_ENV, DEFAULT_CONN_ID, rotate_local_key
+
+    conn_id = os.environ.get(CONN_ID_ENV, DEFAULT_CONN_ID)
+    if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
+        print(
+            f"the ledger key comes from connection '{conn_id}': put the new key in its password and "
+            'the old one in its extra {"retired_keys": [...]}',
+            file=sys.stderr,
+        )
+        return 2
+    print(json.dumps({"key_id": rotate_local_key()}))
+    return 0
 
 
 def cmd_seal_subject(_: argparse.Namespace) -> int:
@@ -265,7 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--unblock", action="store_true", help="lift a block on appends if the whole chain verifies again"
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="verify from genesis and every anchor (default: since the latest anchor)",
+    )
     p.set_defaults(func=cmd_ledger_verify)
+    sub.add_parser(
+        "ledger-rotate-key", help="retire the local ledger key (old rows still verify) and create a new one"
+    ).set_defaults(func=cmd_ledger_rotate_key)
     sub.add_parser(
         "seal-subject", help="seal a data subject's identifier (read from stdin) for an erasure request"
     ).set_defaults(func=cmd_seal_subject)
