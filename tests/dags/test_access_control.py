@@ -24,13 +24,14 @@ def dags():
 def test_demo_roles_are_set_per_dag(dags):
     finetune = dags["support_bot__finetune"].access_control
     assert finetune["MLEngineer"] == {
-        "DAGs": {"can_read", "can_edit"},
-        "DAG Runs": {"can_read", "can_create", "can_edit"},
+        "DAGs": {"can_read", "can_edit", "can_delete"},
+        "DAG Runs": {"can_read", "can_create", "can_delete"},
     }
     assert finetune["Auditor"] == {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
     assert "DataOwner" not in finetune
     ingest = dags["support_bot__ingest"].access_control
-    assert ingest["DataOwner"] == {"DAGs": {"can_read"}, "DAG Runs": {"can_read", "can_create"}}
+    # Airflow authorises a trigger with can_edit on the DAG as well as can_create on its runs
+    assert ingest["DataOwner"] == {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
     assert dags["support_bot__monitor"].access_control["Auditor"]["DAGs"] == {"can_read"}
 
 
@@ -50,7 +51,30 @@ def test_an_unknown_access_level_names_the_field():
         parse_spec(raw)
 
 
+def test_governance_dags_belong_to_their_roles(dags):
+    """Expect erasure and retention triggerable by the data protection officer only, rollback by
+    the model approver; no other llmops role is named on them (the Auditor reads every DAG)."""
+    for dag_id in ("data_erasure_request", "data_retention", "compliance_audit_report"):
+        assert dags[dag_id].access_control == {
+            "DataProtectionOfficer": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+        }, dag_id
+    assert set(dags["model_rollback"].access_control) == {"ModelApprover"}
+
+
+def test_required_approval_lets_the_model_approver_answer(dags):
+    """Expect the ModelApprover on the finetune DAG of a spec that requires approval: answering a
+    required action needs can_edit on the DAG; not on a spec without approval."""
+    from llmops.governance.roles import pipeline_dag_roles
+
+    raw = yaml.safe_load((PROJECT / "include" / "pipelines" / "support_bot.yaml").read_text())
+    raw["registry"]["approval"] = {"required": True, "approvers": ["alice"]}
+    spec = parse_spec(raw)
+    assert pipeline_dag_roles(spec)["support_bot__finetune"]["ModelApprover"] == "approve"
+    raw["registry"]["approval"] = {"required": False}
+    assert "ModelApprover" not in pipeline_dag_roles(parse_spec(raw))["support_bot__finetune"]
+
+
 def test_no_access_block_means_no_per_dag_rules():
-    from llmops.orchestration.dag_support import access_control
+    from llmops.governance.roles import access_control
 
     assert access_control({}) is None

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, task
 
+from llmops.governance.roles import dag_access_control
 from llmops.orchestration.dag_support import (
     START_DATE,
-    access_control,
     current_run_id,
     default_args,
     fail_fast,
@@ -48,7 +48,7 @@ same rows, never duplicates. Ledger: `batch.scored`.
         max_active_runs=1,
         default_args=default_args(spec),
         tags=["llmops", "batch-inference", *spec.tags],
-        access_control=access_control(spec.access.batch_inference),
+        access_control=dag_access_control(spec, spec.batch_inference_dag_id),
     )
     def batch_inference() -> None:
         @task(max_active_tis_per_dag=1)

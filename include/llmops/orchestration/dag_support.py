@@ -131,20 +131,6 @@ def current_run_id() -> str:
     return get_current_context()["dag_run"].run_id
 
 
-_ACCESS_LEVELS = {
-    "read": {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}},
-    "trigger": {"DAGs": {"can_read"}, "DAG Runs": {"can_read", "can_create"}},
-    "edit": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create", "can_edit"}},
-}
-
-
-def access_control(roles: dict[str, str]) -> dict[str, dict[str, set[str]]] | None:
-    """A DAG's ``access_control`` from the spec's role levels (None: no per-DAG rules)."""
-    return {
-        role: {k: set(v) for k, v in _ACCESS_LEVELS[level].items()} for role, level in roles.items()
-    } or None
-
-
 def curated_asset(spec: PipelineSpec) -> Asset:
     return Asset(name=f"{spec.name}.curated", uri=spec.curated_asset_uri, group="llmops")
 

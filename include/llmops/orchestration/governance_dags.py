@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
+from llmops.governance.roles import governance_access_control
 from llmops.governance.sealed import PATTERN as SEALED_PATTERN
 from llmops.orchestration.dag_support import GOVERNANCE_DEFAULT_ARGS, START_DATE, fail_fast
 from llmops.orchestration.rollback import rollback_dag
@@ -25,6 +26,7 @@ def _pipelines(selected: str) -> list[str]:
 def retention_dag() -> DAG:
     @dag(
         dag_id="data_retention",
+        access_control=governance_access_control("data_retention"),
         description="Delete snapshots past their retention period, in every pipeline.",
         doc_md="""
 ### Data retention
@@ -82,6 +84,7 @@ run fails rather than skip data past its date.
 def erasure_dag() -> DAG:
     @dag(
         dag_id="data_erasure_request",
+        access_control=governance_access_control("data_erasure_request"),
         description="Erase a data subject from every snapshot and flag the models trained on them.",
         doc_md="""
 ### Data erasure request (GDPR Art. 17)
@@ -187,6 +190,7 @@ lake's keys can open the sealed value.
 def compliance_report_dag() -> DAG:
     @dag(
         dag_id="compliance_audit_report",
+        access_control=governance_access_control("compliance_audit_report"),
         description="Compliance report, model card and data card of every registered model version.",
         doc_md="""
 ### Compliance audit report

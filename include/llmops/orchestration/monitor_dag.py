@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
 
+from llmops.governance.roles import dag_access_control
 from llmops.orchestration.dag_support import (
     START_DATE,
-    access_control,
     current_run_id,
     default_args,
     fail_fast,
@@ -74,7 +74,7 @@ Steps that do not apply show as skipped.
         max_active_runs=1,
         default_args=default_args(spec),
         tags=["llmops", "monitoring", *spec.tags],
-        access_control=access_control(spec.access.monitor),
+        access_control=dag_access_control(spec, f"{spec.name}__monitor"),
     )
     def monitor() -> None:
         @task

@@ -10,12 +10,14 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
+from llmops.governance.roles import governance_access_control
 from llmops.orchestration.dag_support import GOVERNANCE_DEFAULT_ARGS, START_DATE, fail_fast
 
 
 def rollback_dag() -> DAG:
     @dag(
         dag_id="model_rollback",
+        access_control=governance_access_control("model_rollback"),
         description="Make a model's previous champion the champion again, in one step.",
         doc_md="""
 ### Model rollback

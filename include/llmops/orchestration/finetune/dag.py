@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, TriggerRule, dag, get_current_context, task
 
+from llmops.governance.roles import dag_access_control
 from llmops.orchestration.dag_support import (
     START_DATE,
-    access_control,
     curated_asset,
     current_run_id,
     default_args,
@@ -50,7 +50,7 @@ and moves the `champion` alias. An audit report is written at the end of every r
         default_args=default_args(spec),
         params=FINETUNE_PARAMS,
         tags=["llmops", "finetune", *spec.tags],
-        access_control=access_control(spec.access.finetune),
+        access_control=dag_access_control(spec, spec.finetune_dag_id),
     )
     def finetune() -> None:
         _wire(spec)

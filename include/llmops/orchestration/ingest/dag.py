@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, dag, get_current_context, task
 
+from llmops.governance.roles import dag_access_control
 from llmops.orchestration.dag_support import (
     START_DATE,
-    access_control,
     curated_asset,
     current_run_id,
     default_args,
@@ -51,7 +51,7 @@ run), applies the PII policy, and publishes the curated snapshot as `{asset.uri}
         max_active_runs=1,
         default_args=default_args(spec),
         tags=["llmops", "ingest", *spec.tags],
-        access_control=access_control(spec.access.ingest),
+        access_control=dag_access_control(spec, spec.ingest_dag_id),
     )
     def ingest() -> None:
         @task
