@@ -214,7 +214,8 @@ def finetune_run(
             "sha256": sha(f"{label}:sft"),
             "stats": {
                 "train": {"rows": 48, "prompt_chars_mean": 120.5, "completion_chars_mean": 80.1},
-                "eval": {"rows": 9, "prompt_chars_mean": 118.0, "completion_chars_mean": 79.0},
+                "validation": {"rows": 6, "prompt_chars_mean": 119.0, "completion_chars_mean": 78.0},
+                "test": {"rows": 9, "prompt_chars_mean": 118.0, "completion_chars_mean": 79.0},
             },
             "skipped_rows": 0,
             "template": "Ticket ({category}): {subject}\n{body}\nAnswer:",
@@ -312,6 +313,8 @@ def finetune_run(
         "toxicity_rate": 0.0,
         "refusal_rate": 0.0,
         "n_samples": 9,
+        "eval_split": "test",
+        "data_splits": {"measured": "test", "rows": {"train": 48, "validation": 6, "test": 9}},
         "baseline": {"token_f1": 0.2, "eval_loss": 1.6},
         "champion": None,
         "golden": {},

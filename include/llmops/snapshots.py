@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from llmops import storage
 from llmops.lake import CURATED_DATASET as CURATED_DATASET
+from llmops.lake import LEGACY_SPLITS, SPLIT_FILES, SPLITS, TRAINING_ZONE
 from llmops.lake import QUARANTINE_REASON as QUARANTINE_REASON
 from llmops.lake import SOURCE_COLUMN as SOURCE_COLUMN
 from llmops.lake import SOURCE_ROW as SOURCE_ROW
-from llmops.lake import SPLIT_FILES, TRAINING_ZONE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -521,7 +521,7 @@ def delete_snapshot(ref: SnapshotRef, lake_root: str) -> None:
     for entry in manifest["files"]:
         if entry.get("key_file"):
             storage.delete(storage.join(ref.uri, entry["key_file"]))
-    for name in SPLIT_FILES if ref.zone == TRAINING_ZONE else ():
+    for name in dict.fromkeys((*SPLIT_FILES, "eval.jsonl")) if ref.zone == TRAINING_ZONE else ():
         storage.delete(key_uri(storage.join(ref.uri, encrypted_name(name))))
     storage.delete(storage.join(ref.uri, MANIFEST))  # no longer a snapshot from here on
     storage.delete(ref.uri)
@@ -533,8 +533,10 @@ def delete_snapshot(ref: SnapshotRef, lake_root: str) -> None:
 def write_split_files(
     snapshot_uri: str, rows: list[dict[str, str]], fields: tuple[str, ...] | list[str], kek: Any
 ) -> dict[str, str]:
-    """train.jsonl and eval.jsonl beside the Parquet, encrypted (``train.jsonl.enc``): what the
-    training and evaluation jobs read, after decrypting them into their private scratch folder.
+    """train.jsonl, validation.jsonl and test.jsonl beside the Parquet, encrypted (``train.jsonl.enc``):
+    what the training job (train, validation) and the evaluation job (test) read, after decrypting
+    them into their private scratch folder. Rows of a snapshot from before the test split (split
+    ``eval``) make its train.jsonl and eval.jsonl again.
 
     Written only when missing (a snapshot is immutable; a retry finds the same content). Returns
     each file's plaintext sha256 under its plain name: the ledger records it and the jobs check
@@ -543,7 +545,9 @@ def write_split_files(
     from llmops.encrypted_files import encrypted_name, plaintext_sha256, write_encrypted
 
     hashes = {}
-    for split, name in zip(("train", "eval"), SPLIT_FILES, strict=True):
+    splits = LEGACY_SPLITS if any(r["split"] == "eval" for r in rows) else SPLITS
+    for split in splits:
+        name = f"{split}.jsonl"
         uri = storage.join(snapshot_uri, encrypted_name(name))
         lines = "".join(json.dumps({f: r[f] for f in fields}) + "\n" for r in rows if r["split"] == split)
         data = lines.encode()
@@ -554,9 +558,9 @@ def write_split_files(
     return hashes
 
 
-def split_file_uris(lake_root: str, pipeline: str, dataset: str, snapshot_id: str) -> tuple[str, str]:
-    """The lake URIs of a training snapshot's train and eval files: the encrypted ones, or the
-    plaintext ``train.jsonl``/``eval.jsonl`` of a snapshot written before they were encrypted."""
+def split_file_uris(lake_root: str, pipeline: str, dataset: str, snapshot_id: str) -> tuple[str, str, str]:
+    """The lake URIs of a training snapshot's train, validation and test files: the encrypted ones,
+    or the plaintext ``train.jsonl``... of a snapshot written before they were encrypted."""
     from llmops.encrypted_files import encrypted_name
 
     ref = snapshot_ref(lake_root, TRAINING_ZONE, pipeline, dataset, snapshot_id)
@@ -564,7 +568,7 @@ def split_file_uris(lake_root: str, pipeline: str, dataset: str, snapshot_id: st
     for name in SPLIT_FILES:
         sealed, plain = storage.join(ref.uri, encrypted_name(name)), storage.join(ref.uri, name)
         uris.append(plain if not storage.exists(sealed) and storage.exists(plain) else sealed)
-    return uris[0], uris[1]
+    return uris[0], uris[1], uris[2]
 
 
 def read_split_file(uri: str, kek: Any) -> bytes:

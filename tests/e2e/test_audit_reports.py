@@ -57,7 +57,7 @@ def test_champion_report_answers_which_data_how_validated_protected_approved_dep
     folder = _folder(version)
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
     report = json.loads((folder / "audit_report.json").read_text())
-    assert report["kind"] == "model version" and report["schema_version"] == "1.1"
+    assert report["kind"] == "model version" and report["schema_version"] == "1.2"
     cost = report["cost"]  # the demo prices CPU hours: the search trials and the final training
     assert cost["currency"] == "EUR" and cost["totals"]["cost"] > 0
     assert {job["kind"] for job in cost["jobs"]} >= {"trial", "train"}

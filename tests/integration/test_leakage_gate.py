@@ -57,7 +57,7 @@ def _spec(name: str, contact_policy: dict[str, Any], base_model: Path) -> dict[s
             "base_model": {"uri": str(base_model)},
             "prompt_template": "{body}\nSpoke with",
             "completion_column": "contact",
-            "eval_fraction": 0.2,
+            "validation_fraction": 0.2,
             # 60 steps, the rate decaying to zero: the name comes out of every train prompt,
             # whichever canary is planted (at a constant rate some prompts stay half-learnt, and
             # more steps can unlearn it). No checkpoint before the end (eval_steps past the last

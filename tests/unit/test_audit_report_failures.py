@@ -162,7 +162,7 @@ def test_report_of_a_diverged_run_rejected_by_its_gates_renders_nan_and_missing_
     paths = write_audit_report(load_pipeline(PIPELINE), RUN)
     assert paths["decision"] == "rejected by gates"
     html = Path(paths["html"]).read_text()
-    assert "train loss nan, eval loss n/a, n/a steps" in html
+    assert "train loss nan, validation loss (early stopping) n/a, n/a steps" in html
     json.loads(Path(paths["json"]).read_text(), parse_constant=_refuse)  # strict JSON: no NaN
     assert "<td>token_f1</td><td>not produced</td>" in html
     assert "metric was not produced" in html and "check_gates: GateFailed" in html

@@ -75,7 +75,7 @@ def _split_rows(built: dict) -> dict[str, list[dict]]:
     )
     ring = get_key_ring()
     rows = snapshots.read_snapshot(ref, ring).to_pylist()
-    files = dict(zip(("train", "eval"), sft_files(spec, snapshot_id), strict=True))
+    files = dict(zip(("train", "validation", "test"), sft_files(spec, snapshot_id), strict=True))
     out = {}
     for split, path in files.items():
         out[split] = [r for r in rows if r["split"] == split]
@@ -98,7 +98,7 @@ def _planted(built: dict):
 
 
 def test_canaries_are_planted_in_train_rows_only_and_a_retry_plants_the_same(built) -> None:
-    """Expect ceil(0.25 * train rows) train rows to end with a canary, no eval row to hold one, and
+    """Expect ceil(0.25 * train rows) train rows to end with a canary, no held-out row to hold one, and
     the retried build to give the same snapshot."""
     assert built["again"]["sft_snapshot_id"] == built["data"]["sft_snapshot_id"]
     rows = _split_rows(built)
@@ -109,7 +109,8 @@ def test_canaries_are_planted_in_train_rows_only_and_a_retry_plants_the_same(bui
     assert all(
         r["completion"].endswith(expected[r["key"]].text) for r in rows["train"] if r["key"] in holding
     )
-    assert not [r for r in rows["eval"] if "canary" in r["completion"] + r["prompt"]]
+    held_out = rows["validation"] + rows["test"]
+    assert held_out and not [r for r in held_out if "canary" in r["completion"] + r["prompt"]]
 
 
 def test_outside_the_training_file_canaries_are_keyed_hashes_only(built) -> None:

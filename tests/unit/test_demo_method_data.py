@@ -219,7 +219,7 @@ def _method_frame(fields: tuple[str, ...], n: int = 6) -> pd.DataFrame:
         {
             "key": f"K-{i}",
             **{f: f"A {f} long enough to pass every length check, number {i}." for f in fields},
-            "split": "eval" if i % 3 == 0 else "train",
+            "split": ("train", "validation", "test")[i % 3],
         }
         for i in range(n)
     ]

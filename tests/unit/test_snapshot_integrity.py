@@ -147,18 +147,19 @@ def test_the_split_files_jobs_read_are_checked_against_the_ledger(
     start_finetune(PIPELINE, curated_id, {}, finetune_run)
     data = prepare_training_data(PIPELINE, curated_id, finetune_run)
     spec = run_spec(PIPELINE, finetune_run)
-    train_file, eval_file = sft_files(spec, data["sft_snapshot_id"])
+    train_file, validation_file, test_file = sft_files(spec, data["sft_snapshot_id"])
     hashes = split_hashes(spec, data["sft_snapshot_id"])
     ring = get_key_ring()
     assert hashes == {
-        "train_sha256": plaintext_sha256(train_file, ring),
-        "eval_sha256": plaintext_sha256(eval_file, ring),
+        "train": plaintext_sha256(train_file, ring),
+        "validation": plaintext_sha256(validation_file, ring),
+        "test": plaintext_sha256(test_file, ring),
     }
-    with decrypted_inputs([JobInput(train_file, "train_file", hashes["train_sha256"])]) as [plain]:
-        check_data_file(plain, hashes["train_sha256"], "train_file")
+    with decrypted_inputs([JobInput(train_file, "train_file", hashes["train"])]) as [plain]:
+        check_data_file(plain, hashes["train"], "train_file")
     # Whoever holds the key can rewrite the file: the recorded plaintext hash still catches it.
     planted = read_encrypted(train_file, ring) + b'{"prompt": "planted", "completion": "planted"}\n'
     write_encrypted(train_file, planted, ring)
     with pytest.raises(DataFileTampered, match="train_file: .* is not the file recorded"):
-        with decrypted_inputs([JobInput(train_file, "train_file", hashes["train_sha256"])]):
+        with decrypted_inputs([JobInput(train_file, "train_file", hashes["train"])]):
             pass

@@ -73,7 +73,9 @@ def test_privacy_policy_masks_pii_in_every_trained_text_and_counts_it():
     assert skipped == {"no rejected_reply": 1}
     assert len(rows) == 1 and "jane.doe@example.com" not in rows[0]["prompt"]
     assert "[EMAIL]" in rows[0]["prompt"] and replaced == {"email": 1}
-    assert rows[0]["split"] == split_of("REV-1", spec.training.eval_fraction, 42)
+    assert rows[0]["split"] == split_of(
+        "REV-1", spec.training.validation_fraction, spec.training.test_fraction, 42
+    )
 
 
 def test_without_a_free_text_policy_pii_in_training_text_stops_the_run():
@@ -87,7 +89,7 @@ def test_without_a_free_text_policy_pii_in_training_text_stops_the_run():
 def test_method_suite_leaves_out_failing_rows_and_blocks_duplicate_keys():
     rows = [
         {"key": "a", "text": "x" * 40, "split": "train"},
-        {"key": "b", "text": "short", "split": "eval"},
+        {"key": "b", "text": "short", "split": "validation"},
     ]
     kept, summary = check_suite("continued_pretraining", rows)
     assert [r["key"] for r in kept] == ["a"] and summary["quarantined_rows"] == 1

@@ -317,7 +317,7 @@ def test_report_of_a_rolled_back_version_holds_the_evidence_and_no_secret(ledger
     """Expect each section built from the ledger; no sample values, no password; registry left out."""
     _three_versions(ledger)
     report = build_model_version_report(SPEC, MODEL, "2", ledger=ledger, registry=False, generated_by="r-1")
-    assert report["schema_version"] == "1.1" and report["kind"] == "model version"
+    assert report["schema_version"] == "1.2" and report["kind"] == "model version"
     assert report["cost"] is None  # the chain holds no cost.recorded record
     summary = report["summary"]
     assert (summary["model"], summary["status"], summary["decision"]) == (
@@ -329,6 +329,10 @@ def test_report_of_a_rolled_back_version_holds_the_evidence_and_no_secret(ledger
     assert (
         summary["rows_ingested"] == 60 and summary["rows_quarantined"] == 3 and summary["training_rows"] == 48
     )
+    # Which split each number comes from: the gates' metrics from the test split, never trained on.
+    assert (summary["validation_rows"], summary["test_rows"]) == (6, 9) and summary["eval_rows"] == 6
+    assert report["evaluation"]["split"] == "test"
+    assert report["evaluation"]["split_rows"] == {"train": 48, "validation": 6, "test": 9}
     [source] = report["data"]["sources"]
     assert source["name"] == "helpdesk_db" and source["encryption"]["kek_ids"] == ["17da000ef30e8fca"]
     [check] = report["data"]["validation"]

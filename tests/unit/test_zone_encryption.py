@@ -76,12 +76,10 @@ def test_the_project_api_reads_the_marker_back_with_the_key(built: tuple[Path, d
     assert snapshots.read_manifest(s_ref)["encryption"]["kek_ids"] == [ring.kek_id]
     assert any(MARKER in v for v in snapshots.read_snapshot(s_ref, ring).column("completion").to_pylist())
 
-    train_uri, eval_uri = snapshots.split_file_uris(
-        str(lake), PIPELINE, data["dataset"], data["sft_snapshot_id"]
-    )
-    assert train_uri.endswith("train.jsonl.enc") and eval_uri.endswith("eval.jsonl.enc")
+    uris = snapshots.split_file_uris(str(lake), PIPELINE, data["dataset"], data["sft_snapshot_id"])
+    assert [uri.rsplit("/", 1)[1] for uri in uris] == [f"{name}.enc" for name in SPLIT_FILES]
     recorded = recorded_split_sha256(run_spec(PIPELINE, "manual__zones_1"), s_ref)
-    for name, uri in zip(SPLIT_FILES, (train_uri, eval_uri), strict=True):
+    for name, uri in zip(SPLIT_FILES, uris, strict=True):
         plain = snapshots.read_split_file(uri, ring)
         rows = [json.loads(line) for line in plain.splitlines()]
         assert rows and all(MARKER in row["completion"] for row in rows)
@@ -94,7 +92,7 @@ def test_a_retried_build_finds_its_own_snapshot_and_split_files(built: tuple[Pat
     from llmops.orchestration.finetune.data import prepare_training_data
 
     lake, out, data = built
-    train_uri, _ = snapshots.split_file_uris(str(lake), PIPELINE, data["dataset"], data["sft_snapshot_id"])
+    train_uri, _, _ = snapshots.split_file_uris(str(lake), PIPELINE, data["dataset"], data["sft_snapshot_id"])
     before = (lake / train_uri.split("/lake/", 1)[1]).read_bytes()
     again = prepare_training_data(PIPELINE, out["curated"]["curated_snapshot_id"], "manual__zones_1")
     assert again["sft_snapshot_id"] == data["sft_snapshot_id"]
@@ -109,16 +107,18 @@ def test_a_damaged_split_file_is_written_again(tmp_path: Path) -> None:
     kek = bytes(range(32))
     rows = [
         {"prompt": "p", "completion": "c", "split": "train"},
-        {"prompt": "q", "completion": "d", "split": "eval"},
+        {"prompt": "q", "completion": "d", "split": "validation"},
+        {"prompt": "r", "completion": "e", "split": "test"},
     ]
     folder = str(tmp_path)
     first = snapshots.write_split_files(folder, rows, ["prompt", "completion"], kek)
+    assert set(first) == set(SPLIT_FILES)
     train = tmp_path / "train.jsonl.enc"
-    kept = (tmp_path / "eval.jsonl.enc").read_bytes()
+    kept = (tmp_path / "test.jsonl.enc").read_bytes()
     train.write_bytes(train.read_bytes()[:-1])
     assert snapshots.write_split_files(folder, rows, ["prompt", "completion"], kek) == first
     assert encrypted_files.plaintext_sha256(str(train), kek) == first["train.jsonl"]
-    assert (tmp_path / "eval.jsonl.enc").read_bytes() == kept
+    assert (tmp_path / "test.jsonl.enc").read_bytes() == kept
     assert json.loads((tmp_path / "train.jsonl.enc.key.json").read_text())["kek_id"] == key_id(kek)
 
 

@@ -123,8 +123,15 @@ class EvalJobConfig(StrictConfig):
     )
     eval_file: str = Field(
         min_length=1,
-        description="Held-out JSONL; rows per method: sft {'prompt', 'completion'}, continued_pretraining "
-        "{'text'}, preference {'prompt', 'chosen', 'rejected'}.",
+        description="Held-out JSONL (from the finetune DAG: the snapshot's test split, never trained on); "
+        "rows per method: sft {'prompt', 'completion'}, continued_pretraining {'text'}, preference "
+        "{'prompt', 'chosen', 'rejected'}.",
+    )
+    eval_split: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]+$",
+        description="Which split of the training snapshot eval_file is ('test' from the finetune DAG): "
+        "recorded in the result, so reports say where the gate numbers come from.",
     )
     eval_sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 the file must have (from the ledger)."
@@ -166,7 +173,8 @@ class EvalJobConfig(StrictConfig):
         default=[], description="Words or phrases that mark a refusal: refusal_rate."
     )
     golden_sets: list[GoldenSetTarget] = Field(
-        default=[], description="Also score these fixed sets, each like the eval split."
+        default=[],
+        description="Also score these fixed sets, each like eval_file (test-only: never trained on).",
     )
     champion_adapter_path: Location | None = Field(
         default=None,

@@ -6,7 +6,9 @@ eval set, greedy-generates for up to ``max_samples`` prompts and scores them aga
 references. With ``include_baseline`` the same numbers are measured with the adapter disabled,
 so reports and gates can show the lift over the base model.
 
-What the eval split holds and what is measured on it follows the training ``method``:
+``eval_file`` is a held-out split; the finetune DAG gives it the training snapshot's test split
+(never trained on, never used for early stopping or search; ``eval_split`` names it in the
+output). What it holds and what is measured on it follows the training ``method``:
 
 - ``sft``: prompt/completion rows, as above;
 - ``continued_pretraining``: ``{"text"}`` rows; only ``eval_loss`` (mean next-token loss over every
@@ -25,7 +27,7 @@ Optional evidence for the promotion gates, each off by default:
   of the generation's first line (text overlap says little about a one-word label);
 - ``blocked_terms`` / ``refusal_terms``: the share of generations that contain one
   (``toxicity_rate``, ``refusal_rate``), so a model that learned to insult or to refuse is caught;
-- ``golden_sets``: fixed, reviewed sets measured exactly like the eval split (``golden``), so
+- ``golden_sets``: fixed, reviewed sets measured exactly like eval_file (``golden``; never trained on), so
   models trained on different snapshots are still compared on the same questions;
 - ``champion_adapter_path``: the current champion, loaded as a second adapter on the same base
   and measured on the same rows in the same run (``champion``), so "beats the champion" is not
@@ -362,6 +364,7 @@ def _evaluate(config: EvalJobConfig, models: contextlib.ExitStack) -> dict[str, 
             "base_model_uri": config.base_model_path,
             "adapter_uri": config.adapter_path,
             "eval_file_uri": config.eval_file,
+            "eval_split": config.eval_split,
             "golden_file_uris": {g.name: g.file for g in config.golden_sets},
             "chat_template": config.chat_template,
             "base_model_sha256": model_weights_sha256(base_dir),

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.1"  # 1.1: adds `cost` (additive; every 1.0 field is unchanged)
+SCHEMA_VERSION = "1.2"  # 1.1: `cost`; 1.2: split sizes, evaluation.split (additive: 1.0 fields unchanged)
 KIND = "model version"
 REPORT_FILES = {
     "json": "audit_report.json",
@@ -348,7 +348,9 @@ def build_model_version_report(
             "rows_ingested": sum(s["row_count"] for s in sources),
             "rows_quarantined": sum(v.get("rows_quarantined") or 0 for v in validations),
             "training_rows": (stats.get("train") or {}).get("rows"),
-            "eval_rows": (stats.get("eval") or {}).get("rows"),
+            "eval_rows": (stats.get("validation") or stats.get("eval") or {}).get("rows"),  # = validation
+            "validation_rows": (stats.get("validation") or stats.get("eval") or {}).get("rows"),
+            "test_rows": (stats.get("test") or {}).get("rows"),  # the evaluation job's: the gates'
             "collection_period": {"from": period["from"], "to": period["to"]},
             "open_erasure_requests": sorted(open_requests or []),
             "ledger_verified": verification.ok,
@@ -582,7 +584,8 @@ def training_stages(records: list[Any], finetune_run_id: str | None) -> list[dic
                 "dataset": data.get("dataset"),
                 "columns": data.get("columns"),
                 "train_rows": data.get("train_rows"),
-                "eval_rows": data.get("eval_rows"),
+                "eval_rows": data.get("eval_rows"),  # the validation split
+                "test_rows": ((data.get("stats") or {}).get("test") or {}).get("rows"),
                 "pii_replacements": data.get("pii_replacements"),
                 "mlflow_run_id": p.get("mlflow_run_id"),
                 "merged_model_sha256": p.get("merged_model_sha256"),

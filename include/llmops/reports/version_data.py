@@ -502,6 +502,10 @@ def evaluation_section(evaluated: LedgerRecord | None, gated: LedgerRecord | Non
         "finetune_run_id": (evaluated or gated).run_id if (evaluated or gated) else None,
         "n_samples": metrics.get("n_samples"),
         "n_loss_rows": metrics.get("n_loss_rows"),
+        # Which split of the training snapshot the metrics (and the gates) come from, and every
+        # split's size; None for an evaluation from before the test split (its held-out split).
+        "split": metrics.get("eval_split") or (metrics.get("data_splits") or {}).get("measured"),
+        "split_rows": (metrics.get("data_splits") or {}).get("rows"),
         "device": metrics.get("device"),
         "metrics": _numbers(metrics),
         "baseline": _numbers(metrics.get("baseline")),

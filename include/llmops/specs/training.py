@@ -3,7 +3,7 @@ search, chain stages, and where the jobs run (local or Kubernetes)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -209,7 +209,39 @@ class MethodData(StrictModel):
     beta: float | None = Field(
         default=None, gt=0, description="preference: DPO's pull towards the reference model (default 0.1)."
     )
-    eval_fraction: float = Field(default=0.15, gt=0, lt=0.9)
+    validation_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Share of records (by key hash) held out for validation: early stopping, best "
+        "checkpoint, search trials, stage gates. Never trained on. Alias: eval_fraction (deprecated).",
+    )
+    test_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Share of records (by key hash) held out for the final test: the evaluation job, "
+        "the promotion gates and the champion comparison. Never given to a training job.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_fraction_alias(cls, data: Any) -> Any:
+        """``eval_fraction`` (deprecated) is the old name of ``validation_fraction``."""
+        if isinstance(data, dict) and "eval_fraction" in data:
+            if "validation_fraction" in data:
+                raise ValueError("eval_fraction: deprecated alias of validation_fraction; give only one")
+            data = {("validation_fraction" if k == "eval_fraction" else k): v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _splits_leave_training_rows(self) -> MethodData:
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"validation_fraction ({self.validation_fraction}) + test_fraction ({self.test_fraction}) "
+                "must be below 1: the rest is the train split"
+            )
+        return self
 
     @field_validator("prompt_template")
     @classmethod

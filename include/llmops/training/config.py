@@ -90,7 +90,11 @@ class TrainingJobConfig(StrictConfig):
         description="JSONL; rows per method: sft {'prompt', 'completion'}, continued_pretraining {'text'}, "
         "preference {'prompt', 'chosen', 'rejected'}.",
     )
-    eval_file: str = Field(min_length=1, description="Held-out JSONL in the same format as train_file.")
+    eval_file: str = Field(
+        min_length=1,
+        description="Held-out JSONL in the same format as train_file: the validation split (early "
+        "stopping, best checkpoint, search trials). Never the test split: that is the evaluation job's.",
+    )
     train_sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 the file must have (from the ledger)."
     )

@@ -10,9 +10,14 @@ rejected for ``preference``. The same governance applies to all of them, in this
    redacted, but templates may pull in columns outside ``privacy.free_text``);
 3. the method's Great Expectations suite (``great_expectations/expectations/llmops_*.json``),
    whose row-level failures are left out and whose blocking failures stop the run;
-4. canaries (``privacy.canaries``) appended to a few train rows, never eval rows, for the
+4. canaries (``privacy.canaries``) appended to a few train rows, never held-out rows, for the
    leakage probe (:mod:`llmops.evaluation.canaries`); recorded as counts and keyed hashes only;
-5. a content-addressed snapshot (Parquet + the JSON Lines the job reads) per stage.
+5. a content-addressed snapshot (Parquet + the JSON Lines the jobs read) per stage.
+
+Every row is in one of three splits, by a hash of its record key (:func:`split_of`): ``train``,
+``validation`` (the training job's held-out set: early stopping, best checkpoint, search trials,
+stage gates) and ``test`` (only the evaluation job: promotion gates and the champion comparison).
+A record keeps its split as the data grows, so a test row never becomes a training row.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from llmops import snapshots, storage
 from llmops.errors import PermanentError
 from llmops.governance.integrity import check_snapshot
 from llmops.governance.purpose import check_purpose
+from llmops.lake import SPLITS
 from llmops.ledger import record
 from llmops.ledger.events import FinalDatasetCreated, FinetuneStarted, StageDatasetCreated
 from llmops.settings import get_settings
@@ -46,10 +52,44 @@ class TrainingDataError(PermanentError, ValueError):
     """The curated data cannot make a usable training dataset for a stage (the message says why)."""
 
 
-def split_of(key: str, eval_fraction: float, seed: int) -> str:
-    """Deterministic split by key hash: a record stays in the same split across runs and retries."""
+def split_of(key: str, validation_fraction: float, test_fraction: float, seed: int) -> str:
+    """Deterministic split by key hash: a record stays in the same split across runs, retries and
+    snapshots. The test band comes first, so a record's test membership depends only on
+    ``test_fraction`` and the seed (changing ``validation_fraction`` never moves a test row)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
+    point = int.from_bytes(digest[:8], "big") / 2**64
+    if point < test_fraction:
+        return "test"
+    return "validation" if point < test_fraction + validation_fraction else "train"
+
+
+def check_splits(
+    stage: MethodData,
+    stage_name: str,
+    split_rows: dict[str, list[dict[str, str]]],
+    records: int,
+    skipped: dict[str, int],
+) -> None:
+    """Every split must hold a row: name the stage and the spec field to raise when one is empty."""
+    empty = [s for s in SPLITS if not split_rows[s]]
+    if not empty:
+        return
+    remedy = {
+        "train": "lower validation_fraction + test_fraction",
+        "validation": f"raise validation_fraction ({stage.validation_fraction})",
+        "test": f"raise test_fraction ({stage.test_fraction})",
+    }
+    sizes = ", ".join(f"{len(split_rows[s])} {s}" for s in SPLITS)
+    raise TrainingDataError(
+        f"stage '{stage_name}' ({stage.method}): the split produced {sizes} rows from {records} records "
+        f"(skipped: {skipped or 'none'}); every split needs a row: {' and '.join(empty)} empty; "
+        f"{'; '.join(remedy[s] for s in empty)}, or supply more data"
+    )
+
+
+def split_sizes(built: dict[str, Any]) -> dict[str, int]:
+    """Rows per split (train, validation, test) of a dataset write_dataset built."""
+    return {split: int(built["stats"][split]["rows"]) for split in SPLITS}
 
 
 def render_row(stage: MethodData, row: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
@@ -108,7 +148,8 @@ def build_rows(
             for kind, n in counts.items():
                 replaced[kind] = replaced.get(kind, 0) + n
         record_key = str(curated[key])
-        rows.append({"key": record_key, **row, "split": split_of(record_key, stage.eval_fraction, seed)})
+        split = split_of(record_key, stage.validation_fraction, stage.test_fraction, seed)
+        rows.append({"key": record_key, **row, "split": split})
     return rows, skipped, replaced
 
 
@@ -195,13 +236,8 @@ def write_dataset(
     canaries = plant_canaries(
         spec, stage.method, canary_context(spec.name, curated_snapshot_id, stage_name, seed), rows
     )
-    split_rows = {s: [r for r in rows if r["split"] == s] for s in ("train", "eval")}
-    if not split_rows["train"] or not split_rows["eval"]:
-        raise TrainingDataError(
-            f"stage '{stage_name}' ({stage.method}): the split produced {len(split_rows['train'])} train "
-            f"and {len(split_rows['eval'])} eval rows from {len(df)} records (skipped: {skipped or 'none'}); "
-            "need both"
-        )
+    split_rows = {s: [r for r in rows if r["split"] == s] for s in SPLITS}
+    check_splits(stage, stage_name, split_rows, len(df), skipped)
     fields = get_method(stage.method).row_fields
     kek = get_key_ring()
     table = pa.Table.from_pylist(
@@ -223,17 +259,18 @@ def write_dataset(
             "completion_column": stage.completion_column,
             "governance": curated_manifest.get("governance"),
             "purpose": spec.purpose,
-            "eval_fraction": stage.eval_fraction,
+            "validation_fraction": stage.validation_fraction,
+            "test_fraction": stage.test_fraction,
             "split_seed": seed,
-            "train_rows": len(split_rows["train"]),
-            "eval_rows": len(split_rows["eval"]),
+            **{f"{s}_rows": len(items) for s, items in split_rows.items()},
             "skipped_rows": sum(skipped.values()),
             "canaries": canaries,
         },
         run_id=run_id,
         identity={
             "curated": curated_snapshot_id,
-            "eval_fraction": stage.eval_fraction,
+            "validation_fraction": stage.validation_fraction,
+            "test_fraction": stage.test_fraction,
             "seed": seed,
             "stage": stage_name,
             "method": stage.method,
@@ -249,7 +286,9 @@ def write_dataset(
         "snapshot_id": ref.snapshot_id,
         "sha256": manifest["content_sha256"],
         "train_rows": len(split_rows["train"]),
-        "eval_rows": len(split_rows["eval"]),
+        # The ledger event's name for the training job's held-out rows: the validation split. All
+        # three splits' sizes are under stats (stats.<split>.rows).
+        "eval_rows": len(split_rows["validation"]),
         "skipped_rows": sum(skipped.values()),
         "skipped_by_rule": skipped,
         "pii_replacements": replaced,
@@ -272,16 +311,16 @@ EXAMPLE_PROMPT_CHARS = 200
 
 
 def example_prompt(spec: PipelineSpec, snapshot_id: str) -> str:
-    """The first held-out prompt of a training snapshot (for raw text: its first characters).
+    """The first validation prompt of a training snapshot (for raw text: its first characters).
 
     Already redacted: it serves as the registered model's input example and the smoke request.
     """
     from llmops.privacy.keys import get_key_ring
 
-    _, eval_uri = snapshots.split_file_uris(
+    _, validation_uri, _ = snapshots.split_file_uris(
         get_settings().lake_root, spec.name, spec.training.dataset_name, snapshot_id
     )
-    first = json.loads(snapshots.read_split_file(eval_uri, get_key_ring()).splitlines()[0])
+    first = json.loads(snapshots.read_split_file(validation_uri, get_key_ring()).splitlines()[0])
     if "prompt" in first:
         return str(first["prompt"])
     return str(first["text"])[:EXAMPLE_PROMPT_CHARS]
@@ -374,7 +413,13 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
             run_id,
         )
         stages.append(
-            {k: built[k] for k in ("stage", "method", "dataset", "snapshot_id", "train_rows", "eval_rows")}
+            {
+                **{
+                    k: built[k]
+                    for k in ("stage", "method", "dataset", "snapshot_id", "train_rows", "eval_rows")
+                },
+                "split_rows": split_sizes(built),
+            }
         )
     final = write_dataset(
         spec, training, "final", c_ref.snapshot_id, c_manifest, df, training.hyperparameters.seed, run_id
@@ -397,7 +442,8 @@ def prepare_training_data(pipeline: str, curated_snapshot_id: str | None, run_id
         "method": training.method,
         "dataset": final["dataset"],
         "train_rows": final["train_rows"],
-        "eval_rows": final["eval_rows"],
+        "eval_rows": final["eval_rows"],  # the validation split
+        "split_rows": split_sizes(final),
         "stages": stages,
     }
     from llmops import lineage

@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops import storage
+from llmops import snapshots, storage
 from llmops.evaluation.gates import flat_metrics
+from llmops.lake import SPLITS, TRAINING_ZONE
 from llmops.ledger import record
 from llmops.ledger.events import ModelEvaluated, ModelGated
 from llmops.orchestration.finetune.jobs import (
@@ -79,15 +80,26 @@ def champion_adapter(
     return adapter, f"champion v{version}", None
 
 
+def split_rows(spec: PipelineSpec, sft_snapshot_id: str) -> dict[str, int | None]:
+    """Rows per split (train, validation, test) of the final stage's training snapshot, as its
+    manifest records them (None: a snapshot from before the test split)."""
+    ref = snapshots.snapshot_ref(
+        get_settings().lake_root, TRAINING_ZONE, spec.name, spec.training.dataset_name, sft_snapshot_id
+    )
+    manifest = snapshots.read_manifest(ref)
+    return {split: manifest.get(f"{split}_rows") for split in SPLITS}
+
+
 def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Write the evaluation job: held-out split, golden sets, champion, probes."""
+    """Write the evaluation job: the held-out test split (never trained on, never used for early
+    stopping or search), golden sets, champion, probes."""
     from llmops.evaluation.config import parse_eval_config
     from llmops.jobs.config import ConfigError
     from llmops.orchestration.finetune.leakage_probe import build_probe
 
     spec = run_spec(pipeline, run_id)
     evaluation = spec.evaluation
-    _, eval_file = sft_files(spec, trained["sft_snapshot_id"])
+    _, _, test_file = sft_files(spec, trained["sft_snapshot_id"])
     root = storage.join(job_root(spec, run_id), "eval")
     champion, champion_note, champion_base = (None, "comparison off in the spec", None)
     compared: dict[str, Any] = {}  # which champion the gates judge against; promotion re-checks it
@@ -103,8 +115,9 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "adapter_path": trained["adapter_dir"],
         # The evaluated weights must be the trained ones: a swapped adapter folder is refused.
         "adapter_sha256": trained.get("adapter_sha256"),
-        "eval_file": eval_file,
-        "eval_sha256": split_hashes(spec, trained["sft_snapshot_id"])["eval_sha256"],
+        "eval_file": test_file,  # the test split: what the gates and the champion comparison judge
+        "eval_sha256": split_hashes(spec, trained["sft_snapshot_id"])["test"],
+        "eval_split": "test",
         "output_file": job_location(storage.join(root, "output", "metrics.json")),
         "max_samples": evaluation.max_samples,
         "max_new_tokens": evaluation.max_new_tokens,
@@ -137,6 +150,8 @@ def prepare_evaluate(pipeline: str, trained: dict[str, Any], run_id: str) -> dic
         "champion": champion_note if champion is None else champion_note,
         "compared_with_champion": champion is not None,
         "probe": (probe or {}).get("summary"),
+        # Which split the gates judge, and every split's size: recorded with the metrics.
+        "data_splits": {"measured": "test", "rows": split_rows(spec, trained["sft_snapshot_id"])},
         **compared,
     }
 
@@ -149,6 +164,8 @@ def collect_evaluate(pipeline: str, job: dict[str, Any], run_id: str) -> dict[st
     if not storage.exists(job["output_file"]):
         raise JobResultMissing(f"evaluation job {job['config_uri']} wrote no {job['output_file']}")
     metrics = json.loads(storage.read_bytes(job["output_file"]))
+    if job.get("data_splits"):
+        metrics["data_splits"] = job["data_splits"]
     flat = flat_metrics(metrics)
     baseline = flat_metrics(metrics.get("baseline") or {})
     champion = flat_metrics(metrics["champion"]) if metrics.get("champion") else None

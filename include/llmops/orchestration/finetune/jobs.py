@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
 from llmops.errors import PermanentError
-from llmops.lake import SPLIT_FILES
+from llmops.lake import SPLIT_FILES, SPLITS
 from llmops.settings import get_settings
 from llmops.specs import spec_hash
 from llmops.specs.pinned import run_spec
@@ -64,27 +64,28 @@ def job_location(uri: str) -> str:
     return uri if uri.startswith("s3://") else str(storage.local_path(uri))
 
 
-def sft_files(spec: PipelineSpec, sft_snapshot_id: str, dataset: str | None = None) -> tuple[str, str]:
-    """A training snapshot's split files as a job reads them (default: the final stage's dataset)."""
-    train, evaluation = snapshots.split_file_uris(
+def sft_files(spec: PipelineSpec, sft_snapshot_id: str, dataset: str | None = None) -> tuple[str, str, str]:
+    """A training snapshot's train, validation and test files as a job reads them (default: the
+    final stage's dataset). Training jobs get train + validation; only the evaluation job gets test."""
+    train, validation, test = snapshots.split_file_uris(
         get_settings().lake_root, spec.name, dataset or spec.training.dataset_name, sft_snapshot_id
     )
-    return job_location(train), job_location(evaluation)
+    return job_location(train), job_location(validation), job_location(test)
 
 
 def split_hashes(
     spec: PipelineSpec, sft_snapshot_id: str, dataset: str | None = None
 ) -> dict[str, str | None]:
-    """The hashes the ledger holds for a training snapshot's split files, as the job config's
-    `train_sha256`/`eval_sha256`: the job refuses files that differ (None: not recorded)."""
+    """The hashes the ledger holds for a training snapshot's split files, per split (train,
+    validation, test), for the job configs' `*_sha256`: a job refuses files that differ (None: not
+    recorded)."""
     from llmops.governance.integrity import recorded_split_sha256
 
     ref = snapshots.snapshot_ref(
         get_settings().lake_root, "sft", spec.name, dataset or spec.training.dataset_name, sft_snapshot_id
     )
     recorded = recorded_split_sha256(spec, ref) or {}
-    train, evaluation = SPLIT_FILES
-    return {"train_sha256": recorded.get(train), "eval_sha256": recorded.get(evaluation)}
+    return {split: recorded.get(name) for split, name in zip(SPLITS, SPLIT_FILES, strict=True)}
 
 
 def job_env(spec: PipelineSpec) -> dict[str, str]:
@@ -139,15 +140,18 @@ def build_train_job(
         snapshot_id = data["sft_snapshot_id"]
     else:
         snapshot_id = stage_snapshot_id(data, stage.name)
-    train_file, eval_file = sft_files(spec, snapshot_id, method.dataset_name)
+    # The training job sees train and validation rows only; the test split is the evaluation job's.
+    train_file, validation_file, _ = sft_files(spec, snapshot_id, method.dataset_name)
+    hashes = split_hashes(spec, snapshot_id, method.dataset_name)
     root = storage.join(job_root(spec, run_id), name)
     job = {
         "method": method.method,
         "run_name": f"{spec.name}-{safe_run_id(run_id)}-{name}",
         "base_model_path": data.get("base_model_dir") or resolve_base_model(training.base_model.uri),
         "train_file": train_file,
-        "eval_file": eval_file,
-        **split_hashes(spec, snapshot_id, method.dataset_name),
+        "eval_file": validation_file,  # early stopping, best checkpoint, search trials, stage gates
+        "train_sha256": hashes["train"],
+        "eval_sha256": hashes["validation"],
         "output_dir": job_location(storage.join(root, "output")),
         "lora": lora,
         "hyperparameters": hyperparameters,
