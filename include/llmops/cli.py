@@ -187,6 +187,23 @@ def cmd_ledger_rotate_key(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_roles(_: argparse.Namespace) -> int:
+    """Create the governance roles and every llmops DAG's per-DAG permissions (FAB auth manager)."""
+    from llmops.governance.roles import sync_roles
+    from llmops.settings import get_settings
+    from llmops.specs import SpecError, load_spec
+
+    specs = []
+    for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as exc:  # half-synced roles would be worse than none: change nothing
+            print(f"FAIL {exc}\nno role changed: fix the spec and run again", file=sys.stderr)
+            return 2
+    print(json.dumps(sync_roles(specs).to_dict()))
+    return 0
+
+
 def cmd_seal_subject(_: argparse.Namespace) -> int:
     """Read a data subject's identifier from standard input (never the command line, which shell
     history and process lists keep) and print it sealed, for the erasure request's trigger form."""
@@ -294,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "seal-subject", help="seal a data subject's identifier (read from stdin) for an erasure request"
     ).set_defaults(func=cmd_seal_subject)
+    sub.add_parser(
+        "sync-roles",
+        help="create the governance roles and each DAG's per-DAG permissions in the FAB auth manager",
+    ).set_defaults(func=cmd_sync_roles)
     p = sub.add_parser("serve", help="serve a pipeline's champion over HTTP (mlflow models serve)")
     p.add_argument("pipeline")
     p.add_argument("--version", default=None, help="a registered version instead of the champion")

@@ -11,8 +11,11 @@ Routes (all but the icons need an authenticated Airflow user allowed to view the
 Authentication is the API server's own: ``requires_access_view(AccessView.WEBSITE)`` resolves the
 user from an ``Authorization: Bearer`` JWT or the UI's ``_token`` cookie through the configured auth
 manager, and answers 401 (no or expired token) or 403 (invalid token, or a user without UI access)
-before any lake access. The reports are read through ``llmops.reports.index``, which validates the
-path segments, so a request can only ever read a listed report's files.
+before any lake access. A user sees the reports of the pipelines whose DAGs (``<pipeline>__...``)
+the auth manager lets them read: with the FAB auth manager and per-DAG roles, a team sees its own
+pipelines' reports, the Auditor every pipeline's; another pipeline's report answers 404, as if it
+did not exist. The reports are read through ``llmops.reports.index``, which validates the path
+segments, so a request can only ever read a listed report's files.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-from airflow.api_fastapi.core_api.security import requires_access_view
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_view
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -116,7 +119,25 @@ def _with_links(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _list(request: Request, pipeline: str | None) -> list[dict[str, Any]]:
+#: The DAGs a pipeline can have (``<pipeline>__<kind>``): reading any one of them opens its reports.
+_PIPELINE_DAG_KINDS = ("ingest", "finetune", "monitor", "batch_inference")
+
+
+def _can_read_pipeline(user: Any, pipeline: str) -> bool:
+    """Whether the auth manager lets ``user`` read one of the pipeline's DAGs. Asked per DAG id, not
+    per DAG in the database, so the reports of a retired pipeline stay readable to whoever may read
+    every DAG (the Auditor), and to no one else."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    manager = get_auth_manager()
+    return any(
+        manager.is_authorized_dag(method="GET", user=user, details=DagDetails(id=f"{pipeline}__{kind}"))
+        for kind in _PIPELINE_DAG_KINDS
+    )
+
+
+def _list(request: Request, pipeline: str | None, user: Any) -> list[dict[str, Any]]:
     try:
         entries = index.list_reports(_reports_root())
     except Exception as exc:  # the lake is down or misconfigured: say so, do not leak internals
@@ -124,10 +145,14 @@ def _list(request: Request, pipeline: str | None) -> list[dict[str, Any]]:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"the reports store is unavailable ({type(exc).__name__})"
         ) from exc
-    return [_with_links(request, e) for e in entries if pipeline is None or e["pipeline"] == pipeline]
+    entries = [e for e in entries if pipeline is None or e["pipeline"] == pipeline]
+    readable = {name for name in {e["pipeline"] for e in entries} if _can_read_pipeline(user, name)}
+    return [_with_links(request, e) for e in entries if e["pipeline"] in readable]
 
 
-def _read(reader: Any, pipeline: str, report_id: str) -> Any:
+def _read(reader: Any, pipeline: str, report_id: str, user: Any) -> Any:
+    if not _can_read_pipeline(user, pipeline):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such report")
     try:
         return reader(_reports_root(), pipeline, report_id)
     except ValueError as exc:
@@ -141,10 +166,10 @@ router = APIRouter(dependencies=[Depends(requires_access_view(AccessView.WEBSITE
 
 @router.get("/", response_class=HTMLResponse, name="reports_page")
 def reports_page(
-    request: Request, pipeline: str | None = Query(default=None, max_length=200)
+    request: Request, user: GetUserDep, pipeline: str | None = Query(default=None, max_length=200)
 ) -> HTMLResponse:
     """The reports list, grouped by pipeline, newest first."""
-    entries = _list(request, pipeline)
+    entries = _list(request, pipeline, user)
     groups: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:  # newest first inside each pipeline, as listed
         groups.setdefault(entry["pipeline"], []).append(entry)
@@ -162,10 +187,10 @@ def reports_page(
 
 @router.get("/api/reports", name="reports_json")
 def reports_json(
-    request: Request, pipeline: str | None = Query(default=None, max_length=200)
+    request: Request, user: GetUserDep, pipeline: str | None = Query(default=None, max_length=200)
 ) -> JSONResponse:
     """The reports list as JSON: what the page shows, for scripts and checks."""
-    entries = _list(request, pipeline)
+    entries = _list(request, pipeline, user)
     return JSONResponse(
         {"reports_root": _reports_root(), "total_entries": len(entries), "reports": entries},
         headers={"Cache-Control": "no-store"},
@@ -173,15 +198,17 @@ def reports_json(
 
 
 @router.get("/reports/{pipeline}/{report_id}", response_class=HTMLResponse, name="report_html")
-def report_html(pipeline: str, report_id: str) -> HTMLResponse:
+def report_html(pipeline: str, report_id: str, user: GetUserDep) -> HTMLResponse:
     """One audit report, exactly as the pipeline rendered it."""
-    return HTMLResponse(_read(index.read_report_html, pipeline, report_id), headers=_HTML_HEADERS)
+    return HTMLResponse(_read(index.read_report_html, pipeline, report_id, user), headers=_HTML_HEADERS)
 
 
 @router.get("/reports/{pipeline}/{report_id}/{card}.md", name="report_card")
-def report_card(pipeline: str, report_id: str, card: str) -> Response:
+def report_card(pipeline: str, report_id: str, card: str, user: GetUserDep) -> Response:
     """A model-version report's model card or data card, as the Markdown the pipeline wrote."""
-    body = _read(lambda root, p, r: index.read_report_card(root, p, r, f"{card}.md"), pipeline, report_id)
+    body = _read(
+        lambda root, p, r: index.read_report_card(root, p, r, f"{card}.md"), pipeline, report_id, user
+    )
     return Response(
         body,
         media_type="text/markdown; charset=utf-8",
@@ -190,9 +217,9 @@ def report_card(pipeline: str, report_id: str, card: str) -> Response:
 
 
 @router.get("/reports/{pipeline}/{report_id}/audit_report.json", name="report_json")
-def report_json(pipeline: str, report_id: str) -> Response:
+def report_json(pipeline: str, report_id: str, user: GetUserDep) -> Response:
     """One audit report's JSON, byte for byte."""
-    body = _read(index.read_report_json_bytes, pipeline, report_id)
+    body = _read(index.read_report_json_bytes, pipeline, report_id, user)
     return Response(
         body,
         media_type="application/json",

@@ -1,5 +1,6 @@
 """A real ``airflow api-server`` on 127.0.0.1 for tests: the session's metadata DB, this project's
-plugins, the simple auth manager with known users. Tests talk to it over HTTP like the UI does."""
+plugins, the simple auth manager with known users (or the FAB auth manager with users a test created
+in its own database). Tests talk to it over HTTP like the UI does."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 PROJECT = Path(__file__).resolve().parents[2]
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,36 @@ def tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
 
-@contextlib.contextmanager
-def run_api_server(work: Path, roles: dict[str, str]) -> Iterator[ApiServer]:
-    """Start ``airflow api-server`` with users ``{name: role}`` (random passwords); stop it after."""
+def _simple_auth(work: Path, roles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Users ``{name: role}`` of the simple auth manager (random passwords), and its settings."""
     users = {name: secrets.token_urlsafe(12) for name in roles}
     passwords = work / "passwords.json"
     passwords.write_text(json.dumps(users))
+    return users, {
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in roles.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+
+
+@contextlib.contextmanager
+def run_api_server(
+    work: Path,
+    roles: dict[str, str],
+    *,
+    fab_users: dict[str, str] | None = None,
+    env_overrides: dict[str, str] | None = None,
+) -> Iterator[ApiServer]:
+    """Start ``airflow api-server`` with simple-auth users ``{name: role}`` (random passwords), or,
+    given ``fab_users`` ``{name: password}``, with the FAB auth manager and those users (already in
+    the database ``env_overrides`` names); stop it after."""
+    if fab_users is not None:
+        users, auth_env = fab_users, {"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER}
+    else:
+        users, auth_env = _simple_auth(work, roles)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     jwt_secret = secrets.token_hex(32)
@@ -75,16 +101,12 @@ def run_api_server(work: Path, roles: dict[str, str]) -> Iterator[ApiServer]:
     env.update(
         {
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in roles.items()),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            **auth_env,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
             "AIRFLOW__API__BASE_URL": base_url,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "include"), env.get("PYTHONPATH")])),
+            **(env_overrides or {}),
         }
     )
     log_file = work / "api-server.log"
