@@ -85,6 +85,10 @@ def test_helm_values_set_every_production_switch(values: dict[str, Any]) -> None
     policy = json.loads(lineage["emission_policy"])
     assert {"include_source_code": False} in [rule["controls"] for rule in policy]
     assert any(rule["scope"] == {"dag_id": "data_erasure_request"} for rule in policy)
+    # roles are enforced (FAB) and exist before the DAG processor syncs the DAGs' access_control
+    assert values["config"]["core"]["auth_manager"].endswith("fab_auth_manager.FabAuthManager")
+    assert "llmops sync-roles" in values["migrateDatabaseJob"]["args"][-1]
+    assert values["createUserJob"]["defaultUser"]["enabled"] is False
 
 
 def test_helm_values_hold_no_secret(values: dict[str, Any]) -> None:
