@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+import yaml
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,7 +38,9 @@ USERS = {  # user -> role
 
 def _run(args: list[str], env: dict[str, str]) -> str:
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result.stdout
 
 
@@ -46,7 +49,15 @@ def fab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from airflow_api_server import FAB_AUTH_MANAGER, run_api_server
 
     work = tmp_path_factory.mktemp("fab")
+    pipelines = work / "pipelines"  # the demo specs, support_bot with approval by the user "approver"
+    pipelines.mkdir()
+    for spec in (PROJECT / "include" / "pipelines").glob("*.yaml"):
+        raw = yaml.safe_load(spec.read_text())
+        if raw["name"] == "support_bot":
+            raw["registry"]["approval"] = {"required": True, "approvers": ["approver"]}
+        (pipelines / spec.name).write_text(yaml.safe_dump(raw, sort_keys=False))
     overrides = {
+        "LLMOPS_PIPELINES_DIR": str(pipelines),
         "AIRFLOW_HOME": str(work / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
         "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
@@ -106,12 +117,24 @@ def test_the_auditor_reads_every_dag_and_triggers_none(fab_server: Any) -> None:
     dags = _call(fab_server, "GET", "/api/v2/dags", "auditor", params={"limit": 100})
     assert dags.status_code == 200, dags.text
     seen = {d["dag_id"] for d in dags.json()["dags"]}
-    assert {"support_bot__finetune", "northwind_kb__finetune", "data_erasure_request", "model_rollback"} <= seen
-    for dag_id in ("support_bot__finetune", "support_bot__ingest", "compliance_audit_report", "model_rollback"):
+    assert {
+        "support_bot__finetune",
+        "northwind_kb__finetune",
+        "data_erasure_request",
+        "model_rollback",
+    } <= seen
+    for dag_id in (
+        "support_bot__finetune",
+        "support_bot__ingest",
+        "compliance_audit_report",
+        "model_rollback",
+    ):
         runs = _call(fab_server, "GET", f"/api/v2/dags/{dag_id}/dagRuns", "auditor")
         assert runs.status_code == 200, (dag_id, runs.text)
         assert _trigger(fab_server, dag_id, "auditor").status_code == 403, dag_id
-    pause = _call(fab_server, "PATCH", "/api/v2/dags/support_bot__ingest", "auditor", json={"is_paused": True})
+    pause = _call(
+        fab_server, "PATCH", "/api/v2/dags/support_bot__ingest", "auditor", json={"is_paused": True}
+    )
     assert pause.status_code == 403
 
 
@@ -140,14 +163,47 @@ def test_sync_roles_is_idempotent_and_takes_back_hand_added_rights(fab_server: A
 
     work = Path(fab_server.log_file).parent
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | {
+        "LLMOPS_PIPELINES_DIR": str(work / "pipelines"),
         "AIRFLOW_HOME": str(work / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
         "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
     }
     llmops = str(Path(sys.executable).parent / "llmops")
     assert '"added": 0, "removed": 0' in _run([llmops, "sync-roles"], env)
-    _run([sys.executable, "-m", "airflow", "roles", "add-perms", "DataOwner", "-r", "DAG Runs", "-a", "can_create"], env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "roles",
+            "add-perms",
+            "DataOwner",
+            "-r",
+            "DAG Runs",
+            "-a",
+            "can_create",
+        ],
+        env,
+    )
     assert '"removed": 1' in _run([llmops, "sync-roles"], env)
+
+
+def test_only_the_model_approver_may_answer_an_approval(fab_server: Any) -> None:
+    """Answering the approval (a required action) needs the ModelApprover role: the ML engineer,
+    who may edit the finetune DAG, gets 403; the approver passes authorisation and gets 404, as
+    there is no pending request in this database. Neither the approver starts training."""
+    path = "/api/v2/dags/support_bot__finetune/dagRuns/manual__none/taskInstances/approve/-1/hitlDetails"
+    body = {"chosen_options": ["Approve"], "params_input": {}}
+    for user in ("engineer", "owner", "auditor", "dpo"):
+        assert _call(fab_server, "PATCH", path, user, json=body).status_code == 403, user
+    assert _call(fab_server, "PATCH", path, "approver", json=body).status_code == 404
+    assert (
+        _call(
+            fab_server, "PATCH", path.replace("support_bot", "northwind_kb"), "approver", json=body
+        ).status_code
+        == 403
+    )
+    assert _trigger(fab_server, "support_bot__finetune", "approver").status_code == 403
 
 
 def _write_report(root: str, pipeline: str, run_id: str) -> None:
