@@ -283,7 +283,9 @@ def _method_column_lineage(source: Any, stage: MethodData, key: str) -> tuple[di
             for c in stage.text_columns
         ]
     mapping["split"] = [
-        column_field(source, key, "DIRECT", "TRANSFORMATION", "train/eval by a seeded hash of the key")
+        column_field(
+            source, key, "DIRECT", "TRANSFORMATION", "train/validation/test by a seeded hash of the key"
+        )
     ]
     required = [c for c in answers.values() if c] or list(stage.text_columns)
     filtered = [
