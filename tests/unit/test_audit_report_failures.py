@@ -96,7 +96,10 @@ def _run_until(failed_step: str, *, diverged: bool = False) -> None:
     if "gates" in steps or failed_step == "gates":
         passed = failed_step != "gates"
         gate = {"metric": "token_f1", "observed": None if diverged else 0.8, "min": 0.6, "max": None}
-        gate |= {"passed": passed, "reason": "within bounds" if passed else "metric was not produced"}
+        gate |= {
+            "passed": passed,
+            "reason": "within bounds" if passed else f"{gate['metric']} was not produced",
+        }
         gated = {"passed": passed, "gates": [gate], "champion_compared": False, "base_compared": False}
         _append(ModelGated, f"mlflow-run/{'r' * 32}", {**gated, "champion": None})
     if "register" in steps:
@@ -158,14 +161,14 @@ def test_report_of_a_diverged_run_rejected_by_its_gates_renders_nan_and_missing_
     from llmops.reports.audit import write_audit_report
 
     _run_until("gates", diverged=True)
-    _failed("check_gates", "GateFailed", "1 of 1 gate(s) failed: token_f1: metric was not produced")
+    _failed("check_gates", "GateFailed", "1 of 1 gate failed: token_f1 was not produced")
     paths = write_audit_report(load_pipeline(PIPELINE), RUN)
     assert paths["decision"] == "rejected by gates"
     html = Path(paths["html"]).read_text()
     assert "train loss nan, validation loss (early stopping) n/a, n/a steps" in html
     json.loads(Path(paths["json"]).read_text(), parse_constant=_refuse)  # strict JSON: no NaN
     assert "<td>token_f1</td><td>not produced</td>" in html
-    assert "metric was not produced" in html and "check_gates: GateFailed" in html
+    assert "was not produced" in html and "check_gates: GateFailed" in html
 
 
 def test_report_of_a_promotion_refused_for_a_changed_champion_states_why(lake):

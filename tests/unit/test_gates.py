@@ -24,14 +24,17 @@ def test_failures_say_by_how_much():
     with pytest.raises(GateFailed) as info:
         raise_if_failed(decision)
     message = str(info.value)
-    assert "2 of 2 gate(s) failed" in message
-    assert "eval_perplexity: 5.12 > max 3 (over by 2.12)" in message
-    assert "token_f1: 0.18 < min 0.6 (short by 0.42)" in message
+    assert "2 of 2 gates failed" in message
+    assert "eval_perplexity 5.12 is 2.12 above the maximum 3" in message
+    assert "token_f1 0.18 is 0.42 below the minimum 0.6" in message
 
 
 def test_missing_or_nan_metric_fails():
     decision = evaluate_gates(GATES, {"eval_perplexity": float("nan")})
-    assert [g["reason"] for g in decision["gates"]] == ["metric was not produced"] * 2
+    assert [g["reason"] for g in decision["gates"]] == [
+        "eval_perplexity was not produced",
+        "token_f1 was not produced",
+    ]
     assert not decision["passed"]
 
 
@@ -46,10 +49,26 @@ def test_champion_comparison_respects_direction_and_margin():
         gates, {"token_f1": 0.86, "eval_loss": 0.40}, {"token_f1": 0.85, "eval_loss": 0.35}
     )
     assert [g["passed"] for g in worse["gates"]] == [False, False]
-    assert "must be better by 0.02, is better by 0.01" in worse["gates"][0]["reason"]
-    assert "is better by -0.05" in worse["gates"][1]["reason"]
+    assert (
+        worse["gates"][0]["reason"]
+        == "token_f1 0.86 is 0.01 above the champion's 0.85; must be at least 0.02 above"
+    )
+    assert worse["gates"][1]["reason"] == "eval_loss 0.4 is 0.05 above the champion's 0.35; must not be above"
     first = evaluate_gates(gates, {"token_f1": 0.5, "eval_loss": 1.0}, None)
     assert first["passed"] and first["gates"][0]["reason"] == "no champion to beat yet"
+
+
+def test_a_tolerated_regression_reads_as_a_sentence():
+    """A negative margin tolerates that much worse; the failure says how far and what was allowed."""
+    gates = [Gate(metric="token_f1", beat_champion_by=-0.02)]
+    decision = evaluate_gates(gates, {"token_f1": 0.178}, {"token_f1": 0.981})
+    with pytest.raises(GateFailed) as info:
+        raise_if_failed(decision)
+    assert str(info.value) == (
+        "1 of 1 gate failed: token_f1 0.178 is 0.803 below the champion's 0.981; must not be more than 0.02 below"
+    )
+    within = evaluate_gates(gates, {"token_f1": 0.97}, {"token_f1": 0.981})
+    assert within["passed"]
 
 
 def test_unknown_gate_metric_is_refused():
@@ -64,10 +83,14 @@ def test_base_model_comparison_needs_the_base_scored_and_respects_direction():
     base = {"eval_loss": 11.1, "reward_accuracy": 0.5}
     good = evaluate_gates(gates, {"eval_loss": 5.1, "reward_accuracy": 0.9}, baseline=base)
     assert good["passed"] and good["base_compared"]
-    assert good["gates"][0]["base"] == 11.1 and "beats the base model 11.1 by 6" in good["gates"][0]["reason"]
+    assert good["gates"][0]["base"] == 11.1
+    assert good["gates"][0]["reason"] == "eval_loss 5.1 is 6 below the base model's 11.1"
     weak = evaluate_gates(gates, {"eval_loss": 9.5, "reward_accuracy": 0.55}, baseline=base)
     assert [g["passed"] for g in weak["gates"]] == [False, False]
-    assert "must be better by 2, is better by 1.6" in weak["gates"][0]["reason"]
+    assert (
+        weak["gates"][0]["reason"]
+        == "eval_loss 9.5 is 1.6 below the base model's 11.1; must be at least 2 below"
+    )
     unscored = evaluate_gates(gates, {"eval_loss": 1.0, "reward_accuracy": 1.0}, baseline=None)
     assert not unscored["passed"]
     assert "base model was not scored" in unscored["gates"][0]["reason"]

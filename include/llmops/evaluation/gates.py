@@ -48,6 +48,38 @@ def _improvement(gate: Gate, observed: float, other: float) -> float:
     return (other - observed) if gate.lower_is_better else (observed - other)
 
 
+def _directions(gate: Gate) -> tuple[str, str]:
+    """The words for better and worse in the metric's direction."""
+    return ("below", "above") if gate.lower_is_better else ("above", "below")
+
+
+def _position(gate: Gate, observed: float, other: float, whose: str) -> str:
+    """'token_f1 0.178 is 0.803 below the champion's 0.981'."""
+    better, worse = _directions(gate)
+    gain = _improvement(gate, observed, other)
+    where = "level with" if gain == 0 else f"{abs(observed - other):.4g} {better if gain > 0 else worse}"
+    return f"{gate.metric} {observed:.4g} is {where} {whose} {other:.4g}"
+
+
+def _requirement(gate: Gate, margin: float) -> str:
+    """What a ``beat_*_by`` margin asks, in words: 'must be at least 0.02 above', 'must not be more
+    than 0.02 below' (a negative margin tolerates that much worse)."""
+    better, worse = _directions(gate)
+    if margin > 0:
+        return f"must be at least {margin:.4g} {better}"
+    if margin < 0:
+        return f"must not be more than {-margin:.4g} {worse}"
+    return f"must not be {worse}"
+
+
+def _versus(gate: Gate, observed: float, other: float, margin: float, whose: str) -> tuple[str | None, str]:
+    """(problem, note) of a comparison with another model on the same data."""
+    sentence = _position(gate, observed, other, whose)
+    if _improvement(gate, observed, other) < margin:
+        return f"{sentence}; {_requirement(gate, margin)}", sentence
+    return None, sentence
+
+
 def _versus_champion(
     gate: Gate,
     observed: float,
@@ -66,14 +98,8 @@ def _versus_champion(
         return f"the champion was scored but produced no {gate.metric}", None
     if rival is None:
         return None, "no champion to beat yet"
-    margin = gate.beat_champion_by or 0.0
-    gain = _improvement(gate, observed, rival)
-    if gain < margin:
-        return (
-            f"{observed:.4g} vs champion {rival:.4g}: must be better by {margin:.4g}, is better by {gain:.4g}",
-            None,
-        )
-    return None, f"beats champion {rival:.4g} by {gain:.4g}"
+    problem, note = _versus(gate, observed, rival, gate.beat_champion_by or 0.0, "the champion's")
+    return problem, None if problem else note
 
 
 def evaluate_gates(
@@ -108,7 +134,7 @@ def evaluate_gates(
                     gate.min,
                     gate.max,
                     False,
-                    "metric was not produced",
+                    f"{gate.metric} was not produced",
                     rival,
                     gate.beat_champion_by,
                     base,
@@ -119,9 +145,13 @@ def evaluate_gates(
         problems = []
         notes = []
         if gate.min is not None and observed < gate.min:
-            problems.append(f"{observed:.4g} < min {gate.min:.4g} (short by {gate.min - observed:.4g})")
+            problems.append(
+                f"{gate.metric} {observed:.4g} is {gate.min - observed:.4g} below the minimum {gate.min:.4g}"
+            )
         if gate.max is not None and observed > gate.max:
-            problems.append(f"{observed:.4g} > max {gate.max:.4g} (over by {observed - gate.max:.4g})")
+            problems.append(
+                f"{gate.metric} {observed:.4g} is {observed - gate.max:.4g} above the maximum {gate.max:.4g}"
+            )
         if gate.beat_champion_by is not None:
             problem, note = _versus_champion(
                 gate, observed, rival, champion is not None, champion_unavailable, on_champion_unavailable
@@ -132,14 +162,8 @@ def evaluate_gates(
             if base is None:
                 problems.append("the base model was not scored: no improvement over it to check")
             else:
-                gain = _improvement(gate, observed, base)
-                if gain < gate.beat_base_by:
-                    problems.append(
-                        f"{observed:.4g} vs base model {base:.4g}: must be better by {gate.beat_base_by:.4g}, "
-                        f"is better by {gain:.4g}"
-                    )
-                else:
-                    notes.append(f"beats the base model {base:.4g} by {gain:.4g}")
+                problem, note = _versus(gate, observed, base, gate.beat_base_by, "the base model's")
+                (problems if problem else notes).append(problem or note)
         if problems and (evidence or {}).get(gate.metric):
             problems.append(f"[{(evidence or {})[gate.metric]}]")
         results.append(
@@ -171,8 +195,12 @@ def raise_if_failed(decision: dict[str, Any]) -> None:
     if decision["passed"]:
         return
     failed = [g for g in decision["gates"] if not g["passed"]]
-    lines = [f"{g['metric']}: {g['reason']}" for g in failed]
-    raise GateFailed(f"{len(failed)} of {len(decision['gates'])} gate(s) failed: " + "; ".join(lines))
+    total = len(decision["gates"])
+    lines = [
+        g["reason"] if g["reason"].startswith(g["metric"]) else f"{g['metric']}: {g['reason']}"
+        for g in failed
+    ]
+    raise GateFailed(f"{len(failed)} of {total} gate{'s' if total != 1 else ''} failed: " + "; ".join(lines))
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
