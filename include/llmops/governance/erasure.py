@@ -24,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from llmops import snapshots, storage
+from llmops.errors import safe_error_text
 from llmops.governance import suppression
 from llmops.governance.suppression import normalise_value
 from llmops.governance.sweep import SnapshotsNotDone, failure_message
@@ -167,7 +168,7 @@ class _Erasure:
             try:
                 visit(ref, manifest)
             except (snapshots.SnapshotError, ErasureError) as exc:  # messages name files, not data
-                self.failures[snapshots.failed_file(exc) or ref.uri] = str(exc)
+                self.failures[snapshots.failed_file(exc) or ref.uri] = safe_error_text(exc)
             except Exception as exc:  # a library's message may quote data: its type only
                 self.failures[snapshots.failed_file(exc) or ref.uri] = type(exc).__name__
         self.failures.update(unreadable)

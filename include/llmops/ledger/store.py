@@ -33,6 +33,7 @@ import llmops.ledger.verification as verification
 from llmops.errors import PermanentError, safe_error_text
 from llmops.ledger.anchors import AnchorStore, anchor_store_for
 from llmops.ledger.chain import GENESIS, canonical, record_hash
+from llmops.ledger.clean import clean_payload
 from llmops.ledger.keys import LedgerKeys, resolve_ledger_keys
 from llmops.ledger.schema import (
     FOLLOWS_HEAD,
@@ -186,7 +187,7 @@ class Ledger:
     ) -> LedgerRecord:
         """Append one event; if the same event was already recorded, return that record unchanged."""
         event_id = event_id or event_id_for(pipeline, event_type, subject, run_id)
-        payload = json.loads(_canonical(payload))
+        payload = clean_payload(json.loads(_canonical(payload)))
         keys = self.keys
         with self.engine.begin() as conn:
             head = conn.execute(

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from llmops.errors import safe_error_text
 from llmops.ledger import get_ledger, record
 from llmops.ledger.events import (
     ModelApproved,
@@ -185,7 +186,7 @@ def promote(
     except mlflow_registry.ChampionChanged as exc:  # the newer champion stays; the reason is recorded
         record(
             spec,
-            PromotionSkipped(reason=str(exc), champion=exc.current, gated_against=exc.expected),
+            PromotionSkipped(reason=safe_error_text(exc), champion=exc.current, gated_against=exc.expected),
             subject,
             run_id,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from llmops.errors import PermanentError
+from llmops.errors import PermanentError, safe_error_text
 from llmops.jobs.results import read_result, write_result
 from llmops.ledger import record
 from llmops.ledger.events import TrialSkipped
@@ -117,7 +117,9 @@ def finish_search(
             outcome.update(state="skipped", reason=result.get("reason"))
         else:
             outcome.update(
-                state="failed", error=str(result.get("error") or "no result (job did not finish)")[:500]
+                # The job reduced it already; a result file is input, so reduce it again.
+                state="failed",
+                error=safe_error_text(str(result.get("error") or "no result (job did not finish)")),
             )
         outcome["global_step"] = result.get("global_step")
         outcome["train_runtime_s"] = result.get("train_runtime_s")
