@@ -93,6 +93,8 @@ def verification(result: VerifyResult) -> dict[str, Any]:
         "records": result.records,
         "head_hash": result.head_hash,
         "problem": result.problem,
+        "full": result.full,
+        "anchored_seq": result.anchored_seq,
     }
 
 
