@@ -120,6 +120,10 @@ def test_search_trials_are_child_runs_and_the_final_training_uses_the_best(demo)
     assert all(stages[f"trial-{n}"].data.tags.get("mlflow.parentRunId") == parent for n in range(3))
     assert all("eval_loss" in stages[f"trial-{n}"].data.metrics for n in range(3))
     assert stages["search"].data.metrics["trials_succeeded"] == 3
+    # The run is over: none of its MLflow runs is left RUNNING (they end with the audit report).
+    assert {r.info.status for r in runs} == {"FINISHED"}, {
+        r.data.tags["llmops.stage"]: r.info.status for r in runs
+    }
 
 
 def test_probes_run_and_the_weak_model_is_compared_with_the_champion(demo):

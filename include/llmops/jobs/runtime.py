@@ -26,6 +26,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: When this job process started (this module is imported first by both entrypoints): a job's
 #: wall time, model loading and publishing included, is what its device was held for (cost).
 PROCESS_STARTED = time.monotonic()
+#: MLflow tag with a job's own outcome (FINISHED or FAILED) on a run the orchestrator keeps open:
+#: the orchestrator ends that run with this status when the Airflow run ends.
+JOB_STATUS_TAG = "llmops.job_status"
 
 
 def job_wall_seconds() -> float:

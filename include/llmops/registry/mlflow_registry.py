@@ -88,6 +88,32 @@ def find_or_create_run(experiment_id: str, run_name: str, tags: dict[str, str]) 
     return run.info.run_id
 
 
+def end_open_runs(experiment_id: str, airflow_run_id: str, *, failed: bool) -> dict[str, int]:
+    """End every run still RUNNING that this Airflow run opened (search parent, trials, chain
+    stages, the final run). A trial or stage ends with its own job's outcome (``JOB_STATUS_TAG``):
+    a trial that trained well stays FINISHED when the Airflow run fails later. Every other run is
+    FAILED if its job or the Airflow run failed, FINISHED if not. Called once the run's last task
+    is done, so no run stays RUNNING in the MLflow UI; a retried call finds nothing left to end."""
+    from mlflow import MlflowClient
+
+    from llmops.jobs.runtime import JOB_STATUS_TAG
+
+    client = MlflowClient()
+    open_runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`llmops.airflow_run_id` = '{airflow_run_id}' and attributes.status = 'RUNNING'",
+        max_results=5000,
+    )
+    ended = {"FINISHED": 0, "FAILED": 0}
+    for run in open_runs:
+        job = run.data.tags.get(JOB_STATUS_TAG)
+        own_outcome = run.data.tags.get("llmops.stage", "").startswith(("trial-", "stage-")) and job
+        status = "FAILED" if job == "FAILED" or (failed and not own_outcome) else "FINISHED"
+        client.set_terminated(run.info.run_id, status=status)
+        ended[status] += 1
+    return ended
+
+
 def log_params_and_metrics(run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param

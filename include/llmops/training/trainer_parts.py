@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.jobs.artifacts import atomic_directory, file_sha256, weights_sha256
-from llmops.jobs.runtime import DistributedContext, JobInputError, encode_prompt_completion, resolve_dtype
+from llmops.jobs.runtime import (
+    JOB_STATUS_TAG,
+    DistributedContext,
+    JobInputError,
+    encode_prompt_completion,
+    resolve_dtype,
+)
 from llmops.training.checkpoints import KEEP_CHECKPOINTS
 
 if TYPE_CHECKING:
@@ -196,11 +202,15 @@ def mlflow_run(target: MlflowTarget | None, run_name: str) -> Iterator[str | Non
         yield run_id
     except BaseException:
         _flush_mlflow(mlflow)
+        mlflow.set_tag(JOB_STATUS_TAG, "FAILED")
         mlflow.end_run(status="FAILED")
         raise
     _flush_mlflow(mlflow)
+    mlflow.set_tag(JOB_STATUS_TAG, "FINISHED")
     mlflow.end_run(status="FINISHED")
     if prior_status == "RUNNING":
+        # The orchestrator's run (evaluation and registration log into it next): it ends it with the
+        # Airflow run, taking this job's own outcome from the tag (mlflow_registry.end_open_runs).
         MlflowClient(target.tracking_uri).update_run(run_id, status="RUNNING")
 
 

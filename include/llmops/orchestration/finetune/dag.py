@@ -231,8 +231,12 @@ class _StepTasks:
         def audit_report() -> dict[str, Any]:
             with fail_fast():
                 from llmops.orchestration.finetune import release as steps
+                from llmops.orchestration.finetune.jobs import end_tracking_runs
 
-                return steps.audit_report(spec.name, current_run_id())
+                try:
+                    return steps.audit_report(spec.name, current_run_id())
+                finally:  # the last task: no MLflow run of this Airflow run stays RUNNING
+                    end_tracking_runs(spec.name, current_run_id())
 
         return audit_report()
 

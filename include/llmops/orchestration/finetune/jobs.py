@@ -274,6 +274,17 @@ def mlflow_registry_run(spec: PipelineSpec, data: dict[str, Any], run_id: str, s
     )
 
 
+def end_tracking_runs(pipeline: str, run_id: str) -> dict[str, int]:
+    """End the MLflow runs this Airflow run opened, FAILED where it recorded a failed task."""
+    from llmops.ledger import get_ledger
+    from llmops.ledger.events import TaskFailed
+    from llmops.registry import mlflow_registry
+
+    spec = run_spec(pipeline, run_id)
+    failed = bool(get_ledger().records(pipeline=spec.name, event_type=TaskFailed.name, run_id=run_id))
+    return mlflow_registry.end_open_runs(experiment_id(spec), run_id, failed=failed)
+
+
 class JobResultMissing(RuntimeError):
     """The job ended without a result.json (it was killed, or wrote somewhere else)."""
 
