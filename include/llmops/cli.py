@@ -6,9 +6,14 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmops.specs import PipelineSpec
 
 log = logging.getLogger("llmops")
 
@@ -138,25 +143,32 @@ def cmd_validate_specs(args: argparse.Namespace) -> int:
     from llmops.settings import get_settings
     from llmops.specs import SpecError, load_spec
     from llmops.specs.checks import all_problems
+    from llmops.specs.collisions import cross_spec_problems
 
-    failed = 0
+    loaded: dict[Path, PipelineSpec] = {}
+    reports: dict[Path, list[str] | str] = {}  # a spec's problems, or why it could not be checked
     for path in sorted(get_settings().pipelines_dir.glob("*.yaml")):
         try:
-            spec = load_spec(path)
-            problems = all_problems(spec, connections=not args.offline)
+            loaded[path] = load_spec(path)
+            reports[path] = all_problems(loaded[path], connections=not args.offline)
         except SpecError as exc:
-            failed += 1
-            print(f"FAIL {exc}")
-            continue
+            reports[path] = f"FAIL {exc}"
         except Exception as exc:  # one spec must not stop the others from being checked
-            failed += 1
-            print(f"FAIL {path}: could not be checked ({type(exc).__name__})")
-            continue
-        if problems:
-            failed += 1
+            reports[path] = f"FAIL {path}: could not be checked ({type(exc).__name__})"
+    # What one pipeline claims (its registered model, its batch-inference table) no other may claim.
+    clashes = cross_spec_problems(loaded)
+    failed = 0
+    for path, report in reports.items():
+        problems = report if isinstance(report, str) else report + clashes.get(path, [])
+        if isinstance(problems, str):
+            print(problems)
+        elif problems:
             print(f"FAIL {path}:\n" + "\n".join(f"  - {p}" for p in problems))
         else:
+            spec = loaded[path]
             print(f"ok   {path.name}: {spec.ingest_dag_id}, {spec.finetune_dag_id}")
+            continue
+        failed += 1
     return 1 if failed else 0
 
 
@@ -224,30 +236,139 @@ def cmd_seal_subject(_: argparse.Namespace) -> int:
     return 0
 
 
+#: The spec `llmops new-pipeline` copies: the demo's, every section filled in and commented.
+SCAFFOLD_TEMPLATE = "support_bot"
+#: lower_snake_case: lowercase words of letters and digits joined by single underscores.
+SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
+
+
+def scaffold_dag_source(name: str) -> str:
+    """The thin DAG file of pipeline `name`. With [core] dag_discovery_safe_mode on (Airflow's default)
+    a file is parsed only if it mentions "airflow" and "dag": the docstring says what the file is."""
+    return (
+        f'"""Airflow DAGs of the {name} pipeline, built from include/pipelines/{name}.yaml.\n\n'
+        "One thin file per pipeline spec: a broken spec shows up as an Airflow import error of this file\n"
+        "only, and the other pipelines keep loading. Keep the words Airflow and DAG in this docstring:\n"
+        "with [core] dag_discovery_safe_mode on (the default) Airflow skips a file without them.\n"
+        '"""\n\n'
+        "from llmops.orchestration.factory import build_pipeline_dags\n\n"
+        f'build_pipeline_dags("{name}", globals())\n'
+    )
+
+
+def _scaffold_template(pipelines_dir: Path) -> Path:
+    """The project's copy of the demo spec, or the one shipped next to this package."""
+    local = pipelines_dir / f"{SCAFFOLD_TEMPLATE}.yaml"
+    shipped = Path(__file__).resolve().parents[1] / "pipelines" / local.name
+    return local if local.is_file() else shipped
+
+
+def scaffold_spec_text(name: str, template: str) -> str:
+    """The demo spec made pipeline `name`'s own: every name derived from the demo's (the registered
+    model, the batch-inference table, the webhook connection) derived from `name`, each connection
+    it names `<name>_<last word>`, a placeholder description, its own tags and header comment."""
+    import yaml
+
+    from llmops.specs import parse_spec
+    from llmops.specs.checks import other_connections, source_connections
+
+    demo = parse_spec(yaml.safe_load(template), SCAFFOLD_TEMPLATE)
+    text = template
+    conn_ids = sorted(set({**source_connections(demo), **other_connections(demo)}.values()))
+    renamed = {conn: f"{name}_{conn.rsplit('_', 1)[-1]}" for conn in conn_ids}
+    if len(set(renamed.values())) < len(renamed):
+        renamed = {conn: f"{name}_{conn}" for conn in conn_ids}
+    for conn, new in renamed.items():
+        text = re.sub(rf"(?<![\w.-]){re.escape(conn)}(?![\w.-])", new, text)
+    text = text.replace(demo.name, name)
+    text = text[text.index("name:") :] if text.startswith("name:") else text[text.index("\nname:") + 1 :]
+    description = f"TODO: what {name} does and for whom (shown as the documentation of its DAGs)."
+    text = re.sub(r"^description: .*$", f"description: {json.dumps(description)}", text, count=1, flags=re.M)
+    text = re.sub(r"^tags: .*$", f"tags: [{name}]", text, count=1, flags=re.M)
+    header = (
+        f"# {name}: scaffolded by `llmops new-pipeline` from the demo's {demo.name}.yaml. Its own names\n"
+        "# (registered model, batch-inference table, connections) are set; the sources, privacy,\n"
+        "# training, gates and access are still the demo's support-ticket pipeline: edit them.\n"
+    )
+    return header + text
+
+
 def cmd_new_pipeline(args: argparse.Namespace) -> int:
+    """Write include/pipelines/<name>.yaml (the demo spec with the pipeline's own names) and its thin
+    DAG file, then say what to edit. Nothing is written if anything is in the way."""
+    import yaml
+
     from llmops.settings import get_settings
+    from llmops.specs import SpecError, load_spec, parse_spec
+    from llmops.specs.checks import other_connections, source_connections
+    from llmops.specs.collisions import cross_spec_problems
     from llmops.specs.schema import PIPELINE_NAME
 
-    if not PIPELINE_NAME.match(args.name):
-        print(f"pipeline name must match {PIPELINE_NAME.pattern}", file=sys.stderr)
+    name = args.name
+    if not (SNAKE_CASE.match(name) and PIPELINE_NAME.match(name)):
+        print(
+            f"pipeline name {name!r} is not lower_snake_case: 2 to 41 characters, a lowercase letter "
+            "first, then lowercase letters and digits in words joined by single underscores "
+            "(e.g. contracts_bot)",
+            file=sys.stderr,
+        )
         return 2
     settings = get_settings()
-    spec_file = settings.pipelines_dir / f"{args.name}.yaml"
-    dag_file = settings.project_dir / "dags" / f"{args.name}.py"
+    spec_file = settings.pipelines_dir / f"{name}.yaml"
+    dag_file = settings.project_dir / "dags" / f"{name}.py"
     for path in (spec_file, dag_file):
         if path.exists():
-            print(f"{path} exists already", file=sys.stderr)
+            print(f"pipeline {name!r} exists already: {path} (pick another name)", file=sys.stderr)
             return 2
-    template = (settings.pipelines_dir / "support_bot.yaml").read_text(encoding="utf-8")
-    spec_file.write_text(template.replace("name: support_bot", f"name: {args.name}", 1), encoding="utf-8")
-    dag_file.write_text(
-        f'"""DAGs of the {args.name} pipeline, built from include/pipelines/{args.name}.yaml."""\n\n'
-        "from llmops.orchestration.factory import build_pipeline_dags\n\n"
-        f'build_pipeline_dags("{args.name}", globals())\n',
-        encoding="utf-8",
-    )
-    print(f"created {spec_file} (edit it) and {dag_file}")
+    template = _scaffold_template(settings.pipelines_dir)
+    text = scaffold_spec_text(name, template.read_text(encoding="utf-8"))
+    spec = parse_spec(yaml.safe_load(text), spec_file)
+    others: dict[Path, PipelineSpec] = {}
+    for path in sorted(settings.pipelines_dir.glob("*.yaml")):
+        try:
+            others[path] = load_spec(path)
+        except SpecError:
+            continue  # validate-specs reports it; it claims nothing until it parses
+    clashes = cross_spec_problems({**others, spec_file: spec}).get(spec_file)
+    if clashes:
+        print(f"not created: {spec_file} would clash with another pipeline:", file=sys.stderr)
+        print("\n".join(f"  - {p}" for p in clashes), file=sys.stderr)
+        return 2
+    spec_file.write_text(text, encoding="utf-8")
+    dag_file.parent.mkdir(parents=True, exist_ok=True)
+    dag_file.write_text(scaffold_dag_source(name), encoding="utf-8")
+    _print_next_steps(spec, spec_file, dag_file, {**source_connections(spec), **other_connections(spec)})
     return 0
+
+
+def _print_next_steps(spec: PipelineSpec, spec_file: Path, dag_file: Path, conns: dict[str, str]) -> None:
+    dag_ids = [spec.ingest_dag_id, spec.finetune_dag_id, f"{spec.name}__monitor"]
+    if spec.batch_inference is not None:
+        dag_ids.append(spec.batch_inference_dag_id)
+        table = f", batch_inference.target_table {spec.batch_inference.target_table}"
+    else:
+        table = ""
+    conn_ids = sorted(set(conns.values()))
+    print(f"created {spec_file}")
+    print(f"created {dag_file} (Airflow DAGs {', '.join(dag_ids)})")
+    print(
+        f"its own names: registry.model_name {spec.registry.model_name}{table}, connections {', '.join(conn_ids)}"
+    )
+    print(f"\nthe rest is the demo's support-ticket pipeline; edit {spec_file}:")
+    for step in (
+        "description, owner, purpose, tags",
+        "sources: your tables or endpoints, columns and contracts, and each source's governance "
+        "(data_owner, purposes, lawful_basis, classification, retention_days)",
+        "dataset (key, subject_column), validation.suite (great_expectations/expectations/<suite>.json) "
+        "and privacy: for your columns",
+        "training (base_model, prompt_template, completion_column), evaluation and gates",
+        "batch_inference (the table it scores, key_column; or remove the block), deployment, cost, access",
+    ):
+        print(f"  - {step}")
+    print("define the connections it names (Admin > Connections, or environment variables):")
+    for conn_id in conn_ids:
+        print(f"  - {conn_id} (AIRFLOW_CONN_{conn_id.upper()})")
+    print("then check it: llmops validate-specs")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -322,8 +443,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=5001)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("new-pipeline", help="scaffold a pipeline spec and its DAG file")
-    p.add_argument("name")
+    p = sub.add_parser(
+        "new-pipeline",
+        help="scaffold a pipeline: a copy of the demo spec with its own names, and its Airflow DAG file",
+    )
+    p.add_argument(
+        "name",
+        help="the new pipeline's name, lower_snake_case (e.g. contracts_bot): the spec and DAG file "
+        "names, the DAG id prefix and the registered model name",
+    )
     p.set_defaults(func=cmd_new_pipeline)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -130,8 +130,11 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
 
 
 def test_broken_spec_is_an_import_error_of_its_own_file_only(tmp_path, monkeypatch):
-    """Expect a broken spec to surface as an import error naming the field, other pipelines unaffected."""
+    """Expect a broken spec to surface as an import error naming the field, other pipelines unaffected.
+    The DAG files are the ones `llmops new-pipeline` writes, found by Airflow's default safe mode."""
     from airflow.dag_processing.dagbag import DagBag
+
+    from llmops.cli import scaffold_dag_source
 
     pipelines = tmp_path / "pipelines"
     dags = tmp_path / "dags"
@@ -142,12 +145,9 @@ def test_broken_spec_is_an_import_error_of_its_own_file_only(tmp_path, monkeypat
     broken = {**raw, "name": "broken_bot", "training": {**raw["training"], "lora": {"r": -4}}}
     (pipelines / "broken_bot.yaml").write_text(yaml.safe_dump(broken))
     for name in ("support_bot", "broken_bot"):
-        (dags / f"{name}.py").write_text(
-            f'"""airflow dag"""\nfrom llmops.orchestration.factory import build_pipeline_dags\n'
-            f'build_pipeline_dags("{name}", globals())\n'
-        )
+        (dags / f"{name}.py").write_text(scaffold_dag_source(name))
     monkeypatch.setenv("LLMOPS_PIPELINES_DIR", str(pipelines))
-    bag = DagBag(dag_folder=str(dags))
+    bag = DagBag(dag_folder=str(dags), safe_mode=True)
     assert set(bag.dag_ids) == {
         "support_bot__ingest",
         "support_bot__finetune",

@@ -25,12 +25,17 @@ def _project(tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_new_pipeline_scaffolds_a_valid_spec_and_dag_file(tmp_path, monkeypatch, capsys):
-    """Expect `llmops new-pipeline` to write a spec that validates and its thin DAG file."""
+    """Expect `llmops new-pipeline` to write a spec that validates once its own connections exist,
+    and its thin DAG file."""
     root = _project(tmp_path, monkeypatch)
     assert main(["new-pipeline", "contracts_bot"]) == 0
     assert (
         'build_pipeline_dags("contracts_bot", globals())' in (root / "dags" / "contracts_bot.py").read_text()
     )
+    assert main(["validate-specs"]) == 1  # its connections are its own, not yet defined
+    assert "Airflow connection 'contracts_bot_db' is not defined" in capsys.readouterr().out
+    monkeypatch.setenv("AIRFLOW_CONN_CONTRACTS_BOT_DB", '{"conn_type": "sqlite", "host": "/tmp/c.db"}')
+    monkeypatch.setenv("AIRFLOW_CONN_CONTRACTS_BOT_API", '{"conn_type": "http", "host": "127.0.0.1"}')
     assert main(["validate-specs"]) == 0
     assert "ok   contracts_bot.yaml" in capsys.readouterr().out
     assert main(["new-pipeline", "contracts_bot"]) == 2  # never overwrites
