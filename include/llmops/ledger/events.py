@@ -155,14 +155,16 @@ class _TrainingDataset(Event):
     dataset: str
     sha256: str
     train_rows: int
-    eval_rows: int
+    eval_rows: int  # the validation split (early stopping, search), its name from before test existed
+    validation_rows: int | None = None
+    test_rows: int | None = None  # held out for the gates only
     skipped_rows: int
     skipped_by_rule: dict[str, int]
     pii_replacements: dict[str, int]
     suite: dict[str, Any]
     stats: dict[str, Any]
     columns: list[str]
-    split_sha256: dict[str, str] | None = None  # train.jsonl/eval.jsonl: what the jobs check they read
+    split_sha256: dict[str, str] | None = None  # per split file: what the jobs check they read
     canaries: dict[str, Any] | None = None  # planted in the train split: counts and keyed hashes only
 
 

@@ -286,9 +286,10 @@ def write_dataset(
         "snapshot_id": ref.snapshot_id,
         "sha256": manifest["content_sha256"],
         "train_rows": len(split_rows["train"]),
-        # The ledger event's name for the training job's held-out rows: the validation split. All
-        # three splits' sizes are under stats (stats.<split>.rows).
+        # The ledger event's older name for the training job's held-out rows: the validation split.
         "eval_rows": len(split_rows["validation"]),
+        "validation_rows": len(split_rows["validation"]),
+        "test_rows": len(split_rows["test"]),
         "skipped_rows": sum(skipped.values()),
         "skipped_by_rule": skipped,
         "pii_replacements": replaced,
