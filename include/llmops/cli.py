@@ -321,8 +321,12 @@ def cmd_new_pipeline(args: argparse.Namespace) -> int:
             print(f"pipeline {name!r} exists already: {path} (pick another name)", file=sys.stderr)
             return 2
     template = _scaffold_template(settings.pipelines_dir)
-    text = scaffold_spec_text(name, template.read_text(encoding="utf-8"))
-    spec = parse_spec(yaml.safe_load(text), spec_file)
+    try:
+        text = scaffold_spec_text(name, template.read_text(encoding="utf-8"))
+        spec = parse_spec(yaml.safe_load(text), spec_file)
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # a SpecError is a ValueError
+        print(f"not created: the demo spec it copies ({template}) is unusable: {exc}", file=sys.stderr)
+        return 2
     others: dict[Path, PipelineSpec] = {}
     for path in sorted(settings.pipelines_dir.glob("*.yaml")):
         try:

@@ -130,3 +130,12 @@ def test_every_argument_has_help(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "lower_snake_case" in out and "registered model name" in out
+
+
+def test_a_broken_demo_spec_is_reported_and_nothing_written(project: Path, capsys):
+    pipelines = project / "include" / "pipelines"
+    (pipelines / "support_bot.yaml").write_text("name: support_bot\n")
+    assert main(["new-pipeline", "mybot"]) == 2
+    err = capsys.readouterr().err
+    assert f"the demo spec it copies ({pipelines / 'support_bot.yaml'}) is unusable" in err
+    assert not (pipelines / "mybot.yaml").exists() and not (project / "dags" / "mybot.py").exists()
