@@ -179,6 +179,22 @@ def test_fail_fast_cuts_third_party_causes_out_of_airflow_signals() -> None:
     assert EMAIL not in "".join(traceback.format_exception(info.value))
 
 
+def test_a_permanent_failure_prints_one_traceback() -> None:
+    """Expect a failed gate to leave as AirflowFailException with the gate's message and its type
+    as the cause (the failure callback records it), and one traceback in the log, not two."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from llmops.evaluation.gates import GateFailed
+    from llmops.orchestration.dag_support import fail_fast
+
+    with pytest.raises(AirflowFailException) as info, fail_fast():
+        raise GateFailed("1 of 1 gate failed: token_f1 0.18 is 0.42 below the minimum 0.6")
+    printed = "".join(traceback.format_exception(info.value))
+    assert printed.count("Traceback (most recent call last)") == 1, printed
+    assert isinstance(info.value.__cause__, GateFailed)
+    assert "GateFailed: 1 of 1 gate failed: token_f1 0.18 is 0.42 below the minimum 0.6" in printed
+
+
 def test_failure_callback_logs_no_third_party_text(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

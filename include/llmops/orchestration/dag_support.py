@@ -102,6 +102,9 @@ def fail_fast() -> Iterator[None]:
         from airflow.sdk.exceptions import AirflowFailException
 
         _drop_foreign_causes(exc)
+        # The cause stays linked (the failure callback records its type) but without its stack: a
+        # permanent error's message says what is wrong, and the log shows one traceback, not two.
+        exc.__traceback__ = None
         raise AirflowFailException(f"{type(exc).__name__}: {safe_error_text(exc)}") from exc
     except Exception as exc:
         if isinstance(exc, _control_flow()):
