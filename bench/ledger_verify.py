@@ -3,8 +3,10 @@
 Why: `verify()` runs before every report and every ``LLMOPS_LEDGER_ANCHOR_EVERY`` appends; it must
 cost what was appended since the last anchor, not what the ledger holds. For ledgers of 1k, 10k and
 100k records (built in bulk with the real HMAC chain, then anchored), append K records through
-`Ledger.append`, then time `verify()` and `verify(full=True)` on the same ledger in the same run;
-each figure is the median of ``--repeat`` rounds (each round appends K fresh records first).
+`Ledger.append`, then time the incremental check alone (``check``: read-only), `verify()` (the
+check plus writing the anchor: one SQLite commit and one fsynced append, a constant) and
+`verify(full=True)`, on the same ledger in the same run, and print the first two as ratios of the
+full verification. Each figure is the median of ``--repeat`` rounds (each appends K fresh records).
 
 SQLite in a temporary folder, anchors in a JSON Lines file next to it. Run:
 
@@ -22,6 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 os.environ["LLMOPS_LEDGER_ANCHOR_EVERY"] = "0"  # anchors only where this script verifies
 
@@ -29,6 +33,7 @@ from llmops.ledger.anchors import FileAnchorStore  # noqa: E402
 from llmops.ledger.chain import GENESIS, canonical, record_hash  # noqa: E402
 from llmops.ledger.keys import LedgerKeys  # noqa: E402
 from llmops.ledger.store import Ledger, event_id_for, ledger_events, ledger_head  # noqa: E402
+from llmops.ledger.verification import since_anchor  # noqa: E402
 
 PAYLOAD = {"snapshot_id": "0" * 20, "row_count": 1234, "sha256": "f" * 64, "files": [{"name": "part-0"}]}
 
@@ -72,6 +77,17 @@ def timed(ledger: Ledger, *, full: bool) -> tuple[float, int]:
     return elapsed, result.checked
 
 
+def check_only(ledger: Ledger) -> float:
+    """Seconds of the incremental check alone (no anchor written, so no commit or fsync)."""
+    with ledger.engine.connect() as conn:
+        head = conn.execute(sa.select(ledger_head)).first()
+        started = time.perf_counter()
+        outcome = since_anchor(conn, ledger.keys, ledger.anchors, head.seq, head.record_hash)
+        elapsed = time.perf_counter() - started
+    assert outcome.problem is None, outcome.problem
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
@@ -80,25 +96,28 @@ def main() -> None:
     args = parser.parse_args()
     keys = LedgerKeys(os.urandom(32))
     print(
-        f"{'records':>8} {'new K':>6} {'incremental':>12} {'full':>10} {'incr/full':>10} {'rows checked':>13}"
+        f"{'records':>8} {'new K':>6} {'check':>9} {'verify()':>10} {'--full':>10} "
+        f"{'check/full':>11} {'verify/full':>12} {'rows checked':>13}"
     )
     for size in args.sizes:
         for new in args.new:
             with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
                 ledger = build(Path(tmp), size, keys)
-                incremental, full, checked = [], [], 0
+                incremental, checks, full, checked = [], [], [], 0
                 for round_ in range(args.repeat):
                     for i in range(new):
                         ledger.append(
                             pipeline="bench", event_type="step", subject=f"n{round_}-{i}", payload=PAYLOAD
                         )
+                    checks.append(check_only(ledger))
                     seconds, checked = timed(ledger, full=False)
                     incremental.append(seconds)
                     full.append(timed(ledger, full=True)[0])
                 ledger.engine.dispose()
-            inc, ful = statistics.median(incremental), statistics.median(full)
+            inc, ful, chk = (statistics.median(x) for x in (incremental, full, checks))
             print(
-                f"{size:>8} {new:>6} {inc * 1000:>10.2f}ms {ful * 1000:>8.1f}ms {inc / ful:>10.4f} {checked:>13}"
+                f"{size:>8} {new:>6} {chk * 1000:>7.2f}ms {inc * 1000:>8.2f}ms {ful * 1000:>8.1f}ms "
+                f"{chk / ful:>11.4f} {inc / ful:>12.4f} {checked:>13}"
             )
 
 
