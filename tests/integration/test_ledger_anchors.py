@@ -375,3 +375,25 @@ def test_anchors_in_s3_carry_object_lock_retention(s3_client, s3_bucket):
     assert (
         "record seq 3 no longer matches anchor 1" in ledger.verify(full=True, block_on_failure=False).problem
     )
+
+
+def test_where_anchors_go_by_default(monkeypatch, tmp_path):
+    """Next to a SQLite ledger; under LLMOPS_HOME per database elsewhere; and a production
+    deployment (keys from connections only) must name a store rather than get a pod-local file."""
+    from llmops.ledger.anchors import AnchorConfigError, S3AnchorStore, anchor_store_for
+
+    monkeypatch.delenv("LLMOPS_LEDGER_ANCHORS", raising=False)
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    assert anchor_store_for(f"sqlite:///{tmp_path / 'x.db'}").location == str(tmp_path / "x-anchors.jsonl")
+    one = anchor_store_for("postgresql://u:pw@db/one").location
+    assert (
+        one.startswith(str(tmp_path / "home"))
+        and one != anchor_store_for("postgresql://u:pw@db/two").location
+    )
+    monkeypatch.setenv("LLMOPS_REQUIRE_KEY_CONNECTIONS", "true")
+    with pytest.raises(AnchorConfigError, match="LLMOPS_LEDGER_ANCHORS"):
+        anchor_store_for("postgresql://u:pw@db/one")
+    monkeypatch.setenv("LLMOPS_LEDGER_ANCHORS", "s3://bucket/anchors")
+    monkeypatch.setenv("LLMOPS_LEDGER_ANCHOR_RETENTION_DAYS", "30")
+    store = anchor_store_for("postgresql://u:pw@db/one")
+    assert isinstance(store, S3AnchorStore) and store.put_arguments()["ObjectLockMode"] == "GOVERNANCE"

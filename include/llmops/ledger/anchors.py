@@ -33,6 +33,10 @@ RETENTION_ENV = "LLMOPS_LEDGER_ANCHOR_RETENTION_DAYS"
 _TAIL_BYTES = 64 * 1024
 
 
+class AnchorConfigError(RuntimeError):
+    """A production deployment (keys from connections only) names no anchor store."""
+
+
 class AnchorStoreError(ValueError):
     """The anchor store holds something that is not an anchor (a finding, not a crash)."""
 
@@ -194,7 +198,8 @@ class S3AnchorStore:
 
 def anchor_store_for(ledger_url: str) -> AnchorStore:
     """``LLMOPS_LEDGER_ANCHORS`` if set; else a file next to a SQLite ledger, or under LLMOPS_HOME
-    named after the database (without its password), so two ledgers never share anchors."""
+    named after the database (without its password), so two ledgers never share anchors. Where
+    keys must come from connections (production), another database needs the setting."""
     explicit = os.environ.get(ANCHORS_ENV, "").strip()
     if explicit.startswith(("s3://", "s3a://", "s3n://")):
         days = os.environ.get(RETENTION_ENV, "").strip()
@@ -211,6 +216,12 @@ def anchor_store_for(ledger_url: str) -> AnchorStore:
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         db = Path(url.database)
         return FileAnchorStore(db.with_name(f"{db.stem}-anchors.jsonl"))
+    if os.environ.get("LLMOPS_REQUIRE_KEY_CONNECTIONS", "").lower() in ("1", "true", "yes"):
+        # A production deployment: a file in one pod's home is neither shared nor out of reach.
+        raise AnchorConfigError(
+            f"the ledger's anchor store is not configured: set {ANCHORS_ENV}=s3://bucket/prefix "
+            f"(and {RETENTION_ENV} on an Object Lock bucket); docs/ledger_integrity.md"
+        )
     from llmops.settings import get_settings
 
     name = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:12]
