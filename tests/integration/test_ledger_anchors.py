@@ -397,3 +397,30 @@ def test_where_anchors_go_by_default(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMOPS_LEDGER_ANCHOR_RETENTION_DAYS", "30")
     store = anchor_store_for("postgresql://u:pw@db/one")
     assert isinstance(store, S3AnchorStore) and store.put_arguments()["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_a_ledger_table_from_before_keyed_hashes_is_refused(tmp_path, keys):
+    """Its rows have no key id, so they cannot be verified under a key: say so, never guess."""
+    from llmops.ledger.store import LedgerIntegrityError
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE llmops_ledger_events (seq INTEGER PRIMARY KEY, event_id VARCHAR(64), recorded_at "
+            "VARCHAR(32), pipeline VARCHAR(64), event_type VARCHAR(64), subject VARCHAR(255), run_id "
+            "VARCHAR(255), actor VARCHAR(255), payload TEXT, prev_hash VARCHAR(64), record_hash VARCHAR(64))"
+        )
+    engine.dispose()
+    with pytest.raises(LedgerIntegrityError, match="without keyed hashes"):
+        Ledger(url, keys=keys)
+
+
+def test_unusable_keys_are_refused(monkeypatch):
+    from llmops.ledger.keys import LedgerKeyError, resolve_ledger_keys
+
+    with pytest.raises(LedgerKeyError, match="at least 32 bytes"):
+        LedgerKeys(b"short")
+    monkeypatch.setenv("AIRFLOW_CONN_LLMOPS_LEDGER_KEY", json.dumps({"conn_type": "generic"}))
+    with pytest.raises(LedgerKeyError, match="has no password"):
+        resolve_ledger_keys()
