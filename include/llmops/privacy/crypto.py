@@ -19,7 +19,13 @@ Every chunk but the last holds exactly ``chunk_size`` plaintext bytes; the last 
 carries the final flag. Binding the header, the index and the final flag into each chunk's
 authentication makes tampering, reordering, dropping the tail, appending data, and splicing chunks
 from another file (different header and DEK) all fail authentication, with an error that names
-what failed.
+what failed. Integrity therefore rests on the GCM tags alone: no hash of the ciphertext is taken
+or needed, and a file's bytes are read, sealed or opened once. The plaintext SHA-256 that
+:class:`EncryptingWriter` reports is a content address (snapshot ids), not a protection.
+
+Speed: every path reuses buffers allocated once per file (``readinto`` into them, ``encrypt_into``
+/ ``decrypt_into`` out of them), the in-memory ones seal and open slices of the caller's bytes in
+place, the writer hashes on a second core, and a file is fsynced once (``bench/encryption.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import os
 import stat
 import struct
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -112,9 +119,7 @@ class WrappedKey:
             raise ValueError(f"wrapped key must have exactly the fields {sorted(expected)}, got {got}")
         if not all(isinstance(data[k], str) for k in expected):
             raise ValueError("wrapped key fields must be strings")
-        return cls(
-            kek_id=data["kek_id"], algorithm=data["algorithm"], wrapped_dek_b64=data["wrapped_dek_b64"]
-        )
+        return cls(**{k: data[k] for k in sorted(expected)})
 
 
 def _wrap_aad(kek_id_: str) -> bytes:
@@ -125,12 +130,9 @@ def _wrap(dek: bytes, kek: bytes) -> WrappedKey:
     """AES-GCM rather than RFC 3394 key wrap: the same audited primitive as the data path, and it
     authenticates context (format, algorithm, KEK id) as AAD. Random 96-bit nonces are safe far
     beyond the number of files one KEK will ever wrap (NIST: 2**32 invocations)."""
-    kid = key_id(kek)
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = AESGCM(kek).encrypt(nonce, dek, _wrap_aad(kid))
-    return WrappedKey(
-        kek_id=kid, algorithm=ALGORITHM, wrapped_dek_b64=base64.b64encode(nonce + sealed).decode()
-    )
+    kid, nonce = key_id(kek), os.urandom(NONCE_BYTES)
+    blob = nonce + AESGCM(kek).encrypt(nonce, dek, _wrap_aad(kid))
+    return WrappedKey(kek_id=kid, algorithm=ALGORITHM, wrapped_dek_b64=base64.b64encode(blob).decode())
 
 
 def _unwrap(wrapped: WrappedKey, kek: bytes) -> bytes:
@@ -181,22 +183,18 @@ def rewrap(wrapped: WrappedKey, old_kek: bytes, new_kek: bytes) -> WrappedKey:
 
 def _readinto_exact(src: BinaryIO, buffer: bytearray) -> int:
     """Fill ``buffer`` from ``src``, looping over short reads; fewer bytes only at end of stream."""
-    view = memoryview(buffer)
-    filled = 0
-    readinto = getattr(src, "readinto", None)
+    view, filled, readinto = memoryview(buffer), 0, getattr(src, "readinto", None)
     while filled < len(buffer):
-        n = None
-        if readinto is not None:
-            try:
-                n = readinto(view[filled:])
-            except (NotImplementedError, io.UnsupportedOperation):
-                readinto = None  # a reader that only implements read()
+        try:
+            n = readinto(view[filled:]) if readinto is not None else None
+        except (NotImplementedError, io.UnsupportedOperation):
+            readinto = n = None  # a reader that only implements read()
         if readinto is None:
-            data = src.read(len(buffer) - filled)
-            n = len(data) if data else 0
-            view[filled : filled + n] = data or b""
+            data = src.read(len(buffer) - filled) or b""
+            n = len(data)
+            view[filled : filled + n] = data
         if not n:
-            break
+            return filled
         filled += n
     return filled
 
@@ -228,22 +226,22 @@ def _open_key(wrapped: WrappedKey, kek: Any) -> bytes:
 
 
 class _Sealer:
-    """Seals chunks into one reused output buffer (no allocation per chunk: page faults dominate
-    the cost of fresh multi-MiB buffers)."""
+    """Seals chunks in order into one reused output buffer (no allocation per chunk: page faults
+    dominate the cost of fresh multi-MiB buffers), sized by the first chunk, the largest."""
 
     def __init__(self, chunk_size: int) -> None:
         self.dek = AESGCM.generate_key(bit_length=256)
         self.aead = AESGCM(self.dek)
         self.prefix = os.urandom(NONCE_BYTES - 4)
         self.header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, chunk_size, self.prefix)
-        self.index = 0
-        self._out = bytearray(chunk_size + TAG_BYTES)
+        self.index, self._out = 0, bytearray()
 
     def seal(self, chunk: memoryview, final: bool) -> memoryview:
         if self.index >= _MAX_CHUNKS:
             raise CryptoError("input too large for one encrypted file: chunk counter exhausted")
-        size = len(chunk) + TAG_BYTES
-        out = memoryview(self._out)[:size]
+        if len(self._out) < len(chunk) + TAG_BYTES:
+            self._out = bytearray(len(chunk) + TAG_BYTES)
+        out = memoryview(self._out)[: len(chunk) + TAG_BYTES]
         self.aead.encrypt_into(
             _nonce(self.prefix, self.index), chunk, _aad(self.header, self.index, final), out
         )
@@ -286,55 +284,88 @@ class EncryptingWriter(io.RawIOBase):
     For producers that push bytes (a Parquet writer) rather than offer a stream to pull from; the
     output is byte-for-byte the format of :func:`encrypt_stream`, so :func:`decrypt_stream` reads
     it. A chunk is sealed only once more data follows it, so the final flag lands on the right
-    chunk. It also hashes the plaintext (SHA-256), which content addressing needs anyway.
-    ``finish()`` seals the last chunk and returns the wrapped data key.
+    chunk. ``finish()`` seals the last chunk and returns the wrapped data key.
+
+    It also hashes the plaintext, ``sha256(everything written)`` whatever the write sizes: the
+    content address snapshot ids are built from (integrity comes from the GCM tags, see the module
+    docstring). Each chunk is copied once into one of two buffers allocated up front, then hashed
+    (on a worker thread: hashlib releases the GIL) while it is sealed and written from there; a
+    buffer is refilled only once its hash is done.
     """
 
     def __init__(self, dst: BinaryIO, kek: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         super().__init__()
         self._kek = kek if hasattr(kek, "wrap") else _check_key(kek, "KEK")
         _check_chunk_size(chunk_size)
-        self._dst = dst
-        self._chunk_size = chunk_size
-        self._sealer = _Sealer(chunk_size)
-        self._chunk = bytearray(chunk_size)
-        self._fill = 0
-        self._plain_bytes = 0
+        self._dst, self._chunk_size, self._sealer = dst, chunk_size, _Sealer(chunk_size)
+        self._buffers = [bytearray(chunk_size), bytearray()]  # the second one with the second chunk
+        self._slot = self._fill = self._plain_bytes = 0
         self._sha256 = hashlib.sha256()
+        self._pending: Future[None] | None = None  # the previous chunk's hash, in the other buffer
+        self._pool: ThreadPoolExecutor | None = None  # started with the second chunk
+        self._digest: str | None = None
         self._wrapped: WrappedKey | None = None
         dst.write(self._sealer.header)
 
     def writable(self) -> bool:
         return True
 
+    def _seal_full_chunk(self) -> None:
+        """Seal the full current chunk (more data follows it) and switch to the other buffer."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmops-sha256")
+        chunk = memoryview(self._buffers[self._slot])
+        previous, self._pending = self._pending, self._pool.submit(self._sha256.update, chunk)
+        self._dst.write(self._sealer.seal(chunk, final=False))
+        if previous is not None:  # one worker, so it ran first: the other buffer is free
+            previous.result()
+        self._slot, self._fill = self._slot ^ 1, 0
+        if not self._buffers[self._slot]:
+            self._buffers[self._slot] = bytearray(self._chunk_size)
+
     def write(self, data: Any) -> int:  # type: ignore[override]
         if self._wrapped is not None:
             raise ValueError("write after finish()")
         view = memoryview(data).cast("B")
-        self._sha256.update(view)
-        self._plain_bytes += len(view)
-        chunk = memoryview(self._chunk)
-        pos = 0
-        while pos < len(view):
+        size, pos = len(view), 0
+        while pos < size:
             if self._fill == self._chunk_size:  # full, and more data follows: not the last chunk
-                self._dst.write(self._sealer.seal(chunk, final=False))
-                self._fill = 0
-            take = min(self._chunk_size - self._fill, len(view) - pos)
-            chunk[self._fill : self._fill + take] = view[pos : pos + take]
+                self._seal_full_chunk()
+            take = min(self._chunk_size - self._fill, size - pos)
+            self._buffers[self._slot][self._fill : self._fill + take] = view[pos : pos + take]
             self._fill += take
             pos += take
-        return len(view)
+        self._plain_bytes += size
+        return size
+
+    def _stop_hashing(self) -> None:
+        pending, pool, self._pending, self._pool = self._pending, self._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if pending is not None:
+            pending.result()  # re-raises what the hash raised, if anything
 
     def finish(self) -> WrappedKey:
         """Seal the final chunk; return the wrapped data key. The writer cannot be used afterwards."""
         if self._wrapped is None:
-            self._dst.write(self._sealer.seal(memoryview(self._chunk)[: self._fill], final=True))
+            tail = memoryview(self._buffers[self._slot])[: self._fill]
+            self._dst.write(self._sealer.seal(tail, final=True))
+            self._stop_hashing()
+            self._sha256.update(tail)
+            self._digest = self._sha256.hexdigest()
             self._wrapped = _seal_key(self._sealer.dek, self._kek)
         return self._wrapped
 
     @property
     def plaintext_sha256(self) -> str:
-        return self._sha256.hexdigest()
+        """SHA-256 (hex) of everything written so far; after ``finish()``, of the whole file."""
+        if self._digest is not None:
+            return self._digest
+        if self._pending is not None:
+            self._pending.result()
+        partial = self._sha256.copy()
+        partial.update(memoryview(self._buffers[self._slot])[: self._fill])
+        return partial.hexdigest()
 
     @property
     def plaintext_bytes(self) -> int:
@@ -343,7 +374,10 @@ class EncryptingWriter(io.RawIOBase):
     def close(self) -> None:
         # Parquet writers close their sink when done; sealing there keeps the file complete.
         if not self.closed:
-            self.finish()
+            try:
+                self.finish()
+            finally:
+                self._stop_hashing()
         super().close()
 
 
@@ -366,37 +400,49 @@ def _parse_header(header: bytes) -> tuple[int, bytes]:
     return chunk_size, prefix
 
 
+def _open_chunk(
+    aead: AESGCM, prefix: bytes, header: bytes, index: int, sealed: memoryview, final: bool, out: memoryview
+) -> None:
+    """Authenticate and decrypt one sealed chunk into ``out``; on failure, check whether the final
+    flag was the issue, to name what failed (truncation, appended data, tampering)."""
+    if len(sealed) < TAG_BYTES:
+        raise DecryptionError(f"file truncated: chunk {index} is shorter than its authentication tag")
+    nonce = _nonce(prefix, index)
+    with contextlib.suppress(InvalidTag):
+        aead.decrypt_into(nonce, sealed, _aad(header, index, final), out)
+        return
+    try:
+        aead.decrypt(nonce, bytes(sealed), _aad(header, index, not final))
+    except InvalidTag:
+        hint = " (wrong data key for this file, or a corrupted header)" if index == 0 else ""
+        what = f"chunk {index} failed authentication: tampered, reordered or truncated"
+        raise DecryptionError(what + hint) from None
+    if final:
+        raise DecryptionError(f"file truncated: final chunk missing (stream ends after chunk {index})")
+    raise DecryptionError(f"unexpected data after the final chunk (chunk {index})")
+
+
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, wrapped: WrappedKey, kek: Any) -> None:
     """Decrypt a stream made by :func:`encrypt_stream`, verifying every chunk.
 
     Each chunk is authenticated before its plaintext is written, but truncation is only detectable
     at the end: if this raises, ``dst`` may hold a verified prefix and must be discarded
-    (:func:`decrypt_file` does that for you).
+    (:func:`decrypt_file` does that for you). Three buffers, allocated once, reused per chunk.
     """
     dek = _open_key(wrapped, kek)
     header = bytearray(HEADER_BYTES)
     header = bytes(header[: _readinto_exact(src, header)])
     chunk_size, prefix = _parse_header(header)
-    aead = AESGCM(dek)
-    block = chunk_size + TAG_BYTES
-    current, upcoming = bytearray(block), bytearray(block)
-    plaintext = bytearray(chunk_size)
-    index = 0
+    aead, block, index = AESGCM(dek), chunk_size + TAG_BYTES, 0
+    current, upcoming, plaintext = bytearray(block), bytearray(block), memoryview(bytearray(chunk_size))
     have = _readinto_exact(src, current)
     if not have:
         raise DecryptionError("file truncated: no chunks after the header (final chunk missing)")
     while True:
         more = _readinto_exact(src, upcoming) if have == block else 0
         final = more == 0
-        if have < TAG_BYTES:
-            raise DecryptionError(f"file truncated: chunk {index} is shorter than its authentication tag")
-        nonce = _nonce(prefix, index)
-        sealed = memoryview(current)[:have]
-        out = memoryview(plaintext)[: have - TAG_BYTES]
-        try:
-            aead.decrypt_into(nonce, sealed, _aad(header, index, final), out)
-        except InvalidTag:
-            raise _diagnose(aead, nonce, bytes(sealed), header, index, final) from None
+        out = plaintext[: max(0, have - TAG_BYTES)]
+        _open_chunk(aead, prefix, header, index, memoryview(current)[:have], final, out)
         dst.write(out)
         if final:
             return
@@ -406,31 +452,41 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, wrapped: WrappedKey, kek: Any) 
         index += 1
 
 
-def _diagnose(
-    aead: AESGCM, nonce: bytes, sealed: bytes, header: bytes, index: int, final: bool
-) -> DecryptionError:
-    """Turn a failed chunk into a precise error by checking whether the final flag was the issue."""
-    try:
-        aead.decrypt(nonce, sealed, _aad(header, index, not final))
-    except InvalidTag:
-        hint = " (wrong data key for this file, or a corrupted header)" if index == 0 else ""
-        return DecryptionError(f"chunk {index} failed authentication: tampered, reordered or truncated{hint}")
-    if final:
-        return DecryptionError(f"file truncated: final chunk missing (stream ends after chunk {index})")
-    return DecryptionError(f"unexpected data after the final chunk (chunk {index})")
-
-
 def encrypt_bytes(data: bytes, kek: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[bytes, WrappedKey]:
-    """In-memory :func:`encrypt_stream`: returns (ciphertext, wrapped data key)."""
-    out = io.BytesIO()
-    wrapped = encrypt_stream(io.BytesIO(data), out, kek, chunk_size)
-    return out.getvalue(), wrapped
+    """In-memory :func:`encrypt_stream` (same bytes): (ciphertext, wrapped data key). Chunks are
+    sealed straight from slices of ``data``, with no copy into a chunk buffer."""
+    if not hasattr(kek, "wrap"):
+        kek = _check_key(kek, "KEK")
+    _check_chunk_size(chunk_size)
+    src = memoryview(data).cast("B")
+    chunks = max(1, -(-len(src) // chunk_size))
+    if chunks > _MAX_CHUNKS:
+        raise CryptoError("input too large for one encrypted file: chunk counter exhausted")
+    sealer, out = _Sealer(chunk_size), io.BytesIO()
+    out.write(sealer.header)
+    for i in range(chunks):
+        out.write(sealer.seal(src[i * chunk_size : (i + 1) * chunk_size], i == chunks - 1))
+    return out.getvalue(), _seal_key(sealer.dek, kek)
 
 
 def decrypt_bytes(ciphertext: bytes, wrapped: WrappedKey, kek: Any) -> bytes:
-    """In-memory :func:`decrypt_stream`."""
-    out = io.BytesIO()
-    decrypt_stream(io.BytesIO(ciphertext), out, wrapped, kek)
+    """In-memory :func:`decrypt_stream`: the same checks and errors; chunks are opened straight from
+    slices of ``ciphertext`` (boundaries from its length) into one reused plaintext buffer."""
+    dek, src = _open_key(wrapped, kek), memoryview(ciphertext).cast("B")
+    header, body = bytes(src[:HEADER_BYTES]), src[HEADER_BYTES:]
+    chunk_size, prefix = _parse_header(header)
+    if not body:
+        raise DecryptionError("file truncated: no chunks after the header (final chunk missing)")
+    block, aead = chunk_size + TAG_BYTES, AESGCM(dek)
+    chunks = -(-len(body) // block)
+    if chunks > _MAX_CHUNKS:
+        raise DecryptionError("corrupt file: more chunks than the format allows")
+    out, plaintext = io.BytesIO(), memoryview(bytearray(min(chunk_size, len(body))))
+    for i in range(chunks):
+        sealed = body[i * block : (i + 1) * block]
+        plain = plaintext[: max(0, len(sealed) - TAG_BYTES)]
+        _open_chunk(aead, prefix, header, i, sealed, i == chunks - 1, plain)
+        out.write(plain)
     return out.getvalue()
 
 
@@ -477,9 +533,7 @@ def decrypt_file(
         decrypt_stream(src, dst, wrapped, kek)
 
 
-# --------------------------------------------------------------------------------------------------
-# Key material
-# --------------------------------------------------------------------------------------------------
+# Key material ------------------------------------------------------------------------------------
 
 
 def key_from_b64(text: str | bytes, what: str = "key", length: int | None = KEY_BYTES) -> bytes:
