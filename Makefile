@@ -17,7 +17,7 @@ help:
 	@echo "make demo        run the demo pipelines end to end (sets everything up on first run)"
 	@echo "make test        run the whole test suite"
 	@echo "make test-shuffled  the suite in a random order (SEED=<n> to replay one)"
-	@echo "make airflow-ui  start Airflow (UI on http://127.0.0.1:8080) with this project's DAGs"
+	@echo "make airflow-ui  start Airflow (UI on http://127.0.0.1:8080; PORT=, HOST= to change) with this project's DAGs"
 	@echo "make serve       serve the demo champion on http://127.0.0.1:5001/invocations (after make demo)"
 	@echo "make lint        ruff"
 
@@ -53,10 +53,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check dags include/llmops plugins tests bench
 
+# make airflow-ui [PORT=8080] [HOST=127.0.0.1]: only values given on the command line count (a PORT or
+# HOST in the shell's environment does not move the UI). Ctrl-C stops everything it started.
 airflow-ui: airflow-db
-	@$(ENV) $(BIN)/llmops bootstrap-demo && \
-	  ( $(BIN)/python -m llmops.demo.tickets_api --data "$$LLMOPS_HOME/demo/api_tickets.json" --port "$$DEMO_TICKETS_API_PORT" & \
-	    trap "kill $$! 2>/dev/null" EXIT; $(BIN)/airflow standalone )
+	@$(ENV) exec $(BIN)/python scripts/airflow_ui.py \
+	  --port "$(if $(filter command line,$(origin PORT)),$(PORT),8080)" \
+	  --host "$(if $(filter command line,$(origin HOST)),$(HOST),127.0.0.1)"
 
 serve: venv
 	@$(ENV) $(BIN)/llmops serve $${PIPELINE:-support_bot} --port $${PORT:-5001}
