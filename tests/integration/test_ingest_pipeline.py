@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from llmops import snapshots, storage
+from llmops.cli import scaffold_dag_source
 from llmops.privacy.keys import get_key_ring
 
 pytestmark = [pytest.mark.slow]
@@ -144,10 +145,7 @@ def pipeline(tmp_path, monkeypatch, postgres_url, s3_bucket, s3_client, airflow_
         folder.mkdir(parents=True)
     (pipelines / "it_events.yaml").write_text(yaml.safe_dump(_spec(table, bucket, s3_conn)))
     (gx / "expectations" / "it_events.json").write_text(json.dumps(SUITE))
-    (dags / "it_events.py").write_text(
-        '"""airflow dag"""\nfrom llmops.orchestration.factory import build_pipeline_dags\n'
-        'build_pipeline_dags("it_events", globals())\n'
-    )
+    (dags / "it_events.py").write_text(scaffold_dag_source("it_events"))  # what new-pipeline writes
     pg = sa.make_url(url)
     monkeypatch.setenv(
         "AIRFLOW_CONN_IT_EVENTS_PG",
@@ -220,7 +218,8 @@ def _run_ingest(dags: Path) -> Run:
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"dag run did not finish:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return Run(**json.loads(lines[-1].removeprefix("RESULT ")))
+    # raw_decode: a log line written at exit by another thread can land before the newline
+    return Run(**json.JSONDecoder().raw_decode(lines[-1].removeprefix("RESULT "))[0])
 
 
 def _raw_manifest(lake: str, source: str, run_id: str) -> dict:
