@@ -140,16 +140,17 @@ def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def read_spec_yaml(path: Path | str) -> Any:
-    """The YAML content of a spec file, or a SpecError naming the file and what is wrong with it."""
-    path = Path(path)
+def _read_spec_bytes(path: Path) -> bytes:
     try:
         size = path.stat().st_size
         if size > MAX_SPEC_BYTES:
             raise SpecError(path, [f"file is {size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,}"])
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise SpecError(path, [f"cannot read file: {exc.strerror}"]) from None
+
+
+def _parse_yaml(path: Path, data: bytes) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -168,13 +169,30 @@ def read_spec_yaml(path: Path | str) -> Any:
         raise SpecError(path, ["YAML nesting is too deep"]) from None
 
 
-def load_spec(path: Path | str) -> PipelineSpec:
-    """Read and validate one spec; its `name` must match the file name."""
+def read_spec_yaml(path: Path | str) -> Any:
+    """The YAML content of a spec file, or a SpecError naming the file and what is wrong with it."""
     path = Path(path)
-    raw = read_spec_yaml(path)
-    spec = parse_spec(raw, path)
+    return _parse_yaml(path, _read_spec_bytes(path))
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Read and validate one spec; its `name` must match the file name.
+
+    A spec file whose exact bytes validated before (with the same llmops code) comes from the
+    compiled-spec cache (:mod:`llmops.specs.cache`): no YAML parsing, and the cached JSON is still
+    checked and validated by the models, so the result is the same spec.
+    """
+    from llmops.specs.cache import load_cached, store_cached
+
+    path = Path(path)
+    data = _read_spec_bytes(path)
+    spec = load_cached(data)
+    if spec is not None and spec.name == path.stem:
+        return spec
+    spec = parse_spec(_parse_yaml(path, data), path)
     if spec.name != path.stem:
         raise SpecError(path, [f"name: must match the file name '{path.stem}' (got {spec.name!r})"])
+    store_cached(data, spec)
     return spec
 
 
