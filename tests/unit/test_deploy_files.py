@@ -79,6 +79,11 @@ def test_helm_values_set_every_production_switch(values: dict[str, Any]) -> None
     assert env["LLMOPS_LAKE_ROOT"].startswith("s3://") and env["LLMOPS_LAKE_CONN_ID"]
     assert env["MLFLOW_TRACKING_URI"].startswith("https://")
     assert {"LLMOPS_LEDGER_URL", "LLMOPS_OPTUNA_URL"} <= set(from_secrets)
+    # strict keys need the ledger's anchors in shared, locked storage (a pod's file would not do)
+    assert (
+        env["LLMOPS_LEDGER_ANCHORS"].startswith("s3://")
+        and int(env["LLMOPS_LEDGER_ANCHOR_RETENTION_DAYS"]) > 0
+    )
     assert values["images"]["airflow"]["tag"].startswith(values["airflowVersion"])
     lineage = values["config"]["openlineage"]
     assert json.loads(lineage["transport"])["type"] == "http"
