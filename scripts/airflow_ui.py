@@ -64,17 +64,22 @@ def url_host(host: str) -> str:
 
 
 def airflow_env(host: str, port: int, environ: dict[str, str]) -> dict[str, str]:
-    """``environ`` plus the API address settings (all four agree) and the executor's parallelism."""
-    base_url = f"http://{url_host(host)}:{port}"
+    """``environ`` plus the API address settings (all agree) and the executor's parallelism.
+
+    Bound to every address (0.0.0.0), the API's base URL stays what it was (unset: relative), since
+    ``http://127.0.0.1:PORT`` would send other machines' browsers to themselves after login; the
+    tasks still reach the API on 127.0.0.1."""
+    local_url = f"http://{url_host(host)}:{port}"
     env = dict(environ)
     env.update(
         {
             "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": base_url,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{local_url}/execution/",
         }
     )
+    if host not in ANY_ADDRESS:
+        env["AIRFLOW__API__BASE_URL"] = local_url
     if not any(
         k in environ
         for k in (
@@ -98,10 +103,13 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server: never via a proxy
+
+
 def health(base_url: str) -> dict | None:
     """The API's health document, or None while it does not answer."""
     try:
-        with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=2) as response:
+        with _NO_PROXY.open(f"{base_url}/api/v2/monitor/health", timeout=2) as response:
             return json.loads(response.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -285,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     if not preflight(host, port, tickets_port):
         return 2
     env = airflow_env(host, port, dict(os.environ))
-    base_url = env["AIRFLOW__API__BASE_URL"]
+    base_url = f"http://{url_host(host)}:{port}"
     for key in ("HOST", "PORT", "BASE_URL"):
-        log(f"AIRFLOW__API__{key}={env[f'AIRFLOW__API__{key}']}")
+        log(f"AIRFLOW__API__{key}={env.get(f'AIRFLOW__API__{key}', '(unset)')}")
     for key in ("EXECUTION_API_SERVER_URL", "PARALLELISM"):
         log(f"AIRFLOW__CORE__{key}={env[f'AIRFLOW__CORE__{key}']}")
 

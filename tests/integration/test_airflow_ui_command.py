@@ -184,6 +184,7 @@ def test_make_airflow_ui_on_another_port_binds_loopback_runs_tasks_and_stops_on_
         scheduler = next(p for p in started if p.cmdline()[-1:] == ["scheduler"])
         scheduler_env = scheduler.environ()
         assert scheduler_env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"{base_url}/execution/"
+        assert scheduler_env["AIRFLOW__API__BASE_URL"] == base_url
         assert scheduler_env["AIRFLOW__CORE__PARALLELISM"] == str(max(2, len(os.sched_getaffinity(0))))
 
         _task_reaches_execution_api(base_url, json.loads(passwords.read_text())["admin"], log_file)
