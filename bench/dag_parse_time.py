@@ -4,9 +4,10 @@ Times are CPU seconds (user + system), what the scheduler host pays; wall time o
 mostly measures the other processes.
 
 1. Per file, in a fresh interpreter (warm disk): the median CPU time over several runs of the file's
-   own cost on top of interpreter start + `import airflow.sdk` (the floor every DAG file pays,
-   measured alone as the baseline), with the compiled-spec cache cold (emptied before each run) and
-   warm (filled by an earlier parse).
+   own execution after `import airflow.sdk` (the floor every DAG file pays), with the compiled-spec
+   cache off, cold (emptied before each run) and warm (filled by an earlier parse); the warm figure
+   is also split into Airflow's own first-use costs (the operator modules, timetables and asset URI
+   handlers the DAGs need, imported first) and what is left: the llmops part.
 2. A DagBag of N generated pipelines (`llmops new-pipeline`'s spec and DAG file, N times, in a temp
    dir), in one fresh interpreter, with a warm spec cache and with it off; both also for N/2, to show
    whether the cost grows linearly.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -30,13 +30,21 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-BASELINE = "import airflow.sdk"
 LOAD_FILE = """
-import importlib.util, sys
+import importlib, importlib.util, json, sys, time
 import airflow.sdk
+floor = 0.0
+if sys.argv[2]:  # Airflow's own part first, timed apart: what is left is the llmops part
+    started = time.process_time()
+    for name in sys.argv[2].split(","):
+        importlib.import_module(name)
+    airflow.sdk.Asset(name="floor", uri="llmops://floor/curated")
+    floor = time.process_time() - started
+started = time.process_time()
 spec = importlib.util.spec_from_file_location("dagfile", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
+print(json.dumps({"file": time.process_time() - started, "floor": floor}))
 """
 AIRFLOW_USED = """
 import importlib.util, json, sys
@@ -48,13 +56,6 @@ for i, path in enumerate(sys.argv[1:]):
     spec.loader.exec_module(module)
 print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("airflow."))))
 """
-AIRFLOW_FLOOR = """
-import importlib, sys
-import airflow.sdk
-for name in sys.argv[1].split(","):
-    importlib.import_module(name)
-airflow.sdk.Asset(name="floor", uri="llmops://floor/curated")
-"""
 DAGBAG = """
 import json, sys, time
 import airflow.sdk
@@ -65,15 +66,6 @@ elapsed = time.process_time() - started
 assert not bag.import_errors, bag.import_errors
 print(json.dumps({"seconds": elapsed, "dags": len(bag.dags), "tasks": sum(len(d.tasks) for d in bag.dags.values())}))
 """
-
-
-def timed(code: str, *args: str, env: dict[str, str]) -> float:
-    """CPU seconds (user + system) of a fresh interpreter running `code`: what the DAG processor's
-    host pays, and steadier than wall time on a busy machine."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, env=env)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def airflow_modules(env: dict[str, str]) -> list[str]:
@@ -90,35 +82,40 @@ def airflow_modules(env: dict[str, str]) -> list[str]:
 
 
 def per_file(runs: int, env: dict[str, str], cache_dir: Path) -> None:
-    def median(code: str, *args: str, run_env: dict[str, str] = env, before=None) -> float:
+    """CPU time of each file's own execution, measured inside a fresh interpreter right after
+    `import airflow.sdk` (no interpreter start-up in the figure, nothing subtracted)."""
+    modules = ",".join(airflow_modules(env))
+
+    def median(path: Path, floor: str = "", run_env: dict[str, str] = env, cold: bool = False) -> dict:
         samples = []
         for _ in range(runs):
-            if before:
-                before()
-            samples.append(timed(code, *args, env=run_env))
-        return statistics.median(samples)
+            if cold:
+                shutil.rmtree(cache_dir, ignore_errors=True)
+            out = subprocess.run(
+                [sys.executable, "-c", LOAD_FILE, str(path), floor],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=run_env,
+            ).stdout
+            samples.append(json.loads(out.strip().splitlines()[-1]))
+        return {key: statistics.median(s[key] for s in samples) for key in ("file", "floor")}
 
-    baseline = median(BASELINE)
-    floor = median(AIRFLOW_FLOOR, ",".join(airflow_modules(env)))
-    print(f"baseline (python + airflow.sdk import): {baseline:.3f} CPU s (median of {runs})")
+    print(f"CPU ms per DAG file beyond `import airflow.sdk`, fresh interpreter, median of {runs}:")
     print(
-        f"Airflow's own floor (+ the Airflow modules the DAGs use, first Asset): {floor:.3f} CPU s, "
-        f"{(floor - baseline) * 1000:.0f} ms beyond the baseline"
-    )
-    print(
-        f"{'file':22s} {'cache off':>9s} {'cold':>9s} {'warm':>9s}   CPU beyond the baseline; "
-        "warm beyond Airflow's floor (the llmops part)"
+        f"{'file':22s} {'cache off':>9s} {'cold':>9s} {'warm':>9s}   of warm: Airflow's own part "
+        "(operator modules, timetables, asset URI handlers) + the llmops part"
     )
     off_env = {**env, "LLMOPS_SPEC_CACHE": "off"}
     for path in sorted((PROJECT / "dags").glob("*.py")):
-        off = median(LOAD_FILE, str(path), run_env=off_env)
-        cold = median(LOAD_FILE, str(path), before=lambda: shutil.rmtree(cache_dir, ignore_errors=True))
-        warm = median(LOAD_FILE, str(path))
-        cells = [off - baseline, cold - baseline, warm - baseline]
+        off = median(path, run_env=off_env)["file"]
+        cold = median(path, cold=True)["file"]
+        warm = median(path)["file"]
+        split = median(path, floor=modules)
         print(
             f"{path.name:22s} "
-            + " ".join(f"{c * 1000:7.0f}ms" for c in cells)
-            + f"   {(warm - floor) * 1000:7.0f}ms"
+            + " ".join(f"{c * 1000:7.0f}ms" for c in (off, cold, warm))
+            + f"   {split['floor'] * 1000:5.0f}ms + {split['file'] * 1000:4.0f}ms"
         )
 
 
