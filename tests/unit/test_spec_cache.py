@@ -179,3 +179,19 @@ def test_racing_writers_leave_a_whole_entry(home, spec_file, monkeypatch):
     assert not list(entry.parent.glob(".tmp-*"))
     _no_yaml(monkeypatch)
     assert load_spec(spec_file) == _reference(spec_file)
+
+
+def test_a_kind_that_is_no_longer_registered_is_not_served_from_the_cache(home, tmp_path, monkeypatch):
+    """Expect a cached spec whose source kind came from a package to load while the kind is
+    registered, and to fail as from its YAML (naming the known kinds) once it is not."""
+    from small_pipeline import inline_kind, inline_source, pipeline_spec
+
+    path = tmp_path / "inline_cached.yaml"
+    path.write_text(yaml.safe_dump(pipeline_spec("inline_cached", [inline_source("pasted", [{"a": "1"}])])))
+    with inline_kind():
+        first = load_spec(path)
+        assert len(_entries(home)) == 1
+        assert load_spec(path) == first
+    monkeypatch.setattr("llmops.specs.sources.ensure_plugins", lambda: None)  # no package adds it back
+    with pytest.raises(SpecError, match="'inline' .*does not match any of the expected tags"):
+        load_spec(path)
