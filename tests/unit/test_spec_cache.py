@@ -195,3 +195,14 @@ def test_a_kind_that_is_no_longer_registered_is_not_served_from_the_cache(home, 
     monkeypatch.setattr("llmops.specs.sources.ensure_plugins", lambda: None)  # no package adds it back
     with pytest.raises(SpecError, match="'inline' .*does not match any of the expected tags"):
         load_spec(path)
+
+
+def test_a_spec_that_does_not_round_trip_is_not_cached(home, spec_file, monkeypatch):
+    from llmops.specs.schema import PipelineSpec
+
+    def different(cls, body):
+        raise ValueError("reads back differently")
+
+    monkeypatch.setattr(PipelineSpec, "model_validate_json", classmethod(different))
+    assert load_spec(spec_file) == _reference(spec_file)
+    assert _entries(home) == []

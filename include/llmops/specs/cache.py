@@ -106,9 +106,11 @@ def load_cached(data: bytes) -> PipelineSpec | None:
     header, sep, body = blob.partition(b"\n")
     fields = header.split(b" ")
     if not sep or len(fields) != 3 or fields[0] != FORMAT:
-        return _discard(path, "unknown format")
+        _discard(path, "unknown format")
+        return None
     if hashlib.sha256(body).hexdigest().encode() != fields[1]:
-        return _discard(path, "checksum mismatch")
+        _discard(path, "checksum mismatch")
+        return None
     from pydantic import ValidationError
 
     from llmops.specs.schema import PipelineSpec
@@ -120,14 +122,25 @@ def load_cached(data: bytes) -> PipelineSpec | None:
     try:
         return PipelineSpec.model_validate_json(body)
     except (ValidationError, ValueError):
-        return _discard(path, "no longer a valid spec")
+        _discard(path, "no longer a valid spec")
+        return None
 
 
 def store_cached(data: bytes, spec: PipelineSpec) -> None:
-    """Cache `spec`, the validated content of a file holding `data` (best effort)."""
+    """Cache `spec`, the validated content of a file holding `data` (best effort: a cache that
+    cannot be written only costs the saving)."""
     if not enabled():
         return
-    body = spec.model_dump_json().encode()
+    try:
+        body = spec.model_dump_json().encode()
+        # Only a spec whose JSON gives it back exactly is cached (a kind from a package could dump
+        # what it does not read back); the check runs once per edit of the spec.
+        if type(spec).model_validate_json(body) != spec:
+            log.debug("spec cache not written: %s does not round-trip through JSON", spec.name)
+            return
+    except ValueError as exc:  # pydantic's serialization and validation errors are ValueErrors
+        log.debug("spec cache not written: %s", exc)
+        return
     kinds = ",".join(sorted({source.kind for source in spec.sources})).encode()
     blob = b" ".join([FORMAT, hashlib.sha256(body).hexdigest().encode(), kinds]) + b"\n" + body
     try:
@@ -151,4 +164,3 @@ def _discard(path: Path, why: str) -> None:
         path.unlink()
     except OSError:
         pass
-    return None
