@@ -15,25 +15,28 @@ Two groups, each path the median of ``--repeat`` runs, GB = 1e9 bytes, ratios pr
   blocks): ``encrypt_file`` / ``decrypt_file`` (atomic temp file + rename, fsynced) and
   ``EncryptingWriter`` into an fsynced file. Target: >= 0.9x the plain copy.
 
-Disk runs are interleaved path by path, and before each one its destination is deleted and
+Runs are interleaved: each repetition times every path once (and, with ``--baseline-src``, the
+same path of an older checkout's ``crypto.py`` right after), so load from other processes hits the
+baselines, the old code and the new code alike. Before each disk run its destination is deleted and
 ``os.sync()`` flushes what the previous run left dirty (outside the timing): otherwise a run pays for
-its predecessor's writeback, or for the discard of the file it replaces, and the order of the rows
-decides the numbers. The input file is written just before, so reads come from the page cache.
+its predecessor's writeback, or for the discard of the file it replaces. The input file is written
+just before, so reads come from the page cache.
 
-Run (``PYTHONPATH=<older checkout>/include`` in front measures that checkout's crypto instead; the
-first line says which file was measured)::
+Run (``git worktree add /tmp/old <commit>`` or ``git archive`` gives a baseline source tree)::
 
-    .venv/bin/python bench/encryption.py [--size-mb 1024] [--repeat 3] [--dir /tmp]
+    .venv/bin/python bench/encryption.py [--size-mb 1024] [--repeat 3] [--dir /tmp] [--baseline-src /tmp/old]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import io
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,15 +55,6 @@ RAW_CHUNK = MIB
 WRITER_PUSH = MIB
 MEMORY_TARGET = 0.5
 DISK_TARGET = 0.9
-
-
-def _median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 class _Null(io.RawIOBase):
@@ -94,13 +88,24 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def raw_aesgcm(size: int, repeat: int) -> tuple[float, float]:
-    """Seconds to encrypt and to decrypt ``size`` bytes as 1 MiB chunks in memory (16 distinct chunks)."""
+def _load_baseline(src: str) -> Any:
+    """``llmops/privacy/crypto.py`` of another source tree, as a separate module."""
+    path = Path(src) / "include" / "llmops" / "privacy" / "crypto.py"
+    spec = importlib.util.spec_from_file_location("baseline_crypto", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no crypto module at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_crypto"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _raw(size: int) -> dict[str, Callable[[], object]]:
+    """Raw AES-GCM of 1 MiB chunks in memory (16 distinct chunks), and SHA-256 alone."""
     aead = AESGCM(AESGCM.generate_key(bit_length=256))
     chunks = [os.urandom(RAW_CHUNK) for _ in range(16)]
     nonces = [os.urandom(12) for _ in chunks]
-    aad = b"llmops-bench"
-    n = size // RAW_CHUNK
+    aad, n, block = b"llmops-bench", size // RAW_CHUNK, os.urandom(min(64 * MIB, size))
     sealed = [aead.encrypt(nonces[i], chunks[i], aad) for i in range(len(chunks))]
 
     def enc() -> None:
@@ -111,14 +116,18 @@ def raw_aesgcm(size: int, repeat: int) -> tuple[float, float]:
         for i in range(n):
             aead.decrypt(nonces[i % 16], sealed[i % 16], aad)
 
-    return _median_seconds(enc, repeat), _median_seconds(dec, repeat)
+    def sha() -> None:
+        for _ in range(size // len(block)):
+            hashlib.sha256(block).digest()
+
+    return {"raw_encrypt": enc, "raw_decrypt": dec, "sha256": sha}
 
 
-def push_into_writer(src: Any, dst: Any, kek: bytes) -> crypto.WrappedKey:
+def push_into_writer(c: Any, src: Any, dst: Any, kek: bytes) -> Any:
     """What snapshots.stage_part does around Parquet: push 1 MiB writes into EncryptingWriter."""
     buf = bytearray(WRITER_PUSH)
     view = memoryview(buf)
-    writer = crypto.EncryptingWriter(dst, kek)
+    writer = c.EncryptingWriter(dst, kek)
     while n := src.readinto(buf):
         writer.write(view[:n])
     wrapped = writer.finish()
@@ -126,9 +135,9 @@ def push_into_writer(src: Any, dst: Any, kek: bytes) -> crypto.WrappedKey:
     return wrapped
 
 
-def writer_file(src: Path, dst: Path, kek: bytes) -> crypto.WrappedKey:
+def writer_file(c: Any, src: Path, dst: Path, kek: bytes) -> Any:
     with open(src, "rb", buffering=0) as fin, open(dst, "wb") as fout:
-        wrapped = push_into_writer(fin, fout, kek)
+        wrapped = push_into_writer(c, fin, fout, kek)
         fout.flush()
         os.fsync(fout.fileno())
     return wrapped
@@ -141,61 +150,90 @@ def plain_copy(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
-def _memory(size: int, repeat: int, data: bytes, kek: bytes) -> dict[str, float]:
-    seconds: dict[str, float] = {}
-    source_sha = hashlib.sha256(data).hexdigest()
-    ciphertext, wrapped = crypto.encrypt_bytes(data, kek)
-    if hashlib.sha256(crypto.decrypt_bytes(ciphertext, wrapped, kek)).hexdigest() != source_sha:
-        raise SystemExit("round trip mismatch: decrypt_bytes did not restore the input")
-    seconds["raw_encrypt"], seconds["raw_decrypt"] = raw_aesgcm(size, repeat)
-    seconds["encrypt_stream_mem"] = _median_seconds(
-        lambda: crypto.encrypt_stream(io.BytesIO(data), _Null(), kek), repeat
+MEMORY_PATHS = ["encrypt_stream_mem", "decrypt_stream_mem", "encrypt_bytes", "decrypt_bytes", "writer_mem"]
+DISK_PATHS = ["encrypt_file", "decrypt_file", "writer_file"]
+
+
+def _paths(c: Any, folder: Path, tag: str, data: bytes, kek: bytes) -> dict[str, tuple[Path | None, Any]]:
+    """The project's paths through crypto module ``c``: name -> (file to delete first, callable)."""
+    plain, sealed, back, other = (
+        folder / n for n in ("plain.bin", f"{tag}.enc", f"{tag}.back", f"{tag}.w.enc")
     )
-    seconds["decrypt_stream_mem"] = _median_seconds(
-        lambda: crypto.decrypt_stream(io.BytesIO(ciphertext), _Null(), wrapped, kek), repeat
-    )
-    seconds["encrypt_bytes"] = _median_seconds(lambda: crypto.encrypt_bytes(data, kek), repeat)
-    seconds["decrypt_bytes"] = _median_seconds(lambda: crypto.decrypt_bytes(ciphertext, wrapped, kek), repeat)
-    seconds["writer_mem"] = _median_seconds(lambda: push_into_writer(io.BytesIO(data), _Null(), kek), repeat)
-    block = os.urandom(64 * MIB)
-    seconds["sha256"] = _median_seconds(
-        lambda: [hashlib.sha256(block).digest() for _ in range(size // len(block))], repeat
-    )
-    return seconds
-
-
-def _disk(folder: Path, size: int, repeat: int, kek: bytes) -> dict[str, float]:
-    plain, sealed, back, other = (folder / n for n in ("plain.bin", "sealed.enc", "back.bin", "other.enc"))
-    source_sha = _make_input(plain, size)
-    crypto.encrypt_file(plain, sealed, kek)  # warm-up; keys of the timed runs replace it
-    keys: dict[str, crypto.WrappedKey] = {}
-
-    def keep(name: str, fn: Callable[[], crypto.WrappedKey]) -> Callable[[], None]:
-        return lambda: keys.__setitem__(name, fn())
-
-    paths: dict[str, tuple[Path, Callable[[], object]]] = {
-        "plain_copy": (back, lambda: plain_copy(plain, back)),
-        "encrypt_file": (sealed, keep("file", lambda: crypto.encrypt_file(plain, sealed, kek))),
-        "decrypt_file": (back, lambda: crypto.decrypt_file(sealed, back, keys["file"], kek)),
-        "writer_file": (other, keep("writer", lambda: writer_file(plain, other, kek))),
+    ciphertext, wrapped = c.encrypt_bytes(data, kek)
+    keys: dict[str, Any] = {}
+    return {
+        "encrypt_stream_mem": (None, lambda: c.encrypt_stream(io.BytesIO(data), _Null(), kek)),
+        "decrypt_stream_mem": (None, lambda: c.decrypt_stream(io.BytesIO(ciphertext), _Null(), wrapped, kek)),
+        "encrypt_bytes": (None, lambda: c.encrypt_bytes(data, kek)),
+        "decrypt_bytes": (None, lambda: c.decrypt_bytes(ciphertext, wrapped, kek)),
+        "writer_mem": (None, lambda: push_into_writer(c, io.BytesIO(data), _Null(), kek)),
+        "encrypt_file": (sealed, lambda: keys.__setitem__("file", c.encrypt_file(plain, sealed, kek))),
+        "decrypt_file": (back, lambda: c.decrypt_file(sealed, back, keys["file"], kek)),
+        "writer_file": (other, lambda: keys.__setitem__("writer", writer_file(c, plain, other, kek))),
+        "check": (None, lambda: _check(c, plain, back, other, keys, kek)),
     }
-    times: dict[str, list[float]] = {name: [] for name in paths}
+
+
+def _check(c: Any, plain: Path, back: Path, other: Path, keys: dict[str, Any], kek: bytes) -> None:
+    source = _sha256_file(plain)
+    if _sha256_file(back) != source:
+        raise SystemExit("round trip mismatch: decrypt_file did not restore the input")
+    c.decrypt_file(other, back, keys["writer"], kek)
+    if _sha256_file(back) != source:
+        raise SystemExit("round trip mismatch: EncryptingWriter output did not decrypt to the input")
+
+
+def measure(folder: Path, size: int, repeat: int, baseline: Any) -> dict[str, dict[str, float]]:
+    """Median seconds per path, for "new" (and "old" with a baseline), runs interleaved."""
+    kek = os.urandom(32)
+    plain = folder / "plain.bin"
+    _make_input(plain, size)
+    data = plain.read_bytes()
+    impls = {"new": _paths(crypto, folder, "new", data, kek)}
+    if baseline is not None:
+        impls["old"] = _paths(baseline, folder, "old", data, kek)
+    context = {**_raw(size), "plain_copy": lambda: plain_copy(plain, folder / "copy.bin")}
+    order = [("ctx", name) for name in ("raw_encrypt", "raw_decrypt", "sha256")]
+    for name in MEMORY_PATHS:
+        order += [(impl, name) for impl in impls]
+    for name in DISK_PATHS:
+        order += [("ctx", "plain_copy")] if name == "encrypt_file" else []
+        order += [(impl, name) for impl in impls]
+    times: dict[str, dict[str, list[float]]] = {"ctx": {}, **{impl: {} for impl in impls}}
     for _ in range(repeat):
-        for name, (target, fn) in paths.items():
-            if name != "decrypt_file":  # decrypt_file reads what encrypt_file just wrote
+        for impl, name in order:
+            target, fn = (folder / "copy.bin", context[name]) if impl == "ctx" else impls[impl][name]
+            if target is not None:
                 target.unlink(missing_ok=True)
-            else:
-                back.unlink(missing_ok=True)
-            os.sync()
+                os.sync()
             started = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - started)
-    if _sha256_file(back) != source_sha:
-        raise SystemExit("round trip mismatch: decrypt_file did not restore the input")
-    crypto.decrypt_file(other, back, keys["writer"], kek)
-    if _sha256_file(back) != source_sha:
-        raise SystemExit("round trip mismatch: EncryptingWriter output did not decrypt to the input")
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[impl].setdefault(name, []).append(time.perf_counter() - started)
+    for paths in impls.values():
+        paths["check"][1]()
+    return {impl: {k: statistics.median(v) for k, v in by.items()} for impl, by in times.items()}
+
+
+BASE = {
+    "encrypt_stream_mem": "raw_encrypt",
+    "decrypt_stream_mem": "raw_decrypt",
+    "encrypt_bytes": "raw_encrypt",
+    "decrypt_bytes": "raw_decrypt",
+    "writer_mem": "raw_encrypt",
+    "encrypt_file": "plain_copy",
+    "decrypt_file": "plain_copy",
+    "writer_file": "plain_copy",
+}
+LABELS = {
+    "encrypt_stream_mem": "crypto.encrypt_stream  memory -> null",
+    "decrypt_stream_mem": "crypto.decrypt_stream  memory -> null",
+    "encrypt_bytes": "crypto.encrypt_bytes   bytes -> bytes",
+    "decrypt_bytes": "crypto.decrypt_bytes   bytes -> bytes",
+    "writer_mem": "EncryptingWriter       memory -> null, +SHA-256",
+    "encrypt_file": "crypto.encrypt_file    atomic, fsync",
+    "decrypt_file": "crypto.decrypt_file    atomic, fsync",
+    "writer_file": "EncryptingWriter       file, fsync, +SHA-256",
+}
 
 
 def main() -> None:
@@ -205,48 +243,42 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024, help="data size in MiB (default 1024)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
     parser.add_argument("--dir", default=None, help="where the temporary files go (default: system temp)")
+    parser.add_argument(
+        "--baseline-src", default=None, help="an older source tree whose crypto.py to compare"
+    )
     args = parser.parse_args()
 
     size = args.size_mb * MIB
-    kek = os.urandom(32)
-    print(f"crypto measured: {crypto.__file__}")
+    baseline = _load_baseline(args.baseline_src) if args.baseline_src else None
+    print(f"crypto measured: {crypto.__file__}" + (f"; baseline: {baseline.__file__}" if baseline else ""))
     print(f"input: {args.size_mb} MiB ({size / GB:.3f} GB) of random bytes; median of {args.repeat} runs")
     with tempfile.TemporaryDirectory(prefix="llmops-bench-enc-", dir=args.dir) as tmp:
-        s = _disk(Path(tmp), size, args.repeat, kek)
-        s.update(_memory(size, args.repeat, (Path(tmp) / "plain.bin").read_bytes(), kek))
+        s = measure(Path(tmp), size, args.repeat, baseline)
+    ctx, impls = s["ctx"], [i for i in ("old", "new") if i in s]
 
-    def row(label: str, key: str, base: str | None) -> None:
-        ratio = f"{s[base] / s[key]:6.2f}x" if base else ""
-        print(f"{label:58s} {size / GB / s[key]:7.2f} {ratio:>8s}")
+    def gbps(seconds: float) -> str:
+        return f"{size / GB / seconds:7.2f}"
 
-    print(f"\n{'in memory':58s} {'GB/s':>7s} {'x raw':>8s}")
-    row("raw AES-GCM encrypt, 1 MiB chunks (baseline)", "raw_encrypt", None)
-    row("raw AES-GCM decrypt, 1 MiB chunks (baseline)", "raw_decrypt", None)
-    row("crypto.encrypt_stream  memory -> null", "encrypt_stream_mem", "raw_encrypt")
-    row("crypto.decrypt_stream  memory -> null", "decrypt_stream_mem", "raw_decrypt")
-    row("crypto.encrypt_bytes", "encrypt_bytes", "raw_encrypt")
-    row("crypto.decrypt_bytes", "decrypt_bytes", "raw_decrypt")
-    row("EncryptingWriter       memory -> null, +plaintext SHA-256", "writer_mem", "raw_encrypt")
-    row("context: SHA-256 alone (the writer's ceiling)", "sha256", "raw_encrypt")
-    print(f"\n{'on disk (input in page cache, output fsynced)':58s} {'GB/s':>7s} {'x copy':>8s}")
-    row("plain copy, fsync (baseline)", "plain_copy", None)
-    row("crypto.encrypt_file    atomic, fsync", "encrypt_file", "plain_copy")
-    row("crypto.decrypt_file    atomic, fsync", "decrypt_file", "plain_copy")
-    row("EncryptingWriter       fsync, +plaintext SHA-256", "writer_file", "plain_copy")
+    print(f"\n{'baseline':50s} {'GB/s':>7s}")
+    for key, label in (
+        ("raw_encrypt", "raw AES-GCM encrypt, 1 MiB chunks in memory"),
+        ("raw_decrypt", "raw AES-GCM decrypt, 1 MiB chunks in memory"),
+        ("plain_copy", "plain copy disk -> disk, fsync once"),
+        ("sha256", "SHA-256 alone in memory (the writer's ceiling)"),
+    ):
+        print(f"{label:50s} {gbps(ctx[key])}")
+    header = "".join(f" | {impl + ' GB/s':>9s} {'ratio':>6s}" for impl in impls)
+    print(f"\n{'path (ratio: x raw in memory, x plain copy on disk)':50s}{header}")
+    for key in MEMORY_PATHS + DISK_PATHS:
+        cells = "".join(f" | {gbps(s[i][key]):>9s} {ctx[BASE[key]] / s[i][key]:5.2f}x" for i in impls)
+        print(f"{LABELS[key]:50s}{cells}")
     print()
-    checks = [
-        ("encrypt_stream_mem", "raw_encrypt", MEMORY_TARGET, "raw"),
-        ("decrypt_stream_mem", "raw_decrypt", MEMORY_TARGET, "raw"),
-        ("encrypt_bytes", "raw_encrypt", MEMORY_TARGET, "raw"),
-        ("decrypt_bytes", "raw_decrypt", MEMORY_TARGET, "raw"),
-        ("writer_mem", "raw_encrypt", MEMORY_TARGET, "raw"),
-        ("encrypt_file", "plain_copy", DISK_TARGET, "plain copy"),
-        ("decrypt_file", "plain_copy", DISK_TARGET, "plain copy"),
-        ("writer_file", "plain_copy", DISK_TARGET, "plain copy"),
-    ]
-    for key, base, target, what in checks:
-        value = s[base] / s[key]
-        print(f"{key}: {value:.2f}x {what} -> {'meets' if value >= target else 'BELOW'} the {target}x target")
+    for key in MEMORY_PATHS + DISK_PATHS:
+        target = MEMORY_TARGET if key in MEMORY_PATHS else DISK_TARGET
+        value = ctx[BASE[key]] / s["new"][key]
+        print(
+            f"{key}: {value:.2f}x {BASE[key]} -> {'meets' if value >= target else 'BELOW'} the {target}x target"
+        )
 
 
 if __name__ == "__main__":

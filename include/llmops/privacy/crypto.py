@@ -25,7 +25,8 @@ or needed, and a file's bytes are read, sealed or opened once. The plaintext SHA
 
 Speed: every path reuses buffers allocated once per file (``readinto`` into them, ``encrypt_into``
 / ``decrypt_into`` out of them), the in-memory ones seal and open slices of the caller's bytes in
-place, the writer hashes on a second core, and a file is fsynced once (``bench/encryption.py``).
+place with buffers sized by the data (a small file does not fault in chunk-sized buffers), the
+writer hashes each chunk in the buffer it seals, and a file is fsynced once (``bench/encryption.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import os
 import stat
 import struct
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -288,9 +288,10 @@ class EncryptingWriter(io.RawIOBase):
 
     It also hashes the plaintext, ``sha256(everything written)`` whatever the write sizes: the
     content address snapshot ids are built from (integrity comes from the GCM tags, see the module
-    docstring). Each chunk is copied once into one of two buffers allocated up front, then hashed
-    (on a worker thread: hashlib releases the GIL) while it is sealed and written from there; a
-    buffer is refilled only once its hash is done.
+    docstring), so it is kept, and it is the writer's ceiling (SHA-256 is several times slower than
+    AES-GCM). Each chunk is copied once into one reused buffer, then hashed and sealed from there
+    while it is still in cache: one pass. Hashing on a second thread was tried and measured slower
+    on a loaded two-core host (``bench/encryption.py``), so it is not done.
     """
 
     def __init__(self, dst: BinaryIO, kek: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
@@ -298,11 +299,9 @@ class EncryptingWriter(io.RawIOBase):
         self._kek = kek if hasattr(kek, "wrap") else _check_key(kek, "KEK")
         _check_chunk_size(chunk_size)
         self._dst, self._chunk_size, self._sealer = dst, chunk_size, _Sealer(chunk_size)
-        self._buffers = [bytearray(chunk_size), bytearray()]  # the second one with the second chunk
-        self._slot = self._fill = self._plain_bytes = 0
-        self._sha256 = hashlib.sha256()
-        self._pending: Future[None] | None = None  # the previous chunk's hash, in the other buffer
-        self._pool: ThreadPoolExecutor | None = None  # started with the second chunk
+        self._chunk = bytearray(chunk_size)
+        self._fill = self._plain_bytes = 0
+        self._sha256 = hashlib.sha256()  # of the sealed chunks; the one being filled is added on demand
         self._digest: str | None = None
         self._wrapped: WrappedKey | None = None
         dst.write(self._sealer.header)
@@ -310,18 +309,11 @@ class EncryptingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def _seal_full_chunk(self) -> None:
-        """Seal the full current chunk (more data follows it) and switch to the other buffer."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmops-sha256")
-        chunk = memoryview(self._buffers[self._slot])
-        previous, self._pending = self._pending, self._pool.submit(self._sha256.update, chunk)
-        self._dst.write(self._sealer.seal(chunk, final=False))
-        if previous is not None:  # one worker, so it ran first: the other buffer is free
-            previous.result()
-        self._slot, self._fill = self._slot ^ 1, 0
-        if not self._buffers[self._slot]:
-            self._buffers[self._slot] = bytearray(self._chunk_size)
+    def _seal(self, final: bool) -> None:
+        chunk = memoryview(self._chunk)[: self._fill]
+        self._sha256.update(chunk)
+        self._dst.write(self._sealer.seal(chunk, final))
+        self._fill = 0
 
     def write(self, data: Any) -> int:  # type: ignore[override]
         if self._wrapped is not None:
@@ -330,28 +322,18 @@ class EncryptingWriter(io.RawIOBase):
         size, pos = len(view), 0
         while pos < size:
             if self._fill == self._chunk_size:  # full, and more data follows: not the last chunk
-                self._seal_full_chunk()
+                self._seal(final=False)
             take = min(self._chunk_size - self._fill, size - pos)
-            self._buffers[self._slot][self._fill : self._fill + take] = view[pos : pos + take]
+            self._chunk[self._fill : self._fill + take] = view[pos : pos + take]
             self._fill += take
             pos += take
         self._plain_bytes += size
         return size
 
-    def _stop_hashing(self) -> None:
-        pending, pool, self._pending, self._pool = self._pending, self._pool, None, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if pending is not None:
-            pending.result()  # re-raises what the hash raised, if anything
-
     def finish(self) -> WrappedKey:
         """Seal the final chunk; return the wrapped data key. The writer cannot be used afterwards."""
         if self._wrapped is None:
-            tail = memoryview(self._buffers[self._slot])[: self._fill]
-            self._dst.write(self._sealer.seal(tail, final=True))
-            self._stop_hashing()
-            self._sha256.update(tail)
+            self._seal(final=True)
             self._digest = self._sha256.hexdigest()
             self._wrapped = _seal_key(self._sealer.dek, self._kek)
         return self._wrapped
@@ -361,10 +343,8 @@ class EncryptingWriter(io.RawIOBase):
         """SHA-256 (hex) of everything written so far; after ``finish()``, of the whole file."""
         if self._digest is not None:
             return self._digest
-        if self._pending is not None:
-            self._pending.result()
         partial = self._sha256.copy()
-        partial.update(memoryview(self._buffers[self._slot])[: self._fill])
+        partial.update(memoryview(self._chunk)[: self._fill])
         return partial.hexdigest()
 
     @property
@@ -374,10 +354,7 @@ class EncryptingWriter(io.RawIOBase):
     def close(self) -> None:
         # Parquet writers close their sink when done; sealing there keeps the file complete.
         if not self.closed:
-            try:
-                self.finish()
-            finally:
-                self._stop_hashing()
+            self.finish()
         super().close()
 
 
