@@ -65,7 +65,7 @@ def test_a_registered_metric_goes_through_spec_job_gates_and_reports(verbosity) 
     gate = next(g for g in spec.gates if g.metric == "answer_length_ratio")
     assert gate.lower_is_better
     decision = evaluate_gates([gate], {"answer_length_ratio": 2.0})
-    assert not decision["passed"] and "max 1.5" in decision["gates"][0]["reason"]
+    assert not decision["passed"] and "above the maximum 1.5" in decision["gates"][0]["reason"]
     assert evaluate_gates([gate], {"answer_length_ratio": 1.2})["passed"]
     assert verbosity.display(1.23456) == "1.235"
 
