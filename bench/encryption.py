@@ -11,9 +11,15 @@ Two groups, each path the median of ``--repeat`` runs, GB = 1e9 bytes, ratios pr
   ``decrypt_bytes`` (what lake reads and split files use), ``EncryptingWriter`` fed 1 MiB writes
   (the snapshot staging path, which also hashes the plaintext: SHA-256 alone is printed as its
   ceiling). Target: >= 0.5x raw.
-* on disk, against a plain copy of the same file that is fsynced once (``shutil.copyfileobj``, 4 MiB
-  blocks): ``encrypt_file`` / ``decrypt_file`` (atomic temp file + rename, fsynced) and
-  ``EncryptingWriter`` into an fsynced file. Target: >= 0.9x the plain copy.
+* on disk, against a plain copy of the same file that is fsynced once, through one reused 4 MiB
+  buffer (the paths' own I/O without the crypto): ``encrypt_file`` / ``decrypt_file`` (atomic temp
+  file + rename, fsynced) and ``EncryptingWriter`` into an fsynced file. Target: >= 0.9x the copy.
+  ``shutil.copyfileobj`` (a fresh 4 MiB bytes object per block), the copy the previous version of
+  this bench used, is shown for context; so are SHA-256 alone (the writer's ceiling) and 4 MiB
+  writes into a new BytesIO (the floor of ``encrypt_bytes`` / ``decrypt_bytes``, whose result is new
+  memory: on hosts where page faults are dear, that, not AES, bounds them).
+* small files: 200 files of 20 kB through ``encrypt_bytes``, ``decrypt_bytes`` and the writer, in
+  microseconds per file (split files, probe prompts, small parts).
 
 Runs are interleaved: each repetition times every path once (and, with ``--baseline-src``, the
 same path of an older checkout's ``crypto.py`` right after), so load from other processes hits the
@@ -144,12 +150,37 @@ def writer_file(c: Any, src: Path, dst: Path, kek: bytes) -> Any:
 
 
 def plain_copy(src: Path, dst: Path) -> None:
+    """The disk floor: the crypto paths' I/O without the crypto (one reused 4 MiB buffer, fsync once)."""
+    buf = bytearray(crypto.DEFAULT_CHUNK_SIZE)
+    view = memoryview(buf)
+    with open(src, "rb", buffering=0) as fin, open(dst, "wb") as fout:
+        while n := fin.readinto(buf):
+            fout.write(view[:n])
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def copyfileobj_copy(src: Path, dst: Path) -> None:
+    """``shutil.copyfileobj`` with 4 MiB blocks, fsync once: the copy the previous bench compared
+    with. Each block is a fresh 4 MiB bytes object, so on hosts with costly page faults it is slower
+    than the floor above."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout, crypto.DEFAULT_CHUNK_SIZE)
         fout.flush()
         os.fsync(fout.fileno())
 
 
+def fresh_output(data: bytes) -> bytes:
+    """The floor of a bytes -> bytes path: write ``data`` in 4 MiB pieces into a new BytesIO and
+    take its value (what encrypt_bytes and decrypt_bytes must do anyway: the result is new memory)."""
+    out, view = io.BytesIO(), memoryview(data)
+    for i in range(0, len(data), crypto.DEFAULT_CHUNK_SIZE):
+        out.write(view[i : i + crypto.DEFAULT_CHUNK_SIZE])
+    return out.getvalue()
+
+
+SMALL_FILE, SMALL_FILES = 20_000, 200
+SMALL_PATHS = ["encrypt_bytes_small", "decrypt_bytes_small", "writer_small"]
 MEMORY_PATHS = ["encrypt_stream_mem", "decrypt_stream_mem", "encrypt_bytes", "decrypt_bytes", "writer_mem"]
 DISK_PATHS = ["encrypt_file", "decrypt_file", "writer_file"]
 
@@ -161,7 +192,15 @@ def _paths(c: Any, folder: Path, tag: str, data: bytes, kek: bytes) -> dict[str,
     )
     ciphertext, wrapped = c.encrypt_bytes(data, kek)
     keys: dict[str, Any] = {}
+    small = [data[i * SMALL_FILE : (i + 1) * SMALL_FILE] for i in range(SMALL_FILES)]
+    small_sealed = [c.encrypt_bytes(part, kek) for part in small]
     return {
+        "encrypt_bytes_small": (None, lambda: [c.encrypt_bytes(part, kek) for part in small]),
+        "decrypt_bytes_small": (None, lambda: [c.decrypt_bytes(ct, wk, kek) for ct, wk in small_sealed]),
+        "writer_small": (
+            None,
+            lambda: [push_into_writer(c, io.BytesIO(part), _Null(), kek) for part in small],
+        ),
         "encrypt_stream_mem": (None, lambda: c.encrypt_stream(io.BytesIO(data), _Null(), kek)),
         "decrypt_stream_mem": (None, lambda: c.decrypt_stream(io.BytesIO(ciphertext), _Null(), wrapped, kek)),
         "encrypt_bytes": (None, lambda: c.encrypt_bytes(data, kek)),
@@ -192,20 +231,32 @@ def measure(folder: Path, size: int, repeat: int, baseline: Any) -> dict[str, di
     impls = {"new": _paths(crypto, folder, "new", data, kek)}
     if baseline is not None:
         impls["old"] = _paths(baseline, folder, "old", data, kek)
-    context = {**_raw(size), "plain_copy": lambda: plain_copy(plain, folder / "copy.bin")}
-    order = [("ctx", name) for name in ("raw_encrypt", "raw_decrypt", "sha256")]
-    for name in MEMORY_PATHS:
+    context = {
+        **_raw(size),
+        "plain_copy": lambda: plain_copy(plain, folder / "copy.bin"),
+        "copyfileobj": lambda: copyfileobj_copy(plain, folder / "copy.bin"),
+        "fresh_output": lambda: fresh_output(data),
+    }
+    order = [("ctx", name) for name in ("raw_encrypt", "raw_decrypt", "sha256", "fresh_output")]
+    for name in MEMORY_PATHS + SMALL_PATHS:
         order += [(impl, name) for impl in impls]
     for name in DISK_PATHS:
-        order += [("ctx", "plain_copy")] if name == "encrypt_file" else []
+        order += [("ctx", "plain_copy"), ("ctx", "copyfileobj")] if name == "encrypt_file" else []
         order += [(impl, name) for impl in impls]
     times: dict[str, dict[str, list[float]]] = {"ctx": {}, **{impl: {} for impl in impls}}
     for _ in range(repeat):
         for impl, name in order:
-            target, fn = (folder / "copy.bin", context[name]) if impl == "ctx" else impls[impl][name]
+            if impl == "ctx":
+                target = folder / "copy.bin" if name in ("plain_copy", "copyfileobj") else None
+                fn = context[name]
+            else:
+                target, fn = impls[impl][name]
             if target is not None:
                 target.unlink(missing_ok=True)
                 os.sync()
+                for source in folder.glob("*.enc"):  # inputs back in the page cache: the host's
+                    _sha256_file(source)  # memory reclaim may have dropped them meanwhile
+                _sha256_file(plain)
             started = time.perf_counter()
             fn()
             times[impl].setdefault(name, []).append(time.perf_counter() - started)
@@ -230,6 +281,7 @@ LABELS = {
     "encrypt_bytes": "crypto.encrypt_bytes   bytes -> bytes",
     "decrypt_bytes": "crypto.decrypt_bytes   bytes -> bytes",
     "writer_mem": "EncryptingWriter       memory -> null, +SHA-256",
+    "writer": "EncryptingWriter       memory -> null, +SHA-256",
     "encrypt_file": "crypto.encrypt_file    atomic, fsync",
     "decrypt_file": "crypto.decrypt_file    atomic, fsync",
     "writer_file": "EncryptingWriter       file, fsync, +SHA-256",
@@ -263,8 +315,10 @@ def main() -> None:
     for key, label in (
         ("raw_encrypt", "raw AES-GCM encrypt, 1 MiB chunks in memory"),
         ("raw_decrypt", "raw AES-GCM decrypt, 1 MiB chunks in memory"),
-        ("plain_copy", "plain copy disk -> disk, fsync once"),
-        ("sha256", "SHA-256 alone in memory (the writer's ceiling)"),
+        ("plain_copy", "plain copy, reused buffer, fsync once (disk floor)"),
+        ("copyfileobj", "context: shutil.copyfileobj copy, fsync once"),
+        ("sha256", "context: SHA-256 alone (the writer's ceiling)"),
+        ("fresh_output", "context: 4 MiB writes into a new BytesIO (bytes floor)"),
     ):
         print(f"{label:50s} {gbps(ctx[key])}")
     header = "".join(f" | {impl + ' GB/s':>9s} {'ratio':>6s}" for impl in impls)
@@ -272,6 +326,13 @@ def main() -> None:
     for key in MEMORY_PATHS + DISK_PATHS:
         cells = "".join(f" | {gbps(s[i][key]):>9s} {ctx[BASE[key]] / s[i][key]:5.2f}x" for i in impls)
         print(f"{LABELS[key]:50s}{cells}")
+    print(
+        f"\n{f'small files: {SMALL_FILES} x {SMALL_FILE} bytes, per file':50s}"
+        + "".join(f" | {impl + ' us':>16s}" for impl in impls)
+    )
+    for key in SMALL_PATHS:
+        cells = "".join(f" | {s[i][key] / SMALL_FILES * 1e6:16.0f}" for i in impls)
+        print(f"{LABELS[key.removesuffix('_small')]:50s}{cells}")
     print()
     for key in MEMORY_PATHS + DISK_PATHS:
         target = MEMORY_TARGET if key in MEMORY_PATHS else DISK_TARGET

@@ -119,7 +119,9 @@ class WrappedKey:
             raise ValueError(f"wrapped key must have exactly the fields {sorted(expected)}, got {got}")
         if not all(isinstance(data[k], str) for k in expected):
             raise ValueError("wrapped key fields must be strings")
-        return cls(**{k: data[k] for k in sorted(expected)})
+        return cls(
+            kek_id=data["kek_id"], algorithm=data["algorithm"], wrapped_dek_b64=data["wrapped_dek_b64"]
+        )
 
 
 def _wrap_aad(kek_id_: str) -> bytes:
@@ -130,9 +132,12 @@ def _wrap(dek: bytes, kek: bytes) -> WrappedKey:
     """AES-GCM rather than RFC 3394 key wrap: the same audited primitive as the data path, and it
     authenticates context (format, algorithm, KEK id) as AAD. Random 96-bit nonces are safe far
     beyond the number of files one KEK will ever wrap (NIST: 2**32 invocations)."""
-    kid, nonce = key_id(kek), os.urandom(NONCE_BYTES)
-    blob = nonce + AESGCM(kek).encrypt(nonce, dek, _wrap_aad(kid))
-    return WrappedKey(kek_id=kid, algorithm=ALGORITHM, wrapped_dek_b64=base64.b64encode(blob).decode())
+    kid = key_id(kek)
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(kek).encrypt(nonce, dek, _wrap_aad(kid))
+    return WrappedKey(
+        kek_id=kid, algorithm=ALGORITHM, wrapped_dek_b64=base64.b64encode(nonce + sealed).decode()
+    )
 
 
 def _unwrap(wrapped: WrappedKey, kek: bytes) -> bytes:
@@ -183,18 +188,22 @@ def rewrap(wrapped: WrappedKey, old_kek: bytes, new_kek: bytes) -> WrappedKey:
 
 def _readinto_exact(src: BinaryIO, buffer: bytearray) -> int:
     """Fill ``buffer`` from ``src``, looping over short reads; fewer bytes only at end of stream."""
-    view, filled, readinto = memoryview(buffer), 0, getattr(src, "readinto", None)
+    view = memoryview(buffer)
+    filled = 0
+    readinto = getattr(src, "readinto", None)
     while filled < len(buffer):
-        try:
-            n = readinto(view[filled:]) if readinto is not None else None
-        except (NotImplementedError, io.UnsupportedOperation):
-            readinto = n = None  # a reader that only implements read()
+        n = None
+        if readinto is not None:
+            try:
+                n = readinto(view[filled:])
+            except (NotImplementedError, io.UnsupportedOperation):
+                readinto = None  # a reader that only implements read()
         if readinto is None:
-            data = src.read(len(buffer) - filled) or b""
-            n = len(data)
-            view[filled : filled + n] = data
+            data = src.read(len(buffer) - filled)
+            n = len(data) if data else 0
+            view[filled : filled + n] = data or b""
         if not n:
-            return filled
+            break
         filled += n
     return filled
 
@@ -510,7 +519,9 @@ def decrypt_file(
         decrypt_stream(src, dst, wrapped, kek)
 
 
-# Key material ------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# Key material
+# --------------------------------------------------------------------------------------------------
 
 
 def key_from_b64(text: str | bytes, what: str = "key", length: int | None = KEY_BYTES) -> bytes:
