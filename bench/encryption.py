@@ -244,8 +244,10 @@ def measure(folder: Path, size: int, repeat: int, baseline: Any) -> dict[str, di
         order += [("ctx", "plain_copy"), ("ctx", "copyfileobj")] if name == "encrypt_file" else []
         order += [(impl, name) for impl in impls]
     times: dict[str, dict[str, list[float]]] = {"ctx": {}, **{impl: {} for impl in impls}}
-    for _ in range(repeat):
-        for impl, name in order:
+    for rep in range(repeat):
+        swap = {"old": "new", "new": "old"} if rep % 2 and baseline is not None else {}
+        for impl, name in order:  # odd repetitions run the new code before the old: no position bias
+            impl = swap.get(impl, impl)
             if impl == "ctx":
                 target = folder / "copy.bin" if name in ("plain_copy", "copyfileobj") else None
                 fn = context[name]
