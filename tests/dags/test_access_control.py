@@ -56,7 +56,10 @@ def test_governance_dags_belong_to_their_roles(dags):
     the model approver; no other llmops role is named on them (the Auditor reads every DAG)."""
     for dag_id in ("data_erasure_request", "data_retention", "compliance_audit_report"):
         assert dags[dag_id].access_control == {
-            "DataProtectionOfficer": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+            "DataProtectionOfficer": {
+                "DAGs": {"can_read", "can_edit"},
+                "DAG Runs": {"can_read", "can_create"},
+            }
         }, dag_id
     assert set(dags["model_rollback"].access_control) == {"ModelApprover"}
 

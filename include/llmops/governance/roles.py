@@ -31,7 +31,10 @@ FAB_BUILTIN_ROLES = frozenset({"Admin", "Op", "User", "Viewer", "Public"})
 ACCESS_LEVELS: dict[str, dict[str, frozenset[str]]] = {
     "read": {"DAGs": frozenset({"can_read"}), "DAG Runs": frozenset({"can_read"})},
     "approve": {"DAGs": frozenset({"can_read", "can_edit"}), "DAG Runs": frozenset({"can_read"})},
-    "trigger": {"DAGs": frozenset({"can_read", "can_edit"}), "DAG Runs": frozenset({"can_read", "can_create"})},
+    "trigger": {
+        "DAGs": frozenset({"can_read", "can_edit"}),
+        "DAG Runs": frozenset({"can_read", "can_create"}),
+    },
     "edit": {
         "DAGs": frozenset({"can_read", "can_edit", "can_delete"}),
         "DAG Runs": frozenset({"can_read", "can_create", "can_delete"}),
@@ -60,7 +63,9 @@ _DAG_LEVEL_PREFIXES = ("DAG:", "DAG Run:")
 
 def access_control(levels: Mapping[str, str]) -> dict[str, dict[str, set[str]]] | None:
     """A DAG's ``access_control`` from ``{role: level}`` (None: no per-DAG rules)."""
-    return {role: {k: set(v) for k, v in ACCESS_LEVELS[level].items()} for role, level in levels.items()} or None
+    return {
+        role: {k: set(v) for k, v in ACCESS_LEVELS[level].items()} for role, level in levels.items()
+    } or None
 
 
 def _at_least(levels: dict[str, str], role: str, level: str) -> None:
@@ -160,7 +165,9 @@ def sync_roles(specs: Iterable[PipelineSpec]) -> RoleSyncReport:
                 sm.add_permission_to_role(role, sm.create_permission(action, resource))
                 report.added += 1
             report.roles[name] = len(perms)
-        for builtin in sorted({r for levels in all_dag_roles(specs).values() for r in levels} & FAB_BUILTIN_ROLES):
+        for builtin in sorted(
+            {r for levels in all_dag_roles(specs).values() for r in levels} & FAB_BUILTIN_ROLES
+        ):
             if sm.find_role(builtin) is None:
                 sm.add_role(builtin)
         for dag_id, levels in sorted(all_dag_roles(specs).items()):
