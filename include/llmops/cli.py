@@ -10,7 +10,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmops.specs import PipelineSpec
@@ -86,57 +86,112 @@ METHOD_DEMOS = ("northwind_kb", "support_replies")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo pipelines end to end: data, API, base model, then each ingest and finetune DAG."""
-    from llmops.demo.sample_data import generate
-    from llmops.demo.tickets_api import make_server
+    """Run the demo pipelines end to end: data, API, base model, then each ingest and finetune DAG.
+    Quiet unless --verbose: the logs go to a file, the terminal shows progress and a summary."""
+    from llmops.demo.console import DemoConsole
     from llmops.settings import get_settings
 
     started = time.monotonic()
     settings = get_settings()
+    log_file = demo_dir() / "logs" / f"demo-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    pipelines = ["support_bot", *([] if args.only_sft else METHOD_DEMOS)]
+    states: dict[str, str] = {}
+    with DemoConsole(log_file, verbose=args.verbose) as console:
+        if not args.verbose:
+            console.say(f"llmops demo: {', '.join(pipelines)} (logs: {log_file}; --verbose shows them here)")
+        states = _run_demo_pipelines(console, pipelines, args.max_steps)
+    summary = _demo_summary(pipelines, states)
+    _print_demo_summary(summary, settings.mlflow_tracking_uri, time.monotonic() - started)
+    ok = all(row["state"] == "success" and row["champion"] for row in summary)
+    return 0 if ok else 1
+
+
+def _run_demo_pipelines(console: Any, pipelines: list[str], max_steps: int | None) -> dict[str, str]:
+    """Each pipeline's ingest then finetune DAG; ``{pipeline: finetune state or 'ingest <state>'}``."""
+    import threading
+
+    from llmops.demo.sample_data import generate
+    from llmops.demo.tickets_api import make_server
+
+    console.say("  preparing the demo data and the tiny base model (built once, then reused)")
     generate(demo_dir())
     build_demo_model()
     token = os.environ.get("DEMO_TICKETS_API_TOKEN", "demo-token-change-me")
     port = int(os.environ.get("DEMO_TICKETS_API_PORT", "8765"))
     records = json.loads((demo_dir() / "api_tickets.json").read_text(encoding="utf-8"))
-    import threading
-
     server = make_server(records, token, port=port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    conf = {"max_steps": args.max_steps} if args.max_steps else {}
-    method_states: dict[str, str] = {}
+    conf = {"max_steps": max_steps} if max_steps else {}
+    states: dict[str, str] = {}
     try:
-        ingest_state = _run_dag("support_bot__ingest")
-        if ingest_state != "success":
-            print(f"support_bot__ingest finished in state {ingest_state}", file=sys.stderr)
-            return 1
-        finetune_state = _run_dag("support_bot__finetune", conf)
-        # The other training methods: continued pre-training, and sft -> preference chained.
-        for pipeline in [] if args.only_sft else METHOD_DEMOS:
-            state = _run_dag(f"{pipeline}__ingest")
-            method_states[pipeline] = (
-                _run_dag(f"{pipeline}__finetune", conf) if state == "success" else f"ingest {state}"
+        for pipeline in pipelines:
+            state = _run_dag_shown(console, f"{pipeline}__ingest")
+            states[pipeline] = (
+                _run_dag_shown(console, f"{pipeline}__finetune", conf)
+                if state == "success"
+                else f"ingest {state}"
             )
     finally:
         server.shutdown()
+    return states
 
+
+def _run_dag_shown(console: Any, dag_id: str, conf: dict | None = None) -> str:
+    console.dag_started(dag_id)
+    state = "failed"
+    try:
+        state = _run_dag(dag_id, conf)
+    finally:
+        console.dag_finished(dag_id, state.removeprefix("DagRunState."))
+    return state.removeprefix("DagRunState.")
+
+
+def _demo_summary(pipelines: list[str], states: dict[str, str]) -> list[dict[str, Any]]:
+    """Per pipeline: finetune state, decision, champion version, headline metrics, report path."""
     from llmops import storage
     from llmops.registry.mlflow_registry import alias_version
+    from llmops.settings import get_settings
 
-    latest = storage.read_json(storage.join(settings.reports_root, "support_bot", "LATEST.json"))
-    champion = alias_version("support_bot", "champion")
+    rows = []
+    for pipeline in pipelines:
+        row: dict[str, Any] = {"pipeline": pipeline, "state": states.get(pipeline, "not run")}
+        try:
+            latest = storage.read_json(storage.join(get_settings().reports_root, pipeline, "LATEST.json"))
+            report = json.loads(storage.read_bytes(latest["json"]))
+        except Exception:  # no report (the run failed before it): the row says what is known
+            latest, report = {}, {}
+        summary = report.get("summary") or {}
+        metrics = {
+            k: v for k, v in (summary.get("headline_metrics") or {}).items() if isinstance(v, int | float)
+        }
+        row.update(
+            decision=summary.get("decision") or "-",
+            champion=alias_version(pipeline, "champion"),
+            metrics=", ".join(f"{k} {v:.3g}" for k, v in list(metrics.items())[:2]) or "-",
+            report=latest.get("html") or "-",
+        )
+        rows.append(row)
+    return rows
+
+
+def _print_demo_summary(rows: list[dict[str, Any]], tracking_uri: str, wall_s: float) -> None:
     print()
-    print(f"finetune run state : {finetune_state}")
-    print(f"audit report (HTML): {latest['html']}")
-    print(f"audit report (JSON): {latest['json']}")
-    if champion:
-        print(f"registered model   : models:/support_bot@champion (version {champion})")
-    for pipeline, state in method_states.items():
-        version = alias_version(pipeline, "champion")
-        print(f"{pipeline:<19}: finetune {state}, models:/{pipeline}@champion (version {version})")
-    print(f"MLflow tracking URI: {settings.mlflow_tracking_uri}")
-    print(f"wall time          : {time.monotonic() - started:.0f} s")
-    methods_ok = all(state == "success" for state in method_states.values())
-    return 0 if finetune_state == "success" and champion and methods_ok else 1
+    print(f"{'pipeline':<16} {'finetune':<9} {'decision':<22} {'champion':<9} key metrics")
+    for r in rows:
+        champion = f"v{r['champion']}" if r["champion"] else "-"
+        print(
+            f"{r['pipeline']:<16} {r['state']:<9} {str(r['decision'])[:22]:<22} {champion:<9} {r['metrics']}"
+        )
+    print()
+    print(f"audit report (HTML): {rows[0]['report']}")
+    print(f"MLflow tracking URI: {tracking_uri}")
+    print(f"wall time          : {wall_s:.0f} s")
+    print()
+    print("next:")
+    print("  make airflow-ui              the DAGs, runs and Compliance reports in the Airflow UI")
+    print("  make serve                   serve support_bot's champion on 127.0.0.1:5001")
+    print("  .venv/bin/llmops ledger-verify   check the governance ledger")
+    print("  .venv/bin/llmops new-pipeline <name>   start your own pipeline from the demo spec")
 
 
 def cmd_validate_specs(args: argparse.Namespace) -> int:
@@ -410,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_build_demo_model)
     sub.add_parser("bootstrap-demo", help="sample data + base model").set_defaults(func=cmd_bootstrap_demo)
     p = sub.add_parser("demo", help="run the demo pipelines end to end")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Airflow's and the jobs' logs here instead of in the log file",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick runs)")
     p.add_argument(
         "--only-sft",

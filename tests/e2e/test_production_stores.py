@@ -167,7 +167,10 @@ def production_demo(databases, s3, mlflow_on_postgres_and_s3, tmp_path_factory) 
         [sys.executable, "-m", "llmops.cli", "demo"], env=env, capture_output=True, text=True, timeout=1800
     )
     wall = time.monotonic() - started
-    assert demo.returncode == 0, f"{demo.stdout[-3000:]}\n{demo.stderr[-6000:]}"
+    logs = "".join(
+        p.read_text(errors="replace")[-6000:] for p in (home / "llmops" / "demo" / "logs").glob("*.log")
+    )
+    assert demo.returncode == 0, f"{demo.stdout[-3000:]}\n{demo.stderr[-3000:]}\nlog file:\n{logs}"
     print(f"\nproduction-store demo: {wall:.0f} s\n{demo.stdout[-800:]}")
     return {"home": home, "env": env, "stdout": demo.stdout}
 
