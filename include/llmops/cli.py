@@ -234,8 +234,34 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 
     ledger = get_ledger()
     result = ledger.unblock() if args.unblock else ledger.verify(full=args.full)
-    print(json.dumps({**result.__dict__, "blocked": ledger.blocked()}))
+    blocked = ledger.blocked()
+    if args.json:
+        print(json.dumps({**result.__dict__, "blocked": blocked}))
+    else:
+        print(_verification_text(result, blocked))
     return 0 if result.ok else 2
+
+
+def _verification_text(result: Any, blocked: str | None) -> str:
+    """The verification for a person: sound or where it breaks, what was checked, what to do."""
+    scope = (
+        f"every record from genesis and {result.anchors_checked} anchor(s)"
+        if result.full
+        else f"from the anchor at record {result.anchored_seq} ({result.checked} record(s))"
+        if result.anchored_seq
+        else f"{result.checked} record(s)"
+    )
+    head = f"head {result.head_hash[:16]}…" if result.head_hash else "empty"
+    if result.ok:
+        lines = [f"ledger sound: {result.records} records, {head}; checked {scope}"]
+    else:
+        lines = [f"ledger BROKEN: {result.problem}", f"checked {scope}"]
+    if blocked:
+        lines.append(f"appends are blocked: {blocked}")
+        lines.append("restore the ledger database from a backup, then run: llmops ledger-verify --unblock")
+    elif not result.full and result.ok:
+        lines.append("older records: llmops ledger-verify --full")
+    return "\n".join(lines)
 
 
 def cmd_ledger_rotate_key(_: argparse.Namespace) -> int:
@@ -484,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--unblock", action="store_true", help="lift a block on appends if the whole chain verifies again"
     )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (for scripts)")
     p.add_argument(
         "--full",
         action="store_true",

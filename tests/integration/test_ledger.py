@@ -187,6 +187,8 @@ def test_ledger_verify_reports_a_malformed_row_without_crashing(tmp_path, monkey
         _append(ledger, i)
     _tamper(ledger, "UPDATE llmops_ledger_events SET payload = '{not json' WHERE seq = 2")
     assert main(["ledger-verify"]) == 2
+    assert "ledger BROKEN: record seq 2: payload is not valid JSON" in capsys.readouterr().out
+    assert main(["ledger-verify", "--json"]) == 2
     out = json.loads(capsys.readouterr().out)
     assert out["problem"] == "record seq 2: payload is not valid JSON" and out["records"] == 1
     assert "record seq 2: payload is not valid JSON" in out["blocked"]

@@ -329,7 +329,7 @@ def test_ledger_verify_full_from_the_command_line(tmp_path, monkeypatch):
     ledger = Ledger(url)  # the same key file and anchor file the command finds
     for i in range(4):
         _append(ledger, i)
-    ok = _cli(env, "ledger-verify", "--full")
+    ok = _cli(env, "ledger-verify", "--full", "--json")
     assert ok.returncode == 0, ok.stderr[-2000:]
     out = _last_json(ok.stdout)
     assert out["ok"] and out["full"] and out["records"] == 4 and out["anchored_seq"] == 4
@@ -337,7 +337,11 @@ def test_ledger_verify_full_from_the_command_line(tmp_path, monkeypatch):
     original = ledger.records()[1].payload
     with ledger.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE llmops_ledger_events SET payload = '{\"i\":99}' WHERE seq = 2")
-    bad = _cli(env, "ledger-verify", "--full")
+    readable = _cli(env, "ledger-verify", "--full")  # what a person reads
+    assert readable.returncode == 2
+    assert "ledger BROKEN: record seq 2: content was altered" in readable.stdout
+    assert "llmops ledger-verify --unblock" in readable.stdout
+    bad = _cli(env, "ledger-verify", "--full", "--json")
     assert bad.returncode == 2
     out = _last_json(bad.stdout)
     assert out["problem"] == "record seq 2: content was altered" and "record seq 2" in out["blocked"]
