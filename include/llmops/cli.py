@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo-data", help="generate the demo's sample data").set_defaults(func=cmd_demo_data)
     p = sub.add_parser("build-demo-model", help="build the tiny demo base model")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="build it again even if it exists")
     p.set_defaults(func=cmd_build_demo_model)
     sub.add_parser("bootstrap-demo", help="sample data + base model").set_defaults(func=cmd_bootstrap_demo)
     p = sub.add_parser("demo", help="run the demo pipelines end to end")
@@ -528,11 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         help="create the governance roles and each DAG's per-DAG permissions in the FAB auth manager",
     ).set_defaults(func=cmd_sync_roles)
     p = sub.add_parser("serve", help="serve a pipeline's champion over HTTP (mlflow models serve)")
-    p.add_argument("pipeline")
+    p.add_argument("pipeline", help="the pipeline whose model to serve (its spec name, e.g. support_bot)")
     p.add_argument("--version", default=None, help="a registered version instead of the champion")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5001)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=5001, help="port to listen on (default 5001)")
+    p.add_argument("--workers", type=int, default=1, help="scoring-server worker processes (default 1)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser(
         "new-pipeline",

@@ -75,3 +75,35 @@ def test_validate_specs_checks_every_spec_past_an_unreadable_one(tmp_path, monke
     assert f"{pipelines / 'aaa_latin1.yaml'}:\n  - not UTF-8 text: byte 0xe9 at line 2" in out
     assert "aab_bomb.yaml" in out and "the aliases expand to" in out
     assert "ok   support_bot.yaml" in out
+
+
+def test_every_cli_argument_has_help():
+    """Expect `llmops <command> --help` to explain every argument it lists."""
+    import argparse
+
+    from llmops import cli
+
+    captured: dict[str, argparse.ArgumentParser] = {}
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(self, *args, **kwargs):
+        captured["parser"] = self
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]
+    try:
+        try:
+            cli.main([])
+        except SystemExit:
+            pass
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+    parser = captured["parser"]
+    [subparsers] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {action.dest}"
+        for name, sub in subparsers.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert len(subparsers.choices) >= 10 and missing == []
