@@ -297,6 +297,25 @@ def cmd_sync_roles(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from llmops.reports.listing import pipeline_reports, runs_table
+
+    print(runs_table(pipeline_reports(args.pipeline), limit=args.limit))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from llmops.reports.listing import latest_report_text, pipeline_reports
+
+    text, html = latest_report_text(pipeline_reports(args.pipeline))
+    print(text)
+    if args.open and html:
+        import webbrowser
+
+        webbrowser.open(html if "://" in html else Path(html).resolve().as_uri())
+    return 0 if html else 1
+
+
 def cmd_seal_subject(_: argparse.Namespace) -> int:
     """Read a data subject's identifier from standard input (never the command line, which shell
     history and process lists keep) and print it sealed, for the erasure request's trigger form."""
@@ -527,6 +546,14 @@ def main(argv: list[str] | None = None) -> int:
         "sync-roles",
         help="create the governance roles and each DAG's per-DAG permissions in the FAB auth manager",
     ).set_defaults(func=cmd_sync_roles)
+    p = sub.add_parser("runs", help="a pipeline's runs and model versions, newest first (from their reports)")
+    p.add_argument("pipeline", help="the pipeline's spec name, e.g. support_bot")
+    p.add_argument("--limit", type=int, default=20, help="how many to show (default 20)")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("report", help="where a pipeline's latest audit report is and what it decided")
+    p.add_argument("pipeline", help="the pipeline's spec name, e.g. support_bot")
+    p.add_argument("--open", action="store_true", help="open its HTML in the default browser")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("serve", help="serve a pipeline's champion over HTTP (mlflow models serve)")
     p.add_argument("pipeline", help="the pipeline whose model to serve (its spec name, e.g. support_bot)")
     p.add_argument("--version", default=None, help="a registered version instead of the champion")
