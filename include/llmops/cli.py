@@ -190,6 +190,9 @@ def _print_demo_summary(rows: list[dict[str, Any]], tracking_uri: str, wall_s: f
     print("next:")
     print("  make airflow-ui              the DAGs, runs and Compliance reports in the Airflow UI")
     print("  make serve                   serve support_bot's champion on 127.0.0.1:5001")
+    print(
+        "  .venv/bin/llmops runs support_bot      its runs; llmops report support_bot --open: the latest report"
+    )
     print("  .venv/bin/llmops ledger-verify   check the governance ledger")
     print("  .venv/bin/llmops new-pipeline <name>   start your own pipeline from the demo spec")
 
