@@ -73,8 +73,8 @@ def fab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     for user, role in USERS.items():
         _run(
             [sys.executable, "-m", "airflow", "users", "create", "--username", user, "--role", role,
-             "--password", passwords[user], "--email", f"{user}@example.com",
-             "--firstname", user, "--lastname", "test"],
+             f"--password={passwords[user]}", "--email", f"{user}@example.com",
+             "--firstname", user, "--lastname", "test"],  # --password=: a password may start with "-"
             env,
         )  # fmt: skip
     with run_api_server(work, {}, fab_users=passwords, env_overrides=overrides) as server:
