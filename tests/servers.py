@@ -30,7 +30,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _reachable(host: str, port: int) -> bool:
+def reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
             return True
@@ -40,7 +40,7 @@ def _reachable(host: str, port: int) -> bool:
 
 def require_server(name: str, port: int) -> None:
     """Skip (visibly) when a local server is absent; in CI a missing server is a failure."""
-    if _reachable("127.0.0.1", port):
+    if reachable("127.0.0.1", port):
         return
     message = f"{name} is not reachable on 127.0.0.1:{port}"
     if IN_CI:

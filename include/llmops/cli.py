@@ -157,7 +157,7 @@ def _demo_summary(pipelines: list[str], states: dict[str, str]) -> list[dict[str
         row: dict[str, Any] = {"pipeline": pipeline, "state": states.get(pipeline, "not run")}
         try:
             latest = storage.read_json(storage.join(get_settings().reports_root, pipeline, "LATEST.json"))
-            report = json.loads(storage.read_bytes(latest["json"]))
+            report = storage.read_json(latest["json"])
         except Exception:  # no report (the run failed before it): the row says what is known
             latest, report = {}, {}
         summary = report.get("summary") or {}

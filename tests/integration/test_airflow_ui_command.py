@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from servers import free_port
+from servers import free_port, reachable
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -83,14 +83,6 @@ def _alive(procs: list[psutil.Process]) -> list[str]:
             if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                 alive.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
     return alive
-
-
-def _connects(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def _other_local_addresses() -> list[str]:
@@ -178,7 +170,7 @@ def test_make_airflow_ui_on_another_port_binds_loopback_runs_tasks_and_stops_on_
         ]
         assert listening and {a.ip for a in listening} == {"127.0.0.1"}, listening
         for address in _other_local_addresses():
-            assert not _connects(address, port), f"the API answers on {address}:{port}"
+            assert not reachable(address, port), f"the API answers on {address}:{port}"
 
         started = _started(psutil.Process(proc.pid))
         scheduler = next(p for p in started if p.cmdline()[-1:] == ["scheduler"])
@@ -188,7 +180,7 @@ def test_make_airflow_ui_on_another_port_binds_loopback_runs_tasks_and_stops_on_
         assert scheduler_env["AIRFLOW__CORE__PARALLELISM"] == str(max(2, len(os.sched_getaffinity(0))))
 
         _task_reaches_execution_api(base_url, json.loads(passwords.read_text())["admin"], log_file)
-        assert _connects("127.0.0.1", tickets_port), "the demo tickets API is not running"
+        assert reachable("127.0.0.1", tickets_port), "the demo tickets API is not running"
         started = _started(psutil.Process(proc.pid))  # the task processes too
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
@@ -200,7 +192,7 @@ def test_make_airflow_ui_on_another_port_binds_loopback_runs_tasks_and_stops_on_
         while (alive := _alive(started)) and time.monotonic() < deadline:
             time.sleep(0.2)  # only zombies waiting for init to reap them get this grace
         assert not alive, f"still running after Ctrl-C: {alive}"
-        assert not _connects("127.0.0.1", port) and not _connects("127.0.0.1", tickets_port)
+        assert not reachable("127.0.0.1", port) and not reachable("127.0.0.1", tickets_port)
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

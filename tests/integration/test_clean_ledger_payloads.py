@@ -9,10 +9,10 @@ asserts that the raw text did hold the planted values, so a pass means the sanit
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 
 import pytest
+from servers import free_port
 from small_pipeline import INLINE, inline_kind, inline_source, install, pipeline_spec
 
 PIPELINE = "clean_payloads"
@@ -98,9 +98,7 @@ def test_an_unreachable_tracking_uri_loses_its_password(pipeline, monkeypatch):
     URI; the recorded failure does not hold the password."""
     from llmops.registry import mlflow_registry
 
-    with socket.socket() as probe:  # a loopback port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://u:{PASSWORD}@127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

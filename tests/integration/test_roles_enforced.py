@@ -44,9 +44,29 @@ def _run(args: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
+def _overrides(work: Path) -> dict[str, str]:
+    """The settings of this module's deployment: its own DB, FAB, the specs under ``work``."""
+    from airflow_api_server import FAB_AUTH_MANAGER
+
+    return {
+        "LLMOPS_PIPELINES_DIR": str(work / "pipelines"),
+        "AIRFLOW_HOME": str(work / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+    }
+
+
+def _operator_env(work: Path) -> dict[str, str]:
+    """What an operator's shell has when running the CLI steps against that deployment."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | _overrides(work)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT / "include"), env.get("PYTHONPATH")]))
+    return env
+
+
 @pytest.fixture(scope="module")
 def fab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from airflow_api_server import FAB_AUTH_MANAGER, run_api_server
+    from airflow_api_server import run_api_server
 
     work = tmp_path_factory.mktemp("fab")
     pipelines = work / "pipelines"  # the demo specs, support_bot with approval by the user "approver"
@@ -56,15 +76,8 @@ def fab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         if raw["name"] == "support_bot":
             raw["registry"]["approval"] = {"required": True, "approvers": ["approver"]}
         (pipelines / spec.name).write_text(yaml.safe_dump(raw, sort_keys=False))
-    overrides = {
-        "LLMOPS_PIPELINES_DIR": str(pipelines),
-        "AIRFLOW_HOME": str(work / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
-        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
-    }
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | overrides
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT / "include"), env.get("PYTHONPATH")]))
+    overrides = _overrides(work)
+    env = _operator_env(work)
     bin_dir = Path(sys.executable).parent
     _run([sys.executable, "-m", "airflow", "db", "migrate"], env)
     _run([str(bin_dir / "llmops"), "sync-roles"], env)
@@ -159,15 +172,7 @@ def test_spec_roles_act_only_on_their_dags(fab_server: Any) -> None:
 def test_sync_roles_is_idempotent_and_takes_back_hand_added_rights(fab_server: Any) -> None:
     """A second sync changes nothing; a global right an admin added to an llmops role by hand (here
     DAG-wide trigger on the DataOwner) is removed again, so the role is what the specs say."""
-    from airflow_api_server import FAB_AUTH_MANAGER
-
-    work = Path(fab_server.log_file).parent
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | {
-        "LLMOPS_PIPELINES_DIR": str(work / "pipelines"),
-        "AIRFLOW_HOME": str(work / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{work / 'airflow.db'}",
-        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
-    }
+    env = _operator_env(Path(fab_server.log_file).parent)
     llmops = str(Path(sys.executable).parent / "llmops")
     assert '"added": 0, "removed": 0' in _run([llmops, "sync-roles"], env)
     _run(

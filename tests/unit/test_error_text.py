@@ -71,13 +71,11 @@ def test_airflow_signals_pass_untouched() -> None:
 def test_a_password_in_a_url_never_reaches_the_ledger(monkeypatch) -> None:
     """Expect the registry's own 'did not answer' error, which names the tracking URI, to lose the
     URI's password on its way to the ledger (and any own message quoting a URL to do the same)."""
-    import socket
+    from servers import free_port
 
     from llmops.registry import mlflow_registry
 
-    with socket.socket() as probe:  # a loopback port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://svc-user:S3cret-Pa55@127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

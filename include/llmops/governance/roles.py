@@ -147,6 +147,7 @@ def sync_roles(specs: Iterable[PipelineSpec]) -> RoleSyncReport:
     )
 
     specs = list(specs)
+    dag_roles = all_dag_roles(specs)
     report = RoleSyncReport()
     with get_application_builder() as appbuilder:
         sm = appbuilder.sm
@@ -165,12 +166,10 @@ def sync_roles(specs: Iterable[PipelineSpec]) -> RoleSyncReport:
                 sm.add_permission_to_role(role, sm.create_permission(action, resource))
                 report.added += 1
             report.roles[name] = len(perms)
-        for builtin in sorted(
-            {r for levels in all_dag_roles(specs).values() for r in levels} & FAB_BUILTIN_ROLES
-        ):
+        for builtin in sorted({r for levels in dag_roles.values() for r in levels} & FAB_BUILTIN_ROLES):
             if sm.find_role(builtin) is None:
                 sm.add_role(builtin)
-        for dag_id, levels in sorted(all_dag_roles(specs).items()):
+        for dag_id, levels in sorted(dag_roles.items()):
             sm.sync_perm_for_dag(dag_id, access_control(levels))
             report.dags += 1
     return report
